@@ -1,0 +1,172 @@
+// Command loopvisor gives unprivileged sandboxes private loop devices. See
+// README.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/supervisor"
+)
+
+const usage = `loopvisor: private loop devices for unprivileged containers
+
+Usage:
+  loopvisor run [flags] -- CMD [ARGS...]   run CMD in an unprivileged sandbox
+  loopvisor gc [flags]                     release what a killed supervisor left
+  loopvisor help
+
+Common flags:
+  --state-dir DIR     journals and locks (default /run/loopvisor)
+  --log-level LEVEL   panic|fatal|error|warn|info|debug|trace (default warn)
+  --log-format FMT    text|json (default text)
+
+run flags:
+  --uid-map HOST[:COUNT]  host uids for the sandbox's 0..COUNT-1 (default: root's
+                          first range in /etc/subuid, else 100000:65536; 0 refused)
+  --gid-map HOST[:COUNT]  host gids likewise (default: /etc/subgid, else the uid map)
+  --max-loop N            loop devices per sandbox (default 16); beyond: ENOSPC
+  --max-loop-per-uid N    loop devices per host uid across all sandboxes (default 64)
+`
+
+func main() {
+	supervisor.MaybeInit()
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "run":
+		os.Exit(cmdRun(os.Args[2:]))
+	case "gc":
+		os.Exit(cmdGC(os.Args[2:]))
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "loopvisor: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
+
+type common struct {
+	stateDir  string
+	logLevel  string
+	logFormat string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.stateDir, "state-dir", loopctl.DefaultStateDir, "state directory")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "log level")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+}
+
+func (c *common) logger() (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	lvl, err := logrus.ParseLevel(c.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	log.SetLevel(lvl)
+	switch c.logFormat {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+	return log, nil
+}
+
+func fail(err error) int {
+	fmt.Fprintf(os.Stderr, "loopvisor: %v\n", err)
+	return 125
+}
+
+func cmdRun(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	uidMap := fs.String("uid-map", "", "HOST[:COUNT]")
+	gidMap := fs.String("gid-map", "", "HOST[:COUNT]")
+	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per sandbox")
+	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "loopvisor run: no command given: loopvisor run [flags] -- CMD [ARGS...]")
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		return fail(fmt.Errorf("run must be started as root (it maps the sandbox to an unprivileged uid itself)"))
+	}
+	log, err := c.logger()
+	if err != nil {
+		return fail(err)
+	}
+	uid, gid := supervisor.DefaultMaps()
+	if *uidMap != "" {
+		if uid, err = supervisor.ParseIDMap(*uidMap); err != nil {
+			return fail(err)
+		}
+		if *gidMap == "" {
+			gid = uid
+		}
+	}
+	if *gidMap != "" {
+		if gid, err = supervisor.ParseIDMap(*gidMap); err != nil {
+			return fail(err)
+		}
+	}
+	if *maxLoop < 1 || *maxUID < 1 {
+		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
+	}
+	code, err := supervisor.Run(supervisor.RunConfig{
+		Argv: argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log,
+		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
+	})
+	if err != nil {
+		fail(err)
+		if code == 0 {
+			code = 125
+		}
+	}
+	return code
+}
+
+func cmdGC(args []string) int {
+	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := c.logger()
+	if err != nil {
+		return fail(err)
+	}
+	host, err := loopctl.OpenHost()
+	if err != nil {
+		return fail(err)
+	}
+	defer host.Close()
+	reg, err := loopctl.OpenRegistry(c.stateDir)
+	if err != nil {
+		return fail(err)
+	}
+	released, left := supervisor.GC(host, reg, logrus.NewEntry(log))
+	fmt.Printf("gc: released %d loop devices, %d still in use\n", released, left)
+	if left > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,375 @@
+package loopctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Limits bound what an instance may hold.
+type Limits struct {
+	MaxLoop   int // devices per instance (--max-loop)
+	MaxPerUID int // devices per host uid across all instances (--max-loop-per-uid)
+}
+
+// DefaultLimits are the limits when no flag says otherwise.
+var DefaultLimits = Limits{MaxLoop: 16, MaxPerUID: 64}
+
+// Config describes a new instance.
+type Config struct {
+	ID      string
+	HostUID int // host uid of the sandbox's root
+	HostGID int
+	Limits  Limits
+	Log     *logrus.Entry
+}
+
+// Instance is one container's private set of loop devices.
+type Instance struct {
+	ID      string
+	HostUID int
+	limits  Limits
+	host    *Host
+	reg     *Registry
+	View    *View
+	log     *logrus.Entry
+
+	mu     sync.Mutex
+	devs   map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+
+	// UserNS is the inode of the sandbox's user namespace; callers in it
+	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
+	UserNS uint64
+}
+
+// NewInstance creates an instance with its view and journal.
+func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
+	if c.Limits.MaxLoop <= 0 {
+		c.Limits.MaxLoop = DefaultLimits.MaxLoop
+	}
+	if c.Limits.MaxPerUID <= 0 {
+		c.Limits.MaxPerUID = DefaultLimits.MaxPerUID
+	}
+	if c.Log == nil {
+		c.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	v, err := NewView(c.HostUID, c.HostGID)
+	if err != nil {
+		return nil, err
+	}
+	in := &Instance{
+		ID: c.ID, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := in.writeJournal(true); err != nil {
+		v.Close()
+		return nil, err
+	}
+	go in.watch()
+	return in, nil
+}
+
+func (in *Instance) writeJournal(lock bool) error {
+	if lock {
+		unlock, err := in.reg.Lock()
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	st, err := ProcStartTime(os.Getpid())
+	if err != nil {
+		return err
+	}
+	j := &Journal{ID: in.ID, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID}
+	for idx := range in.devs {
+		j.Devices = append(j.Devices, idx)
+	}
+	return in.reg.Write(j)
+}
+
+// Owns reports whether loop device idx belongs to the instance.
+func (in *Instance) Owns(idx int) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_, ok := in.devs[idx]
+	return ok
+}
+
+// Devices returns the owned indices.
+func (in *Instance) Devices() []int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []int
+	for idx := range in.devs {
+		out = append(out, idx)
+	}
+	return out
+}
+
+// claim takes the O_EXCL hold on an unbound device. Preconditions: in.mu
+// held.
+func (in *Instance) claim(idx int) {
+	if in.devs[idx] != nil || Bound(idx) {
+		return
+	}
+	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)
+	if err != nil {
+		// ENXIO: in rundown until its last opener closes; EBUSY: the
+		// sandbox holds it exclusively or it is being bound. The watcher
+		// tries again.
+		return
+	}
+	if Bound(idx) {
+		f.Close()
+		return
+	}
+	in.devs[idx] = f
+}
+
+// unclaim drops the hold. Preconditions: in.mu held.
+func (in *Instance) unclaim(idx int) {
+	if f := in.devs[idx]; f != nil {
+		f.Close()
+		in.devs[idx] = nil
+	}
+}
+
+// watch re-claims devices that became unbound outside a served ioctl:
+// autoclear and deferred LOOP_CLR_FD happen at the last close.
+func (in *Instance) watch() {
+	defer close(in.done)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-in.stop:
+			return
+		case <-t.C:
+		}
+		in.mu.Lock()
+		for idx, f := range in.devs {
+			if f == nil {
+				in.claim(idx)
+			}
+		}
+		in.mu.Unlock()
+	}
+}
+
+// allocate creates a new device for the instance (idx < 0: any free
+// index). Preconditions: in.mu held.
+func (in *Instance) allocate(idx int) (int, error) {
+	if len(in.devs) >= in.limits.MaxLoop {
+		in.log.WithFields(logrus.Fields{"limit": in.limits.MaxLoop}).Warn("loop device limit of the instance reached: ENOSPC")
+		return -1, unix.ENOSPC
+	}
+	unlock, err := in.reg.Lock()
+	if err != nil {
+		return -1, unix.EIO
+	}
+	defer unlock()
+	if use := in.reg.UIDUse(in.HostUID); use >= in.limits.MaxPerUID {
+		in.log.WithFields(logrus.Fields{"host_uid": in.HostUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
+		return -1, unix.ENOSPC
+	}
+	got, err := in.host.Add(idx)
+	if err != nil {
+		return -1, err
+	}
+	in.devs[got] = nil
+	if err := in.writeJournal(false); err != nil {
+		in.log.WithError(err).Error("cannot journal a new device; giving it back")
+		delete(in.devs, got)
+		_ = in.host.Remove(got)
+		return -1, unix.EIO
+	}
+	in.claim(got)
+	if err := in.View.AddLoop(got); err != nil {
+		in.log.WithError(err).Error("cannot add device node")
+	}
+	in.log.WithField("loop", got).Info("device added to instance")
+	return got, nil
+}
+
+// GetFree serves LOOP_CTL_GET_FREE: an unbound device of the instance, or a
+// new one.
+func (in *Instance) GetFree() (int, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	best := -1
+	for idx := range in.devs {
+		if Exists(idx) && !Bound(idx) && (best < 0 || idx < best) {
+			in.claim(idx)
+			if in.devs[idx] != nil { // not in rundown
+				best = idx
+			}
+		}
+	}
+	if best >= 0 {
+		return best, nil
+	}
+	return in.allocate(-1)
+}
+
+// Add serves LOOP_CTL_ADD.
+func (in *Instance) Add(idx int32) (int, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if idx >= 0 {
+		if _, ok := in.devs[int(idx)]; ok || Exists(int(idx)) {
+			return -1, unix.EEXIST
+		}
+	}
+	return in.allocate(int(idx))
+}
+
+// Remove serves LOOP_CTL_REMOVE. Indices the instance does not own look
+// absent.
+func (in *Instance) Remove(idx int32) error {
+	if idx < 0 {
+		return unix.EINVAL
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.devs[int(idx)]; !ok {
+		in.log.WithField("loop", idx).Info("LOOP_CTL_REMOVE of a device outside the instance: ENODEV")
+		return unix.ENODEV
+	}
+	i := int(idx)
+	in.unclaim(i)
+	if err := in.host.Remove(i); err != nil && err != unix.ENODEV {
+		in.claim(i)
+		return err
+	}
+	in.forget(i)
+	return nil
+}
+
+// forget drops idx from the instance. Preconditions: in.mu held, device
+// removed.
+func (in *Instance) forget(idx int) {
+	delete(in.devs, idx)
+	in.View.RemoveLoop(idx)
+	in.reg.DropNode(idx)
+	if err := in.writeJournal(true); err != nil {
+		in.log.WithError(err).Error("cannot journal a removed device")
+	}
+	in.log.WithField("loop", idx).Info("device removed from instance")
+}
+
+// BeginBind drops the claim on idx so the caller's LOOP_CONFIGURE or
+// LOOP_SET_FD can bind it; EndBind re-takes it if the bind failed.
+func (in *Instance) BeginBind(idx int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.unclaim(idx)
+}
+
+// EndBind: see BeginBind.
+func (in *Instance) EndBind(idx int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.devs[idx]; ok {
+		in.claim(idx)
+	}
+}
+
+// Close releases every device of the instance: detach, then remove. Devices
+// still in use outside the instance (mounted, claimed, open) are left bound
+// and stay in the journal for a later gc. It waits up to timeout for the
+// sandbox's last closes to take effect.
+func (in *Instance) Close(timeout time.Duration) error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return nil
+	}
+	in.closed = true
+	in.mu.Unlock()
+	close(in.stop)
+	<-in.done
+
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	deadline := time.Now().Add(timeout)
+	var left []int
+	for {
+		left = left[:0]
+		for idx := range in.devs {
+			in.unclaim(idx)
+			switch err := ReleaseDevice(in.host, in.reg, idx); {
+			case err == nil:
+				delete(in.devs, idx)
+				in.reg.DropNode(idx)
+				in.View.RemoveLoop(idx)
+				in.log.WithField("loop", idx).Info("device released")
+			default:
+				left = append(left, idx)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var err error
+	unlock, lerr := in.reg.Lock()
+	if lerr == nil {
+		if len(in.devs) == 0 {
+			err = in.reg.Delete(in.ID)
+		} else {
+			err = in.writeJournal(false)
+		}
+		unlock()
+	}
+	in.View.Close()
+	if len(left) > 0 {
+		in.log.WithField("loops", left).Warn("devices still in use outside the instance; left for loopvisor gc")
+		return fmt.Errorf("%d loop devices still in use; run loopvisor gc later", len(left))
+	}
+	return err
+}
+
+// ErrInUse means a device is mounted or claimed outside the instance.
+var ErrInUse = errors.New("loop device in use outside the instance")
+
+// ReleaseDevice detaches and removes loop device idx, unless something else
+// still uses it.
+func ReleaseDevice(h *Host, reg *Registry, idx int) error {
+	if !Exists(idx) {
+		return nil
+	}
+	f, err := reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)
+	switch {
+	case err == unix.EBUSY:
+		return ErrInUse // mounted or held O_EXCL by someone else
+	case err == unix.ENXIO:
+		return unix.EAGAIN // rundown: an opener still has to close it
+	case err != nil:
+		if !Exists(idx) {
+			return nil
+		}
+		return err
+	}
+	if Bound(idx) {
+		if _, err := Ioctl(f.Fd(), unix.LOOP_CLR_FD, 0); err != nil && err != unix.ENXIO {
+			f.Close()
+			return err
+		}
+	}
+	f.Close()
+	if err := h.Remove(idx); err != nil && err != unix.ENODEV {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+package loopctl
+
+import (
+	"errors"
+	"os"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Loop ioctl commands (include/uapi/linux/loop.h).
+const (
+	cmdSetFD        = 0x4C00
+	cmdClrFD        = 0x4C01
+	cmdSetStatus    = 0x4C02
+	cmdGetStatus    = 0x4C03
+	cmdSetStatus64  = 0x4C04
+	cmdGetStatus64  = 0x4C05
+	cmdChangeFD     = 0x4C06
+	cmdSetCapacity  = 0x4C07
+	cmdSetDirectIO  = 0x4C08
+	cmdSetBlockSize = 0x4C09
+	cmdConfigure    = 0x4C0A
+	cmdCtlAdd       = 0x4C80
+	cmdCtlRemove    = 0x4C81
+	cmdCtlGetFree   = 0x4C82
+)
+
+// CmdName names a loop ioctl command for logs.
+func CmdName(cmd uint32) string {
+	switch cmd {
+	case cmdSetFD:
+		return "LOOP_SET_FD"
+	case cmdClrFD:
+		return "LOOP_CLR_FD"
+	case cmdSetStatus:
+		return "LOOP_SET_STATUS"
+	case cmdGetStatus:
+		return "LOOP_GET_STATUS"
+	case cmdSetStatus64:
+		return "LOOP_SET_STATUS64"
+	case cmdGetStatus64:
+		return "LOOP_GET_STATUS64"
+	case cmdChangeFD:
+		return "LOOP_CHANGE_FD"
+	case cmdSetCapacity:
+		return "LOOP_SET_CAPACITY"
+	case cmdSetDirectIO:
+		return "LOOP_SET_DIRECT_IO"
+	case cmdSetBlockSize:
+		return "LOOP_SET_BLOCK_SIZE"
+	case cmdConfigure:
+		return "LOOP_CONFIGURE"
+	case cmdCtlAdd:
+		return "LOOP_CTL_ADD"
+	case cmdCtlRemove:
+		return "LOOP_CTL_REMOVE"
+	case cmdCtlGetFree:
+		return "LOOP_CTL_GET_FREE"
+	}
+	return "ioctl"
+}
+
+// Caller is the trapped task, as the supervisor reaches it. Every method
+// fails with ErrStale once the trapped call is no longer pending.
+type Caller interface {
+	GetFD(unsafeFD uint32) (*os.File, error)
+	Read(unsafeAddr uint64, buf []byte) error
+	Write(unsafeAddr uint64, buf []byte) error
+	// Privileged reports whether the caller has CAP_SYS_ADMIN in the
+	// instance's user namespace (loopfs's ns_capable rule).
+	Privileged() (bool, error)
+	Valid() bool
+}
+
+// ErrStale means the trapped call is no longer pending: do nothing.
+var ErrStale = unix.ENOENT
+
+// Result is the answer to a trapped call.
+type Result struct {
+	Val      int64
+	Errno    syscall.Errno
+	Continue bool // not loopvisor's to decide: the kernel runs it with the caller's credentials
+}
+
+// Errno maps an error to the errno the container sees. It is the only
+// place that does so.
+func Errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return unix.ENOENT
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return unix.EPERM
+	}
+	return unix.EIO
+}
+
+func fail(err error) Result { return Result{Errno: Errno(err)} }
+
+func value(v int, err error) Result {
+	if err != nil {
+		return fail(err)
+	}
+	return Result{Val: int64(v)}
+}
+
+// Ioctl serves ioctl(unsafeFD, cmd, arg) trapped in the instance's sandbox.
+// cmd has already been truncated to 32 bits as the kernel does.
+func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Result {
+	f, err := c.GetFD(unsafeFD)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fail(err)
+	}
+	log := in.log.WithField("syscall", CmdName(cmd))
+	switch {
+	case IsLoopControl(&st):
+		return in.control(log, f, cmd, arg)
+	case IsLoopDevice(&st):
+		idx := Index(st.Rdev)
+		if !in.Owns(idx) {
+			log.WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
+			return Result{Errno: unix.EPERM}
+		}
+		return in.device(c, log, f, idx, cmd, arg)
+	case cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree:
+		// Never CONTINUE a loop-control command: the caller could swap a
+		// real loop-control fd in after this check. The argument is an
+		// integer, so running it on our copy gives the kernel's answer.
+		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+	default:
+		return Result{Continue: true}
+	}
+}
+
+func (in *Instance) control(log *logrus.Entry, f *os.File, cmd uint32, arg uint64) Result {
+	switch cmd {
+	case cmdCtlGetFree:
+		idx, err := in.GetFree()
+		if err != nil {
+			log.WithError(err).Info("denied")
+		}
+		return value(idx, err)
+	case cmdCtlAdd:
+		idx, err := in.Add(int32(uint32(arg)))
+		if err != nil {
+			log.WithError(err).WithField("loop", int32(uint32(arg))).Info("denied")
+		}
+		return value(idx, err)
+	case cmdCtlRemove:
+		err := in.Remove(int32(uint32(arg)))
+		return value(0, err)
+	default:
+		// Other loop commands on loop-control: the misc driver refuses
+		// them; running them on our copy returns its errno.
+		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+	}
+}
+
+// writable reports whether f was opened for writing (the loop driver's
+// BLK_OPEN_WRITE).
+func writable(f *os.File) bool {
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_ACCMODE != unix.O_RDONLY
+}
+
+// mayAdmin applies the loop driver's "opened for write or CAP_SYS_ADMIN"
+// rule with CAP_SYS_ADMIN taken in the instance's user namespace.
+func mayAdmin(c Caller, f *os.File) (bool, error) {
+	if writable(f) {
+		return true, nil
+	}
+	return c.Privileged()
+}
+
+func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd uint32, arg uint64) Result {
+	log = log.WithField("loop", idx)
+	switch cmd {
+	case cmdSetFD, cmdChangeFD:
+		// The kernel takes the fd from the low 32 bits of arg.
+		backing, err := c.GetFD(uint32(arg))
+		if err != nil {
+			return fail(err)
+		}
+		defer backing.Close()
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
+		if cmd == cmdSetFD {
+			in.BeginBind(idx)
+			defer in.EndBind(idx)
+		}
+		r := value(Ioctl(f.Fd(), cmd, backing.Fd()))
+		logBind(log, r, backing)
+		return r
+	case cmdConfigure:
+		buf := make([]byte, SizeofLoopConfig)
+		if err := c.Read(arg, buf); err != nil {
+			return fail(err)
+		}
+		cfg, err := DecodeLoopConfig(buf)
+		if err != nil {
+			return fail(unix.EFAULT)
+		}
+		backing, err := c.GetFD(cfg.FD)
+		if err != nil {
+			return fail(err)
+		}
+		defer backing.Close()
+		if err := SetConfigFD(buf, uint32(backing.Fd())); err != nil {
+			return fail(err)
+		}
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
+		in.BeginBind(idx)
+		defer in.EndBind(idx)
+		r := value(IoctlBuf(f.Fd(), cmd, buf))
+		logBind(log, r, backing)
+		return r
+	case cmdClrFD:
+		r := value(Ioctl(f.Fd(), cmd, 0))
+		if r.Errno == 0 {
+			log.Info("detached")
+		}
+		return r
+	case cmdSetStatus64, cmdSetStatus:
+		ok, err := mayAdmin(c, f)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			log.Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
+			return Result{Errno: unix.EPERM}
+		}
+		size := SizeofLoopInfo64
+		if cmd == cmdSetStatus {
+			size = SizeofLoopInfo
+		}
+		buf := make([]byte, size)
+		if err := c.Read(arg, buf); err != nil {
+			return fail(err)
+		}
+		return value(IoctlBuf(f.Fd(), cmd, buf))
+	case cmdGetStatus64, cmdGetStatus:
+		if arg == 0 {
+			return value(Ioctl(f.Fd(), cmd, 0)) // the kernel's EINVAL
+		}
+		size := SizeofLoopInfo64
+		if cmd == cmdGetStatus {
+			size = SizeofLoopInfo
+		}
+		buf := make([]byte, size)
+		r, err := IoctlBuf(f.Fd(), cmd, buf)
+		if err != nil {
+			return fail(err)
+		}
+		if err := c.Write(arg, buf); err != nil {
+			return fail(err)
+		}
+		return Result{Val: int64(r)}
+	case cmdSetCapacity, cmdSetDirectIO, cmdSetBlockSize:
+		ok, err := mayAdmin(c, f)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			log.Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
+			return Result{Errno: unix.EPERM}
+		}
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
+		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+	default:
+		// LOOP_CTL_* on a loop device: lo_ioctl refuses them.
+		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+	}
+}
+
+func logBind(log *logrus.Entry, r Result, backing *os.File) {
+	if r.Errno != 0 {
+		return
+	}
+	name, _ := os.Readlink("/proc/self/fd/" + itoa(int(backing.Fd())))
+	log.WithField("backing", name).Info("attached")
+}

@@ -1,0 +1,235 @@
+package loopctl
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// View directories inside the view's tmpfs, and where a sandbox attaches
+// them.
+const (
+	ViewDev      = "dev"
+	ViewSysBlock = "sys-block"
+	ViewSysClass = "sys-class-block"
+	ViewSysDev   = "sys-dev-block"
+	viewNodes    = "nodes" // supervisor-only nodes used to claim devices
+)
+
+// ViewMounts maps each view directory to the path a sandbox attaches it on.
+var ViewMounts = []struct{ Dir, Target string }{
+	{ViewDev, "/dev"},
+	{ViewSysBlock, "/sys/block"},
+	{ViewSysClass, "/sys/class/block"},
+	{ViewSysDev, "/sys/dev/block"},
+}
+
+// View is an instance's private /dev and sysfs block directories on a
+// detached tmpfs that only the supervisor and the sandbox can reach.
+type View struct {
+	mu   sync.Mutex
+	root *os.File // the tmpfs root (O_PATH-like directory fd)
+	uid  int      // host uid of the sandbox's root
+	gid  int
+}
+
+// NewView creates the tmpfs and the usual container device nodes, owned by
+// the host uid/gid the sandbox's root maps to.
+func NewView(uid, gid int) (*View, error) {
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("fsopen(tmpfs)", err)
+	}
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigSetString(fsfd, "mode", "0755"); err != nil {
+		return nil, os.NewSyscallError("fsconfig(mode)", err)
+	}
+	if err := unix.FsconfigSetString(fsfd, "size", "1m"); err != nil {
+		return nil, os.NewSyscallError("fsconfig(size)", err)
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return nil, os.NewSyscallError("fsconfig(create)", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("fsmount(tmpfs)", err)
+	}
+	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid}
+	if err := v.populate(); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// Close drops the supervisor's reference; the tmpfs goes away once the
+// sandbox's mounts of it are gone too.
+func (v *View) Close() error { return v.root.Close() }
+
+func (v *View) fd() int { return int(v.root.Fd()) }
+
+func (v *View) populate() error {
+	for _, d := range []string{ViewDev, ViewSysBlock, ViewSysClass, ViewSysDev} {
+		if err := unix.Mkdirat(v.fd(), d, 0o755); err != nil {
+			return os.NewSyscallError("mkdir "+d, err)
+		}
+	}
+	if err := unix.Fchownat(v.fd(), ViewDev, v.uid, v.gid, 0); err != nil {
+		return err
+	}
+	type node struct {
+		name         string
+		major, minor uint32
+		mode         uint32
+	}
+	for _, n := range []node{
+		{"null", 1, 3, 0o666}, {"zero", 1, 5, 0o666}, {"full", 1, 7, 0o666},
+		{"random", 1, 8, 0o666}, {"urandom", 1, 9, 0o666}, {"tty", 5, 0, 0o666},
+	} {
+		if err := v.mknod(ViewDev+"/"+n.name, unix.S_IFCHR|n.mode, n.major, n.minor, v.uid, v.gid); err != nil {
+			return err
+		}
+	}
+	// /dev/fuse is what a FUSE helper needs; the host decides whether it
+	// exists.
+	if _, err := os.Stat("/dev/fuse"); err == nil {
+		if err := v.mknod(ViewDev+"/fuse", unix.S_IFCHR|0o666, 10, 229, v.uid, v.gid); err != nil {
+			return err
+		}
+	}
+	if err := v.mknod(ViewDev+"/loop-control", unix.S_IFCHR|0o600, MiscMajor, LoopCtlMinor, v.uid, v.gid); err != nil {
+		return err
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := unix.Mkdirat(v.fd(), ViewDev+"/"+d, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Fchownat(v.fd(), ViewDev+"/"+d, v.uid, v.gid, 0); err != nil {
+			return err
+		}
+	}
+	for name, target := range map[string]string{
+		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore",
+	} {
+		if err := v.symlink(target, ViewDev+"/"+name); err != nil {
+			return err
+		}
+	}
+	// Non-loop block devices stay visible in sysfs, as they are to any
+	// process on the host; loop devices appear only when the instance owns
+	// them.
+	for _, d := range []struct{ view, sys string }{
+		{ViewSysBlock, "block"}, {ViewSysClass, "class/block"}, {ViewSysDev, "dev/block"},
+	} {
+		ents, err := os.ReadDir(filepath.Join(SysRoot, d.sys))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			link, err := os.Readlink(filepath.Join(SysRoot, d.sys, e.Name()))
+			if err != nil || strings.Contains(link, "/block/loop") {
+				continue
+			}
+			if err := v.symlink(link, d.view+"/"+e.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (v *View) mknod(path string, mode uint32, major, minor uint32, uid, gid int) error {
+	if err := unix.Mknodat(v.fd(), path, mode, int(unix.Mkdev(major, minor))); err != nil {
+		return os.NewSyscallError("mknod "+path, err)
+	}
+	// mknod applies the umask; set the mode the node must have.
+	if err := unix.Fchmodat(v.fd(), path, mode&0o7777, 0); err != nil {
+		return err
+	}
+	if uid != 0 || gid != 0 {
+		return unix.Fchownat(v.fd(), path, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return nil
+}
+
+func (v *View) symlink(target, path string) error {
+	if err := unix.Symlinkat(target, v.fd(), path); err != nil && err != unix.EEXIST {
+		return os.NewSyscallError("symlink "+path, err)
+	}
+	if strings.HasPrefix(path, ViewDev+"/") {
+		return unix.Fchownat(v.fd(), path, v.uid, v.gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return nil
+}
+
+func (v *View) remove(path string) {
+	if err := unix.Unlinkat(v.fd(), path, 0); err != nil && err != unix.ENOENT {
+		_ = err // the sandbox may have removed or replaced it; nothing to do
+	}
+}
+
+// AddLoop makes loop device idx visible in the sandbox: /dev/loopN (mode
+// and group as on the host, owned by the sandbox's root) and its sysfs links.
+func (v *View) AddLoop(idx int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	name := "loop" + strconv.Itoa(idx)
+	v.remove(ViewDev + "/" + name)
+	mode, gid := hostNodeMode(idx)
+	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
+		return err
+	}
+	for _, l := range []struct{ path, target string }{
+		{ViewSysBlock + "/" + name, "../devices/virtual/block/" + name},
+		{ViewSysClass + "/" + name, "../../devices/virtual/block/" + name},
+		{fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx), "../../devices/virtual/block/" + name},
+	} {
+		if err := v.symlink(l.target, l.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveLoop hides loop device idx from the sandbox.
+func (v *View) RemoveLoop(idx int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	name := "loop" + strconv.Itoa(idx)
+	v.remove(ViewDev + "/" + name)
+	v.remove(ViewSysBlock + "/" + name)
+	v.remove(ViewSysClass + "/" + name)
+	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx))
+}
+
+// Clone returns a detached mount of view directory dir (one of ViewMounts),
+// for the sandbox to attach with move_mount.
+func (v *View) Clone(dir string) (*os.File, error) {
+	fd, err := unix.OpenTree(v.fd(), dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("open_tree "+dir, err)
+	}
+	return os.NewFile(uintptr(fd), "view-"+dir), nil
+}
+
+// hostNodeMode returns the permission bits and group of the host's node for
+// loop device idx (or of /dev/loop0), so the sandbox's node looks the same.
+func hostNodeMode(idx int) (uint32, int) {
+	for _, p := range []string{"/dev/loop" + strconv.Itoa(idx), "/dev/loop0"} {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			gid := int(st.Gid)
+			if gid > 65535 {
+				gid = 0
+			}
+			return st.Mode & 0o777, gid
+		}
+	}
+	return 0o660, 6
+}

@@ -1,0 +1,146 @@
+package notify
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"unsafe"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// Loop ioctl command numbers (include/uapi/linux/loop.h).
+const (
+	LoopSetFD        = 0x4C00
+	LoopClrFD        = 0x4C01
+	LoopSetStatus    = 0x4C02
+	LoopGetStatus    = 0x4C03
+	LoopSetStatus64  = 0x4C04
+	LoopGetStatus64  = 0x4C05
+	LoopChangeFD     = 0x4C06
+	LoopSetCapacity  = 0x4C07
+	LoopSetDirectIO  = 0x4C08
+	LoopSetBlockSize = 0x4C09
+	LoopConfigure    = 0x4C0A
+	LoopCtlAdd       = 0x4C80
+	LoopCtlRemove    = 0x4C81
+	LoopCtlGetFree   = 0x4C82
+)
+
+// LoopCommands is every ioctl command the filter traps.
+var LoopCommands = []uint64{
+	LoopSetFD, LoopClrFD, LoopSetStatus, LoopGetStatus, LoopSetStatus64,
+	LoopGetStatus64, LoopChangeFD, LoopSetCapacity, LoopSetDirectIO,
+	LoopSetBlockSize, LoopConfigure, LoopCtlAdd, LoopCtlRemove, LoopCtlGetFree,
+}
+
+// Seccomp filter flags (include/uapi/linux/seccomp.h).
+const (
+	filterFlagTSync            = 1 << 0
+	filterFlagNewListener      = 1 << 3
+	filterFlagTSyncESRCH       = 1 << 4
+	filterFlagWaitKillableRecv = 1 << 5
+)
+
+// NativeArch is the audit arch of this build (AUDIT_ARCH_X86_64 on amd64).
+var NativeArch = func() uint32 {
+	switch runtime.GOARCH {
+	case "amd64":
+		return 0xc000003e
+	case "arm64":
+		return 0xc00000b7
+	default:
+		return 0
+	}
+}()
+
+// Program builds the BPF program that traps the loop ioctls of LoopCommands
+// (and extra, if given) with SCMP_ACT_NOTIFY and allows everything else.
+func Program(extra ...uint64) ([]unix.SockFilter, error) {
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: new filter: %w", err)
+	}
+	defer f.Release()
+	// Compat ABIs must be trapped too, or a 32-bit ioctl walks around the
+	// filter; refusing them (the default bad-arch action) would kill every
+	// 32-bit program in the sandbox.
+	for _, a := range []seccomp.ScmpArch{seccomp.ArchX86, seccomp.ArchX32} {
+		if runtime.GOARCH == "amd64" {
+			if err := f.AddArch(a); err != nil {
+				return nil, fmt.Errorf("seccomp: add arch %v: %w", a, err)
+			}
+		}
+	}
+	ioctl, err := seccomp.GetSyscallFromName("ioctl")
+	if err != nil {
+		return nil, err
+	}
+	cmds := append(append([]uint64{}, LoopCommands...), extra...)
+	for _, cmd := range cmds {
+		cond, err := seccomp.MakeCondition(1, seccomp.CompareMaskedEqual, 0xffffffff, cmd)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.AddRuleConditional(ioctl, seccomp.ActNotify, []seccomp.ScmpCondition{cond}); err != nil {
+			return nil, fmt.Errorf("seccomp: rule ioctl(%#x): %w", cmd, err)
+		}
+	}
+	return exportBPF(f)
+}
+
+func exportBPF(f *seccomp.ScmpFilter) ([]unix.SockFilter, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- f.ExportBPF(w)
+		w.Close()
+	}()
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("seccomp: export bpf: %w", err)
+	}
+	const insn = int(unsafe.Sizeof(unix.SockFilter{}))
+	if len(raw)%insn != 0 || len(raw) == 0 {
+		return nil, fmt.Errorf("seccomp: exported program has %d bytes", len(raw))
+	}
+	prog := make([]unix.SockFilter, len(raw)/insn)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(raw)), raw)
+	return prog, nil
+}
+
+// Install loads prog into the calling process (all threads) and returns the
+// listener fd. It asks for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV where the
+// kernel has it, so that SIGURG and friends cannot livelock a trapped call.
+//
+// Preconditions: the caller has CAP_SYS_ADMIN in its user namespace or has
+// set no_new_privs.
+func Install(prog []unix.SockFilter) (int, error) {
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	flags := []uintptr{
+		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH | filterFlagWaitKillableRecv,
+		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH,
+	}
+	var lastErr error
+	for _, fl := range flags {
+		r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, fl, uintptr(unsafe.Pointer(&fprog)))
+		runtime.KeepAlive(prog)
+		if e == 0 {
+			return int(r), nil
+		}
+		lastErr = e
+		if e != unix.EINVAL {
+			break
+		}
+	}
+	return -1, os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", lastErr)
+}

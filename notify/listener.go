@@ -1,0 +1,169 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrGone is returned by Listener.Next once no task uses the filter any more
+// (EPOLLHUP on the listener) or the listener was closed.
+var ErrGone = errors.New("notify: no task uses the filter any more")
+
+// Request is one trapped system call, copied out of the kernel.
+type Request struct {
+	ID   uint64
+	Pid  int // thread id of the caller, in the supervisor's pid namespace
+	Nr   int32
+	Arch uint32
+	Args [6]uint64
+}
+
+// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue.
+type Reply struct {
+	Val      int64
+	Errno    syscall.Errno
+	Continue bool
+}
+
+// Errno makes a Reply that fails the call with e.
+func Errno(e syscall.Errno) Reply { return Reply{Errno: e} }
+
+// Value makes a Reply that returns v.
+func Value(v int64) Reply { return Reply{Val: v} }
+
+// Listener is a seccomp listener fd driven through the Go netpoller.
+type Listener struct {
+	f        *os.File
+	rc       syscall.RawConn
+	fd       int
+	SyncWake bool // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP is in effect
+	mu       sync.Mutex
+	closed   bool
+}
+
+// NewListener takes ownership of fd, a seccomp listener.
+func NewListener(fd int) (*Listener, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl(O_NONBLOCK)", err)
+	}
+	l := &Listener{fd: fd}
+	if err := setFlags(fd, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); err == nil {
+		l.SyncWake = true
+	}
+	l.f = os.NewFile(uintptr(fd), "seccomp-listener")
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		l.f.Close()
+		return nil, err
+	}
+	l.rc = rc
+	return l, nil
+}
+
+// Next blocks until a notification arrives and returns it. It returns
+// ErrGone once no task uses the filter.
+func (l *Listener) Next() (Request, error) {
+	var n seccompNotif
+	var rerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, 0); err != nil {
+			if err == unix.EINTR {
+				return false
+			}
+			rerr = os.NewSyscallError("poll", err)
+			return true
+		}
+		if pfd[0].Revents&unix.POLLIN != 0 {
+			err := recvNotif(int(fd), &n)
+			switch err {
+			case nil:
+				return true
+			case unix.ENOENT, unix.EAGAIN, unix.EINTR:
+				// The caller died or was signalled between the wake-up
+				// and our receive: nothing to answer.
+				return false
+			default:
+				rerr = os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
+				return true
+			}
+		}
+		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			rerr = ErrGone
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return Request{}, ErrGone
+		}
+		return Request{}, err
+	}
+	if rerr != nil {
+		return Request{}, rerr
+	}
+	return Request{
+		ID:   n.ID,
+		Pid:  int(n.Pid),
+		Nr:   n.Data.Nr,
+		Arch: n.Data.Arch,
+		Args: n.Data.Args,
+	}, nil
+}
+
+// Respond sends r for the notification id. ENOENT (the caller is gone or
+// restarted its call after a signal) is not an error: there is nobody left to
+// answer.
+func (l *Listener) Respond(id uint64, r Reply) error {
+	resp := seccompNotifResp{ID: id}
+	switch {
+	case r.Continue:
+		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+	case r.Errno != 0:
+		resp.Error = -int32(r.Errno)
+	default:
+		resp.Val = r.Val
+	}
+	var err error
+	cerr := l.rc.Control(func(fd uintptr) { err = sendResp(int(fd), &resp) })
+	if cerr != nil {
+		return cerr
+	}
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", err)
+	}
+	return nil
+}
+
+// Valid reports whether notification id is still pending: the caller is
+// alive and still blocked in the same system call. Call it after every read
+// of the caller's memory or fds and before any side effect.
+func (l *Listener) Valid(id uint64) bool {
+	var err error
+	cerr := l.rc.Control(func(fd uintptr) { err = idValid(int(fd), id) })
+	return cerr == nil && err == nil
+}
+
+// Close releases the listener. Callers blocked in the filter then get ENOSYS.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.f.Close()
+}
+
+// String names the listener for logs.
+func (l *Listener) String() string { return fmt.Sprintf("seccomp-listener(fd %d)", l.fd) }

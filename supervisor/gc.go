@@ -1,0 +1,50 @@
+package supervisor
+
+import (
+	"github.com/sirupsen/logrus"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+)
+
+// GC releases what supervisors that died left behind in reg: for every
+// journal whose supervisor no longer runs, each device is detached and
+// removed unless something outside still uses it (then it stays in the
+// journal for the next gc). It returns how many devices it released and how
+// many it left.
+func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry) (released, left int) {
+	unlock, err := reg.Lock()
+	if err != nil {
+		log.WithError(err).Warn("gc: cannot lock the state dir")
+		return 0, 0
+	}
+	defer unlock()
+	js, errs := reg.Journals()
+	for _, err := range errs {
+		log.WithError(err).Warn("gc: unreadable journal left alone")
+	}
+	for _, j := range js {
+		if j.Alive() {
+			continue
+		}
+		jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
+		var keep []int
+		for _, idx := range j.Devices {
+			if err := loopctl.ReleaseDevice(h, reg, idx); err != nil {
+				jl.WithError(err).WithField("loop", idx).Warn("gc: device left in place")
+				keep = append(keep, idx)
+				continue
+			}
+			reg.DropNode(idx)
+			released++
+			jl.WithField("loop", idx).Info("gc: released device of a dead supervisor")
+		}
+		left += len(keep)
+		if len(keep) == 0 {
+			_ = reg.Delete(j.ID)
+		} else {
+			j.Devices = keep
+			_ = reg.Write(j)
+		}
+	}
+	return released, left
+}

@@ -1,0 +1,173 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/notify"
+)
+
+// InitArg is argv[1] of the re-executed sandbox init.
+const InitArg = "__sandbox-init"
+
+// File descriptors the supervisor hands the sandbox init.
+const (
+	initSockFD  = 3 // unix socket to the supervisor
+	initViewFD0 = 4 // first of len(loopctl.ViewMounts) detached view mounts
+)
+
+// MaybeInit runs the sandbox init and never returns if this process was
+// started as one. Call it first thing in main.
+func MaybeInit() {
+	if len(os.Args) < 2 || os.Args[1] != InitArg {
+		return
+	}
+	code, err := sandboxInit(os.Args[2:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loopvisor: sandbox: %v\n", err)
+		os.Exit(125)
+	}
+	os.Exit(code)
+}
+
+func sandboxInit(argv []string) (int, error) {
+	if len(argv) > 0 && argv[0] == "--" {
+		argv = argv[1:]
+	}
+	if len(argv) == 0 {
+		return 0, fmt.Errorf("no command")
+	}
+	sock := os.NewFile(initSockFD, "supervisor")
+	if os.Getuid() != 0 || os.Geteuid() != 0 {
+		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
+	}
+	if err := setupMounts(); err != nil {
+		return 0, err
+	}
+	prog, err := notify.Program()
+	if err != nil {
+		return 0, err
+	}
+	lfd, err := notify.Install(prog)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.Sendmsg(int(sock.Fd()), []byte{'L'}, unix.UnixRights(lfd), nil, 0); err != nil {
+		return 0, os.NewSyscallError("sendmsg", err)
+	}
+	unix.Close(lfd)
+	// Wait for the supervisor to serve the listener (or to tell us it
+	// cannot).
+	ack := make([]byte, 1)
+	if n, err := sock.Read(ack); err != nil || n != 1 || ack[0] != 'A' {
+		return 0, fmt.Errorf("supervisor did not take the listener")
+	}
+	sock.Close()
+	return runChild(argv)
+}
+
+func setupMounts() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return os.NewSyscallError("make / private", err)
+	}
+	for i, m := range loopctl.ViewMounts {
+		fd := initViewFD0 + i
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
+		}
+		unix.Close(fd)
+	}
+	if err := unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return os.NewSyscallError("mount /dev/pts", err)
+	}
+	if err := unix.Mount("shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		return os.NewSyscallError("mount /dev/shm", err)
+	}
+	// The new pid namespace needs its own /proc; sysfs stays the host's,
+	// with the view over its block directories.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return os.NewSyscallError("mount /proc", err)
+	}
+	return nil
+}
+
+// forwarded are the signals init passes on to the command.
+var forwarded = []os.Signal{
+	unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGUSR1,
+	unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM,
+}
+
+// runChild runs argv as init's child, forwards signals to it, reaps every
+// orphan of the pid namespace, and returns the child's exit status.
+func runChild(argv []string) (int, error) {
+	path := argv[0]
+	if filepath.Base(path) == path {
+		if p, err := lookPath(path); err == nil {
+			path = p
+		} else {
+			fmt.Fprintf(os.Stderr, "loopvisor: %s: command not found\n", argv[0])
+			return 127, nil
+		}
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwarded...)
+	_, terr := unix.IoctlGetTermios(0, unix.TCGETS)
+	tty := terr == nil
+	p, err := os.StartProcess(path, argv, &os.ProcAttr{
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+		Env:   os.Environ(),
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loopvisor: %s: %v\n", argv[0], err)
+		return 126, nil
+	}
+	go func() {
+		for s := range sigs {
+			// A terminal delivers ^C and ^\ to the whole foreground group
+			// already.
+			if tty && (s == unix.SIGINT || s == unix.SIGQUIT) {
+				continue
+			}
+			_ = p.Signal(s)
+		}
+	}()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("wait4", err)
+		}
+		if pid != p.Pid {
+			continue // an orphan reparented to us
+		}
+		switch {
+		case ws.Exited():
+			return ws.ExitStatus(), nil
+		case ws.Signaled():
+			return 128 + int(ws.Signal()), nil
+		}
+	}
+}
+
+func lookPath(file string) (string, error) {
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && unix.Access(p, unix.X_OK) == nil {
+			return p, nil
+		}
+	}
+	return "", syscall.ENOENT
+}

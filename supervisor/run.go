@@ -1,0 +1,238 @@
+package supervisor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/notify"
+)
+
+// RunConfig is what `loopvisor run` needs.
+type RunConfig struct {
+	Argv     []string
+	UIDMap   IDMap
+	GIDMap   IDMap
+	StateDir string
+	Limits   loopctl.Limits
+	Log      *logrus.Logger
+	// CleanupTimeout bounds how long Run waits for the sandbox's last
+	// closes before it leaves devices to gc.
+	CleanupTimeout time.Duration
+}
+
+// NewID returns a fresh instance id.
+func NewID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run runs cfg.Argv in a new sandbox and returns its exit status.
+func Run(cfg RunConfig) (int, error) {
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.UIDMap.Host == 0 || cfg.GIDMap.Host == 0 {
+		return 0, errors.New("the sandbox's root must map to an unprivileged host uid/gid, not 0")
+	}
+	if cfg.CleanupTimeout == 0 {
+		cfg.CleanupTimeout = 2 * time.Second
+	}
+	host, err := loopctl.OpenHost()
+	if err != nil {
+		return 0, err
+	}
+	defer host.Close()
+	reg, err := loopctl.OpenRegistry(cfg.StateDir)
+	if err != nil {
+		return 0, err
+	}
+	GC(host, reg, cfg.Log.WithField("phase", "start"))
+
+	id := NewID()
+	log := cfg.Log.WithField("instance", id)
+	in, err := loopctl.NewInstance(host, reg, loopctl.Config{
+		ID: id, HostUID: cfg.UIDMap.Host, HostGID: cfg.GIDMap.Host, Limits: cfg.Limits, Log: cfg.Log.WithFields(nil),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create instance: %w", err)
+	}
+	code, err := runSandbox(cfg, in, log)
+	if cerr := in.Close(cfg.CleanupTimeout); cerr != nil && err == nil {
+		log.WithError(cerr).Warn("cleanup incomplete")
+	}
+	return code, err
+}
+
+func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, os.NewSyscallError("socketpair", err)
+	}
+	ours := os.NewFile(uintptr(pair[0]), "sandbox")
+	theirs := os.NewFile(uintptr(pair[1]), "supervisor")
+	defer ours.Close()
+
+	extra := []*os.File{theirs}
+	for _, m := range loopctl.ViewMounts {
+		f, err := in.View.Clone(m.Dir)
+		if err != nil {
+			theirs.Close()
+			closeAll(extra[1:])
+			return 0, err
+		}
+		extra = append(extra, f)
+	}
+	cmd := exec.Command("/proc/self/exe", append([]string{InitArg, "--"}, cfg.Argv...)...)
+	cmd.Args[0] = "loopvisor-init"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.UIDMap.Host, Size: cfg.UIDMap.Size}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.GIDMap.Host, Size: cfg.GIDMap.Size}},
+		GidMappingsEnableSetgroups: true,
+		// Without setuid(0) after the maps are written the child would keep
+		// the unmapped host uid 0 (shown as nobody), whose file accesses
+		// still pass owner checks as host root.
+		Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: false},
+		Pdeathsig:                  unix.SIGKILL,
+	}
+	// Signals for the sandbox are forwarded to its init from the moment it
+	// exists.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+
+	err = cmd.Start()
+	closeAll(extra)
+	if err != nil {
+		return 0, fmt.Errorf("start sandbox: %w", err)
+	}
+	log = log.WithField("init_pid", cmd.Process.Pid)
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+
+	lfd, err := recvListener(ours, waitc)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return exitCode(cmd, <-waitc), fmt.Errorf("sandbox set-up failed: %w", err)
+	}
+	l, err := notify.NewListener(lfd)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-waitc
+		return 0, err
+	}
+	defer l.Close()
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user", &st); err != nil {
+		_ = cmd.Process.Kill()
+		<-waitc
+		return 0, err
+	}
+	in.UserNS = st.Ino
+	log.WithFields(logrus.Fields{"sync_wakeup": l.SyncWake, "uid_map": fmt.Sprintf("0:%d:%d", cfg.UIDMap.Host, cfg.UIDMap.Size)}).Info("sandbox started")
+
+	servec := make(chan error, 1)
+	go func() { servec <- Serve(l, in, log) }()
+	if _, err := ours.Write([]byte{'A'}); err != nil {
+		_ = cmd.Process.Kill()
+	}
+	_, ttyErr := unix.IoctlGetTermios(0, unix.TCGETS)
+	var werr error
+	for done := false; !done; {
+		select {
+		case s := <-sigs:
+			if ttyErr == nil && (s == unix.SIGINT || s == unix.SIGQUIT) {
+				continue // the terminal told the sandbox itself
+			}
+			_ = cmd.Process.Signal(s)
+		case werr = <-waitc:
+			done = true
+		}
+	}
+	// The pid namespace died with its init; the listener hangs up once the
+	// last task is reaped.
+	select {
+	case err := <-servec:
+		if err != nil {
+			log.WithError(err).Warn("serving stopped with an error")
+		}
+	case <-time.After(5 * time.Second):
+		log.Warn("listener still in use 5s after the sandbox died")
+	}
+	code := exitCode(cmd, werr)
+	log.WithField("status", code).Info("sandbox exited")
+	return code, nil
+}
+
+func exitCode(cmd *exec.Cmd, err error) int {
+	if cmd.ProcessState == nil {
+		return 125
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// recvListener waits for the sandbox init's listener fd.
+func recvListener(sock *os.File, waitc chan error) (int, error) {
+	type res struct {
+		fd  int
+		err error
+	}
+	rc := make(chan res, 1)
+	go func() {
+		buf := make([]byte, 1)
+		oob := make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != nil {
+			rc <- res{-1, err}
+			return
+		}
+		if n == 0 {
+			rc <- res{-1, errors.New("sandbox init exited before loading the filter")}
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			rc <- res{-1, errors.New("no listener fd from sandbox init")}
+			return
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			rc <- res{-1, errors.New("no listener fd from sandbox init")}
+			return
+		}
+		rc <- res{fds[0], nil}
+	}()
+	select {
+	case r := <-rc:
+		return r.fd, r.err
+	case err := <-waitc:
+		waitc <- err
+		return -1, errors.New("sandbox init exited before loading the filter")
+	case <-time.After(30 * time.Second):
+		return -1, errors.New("sandbox init did not load the filter within 30s")
+	}
+}
