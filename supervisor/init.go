@@ -37,6 +37,10 @@ func MaybeInit() {
 }
 
 func sandboxInit(argv []string) (int, error) {
+	bare := false
+	if len(argv) > 0 && argv[0] == "--bare" {
+		bare, argv = true, argv[1:]
+	}
 	if len(argv) > 0 && argv[0] == "--" {
 		argv = argv[1:]
 	}
@@ -47,8 +51,12 @@ func sandboxInit(argv []string) (int, error) {
 	if os.Getuid() != 0 || os.Geteuid() != 0 {
 		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
 	}
-	if err := setupMounts(); err != nil {
+	if err := setupMounts(bare); err != nil {
 		return 0, err
+	}
+	if bare {
+		sock.Close()
+		return runChild(argv)
 	}
 	prog, err := notify.Program()
 	if err != nil {
@@ -72,9 +80,12 @@ func sandboxInit(argv []string) (int, error) {
 	return runChild(argv)
 }
 
-func setupMounts() error {
+func setupMounts(bare bool) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return os.NewSyscallError("make / private", err)
+	}
+	if bare {
+		return mountProc()
 	}
 	for i, m := range loopctl.ViewMounts {
 		fd := initViewFD0 + i
@@ -89,8 +100,12 @@ func setupMounts() error {
 	if err := unix.Mount("shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
 		return os.NewSyscallError("mount /dev/shm", err)
 	}
-	// The new pid namespace needs its own /proc; sysfs stays the host's,
-	// with the view over its block directories.
+	return mountProc()
+}
+
+// mountProc gives the new pid namespace its own /proc; sysfs stays the
+// host's, with the view over its block directories.
+func mountProc() error {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return os.NewSyscallError("mount /proc", err)
 	}

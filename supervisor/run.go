@@ -27,6 +27,9 @@ type RunConfig struct {
 	StateDir string
 	Limits   loopctl.Limits
 	Log      *logrus.Logger
+	// Bare runs the same namespaces without loopvisor: no filter, no
+	// private /dev. It exists to show that a command needs loopvisor.
+	Bare bool
 	// CleanupTimeout bounds how long Run waits for the sandbox's last
 	// closes before it leaves devices to gc.
 	CleanupTimeout time.Duration
@@ -60,6 +63,9 @@ func Run(cfg RunConfig) (int, error) {
 		return 0, err
 	}
 	GC(host, reg, cfg.Log.WithField("phase", "start"))
+	if cfg.Bare {
+		return runBare(cfg)
+	}
 
 	id := NewID()
 	log := cfg.Log.WithField("instance", id)
@@ -99,17 +105,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	cmd.Args[0] = "loopvisor-init"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:                 unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.UIDMap.Host, Size: cfg.UIDMap.Size}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.GIDMap.Host, Size: cfg.GIDMap.Size}},
-		GidMappingsEnableSetgroups: true,
-		// Without setuid(0) after the maps are written the child would keep
-		// the unmapped host uid 0 (shown as nobody), whose file accesses
-		// still pass owner checks as host root.
-		Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: false},
-		Pdeathsig:                  unix.SIGKILL,
-	}
+	cmd.SysProcAttr = sandboxAttr(cfg)
 	// Signals for the sandbox are forwarded to its init from the moment it
 	// exists.
 	sigs := make(chan os.Signal, 16)
@@ -234,5 +230,38 @@ func recvListener(sock *os.File, waitc chan error) (int, error) {
 		return -1, errors.New("sandbox init exited before loading the filter")
 	case <-time.After(30 * time.Second):
 		return -1, errors.New("sandbox init did not load the filter within 30s")
+	}
+}
+
+// runBare runs cfg.Argv in the sandbox's namespaces with no supervision.
+func runBare(cfg RunConfig) (int, error) {
+	cmd := exec.Command("/proc/self/exe", append([]string{InitArg, "--bare", "--"}, cfg.Argv...)...)
+	cmd.Args[0] = "loopvisor-init"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer devnull.Close()
+	cmd.ExtraFiles = []*os.File{devnull}
+	cmd.SysProcAttr = sandboxAttr(cfg)
+	err = cmd.Run()
+	if cmd.ProcessState == nil {
+		return 0, err
+	}
+	return exitCode(cmd, err), nil
+}
+
+func sandboxAttr(cfg RunConfig) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:                 unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.UIDMap.Host, Size: cfg.UIDMap.Size}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: cfg.GIDMap.Host, Size: cfg.GIDMap.Size}},
+		GidMappingsEnableSetgroups: true,
+		// Without setuid(0) after the maps are written the child would keep
+		// the unmapped host uid 0 (shown as nobody), whose file accesses
+		// still pass owner checks as host root.
+		Credential: &syscall.Credential{Uid: 0, Gid: 0},
+		Pdeathsig:  unix.SIGKILL,
 	}
 }

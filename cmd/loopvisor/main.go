@@ -31,6 +31,7 @@ run flags:
   --gid-map HOST[:COUNT]  host gids likewise (default: /etc/subgid, else the uid map)
   --max-loop N            loop devices per sandbox (default 16); beyond: ENOSPC
   --max-loop-per-uid N    loop devices per host uid across all sandboxes (default 64)
+  --bare                  same namespaces without loopvisor (to show what fails without it)
 `
 
 func main() {
@@ -95,6 +96,7 @@ func cmdRun(args []string) int {
 	uidMap := fs.String("uid-map", "", "HOST[:COUNT]")
 	gidMap := fs.String("gid-map", "", "HOST[:COUNT]")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per sandbox")
+	bare := fs.Bool("bare", false, "no loopvisor: same namespaces, no filter (shows what fails without it)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
@@ -130,7 +132,7 @@ func cmdRun(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	code, err := supervisor.Run(supervisor.RunConfig{
-		Argv: argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log,
+		Argv: argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {

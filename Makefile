@@ -1,0 +1,43 @@
+# loopvisor: private loop devices for unprivileged containers.
+GO      ?= go
+BIN     := bin/loopvisor
+PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./cmd/...
+FUZZTIME ?= 15s
+
+.PHONY: help deps build demo test unit integration vet fmt fuzz bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## install the system packages and Go modules loopvisor needs (Debian; as root)
+	@./scripts/install-deps.sh
+
+build: ## build bin/loopvisor
+	$(GO) build -o $(BIN) ./cmd/loopvisor
+
+demo: deps build ## unprivileged sandbox: make an image, attach it, losetup -a, detach
+	@./examples/demo.sh $(BIN)
+
+vet: ## gofmt and go vet
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+unit: ## unit and fuzz-seed tests (no root needed)
+	$(GO) test -count=1 $(PKGS)
+
+integration: build ## real-kernel tests (root): losetup, busybox, differential, isolation, limits, gc
+	$(GO) test -count=1 -p 1 -timeout 20m ./tests/...
+
+test: vet unit integration ## everything CI runs
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for t in $$($(GO) test -list 'Fuzz.*' ./loopctl/ | grep ^Fuzz); do \
+		echo "== loopctl $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./loopctl/ || exit 1; done
+	@for t in $$($(GO) test -list 'Fuzz.*' ./supervisor/ | grep ^Fuzz); do \
+		echo "== supervisor $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./supervisor/ || exit 1; done
+
+bench: build ## print speed figures as ratios against baselines measured in the same run
+	$(GO) run ./bench -loopvisor $(BIN)
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what loopvisor needs to build, test and demo on a fresh Debian or
+# Ubuntu machine. Run as root. Safe to run again.
+set -euo pipefail
+pkgs=(libseccomp-dev pkg-config gcc make util-linux mount e2fsprogs busybox
+      fuse3 fuse2fs squashfuse squashfs-tools)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${missing[*]}; run as root (sudo make deps)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "install-deps: Go is not on PATH (want 1.22 or newer)" >&2; exit 1; }
+go mod download
+[ -e /dev/loop-control ] || modprobe loop || { echo "install-deps: no /dev/loop-control: load the loop module" >&2; exit 1; }
