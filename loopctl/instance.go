@@ -105,6 +105,9 @@ func (in *Instance) Owns(idx int) bool {
 	return ok
 }
 
+// NodePath returns a supervisor-only node of loop device idx.
+func (in *Instance) NodePath(idx int) (string, error) { return in.reg.NodePath(idx) }
+
 // Devices returns the owned indices.
 func (in *Instance) Devices() []int {
 	in.mu.Lock()

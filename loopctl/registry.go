@@ -162,12 +162,12 @@ func (j *Journal) Alive() bool {
 	return err == nil && st == j.StartTime
 }
 
-// OpenLoop opens loop device idx through a node in the state directory, which
-// only root can reach, so a node the sandbox controls is never followed.
-func (r *Registry) OpenLoop(idx int, flags int) (*os.File, error) {
+// NodePath returns the path of a node for loop device idx in the state
+// directory, which only root can reach, creating it if needed.
+func (r *Registry) NodePath(idx int) (string, error) {
 	dir := filepath.Join(r.Dir, "nodes")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return "", err
 	}
 	p := filepath.Join(dir, "loop"+strconv.Itoa(idx))
 	want := unix.Mkdev(LoopMajor, uint32(idx))
@@ -175,8 +175,18 @@ func (r *Registry) OpenLoop(idx int, flags int) (*os.File, error) {
 	if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != want {
 		_ = os.Remove(p)
 		if err := unix.Mknod(p, unix.S_IFBLK|0o600, int(want)); err != nil && err != unix.EEXIST {
-			return nil, os.NewSyscallError("mknod "+p, err)
+			return "", os.NewSyscallError("mknod "+p, err)
 		}
+	}
+	return p, nil
+}
+
+// OpenLoop opens loop device idx through NodePath, so a node the sandbox
+// controls is never followed.
+func (r *Registry) OpenLoop(idx int, flags int) (*os.File, error) {
+	p, err := r.NodePath(idx)
+	if err != nil {
+		return nil, err
 	}
 	fd, err := unix.Open(p, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {

@@ -56,9 +56,25 @@ var NativeArch = func() uint32 {
 	}
 }()
 
+// Mount flags the mount(2) pre-filter looks at (include/uapi/linux/mount.h).
+const (
+	MsRemount = 0x20
+	MsBind    = 0x1000
+	MsMove    = 0x2000
+)
+
+// Options selects what a filter traps besides the loop ioctls.
+type Options struct {
+	// Mount traps mount(2) calls that may create a new mount (no
+	// MS_REMOUNT, MS_BIND or MS_MOVE; these bits are not part of
+	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE), umount2(2) and fsopen(2).
+	Mount bool
+}
+
 // Program builds the BPF program that traps the loop ioctls of LoopCommands
-// (and extra, if given) with SCMP_ACT_NOTIFY and allows everything else.
-func Program(extra ...uint64) ([]unix.SockFilter, error) {
+// (and, with opts.Mount, the mount calls) with SCMP_ACT_NOTIFY and allows
+// everything else.
+func Program(opts Options) ([]unix.SockFilter, error) {
 	f, err := seccomp.NewFilter(seccomp.ActAllow)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: new filter: %w", err)
@@ -78,8 +94,7 @@ func Program(extra ...uint64) ([]unix.SockFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmds := append(append([]uint64{}, LoopCommands...), extra...)
-	for _, cmd := range cmds {
+	for _, cmd := range LoopCommands {
 		cond, err := seccomp.MakeCondition(1, seccomp.CompareMaskedEqual, 0xffffffff, cmd)
 		if err != nil {
 			return nil, err
@@ -88,7 +103,36 @@ func Program(extra ...uint64) ([]unix.SockFilter, error) {
 			return nil, fmt.Errorf("seccomp: rule ioctl(%#x): %w", cmd, err)
 		}
 	}
+	if opts.Mount {
+		if err := addMountRules(f); err != nil {
+			return nil, err
+		}
+	}
 	return exportBPF(f)
+}
+
+func addMountRules(f *seccomp.ScmpFilter) error {
+	mount, err := seccomp.GetSyscallFromName("mount")
+	if err != nil {
+		return err
+	}
+	cond, err := seccomp.MakeCondition(3, seccomp.CompareMaskedEqual, MsRemount|MsBind|MsMove, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.AddRuleConditional(mount, seccomp.ActNotify, []seccomp.ScmpCondition{cond}); err != nil {
+		return fmt.Errorf("seccomp: rule mount: %w", err)
+	}
+	for _, name := range []string{"umount2", "fsopen"} {
+		nr, err := seccomp.GetSyscallFromName(name)
+		if err != nil {
+			return err
+		}
+		if err := f.AddRule(nr, seccomp.ActNotify); err != nil {
+			return fmt.Errorf("seccomp: rule %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func exportBPF(f *seccomp.ScmpFilter) ([]unix.SockFilter, error) {

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"os"
 	"strconv"
 
@@ -133,4 +134,44 @@ func (t *Target) UserNS() (uint64, error) {
 		return 0, err
 	}
 	return st.Ino, nil
+}
+
+// PidFD returns the caller's pidfd. It stays owned by the Target.
+func (t *Target) PidFD() int { return t.pidfd }
+
+// ReadString copies the NUL-terminated string at unsafeAddr (at most max
+// bytes including the NUL) out of the caller, as strndup_user would: EFAULT
+// for an unreadable address, ENAMETOOLONG if there is no NUL within max.
+func (t *Target) ReadString(unsafeAddr uint64, max int) (string, error) {
+	const page = 4096
+	var out []byte
+	addr := unsafeAddr
+	for len(out) < max {
+		// Read up to the end of the current page: the next page may be
+		// unmapped even though the string ends before it.
+		n := page - int(addr%page)
+		if n > max-len(out) {
+			n = max - len(out)
+		}
+		buf := make([]byte, n)
+		if err := readMem(t.req.Pid, addr, buf); err != nil {
+			if !t.Valid() {
+				return "", ErrStale
+			}
+			return "", unix.EFAULT
+		}
+		if i := bytes.IndexByte(buf, 0); i >= 0 {
+			out = append(out, buf[:i]...)
+			if !t.Valid() {
+				return "", ErrStale
+			}
+			return string(out), nil
+		}
+		out = append(out, buf...)
+		addr += uint64(n)
+	}
+	if !t.Valid() {
+		return "", ErrStale
+	}
+	return "", unix.ENAMETOOLONG
 }

@@ -37,9 +37,17 @@ func MaybeInit() {
 }
 
 func sandboxInit(argv []string) (int, error) {
-	bare := false
-	if len(argv) > 0 && argv[0] == "--bare" {
-		bare, argv = true, argv[1:]
+	bare, trapMount := false, false
+	for len(argv) > 0 && argv[0] != "--" {
+		switch argv[0] {
+		case "--bare":
+			bare = true
+		case "--mount":
+			trapMount = true
+		default:
+			return 0, fmt.Errorf("unknown init flag %q", argv[0])
+		}
+		argv = argv[1:]
 	}
 	if len(argv) > 0 && argv[0] == "--" {
 		argv = argv[1:]
@@ -58,7 +66,7 @@ func sandboxInit(argv []string) (int, error) {
 		sock.Close()
 		return runChild(argv)
 	}
-	prog, err := notify.Program()
+	prog, err := notify.Program(notify.Options{Mount: trapMount})
 	if err != nil {
 		return 0, err
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -27,6 +28,8 @@ type RunConfig struct {
 	StateDir string
 	Limits   loopctl.Limits
 	Log      *logrus.Logger
+	// Mounts is the mount policy; nil leaves mount calls untrapped.
+	Mounts *mountproxy.Policy
 	// Bare runs the same namespaces without loopvisor: no filter, no
 	// private /dev. It exists to show that a command needs loopvisor.
 	Bare bool
@@ -101,7 +104,11 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 		}
 		extra = append(extra, f)
 	}
-	cmd := exec.Command("/proc/self/exe", append([]string{InitArg, "--"}, cfg.Argv...)...)
+	initArgs := []string{InitArg}
+	if cfg.Mounts != nil {
+		initArgs = append(initArgs, "--mount")
+	}
+	cmd := exec.Command("/proc/self/exe", append(append(initArgs, "--"), cfg.Argv...)...)
 	cmd.Args[0] = "loopvisor-init"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = extra
@@ -133,17 +140,29 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 		return 0, err
 	}
 	defer l.Close()
+	userNS, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-waitc
+		return 0, err
+	}
+	defer userNS.Close()
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/user", &st); err != nil {
+	if err := unix.Fstat(int(userNS.Fd()), &st); err != nil {
 		_ = cmd.Process.Kill()
 		<-waitc
 		return 0, err
 	}
 	in.UserNS = st.Ino
+	sb := &Sandbox{Instance: in, Log: log}
+	if cfg.Mounts != nil {
+		sb.Mounts = mountproxy.New(*cfg.Mounts, in, userNS, log)
+		defer sb.Mounts.Close()
+	}
 	log.WithFields(logrus.Fields{"sync_wakeup": l.SyncWake, "uid_map": fmt.Sprintf("0:%d:%d", cfg.UIDMap.Host, cfg.UIDMap.Size)}).Info("sandbox started")
 
 	servec := make(chan error, 1)
-	go func() { servec <- Serve(l, in, log) }()
+	go func() { servec <- Serve(l, sb) }()
 	if _, err := ours.Write([]byte{'A'}); err != nil {
 		_ = cmd.Process.Kill()
 	}

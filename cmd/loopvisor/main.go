@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/supervisor"
 )
 
@@ -31,6 +34,13 @@ run flags:
   --gid-map HOST[:COUNT]  host gids likewise (default: /etc/subgid, else the uid map)
   --max-loop N            loop devices per sandbox (default 16); beyond: ENOSPC
   --max-loop-per-uid N    loop devices per host uid across all sandboxes (default 64)
+  --fuse FSTYPE=HELPER    serve mounts of FSTYPE with a FUSE helper (repeatable; defaults:
+                          ext2/ext3/ext4=fuse2fs, squashfs=squashfuse)
+  --allow-kernel-mount FSTYPE[,FSTYPE]
+                          mount FSTYPE with the kernel on the sandbox's behalf (nosuid,
+                          nodev, idmapped where supported) instead of a FUSE helper
+  --fuse-timeout D        how long a FUSE helper may take to come up (default 10s)
+  --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
 `
 
@@ -52,6 +62,12 @@ func main() {
 		os.Exit(2)
 	}
 }
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 type common struct {
 	stateDir  string
@@ -97,6 +113,11 @@ func cmdRun(args []string) int {
 	gidMap := fs.String("gid-map", "", "HOST[:COUNT]")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per sandbox")
 	bare := fs.Bool("bare", false, "no loopvisor: same namespaces, no filter (shows what fails without it)")
+	var fuseFlags, kernelFlags multiFlag
+	fs.Var(&fuseFlags, "fuse", "FSTYPE=HELPER (repeatable)")
+	fs.Var(&kernelFlags, "allow-kernel-mount", "FSTYPE[,FSTYPE]")
+	noMount := fs.Bool("no-mount", false, "do not serve mount calls")
+	fuseTimeout := fs.Duration("fuse-timeout", 10*time.Second, "how long a FUSE helper may take to come up")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
@@ -131,8 +152,30 @@ func cmdRun(args []string) int {
 	if *maxLoop < 1 || *maxUID < 1 {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
+	var pol *mountproxy.Policy
+	if !*noMount {
+		p := mountproxy.DefaultPolicy()
+		p.Timeout = *fuseTimeout
+		explicit := map[string]bool{}
+		for _, f := range fuseFlags {
+			if err := p.AddFuse(f); err != nil {
+				return fail(err)
+			}
+			explicit[strings.SplitN(f, "=", 2)[0]] = true
+		}
+		for _, k := range kernelFlags {
+			if err := p.AllowKernel(k); err != nil {
+				return fail(err)
+			}
+		}
+		if err := p.Resolve(explicit); err != nil {
+			return fail(err)
+		}
+		pol = &p
+	}
 	code, err := supervisor.Run(supervisor.RunConfig{
-		Argv: argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
+		Mounts: pol,
+		Argv:   argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {

@@ -1,0 +1,138 @@
+/*
+ * nsexec: the part of loopvisor that must run before the Go runtime starts.
+ *
+ * setns(2) into a mount namespace fails in a multithreaded process, and every
+ * Go process is one. When loopvisor re-executes itself with _LOOPVISOR_NSEXEC
+ * in the environment, this constructor joins the sandbox's namespaces while
+ * the process is still single-threaded, becomes the sandbox's root (never
+ * host root), does one small job and exits; Go's main never runs.
+ *
+ * Protocol (file descriptors set up by mountproxy/helper.go):
+ *   fd 3  pidfd of a task of the sandbox: its user, mount (and pid) namespaces
+ *   fd 4  the caller's root directory (O_PATH, from /proc/PID/root)
+ *   fd 5  the caller's working directory (O_PATH, from /proc/PID/cwd)
+ *   fd 6  a detached mount (op "move" only)
+ *   env   _LOOPVISOR_NSEXEC=OP
+ *   argv  loopvisor-nsexec ARGS...
+ * Ops:
+ *   exec PROG ARGS...   run PROG in the sandbox's pid namespace as a child,
+ *                       with root and cwd as the caller's; exit with its status
+ *   move TARGET         attach fd 6 on TARGET (move_mount)
+ *   umount TARGET FLAGS umount2(TARGET, FLAGS)
+ * Errors: "nsexec: ERRNO what" on stderr and exit status 120 + 0;
+ * for move and umount the errno is also the first word on stdout.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+
+static void die(int err, const char *what) {
+	dprintf(1, "%d\n", err);
+	dprintf(2, "nsexec: %d %s: %s\n", err, what, strerror(err));
+	_exit(120);
+}
+
+static void enter(int with_pid) {
+	int flags = CLONE_NEWUSER | CLONE_NEWNS;
+	if (with_pid)
+		flags |= CLONE_NEWPID;
+	if (setns(3, flags) < 0)
+		die(errno, "setns");
+	if (setresgid(0, 0, 0) < 0)
+		die(errno, "setresgid");
+	if (setgroups(0, NULL) < 0 && errno != EPERM)
+		die(errno, "setgroups");
+	if (setresuid(0, 0, 0) < 0)
+		die(errno, "setresuid");
+	if (getuid() != 0 || geteuid() != 0)
+		die(EPERM, "not the sandbox's root");
+	if (fchdir(4) < 0)
+		die(errno, "fchdir root");
+	if (chroot(".") < 0)
+		die(errno, "chroot");
+	if (fchdir(5) < 0)
+		die(errno, "fchdir cwd");
+	close(3);
+	close(4);
+	close(5);
+}
+
+__attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
+	const char *op = getenv("_LOOPVISOR_NSEXEC");
+	if (!op)
+		return;
+	unsetenv("_LOOPVISOR_NSEXEC");
+	if (argc < 2)
+		die(EINVAL, "usage");
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (!strcmp(op, "exec")) {
+		enter(1);
+		pid_t child = fork();
+		if (child < 0)
+			die(errno, "fork");
+		if (child == 0) {
+			/* In the sandbox's pid namespace: dies with it, and with us. */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			execvp(argv[1], argv + 1);
+			dprintf(2, "nsexec: exec %s: %s\n", argv[1], strerror(errno));
+			_exit(errno == ENOENT ? 127 : 126);
+		}
+		/* Pass termination requests on to the helper. */
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigaddset(&set, SIGINT);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+		for (;;) {
+			int st;
+			struct timespec ts = {0, 50 * 1000 * 1000};
+			int sig = sigtimedwait(&set, NULL, &ts);
+			if (sig > 0)
+				kill(child, sig);
+			pid_t r = waitpid(child, &st, WNOHANG);
+			if (r == child) {
+				if (WIFEXITED(st))
+					_exit(WEXITSTATUS(st));
+				_exit(128 + WTERMSIG(st));
+			}
+			if (r < 0 && errno != EINTR)
+				die(errno, "waitpid");
+		}
+	}
+	if (!strcmp(op, "move")) {
+		enter(0);
+		int t = open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (t < 0)
+			die(errno, "open target");
+		if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			die(errno, "move_mount");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	if (!strcmp(op, "umount") && argc >= 3) {
+		enter(0);
+		if (umount2(argv[1], atoi(argv[2])) < 0)
+			die(errno, "umount2");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	die(EINVAL, "unknown op");
+}

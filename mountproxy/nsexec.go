@@ -1,0 +1,93 @@
+package mountproxy
+
+// #cgo CFLAGS: -Wall -O2
+import "C"
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// NS is what nsexec needs to act as the caller inside its sandbox.
+type NS struct {
+	PidFD *os.File // a task of the sandbox (the caller)
+	Root  *os.File // the caller's root, O_PATH
+	Cwd   *os.File // the caller's working directory, O_PATH
+}
+
+// Close releases the descriptors.
+func (ns *NS) Close() {
+	for _, f := range []*os.File{ns.PidFD, ns.Root, ns.Cwd} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// OpenNS opens the caller's root and cwd through /proc. pidfd is borrowed:
+// it is duplicated.
+func OpenNS(pid int, pidfd int) (*NS, error) {
+	dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ns := &NS{PidFD: os.NewFile(uintptr(dup), "pidfd")}
+	for _, x := range []struct {
+		name string
+		dst  **os.File
+	}{{"root", &ns.Root}, {"cwd", &ns.Cwd}} {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/"+x.name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ns.Close()
+			return nil, err
+		}
+		*x.dst = os.NewFile(uintptr(fd), x.name)
+	}
+	return ns, nil
+}
+
+func nsexecCmd(ns *NS, op string, mnt *os.File, args ...string) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
+	cmd.Env = append(os.Environ(), "_LOOPVISOR_NSEXEC="+op)
+	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd}
+	if mnt != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, mnt)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	return cmd
+}
+
+// runOp runs a short nsexec op and returns the errno it reports.
+func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
+	cmd := nsexecCmd(ns, op, mnt, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
+	if n, perr := strconv.Atoi(first); perr == nil {
+		if n == 0 && err == nil {
+			return nil
+		}
+		if n > 0 {
+			return &opError{op: op, errno: unix.Errno(n), msg: strings.TrimSpace(errb.String())}
+		}
+	}
+	return &opError{op: op, errno: unix.EIO, msg: fmt.Sprintf("nsexec %s: %v: %s", op, err, strings.TrimSpace(errb.String()))}
+}
+
+type opError struct {
+	op    string
+	errno unix.Errno
+	msg   string
+}
+
+func (e *opError) Error() string { return e.msg }
+func (e *opError) Unwrap() error { return e.errno }

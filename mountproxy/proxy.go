@@ -1,0 +1,430 @@
+package mountproxy
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+)
+
+// Caller is the trapped task, as the supervisor reaches it.
+type Caller interface {
+	Read(unsafeAddr uint64, buf []byte) error
+	ReadString(unsafeAddr uint64, max int) (string, error)
+	Valid() bool
+	Pid() int
+	PidFD() int
+}
+
+// Devices is what the proxy needs to know of the instance.
+type Devices interface {
+	// Owns reports whether loop device idx belongs to the instance.
+	Owns(idx int) bool
+	// NodePath returns a host path of a device node for idx that only
+	// the supervisor can reach.
+	NodePath(idx int) (string, error)
+}
+
+const (
+	pathMax          = 4096
+	umountWaitHelper = 30 * time.Second
+)
+
+// fuseMount is a live FUSE mount served by a helper.
+type fuseMount struct {
+	mntID  uint64
+	target string
+	helper string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// Proxy serves the mount calls of one instance.
+type Proxy struct {
+	pol    Policy
+	dev    Devices
+	log    *logrus.Entry
+	userNS *os.File // the sandbox's user namespace, for idmapped mounts
+
+	mu     sync.Mutex
+	fuse   map[uint64]*fuseMount
+	closed bool
+}
+
+// New returns a proxy for an instance. userNS is the sandbox's user
+// namespace; the proxy borrows it.
+func New(pol Policy, dev Devices, userNS *os.File, log *logrus.Entry) *Proxy {
+	return &Proxy{pol: pol, dev: dev, log: log, userNS: userNS, fuse: map[uint64]*fuseMount{}}
+}
+
+var cont = loopctl.Result{Continue: true}
+
+func fail(err error) loopctl.Result { return loopctl.Result{Errno: loopctl.Errno(err)} }
+
+// resolve opens path as the caller sees it (its root and cwd) with O_PATH.
+func resolve(pid int, path string, follow bool) (*os.File, error) {
+	base := "/proc/" + strconv.Itoa(pid) + "/root"
+	if !strings.HasPrefix(path, "/") {
+		base = "/proc/" + strconv.Itoa(pid) + "/cwd"
+	}
+	dir, err := unix.Open(base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dir)
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	if !follow {
+		how.Flags |= unix.O_NOFOLLOW
+	}
+	if path == "" {
+		return nil, unix.ENOENT
+	}
+	fd, err := unix.Openat2(dir, path, &how)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// mountID returns the id of the mount f is on. It reads the fd's fdinfo
+// rather than calling statx: a FUSE mount of a user namespace refuses
+// every file system call from outside it, host root included.
+func mountID(f *os.File) (uint64, error) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		return 0, err
+	}
+	return parseMntID(string(b))
+}
+
+// parseMntID finds the mnt_id field of an fdinfo text.
+func parseMntID(fdinfo string) (uint64, error) {
+	for _, line := range strings.Split(fdinfo, "\n") {
+		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, unix.EINVAL
+}
+
+// mountFSType returns the file system type of mount id in pid's mount
+// namespace, from /proc/PID/mountinfo.
+func mountFSType(pid int, id uint64) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+	if err != nil {
+		return ""
+	}
+	want := strconv.FormatUint(id, 10) + " "
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, want) {
+			continue
+		}
+		if _, rest, ok := strings.Cut(line, " - "); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
+}
+
+// Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
+// libmount falls back to mount(2), which loopvisor can see whole.
+func (p *Proxy) Fsopen(c Caller, args [6]uint64) loopctl.Result {
+	fstype, err := c.ReadString(args[0], pathMax)
+	if err != nil {
+		return cont
+	}
+	if p.pol.Serves(fstype) {
+		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype}).Debug("ENOSYS: served through mount(2)")
+		return loopctl.Result{Errno: unix.ENOSYS}
+	}
+	return cont
+}
+
+// mountArgs is a copy of a trapped mount(2)'s arguments.
+type mountArgs struct {
+	source, target, fstype string
+	flags                  uint64
+	data                   []string
+}
+
+// Mount serves mount(2) for the instance's loop devices.
+func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
+	flags := CleanFlags(args[3])
+	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
+		return cont
+	}
+	fstype, err := c.ReadString(args[2], pathMax)
+	if err != nil || !p.pol.Serves(fstype) {
+		return cont
+	}
+	source, err := c.ReadString(args[0], pathMax)
+	if err != nil {
+		return cont
+	}
+	src, err := resolve(c.Pid(), source, true)
+	if err != nil {
+		return cont
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(int(src.Fd()), &st)
+	src.Close()
+	if err != nil || !loopctl.IsLoopDevice(&st) {
+		return cont
+	}
+	idx := loopctl.Index(st.Rdev)
+	if !p.dev.Owns(idx) {
+		return cont // not ours: the kernel refuses it as without loopvisor
+	}
+	// From here on the call is loopvisor's: errors are the caller's.
+	target, err := c.ReadString(args[1], pathMax)
+	if err != nil {
+		return fail(err)
+	}
+	a := mountArgs{source: source, target: target, fstype: fstype, flags: flags}
+	if args[4] != 0 {
+		data, err := c.ReadString(args[4], 4096)
+		if err != nil && !errors.Is(err, unix.ENAMETOOLONG) {
+			return fail(err)
+		}
+		a.data = ParseData(data)
+	}
+	if !c.Valid() {
+		return fail(loopctl.ErrStale)
+	}
+	log := p.log.WithFields(logrus.Fields{
+		"pid": c.Pid(), "syscall": "mount", "loop": idx, "source": source, "target": target,
+		"fstype": fstype, "flags": FlagString(flags), "data": strings.Join(a.data, ","),
+	})
+	var r loopctl.Result
+	if p.pol.Kernel[fstype] {
+		r = p.kernelMount(c, idx, a, log)
+	} else {
+		r = p.fuseMount(c, a, log)
+	}
+	if r.Errno != 0 {
+		log.WithField("errno", r.Errno.Error()).Warn("mount failed")
+	}
+	return r
+}
+
+func (p *Proxy) fuseMount(c Caller, a mountArgs, log *logrus.Entry) loopctl.Result {
+	helper := p.pol.Fuse[a.fstype]
+	path, err := HelperPath(helper)
+	if err != nil {
+		log.WithError(err).Error("no FUSE helper: ENODEV")
+		return loopctl.Result{Errno: unix.ENODEV}
+	}
+	opts, err := fuseOptions(helper, a.flags, a.data)
+	if err != nil {
+		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
+		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	tf, err := resolve(c.Pid(), a.target, true)
+	if err != nil {
+		return fail(err)
+	}
+	before, err := mountID(tf)
+	tf.Close()
+	if err != nil {
+		return fail(err)
+	}
+	ns, err := OpenNS(c.Pid(), c.PidFD())
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+	if !c.Valid() {
+		return fail(loopctl.ErrStale)
+	}
+	cmd := nsexecCmd(ns, "exec", nil, path, a.source, a.target, "-f", "-o", opts)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fail(err)
+	}
+	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(fm.done)
+	}()
+	deadline := time.Now().Add(p.pol.Timeout)
+	for {
+		select {
+		case <-fm.done:
+			msg := strings.TrimSpace(stderr.String())
+			e := helperErrno(msg)
+			log.WithFields(logrus.Fields{"helper": helper, "stderr": msg}).Warn("FUSE helper exited before the mount came up")
+			return loopctl.Result{Errno: e}
+		case <-time.After(5 * time.Millisecond):
+		}
+		if id, up := fuseUp(c.Pid(), a.target, before); up {
+			fm.mntID = id
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-fm.done
+			log.WithField("timeout", p.pol.Timeout).Error("FUSE helper did not come up in time; killed")
+			return loopctl.Result{Errno: unix.ETIMEDOUT}
+		}
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = cmd.Process.Kill()
+		return loopctl.Result{Errno: unix.ENODEV}
+	}
+	p.fuse[fm.mntID] = fm
+	p.mu.Unlock()
+	go func() {
+		<-fm.done
+		p.mu.Lock()
+		delete(p.fuse, fm.mntID)
+		p.mu.Unlock()
+		log.WithField("helper", helper).Info("FUSE helper exited")
+	}()
+	log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": cmd.Process.Pid}).Info("mounted through FUSE helper")
+	return loopctl.Result{}
+}
+
+// fuseUp reports whether a FUSE mount now sits on target.
+func fuseUp(pid int, target string, before uint64) (uint64, bool) {
+	f, err := resolve(pid, target, true)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	id, err := mountID(f)
+	if err != nil || id == before {
+		return 0, false
+	}
+	return id, strings.HasPrefix(mountFSType(pid, id), "fuse")
+}
+
+// helperErrno maps what a FUSE helper printed to the errno the kernel would
+// have given for the same image.
+func helperErrno(msg string) unix.Errno {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "permission denied"):
+		return unix.EACCES
+	case strings.Contains(m, "read-only file system"):
+		return unix.EROFS
+	case strings.Contains(m, "no such file"), strings.Contains(m, "not found"):
+		return unix.ENOENT
+	case strings.Contains(m, "not a directory"):
+		return unix.ENOTDIR
+	case strings.Contains(m, "device or resource busy"):
+		return unix.EBUSY
+	}
+	return unix.EINVAL // bad superblock, wrong type: what mount(2) says
+}
+
+// kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
+// nodev, idmapped to the sandbox's user namespace where supported.
+func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+	node, err := p.dev.NodePath(idx)
+	if err != nil {
+		return fail(err)
+	}
+	// The host's devtmpfs node gives the mount table the name a host mount
+	// would show; the private node is the fallback.
+	var st unix.Stat_t
+	if host := "/dev/loop" + strconv.Itoa(idx); unix.Stat(host, &st) == nil && loopctl.IsLoopDevice(&st) && loopctl.Index(st.Rdev) == idx {
+		node = host
+	}
+	mnt, idmapped, err := kernelSuperblock(a, node, p.userNS)
+	if err != nil {
+		return fail(err)
+	}
+	defer mnt.Close()
+	ns, err := OpenNS(c.Pid(), c.PidFD())
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+	if !c.Valid() {
+		return fail(loopctl.ErrStale)
+	}
+	if err := runOp(ns, "move", mnt, a.target); err != nil {
+		return fail(err)
+	}
+	l := log.WithField("idmapped", idmapped)
+	if !idmapped {
+		l = l.WithField("note", a.fstype+" cannot be idmapped: files keep their host owners (root-owned files show as nobody)")
+	}
+	l.Info("mounted by the kernel on the sandbox's behalf")
+	return loopctl.Result{}
+}
+
+// Umount serves umount2(2) of a FUSE mount, answering only after its
+// helper has written everything back and exited.
+func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
+	target, err := c.ReadString(args[0], pathMax)
+	if err != nil {
+		return cont
+	}
+	flags := int(int32(args[1]))
+	f, err := resolve(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
+	if err != nil {
+		return cont
+	}
+	id, err := mountID(f)
+	f.Close()
+	if err != nil {
+		return cont
+	}
+	p.mu.Lock()
+	fm := p.fuse[id]
+	p.mu.Unlock()
+	if fm == nil {
+		return cont
+	}
+	ns, err := OpenNS(c.Pid(), c.PidFD())
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+	if !c.Valid() {
+		return fail(loopctl.ErrStale)
+	}
+	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "umount2", "target": target, "helper": fm.helper})
+	if err := runOp(ns, "umount", nil, target, strconv.Itoa(flags)); err != nil {
+		return fail(err)
+	}
+	if flags&unix.MNT_DETACH == 0 {
+		select {
+		case <-fm.done:
+		case <-time.After(umountWaitHelper):
+			log.Warn("FUSE helper still running 30s after umount")
+		}
+	}
+	log.Info("unmounted FUSE mount; helper finished")
+	return loopctl.Result{}
+}
+
+// Close kills every helper of the instance and waits for them.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	var all []*fuseMount
+	for _, fm := range p.fuse {
+		all = append(all, fm)
+	}
+	p.mu.Unlock()
+	for _, fm := range all {
+		_ = fm.cmd.Process.Kill()
+		<-fm.done
+	}
+}
