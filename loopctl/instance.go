@@ -39,11 +39,12 @@ type Instance struct {
 	View    *View
 	log     *logrus.Entry
 
-	mu     sync.Mutex
-	devs   map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	mu      sync.Mutex
+	devs    map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
+	binding map[int]int      // indices whose claim is dropped for a caller's command in flight
+	closed  bool
+	stop    chan struct{}
+	done    chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -67,7 +68,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 	}
 	in := &Instance{
 		ID: c.ID, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := in.writeJournal(true); err != nil {
@@ -122,7 +123,7 @@ func (in *Instance) Devices() []int {
 // claim takes the O_EXCL hold on an unbound device. Preconditions: in.mu
 // held.
 func (in *Instance) claim(idx int) {
-	if in.devs[idx] != nil || Bound(idx) {
+	if in.devs[idx] != nil || in.binding[idx] > 0 || Bound(idx) {
 		return
 	}
 	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)
@@ -275,6 +276,7 @@ func (in *Instance) forget(idx int) {
 func (in *Instance) BeginBind(idx int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.binding[idx]++
 	in.unclaim(idx)
 }
 
@@ -282,6 +284,9 @@ func (in *Instance) BeginBind(idx int) {
 func (in *Instance) EndBind(idx int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.binding[idx]--; in.binding[idx] <= 0 {
+		delete(in.binding, idx)
+	}
 	if _, ok := in.devs[idx]; ok {
 		in.claim(idx)
 	}

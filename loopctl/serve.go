@@ -91,7 +91,7 @@ func Errno(err error) syscall.Errno {
 		return 0
 	}
 	var e syscall.Errno
-	if errors.As(err, &e) {
+	if errors.As(err, &e) && e != 0 {
 		return e
 	}
 	if errors.Is(err, os.ErrNotExist) {
@@ -283,6 +283,10 @@ func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd
 		if !c.Valid() {
 			return fail(ErrStale)
 		}
+		// LOOP_SET_BLOCK_SIZE claims the device exclusively before it looks
+		// at the state; the supervisor's own claim must not answer EBUSY.
+		in.BeginBind(idx)
+		defer in.EndBind(idx)
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	default:
 		// LOOP_CTL_* on a loop device: lo_ioctl refuses them.

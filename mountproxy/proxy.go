@@ -71,28 +71,49 @@ var cont = loopctl.Result{Continue: true}
 func fail(err error) loopctl.Result { return loopctl.Result{Errno: loopctl.Errno(err)} }
 
 // resolve opens path as the caller sees it (its root and cwd) with O_PATH.
+//
+// Absolute paths are resolved under the caller's root (RESOLVE_IN_ROOT).
+// Relative paths start at the caller's cwd; when the caller's root is the
+// supervisor's own (loopvisor run) that is exact. Under another root, ".."
+// and absolute symlinks of a relative path stop at the cwd: a documented
+// approximation that can only fail a lookup, never leave the caller's view.
 func resolve(pid int, path string, follow bool) (*os.File, error) {
-	base := "/proc/" + strconv.Itoa(pid) + "/root"
-	if !strings.HasPrefix(path, "/") {
-		base = "/proc/" + strconv.Itoa(pid) + "/cwd"
+	if path == "" {
+		return nil, unix.ENOENT
+	}
+	proc := "/proc/" + strconv.Itoa(pid)
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
+	if !follow {
+		how.Flags |= unix.O_NOFOLLOW
+	}
+	base := proc + "/root"
+	if strings.HasPrefix(path, "/") {
+		how.Resolve |= unix.RESOLVE_IN_ROOT
+	} else {
+		base = proc + "/cwd"
+		if !sameRoot(proc + "/root") {
+			how.Resolve |= unix.RESOLVE_IN_ROOT
+		}
 	}
 	dir, err := unix.Open(base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(dir)
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	if !follow {
-		how.Flags |= unix.O_NOFOLLOW
-	}
-	if path == "" {
-		return nil, unix.ENOENT
-	}
 	fd, err := unix.Openat2(dir, path, &how)
 	if err != nil {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// sameRoot reports whether the root at procRoot is the supervisor's.
+func sameRoot(procRoot string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(procRoot, &a) != nil || unix.Stat("/", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // mountID returns the id of the mount f is on. It reads the fd's fdinfo
@@ -210,7 +231,7 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	if p.pol.Kernel[fstype] {
 		r = p.kernelMount(c, idx, a, log)
 	} else {
-		r = p.fuseMount(c, a, log)
+		r = p.fuseMount(c, idx, a, log)
 	}
 	if r.Errno != 0 {
 		log.WithField("errno", r.Errno.Error()).Warn("mount failed")
@@ -218,7 +239,7 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	return r
 }
 
-func (p *Proxy) fuseMount(c Caller, a mountArgs, log *logrus.Entry) loopctl.Result {
+func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
 	helper := p.pol.Fuse[a.fstype]
 	path, err := HelperPath(helper)
 	if err != nil {
@@ -229,6 +250,12 @@ func (p *Proxy) fuseMount(c Caller, a mountArgs, log *logrus.Entry) loopctl.Resu
 	if err != nil {
 		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
 		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	if node, err := p.dev.NodePath(idx); err != nil {
+		return fail(err)
+	} else if err := checkGeometry(a.fstype, node); err != nil {
+		log.WithError(err).Warn("image refused as the kernel would refuse it")
+		return fail(err)
 	}
 	tf, err := resolve(c.Pid(), a.target, true)
 	if err != nil {

@@ -67,7 +67,8 @@ const (
 type Options struct {
 	// Mount traps mount(2) calls that may create a new mount (no
 	// MS_REMOUNT, MS_BIND or MS_MOVE; these bits are not part of
-	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE), umount2(2) and fsopen(2).
+	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE), umount2(2) (and the
+	// i386 umount(2)) and fsopen(2).
 	Mount bool
 }
 
@@ -123,7 +124,8 @@ func addMountRules(f *seccomp.ScmpFilter) error {
 	if err := f.AddRuleConditional(mount, seccomp.ActNotify, []seccomp.ScmpCondition{cond}); err != nil {
 		return fmt.Errorf("seccomp: rule mount: %w", err)
 	}
-	for _, name := range []string{"umount2", "fsopen"} {
+	// "umount" exists only in the i386 ABI; libseccomp adds it there.
+	for _, name := range []string{"umount2", "umount", "fsopen"} {
 		nr, err := seccomp.GetSyscallFromName(name)
 		if err != nil {
 			return err

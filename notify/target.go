@@ -61,7 +61,9 @@ func (t *Target) Pid() int { return t.req.Pid }
 func (t *Target) Valid() bool { return t.l.Valid(t.req.ID) }
 
 // GetFD duplicates the caller's file descriptor unsafeFD into the
-// supervisor. It fails with EBADF as the kernel would for a bad descriptor.
+// supervisor. It fails with EBADF as the kernel's fget() would: for a bad
+// descriptor and for an O_PATH one (which needs no permission to open, so
+// serving it would bypass the file's mode).
 func (t *Target) GetFD(unsafeFD uint32) (*os.File, error) {
 	if unsafeFD > 0x7fffffff {
 		return nil, unix.EBADF
@@ -74,6 +76,10 @@ func (t *Target) GetFD(unsafeFD uint32) (*os.File, error) {
 		if err == unix.EMFILE || err == unix.ENFILE {
 			return nil, err
 		}
+		return nil, unix.EBADF
+	}
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_PATH != 0 {
+		unix.Close(fd)
 		return nil, unix.EBADF
 	}
 	f := os.NewFile(uintptr(fd), "target-fd")

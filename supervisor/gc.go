@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"time"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopvisor/loopvisor/loopctl"
@@ -11,7 +13,11 @@ import (
 // removed unless something outside still uses it (then it stays in the
 // journal for the next gc). It returns how many devices it released and how
 // many it left.
-func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry) (released, left int) {
+//
+// A sandbox dies asynchronously after its supervisor: its FUSE helpers and
+// last openers may still hold a device for a moment. GC retries a busy
+// device for up to wait before it leaves it.
+func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Duration) (released, left int) {
 	unlock, err := reg.Lock()
 	if err != nil {
 		log.WithError(err).Warn("gc: cannot lock the state dir")
@@ -29,7 +35,12 @@ func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry) (released, le
 		jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
 		var keep []int
 		for _, idx := range j.Devices {
-			if err := loopctl.ReleaseDevice(h, reg, idx); err != nil {
+			err := loopctl.ReleaseDevice(h, reg, idx)
+			for deadline := time.Now().Add(wait); err != nil && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				err = loopctl.ReleaseDevice(h, reg, idx)
+			}
+			if err != nil {
 				jl.WithError(err).WithField("loop", idx).Warn("gc: device left in place")
 				keep = append(keep, idx)
 				continue

@@ -34,7 +34,9 @@ func ParseIDMap(s string) (IDMap, error) {
 	if m.Host == 0 {
 		return m, fmt.Errorf("--uid-map %q: the sandbox's root must not be host root; pick an unprivileged range such as 100000:65536", s)
 	}
-	if m.Host+m.Size > 1<<32-1 {
+	// The kernel keeps only the low 32 bits of each uid_map number: a range
+	// beyond the uid space would wrap around to host root.
+	if m.Host > 1<<32-1 || m.Size > 1<<32-1-m.Host {
 		return m, fmt.Errorf("--uid-map %q: range exceeds the uid space", s)
 	}
 	return m, nil
@@ -51,12 +53,12 @@ func SubIDRange(file, user string) (IDMap, bool) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		parts := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(parts) != 3 || (parts[0] != user && parts[0] != "0") {
+		if len(parts) != 3 || (parts[0] != user && !(user == "root" && parts[0] == "0")) {
 			continue
 		}
 		start, err1 := strconv.Atoi(parts[1])
 		n, err2 := strconv.Atoi(parts[2])
-		if err1 != nil || err2 != nil || start <= 0 || n <= 0 {
+		if err1 != nil || err2 != nil || start <= 0 || n <= 0 || start > 1<<32-1 || n > 1<<32-1-start {
 			continue
 		}
 		return IDMap{Host: start, Size: n}, true

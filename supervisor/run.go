@@ -65,7 +65,7 @@ func Run(cfg RunConfig) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	GC(host, reg, cfg.Log.WithField("phase", "start"))
+	GC(host, reg, cfg.Log.WithField("phase", "start"), 2*time.Second)
 	if cfg.Bare {
 		return runBare(cfg)
 	}

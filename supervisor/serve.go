@@ -32,7 +32,7 @@ type sysInfo struct {
 var syscalls = func() map[sysKey]sysInfo {
 	m := map[sysKey]sysInfo{}
 	add := func(arch seccomp.ScmpArch, audit uint32, compat bool) {
-		for _, name := range []string{"ioctl", "mount", "umount2", "fsopen"} {
+		for _, name := range []string{"ioctl", "mount", "umount2", "umount", "fsopen"} {
 			nr, err := seccomp.GetSyscallFromNameByArch(name, arch)
 			if err == nil && nr >= 0 {
 				m[sysKey{audit, int32(nr)}] = sysInfo{name, compat}
@@ -108,6 +108,9 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	case "mount":
 		r = sb.Mounts.Mount(t, args)
 	case "umount2":
+		r = sb.Mounts.Umount(t, args)
+	case "umount": // i386: umount(target) is umount2(target, 0)
+		args[1] = 0
 		r = sb.Mounts.Umount(t, args)
 	case "fsopen":
 		r = sb.Mounts.Fsopen(t, args)

@@ -20,7 +20,7 @@ const usage = `loopvisor: private loop devices for unprivileged containers
 
 Usage:
   loopvisor run [flags] -- CMD [ARGS...]   run CMD in an unprivileged sandbox
-  loopvisor gc [flags]                     release what a killed supervisor left
+  loopvisor gc [--wait D] [flags]          release what a killed supervisor left
   loopvisor help
 
 Common flags:
@@ -191,6 +191,7 @@ func cmdGC(args []string) int {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	wait := fs.Duration("wait", 3*time.Second, "how long to wait for a busy device of a dead sandbox")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -208,7 +209,7 @@ func cmdGC(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	released, left := supervisor.GC(host, reg, logrus.NewEntry(log))
+	released, left := supervisor.GC(host, reg, logrus.NewEntry(log), *wait)
 	fmt.Printf("gc: released %d loop devices, %d still in use\n", released, left)
 	if left > 0 {
 		return 1

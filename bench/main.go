@@ -1,0 +1,478 @@
+// Command bench prints loopvisor's speed figures as ratios against baselines
+// measured in the same run (`make bench`).
+//
+// It measures, with one small C probe (csrc/probe.c, compiled at run time) whose
+// timed loops contain nothing but the system call:
+//
+//   - the bare seccomp-notify ping-pong: the probe, under the filter a
+//     sandbox loads (notify.Program), calls ioctl(/dev/null,
+//     LOOP_CTL_GET_FREE) and a Go supervisor on the project's notify package
+//     answers every notification at once with 0;
+//   - the same call as loopvisor serves it: the probe runs in `loopvisor run`
+//     and calls ioctl(/dev/loop-control, LOOP_CTL_GET_FREE);
+//   - non-trapped system calls (getppid, an ioctl the filter lets through) with
+//     no filter, under the bare filter, and in the sandbox.
+//
+// Every measurement is repeated for several rounds, fresh processes each
+// round, the set-ups in turn. Trapped calls run under the normal scheduler
+// (scheduling is part of their cost) and the median of the batches is
+// printed; plain system calls run under SCHED_FIFO (chrt -f 1) so that other
+// work does not preempt them, and the 10th percentile is printed. Missing a
+// target is reported, never an error: bench exits non-zero only when it
+// cannot measure.
+//
+// Loop devices are global: bench takes /tmp/loopvisor-tests.lock like the
+// acceptance tests and checks that the host's loop devices are as it found
+// them.
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+//go:embed csrc/probe.c
+var probeSource []byte
+
+// sandboxUID is the host uid the sandbox's root maps to.
+const sandboxUID = 100000
+
+// lockPath serializes users of the host's loop devices (the acceptance
+// tests take it too).
+const lockPath = "/tmp/loopvisor-tests.lock"
+
+// Target for sandboxed LOOP_CTL_GET_FREE against the bare ping-pong.
+const targetRatio = 1.5
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		if err := pingPongChild(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	loopvisor := flag.String("loopvisor", "bin/loopvisor", "loopvisor binary to measure")
+	var c config
+	flag.IntVar(&c.rounds, "rounds", 9, "rounds; each starts fresh processes (placement on CPUs differs between processes)")
+	flag.IntVar(&c.batches, "batches", 5, "timed batches per process and measurement")
+	flag.IntVar(&c.nTrapped, "n", 5000, "trapped calls per batch")
+	flag.IntVar(&c.nPlain, "plain-n", 20000, "non-trapped calls per batch")
+	flag.IntVar(&c.plainBatches, "plain-batches", 25, "timed batches of non-trapped calls per process")
+	flag.Parse()
+	if err := run(*loopvisor, c); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// config says how much to measure.
+type config struct {
+	rounds, batches  int
+	nTrapped, nPlain int
+	plainBatches     int
+}
+
+func run(loopvisor string, c config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("bench needs root (real loop devices, user namespaces, seccomp listeners)")
+	}
+	if c.rounds < 1 || c.batches < 1 || c.nTrapped < 1 || c.nPlain < 1 || c.plainBatches < 1 {
+		return errors.New("-rounds, -batches, -n, -plain-n and -plain-batches must be at least 1")
+	}
+	lv, err := filepath.Abs(loopvisor)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(lv); err != nil {
+		return fmt.Errorf("loopvisor binary: %w (make build)", err)
+	}
+
+	unlock, err := lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	dir, err := os.MkdirTemp("", "loopvisor-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	// The probe must be reachable and executable by the sandbox's root
+	// (host uid 100000).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	probe, err := buildProbe(dir)
+	if err != nil {
+		return err
+	}
+	state := filepath.Join(dir, "state")
+	// Journals of a supervisor that did not finish must not vanish with
+	// the temporary state dir: let loopvisor gc release what they list.
+	defer gcState(lv, state)
+
+	before := snapshot()
+	load0 := loadAvg()
+	fifo := fifoPrefix()
+	res, err := measure(lv, probe, state, dir, fifo, c)
+	after := waitSnapshot(before, 5*time.Second)
+	if err != nil {
+		if after != before {
+			warnHost(before, after)
+		}
+		return err
+	}
+	report(res, c, fifo != nil)
+	fmt.Printf("load average before / after: %s / %s on %d CPUs (other work on the machine widens the spread)\n", load0, loadAvg(), runtime.NumCPU())
+	if after != before {
+		warnHost(before, after)
+	} else {
+		fmt.Println("host loop devices (losetup -a, /sys/devices/virtual/block/loop*): unchanged")
+	}
+	return nil
+}
+
+// gcState runs `loopvisor gc` on the bench's state dir if a journal is
+// left in it.
+func gcState(lv, state string) {
+	left, _ := filepath.Glob(filepath.Join(state, "instances", "*.json"))
+	if len(left) == 0 {
+		return
+	}
+	out, err := exec.Command(lv, "gc", "--state-dir", state).CombinedOutput()
+	fmt.Printf("WARNING: %d loopvisor journals left behind; loopvisor gc: %s", len(left), out)
+	if err != nil {
+		fmt.Printf("loopvisor gc: %v\n", err)
+	}
+}
+
+// loadAvg returns the 1-minute load average.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+func warnHost(before, after string) {
+	fmt.Printf("WARNING: the host's loop devices differ after the bench\n--- before\n%s--- after\n%s", before, after)
+}
+
+// lock takes lockPath exclusively.
+func lock() (func(), error) {
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == syscall.EWOULDBLOCK {
+		fmt.Fprintf(os.Stderr, "bench: waiting for %s (acceptance tests running?)\n", lockPath)
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("flock %s: %w", lockPath, err)
+		}
+	} else if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("flock %s: %w", lockPath, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func buildProbe(dir string) (string, error) {
+	src := filepath.Join(dir, "probe.c")
+	if err := os.WriteFile(src, probeSource, 0o644); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "probe")
+	if o, err := exec.Command("gcc", "-O2", "-Wall", "-o", out, src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("compile probe: %v\n%s", err, o)
+	}
+	if err := os.Chmod(out, 0o755); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// samples collects ns/op figures per measurement key.
+type samples map[string][]float64
+
+// quantile returns the q-quantile of the figures under key (linear
+// interpolation between the nearest ranks).
+func (s samples) quantile(key string, q float64) float64 {
+	v := append([]float64(nil), s[key]...)
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	pos := q * float64(len(v)-1)
+	lo := int(pos)
+	if lo+1 >= len(v) {
+		return v[lo]
+	}
+	return v[lo] + (pos-float64(lo))*(v[lo+1]-v[lo])
+}
+
+type results struct {
+	s            samples
+	pingSync     bool
+	sandboxSync  string // as loopvisor logged it
+	nullResults  map[string]string
+	getFreeIndex string
+}
+
+// Measurement keys: where/mode.
+const (
+	where0 = "host"    // no filter
+	where1 = "bare"    // bare ping-pong filter and supervisor
+	where2 = "sandbox" // loopvisor run
+)
+
+var syncRe = regexp.MustCompile(`sync_wakeup=(\w+)`)
+
+// measure runs the three set-ups in turn, round after round, so that a
+// slow phase of the machine hits all of them alike. Trapped calls run under
+// the normal scheduler, since scheduling is part of their cost; batches of
+// plain system calls run under fifo (SCHED_FIFO where it works), so that
+// other work on the machine does not preempt them.
+func measure(lv, probe, state, dir string, fifo []string, c config) (*results, error) {
+	r := &results{s: samples{}, nullResults: map[string]string{}}
+	const timeout = 60 * time.Second
+	trapped := []string{probe, strconv.Itoa(c.batches), "nullgetfree:" + strconv.Itoa(c.nTrapped)}
+	plain := []string{probe, strconv.Itoa(c.plainBatches), "getppid:" + strconv.Itoa(c.nPlain), "tcgets:" + strconv.Itoa(c.nPlain)}
+	sandbox := func(argv ...string) []string {
+		return append([]string{lv, "run", "--uid-map", fmt.Sprintf("%d:65536", sandboxUID),
+			"--state-dir", state, "--log-level", "info", "--"}, argv...)
+	}
+	for i := 0; i < c.rounds; i++ {
+		// No filter at all.
+		out, _, err := command(timeout, dir, append(fifo, plain...))
+		if err != nil {
+			return nil, fmt.Errorf("probe without filter: %w", err)
+		}
+		if err := parse(r, where0, out); err != nil {
+			return nil, err
+		}
+
+		// Bare ping-pong.
+		pp, err := runPingPong(nil, trapped, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if err := parse(r, where1, pp.Stdout); err != nil {
+			return nil, err
+		}
+		if got := r.nullResults[where1+"/nullgetfree"]; got != "0" {
+			return nil, fmt.Errorf("bare ping-pong: ioctl(/dev/null, LOOP_CTL_GET_FREE) returned %s, not the supervisor's 0: the filter did not trap it", got)
+		}
+		if pp.Served < c.batches*c.nTrapped {
+			return nil, fmt.Errorf("bare ping-pong: supervisor served %d notifications, want at least %d", pp.Served, c.batches*c.nTrapped)
+		}
+		r.pingSync = pp.SyncWake
+		pp, err = runPingPong(fifo, plain, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if err := parse(r, where1, pp.Stdout); err != nil {
+			return nil, err
+		}
+
+		// loopvisor.
+		argv := append(append([]string{}, trapped...), "getfree:"+strconv.Itoa(c.nTrapped))
+		out, errOut, err := command(timeout, dir, sandbox(argv...))
+		if err != nil {
+			return nil, fmt.Errorf("loopvisor run probe: %w", err)
+		}
+		if err := parse(r, where2, out); err != nil {
+			return nil, err
+		}
+		if m := syncRe.FindStringSubmatch(errOut); m != nil {
+			r.sandboxSync = m[1]
+		}
+		r.getFreeIndex = r.nullResults[where2+"/getfree"]
+		out, _, err = command(timeout, dir, append(fifo, sandbox(plain...)...))
+		if err != nil {
+			return nil, fmt.Errorf("loopvisor run probe: %w", err)
+		}
+		if err := parse(r, where2, out); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// parse reads the probe's output lines into r under where.
+func parse(r *results, where, out string) error {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "result":
+			r.nullResults[where+"/"+f[1]] = f[2]
+		case len(f) == 2:
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return fmt.Errorf("probe output %q: %w", line, err)
+			}
+			r.s[where+"/"+f[0]] = append(r.s[where+"/"+f[0]], v)
+		default:
+			return fmt.Errorf("unexpected probe output %q", line)
+		}
+	}
+	return nil
+}
+
+// command runs argv in dir and returns its stdout and stderr; a failure
+// carries the stderr along.
+func command(timeout time.Duration, dir string, argv []string) (string, string, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		return "", "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		// loopvisor forwards SIGTERM to the sandbox and then releases its
+		// devices; kill only if it does not exit.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		err = fmt.Errorf("%s timed out after %v", filepath.Base(argv[0]), timeout)
+	}
+	if err != nil {
+		return so.String(), se.String(), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, se.String())
+	}
+	return so.String(), se.String(), nil
+}
+
+// fifoPrefix returns the command prefix that runs a program with SCHED_FIFO
+// priority 1, or nil where that does not work here.
+func fifoPrefix() []string {
+	p := []string{"chrt", "-f", "1"}
+	if err := exec.Command(p[0], append(p[1:], "true")...).Run(); err != nil {
+		return nil
+	}
+	return p
+}
+
+// retString renders a probe result: a value, or -errno by name.
+func retString(v string) string {
+	n, err := strconv.Atoi(v)
+	if err != nil || n >= 0 {
+		return v
+	}
+	if name := unix.ErrnoName(syscall.Errno(-n)); name != "" {
+		return "-" + name
+	}
+	return v
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func report(r *results, c config, fifo bool) {
+	s := r.s
+	fmt.Printf("loopvisor bench: %d rounds (fresh processes each); per round and set-up %d batches x %d trapped calls, %d batches x %d non-trapped calls, after warm-up\n",
+		c.rounds, c.batches, c.nTrapped, c.plainBatches, c.nPlain)
+	sandboxSync := map[string]string{"": "unknown (not logged)", "true": "yes", "false": "no"}[r.sandboxSync]
+	if sandboxSync == "" {
+		sandboxSync = r.sandboxSync
+	}
+	fmt.Printf("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP in effect: bare ping-pong %s, loopvisor %s\n\n", yesNo(r.pingSync), sandboxSync)
+
+	row := func(label, key string) float64 {
+		m := s.quantile(key, 0.5)
+		fmt.Printf("  %-68s %8.0f  [%.0f..%.0f]\n", label, m, s.quantile(key, 0.25), s.quantile(key, 0.75))
+		return m
+	}
+	fmt.Printf("%-70s %8s  %s\n", "trapped ioctl (one seccomp user-notification round trip)", "ns/op", "median [p25..p75] of batches")
+	base := row("bare ping-pong: ioctl(/dev/null, LOOP_CTL_GET_FREE), answered 0", where1+"/nullgetfree")
+	sb := row("loopvisor sandbox: ioctl(/dev/loop-control, LOOP_CTL_GET_FREE) = "+r.getFreeIndex, where2+"/getfree")
+	sbNull := row("loopvisor sandbox: ioctl(/dev/null, LOOP_CTL_GET_FREE) = "+retString(r.nullResults[where2+"/nullgetfree"]), where2+"/nullgetfree")
+	ratio := sb / base
+	verdict := "met"
+	if ratio > targetRatio {
+		verdict = "NOT met"
+	}
+	fmt.Printf("\n  ratio sandbox LOOP_CTL_GET_FREE / bare ping-pong: %5.2f   target <= %.1f: %s\n", ratio, targetRatio, verdict)
+	fmt.Printf("  ratio sandbox ioctl(/dev/null) / bare ping-pong:   %5.2f   (supervisor path without loop-control work)\n", sbNull/base)
+	fmt.Printf("  supervisor cost per call beyond the ping-pong: %.0f ns (LOOP_CTL_GET_FREE), %.0f ns (/dev/null)\n\n", sb-base, sbNull-base)
+
+	// Interference from other work only ever adds time to a batch of
+	// plain system calls: a low quantile shows their own cost.
+	how := "SCHED_FIFO"
+	if !fifo {
+		how = "normal scheduling: chrt -f 1 failed, expect noise"
+	}
+	fmt.Printf("non-trapped system calls (%s), ns/op: 10th percentile of batches\n", how)
+	fmt.Printf("%-30s %10s %12s %18s %18s\n", "", "no filter", "bare filter", "loopvisor sandbox", "extra in sandbox")
+	for _, m := range []struct{ label, mode string }{
+		{"getppid()", "getppid"},
+		{"ioctl(/dev/null, TCGETS)", "tcgets"},
+	} {
+		const q = 0.1
+		h, b, x := s.quantile(where0+"/"+m.mode, q), s.quantile(where1+"/"+m.mode, q), s.quantile(where2+"/"+m.mode, q)
+		fmt.Printf("  %-28s %10.1f %12.1f %18.1f %+15.1f ns\n", m.label, h, b, x, x-h)
+	}
+	fmt.Println()
+}
+
+// snapshot describes the host's loop devices: what losetup -a lists and
+// which loop devices exist.
+func snapshot() string {
+	var b strings.Builder
+	out, _ := exec.Command("losetup", "-a").Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	sort.Strings(lines)
+	fmt.Fprintf(&b, "losetup -a:\n%s\n", strings.Join(lines, "\n"))
+	devs, _ := filepath.Glob("/sys/devices/virtual/block/loop*")
+	sort.Strings(devs)
+	fmt.Fprintf(&b, "loop devices: %s\n", strings.Join(devs, " "))
+	return b.String()
+}
+
+// waitSnapshot gives asynchronous teardown a moment to finish.
+func waitSnapshot(want string, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		s := snapshot()
+		if s == want || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
