@@ -147,5 +147,3 @@ func IoctlBuf(fd uintptr, cmd uint32, buf []byte) (int, error) {
 		return int(r), nil
 	}
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -210,7 +210,17 @@ func (in *Instance) allocate(idx int) (int, error) {
 func (in *Instance) GetFree() (int, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	// A device the supervisor holds O_EXCL is known to exist and be
+	// unbound (nobody else can bind it, nor remove it while it is open).
 	best := -1
+	for idx, f := range in.devs {
+		if f != nil && in.binding[idx] == 0 && (best < 0 || idx < best) {
+			best = idx
+		}
+	}
+	if best >= 0 {
+		return best, nil
+	}
 	for idx := range in.devs {
 		if Exists(idx) && !Bound(idx) && (best < 0 || idx < best) {
 			in.claim(idx)

@@ -3,10 +3,13 @@ package loopctl
 import (
 	"errors"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/notify"
 )
 
 // Loop ioctl commands (include/uapi/linux/loop.h).
@@ -65,7 +68,7 @@ func CmdName(cmd uint32) string {
 // Caller is the trapped task, as the supervisor reaches it. Every method
 // fails with ErrStale once the trapped call is no longer pending.
 type Caller interface {
-	GetFD(unsafeFD uint32) (*os.File, error)
+	GetFD(unsafeFD uint32) (notify.FD, error)
 	Read(unsafeAddr uint64, buf []byte) error
 	Write(unsafeAddr uint64, buf []byte) error
 	// Privileged reports whether the caller has CAP_SYS_ADMIN in the
@@ -124,14 +127,16 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fail(err)
 	}
-	log := in.log.WithField("syscall", CmdName(cmd))
+	// Log entries are built only when something is logged: this is the
+	// hot path of every trapped call.
+	log := func() *logrus.Entry { return in.log.WithField("syscall", CmdName(cmd)) }
 	switch {
 	case IsLoopControl(&st):
-		return in.control(log, f, cmd, arg)
+		return in.control(c, log, f, cmd, arg)
 	case IsLoopDevice(&st):
 		idx := Index(st.Rdev)
 		if !in.Owns(idx) {
-			log.WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
+			log().WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
 			return Result{Errno: unix.EPERM}
 		}
 		return in.device(c, log, f, idx, cmd, arg)
@@ -145,21 +150,27 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 	}
 }
 
-func (in *Instance) control(log *logrus.Entry, f *os.File, cmd uint32, arg uint64) Result {
+func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) Result {
 	switch cmd {
 	case cmdCtlGetFree:
 		idx, err := in.GetFree()
 		if err != nil {
-			log.WithError(err).Info("denied")
+			log().WithError(err).Info("denied")
 		}
 		return value(idx, err)
 	case cmdCtlAdd:
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
 		idx, err := in.Add(int32(uint32(arg)))
 		if err != nil {
-			log.WithError(err).WithField("loop", int32(uint32(arg))).Info("denied")
+			log().WithError(err).WithField("loop", int32(uint32(arg))).Info("denied")
 		}
 		return value(idx, err)
 	case cmdCtlRemove:
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
 		err := in.Remove(int32(uint32(arg)))
 		return value(0, err)
 	default:
@@ -171,22 +182,19 @@ func (in *Instance) control(log *logrus.Entry, f *os.File, cmd uint32, arg uint6
 
 // writable reports whether f was opened for writing (the loop driver's
 // BLK_OPEN_WRITE).
-func writable(f *os.File) bool {
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	return err == nil && fl&unix.O_ACCMODE != unix.O_RDONLY
-}
+func writable(f notify.FD) bool { return f.Flags&unix.O_ACCMODE != unix.O_RDONLY }
 
 // mayAdmin applies the loop driver's "opened for write or CAP_SYS_ADMIN"
 // rule with CAP_SYS_ADMIN taken in the instance's user namespace.
-func mayAdmin(c Caller, f *os.File) (bool, error) {
+func mayAdmin(c Caller, f notify.FD) (bool, error) {
 	if writable(f) {
 		return true, nil
 	}
 	return c.Privileged()
 }
 
-func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd uint32, arg uint64) Result {
-	log = log.WithField("loop", idx)
+func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64) Result {
+	log := func() *logrus.Entry { return logf().WithField("loop", idx) }
 	switch cmd {
 	case cmdSetFD, cmdChangeFD:
 		// The kernel takes the fd from the low 32 bits of arg.
@@ -231,9 +239,12 @@ func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd
 		logBind(log, r, backing)
 		return r
 	case cmdClrFD:
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
 		r := value(Ioctl(f.Fd(), cmd, 0))
 		if r.Errno == 0 {
-			log.Info("detached")
+			log().Info("detached")
 		}
 		return r
 	case cmdSetStatus64, cmdSetStatus:
@@ -242,7 +253,7 @@ func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd
 			return fail(err)
 		}
 		if !ok {
-			log.Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
+			log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
 			return Result{Errno: unix.EPERM}
 		}
 		size := SizeofLoopInfo64
@@ -277,7 +288,7 @@ func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd
 			return fail(err)
 		}
 		if !ok {
-			log.Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
+			log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
 			return Result{Errno: unix.EPERM}
 		}
 		if !c.Valid() {
@@ -294,10 +305,10 @@ func (in *Instance) device(c Caller, log *logrus.Entry, f *os.File, idx int, cmd
 	}
 }
 
-func logBind(log *logrus.Entry, r Result, backing *os.File) {
+func logBind(log func() *logrus.Entry, r Result, backing notify.FD) {
 	if r.Errno != 0 {
 		return
 	}
-	name, _ := os.Readlink("/proc/self/fd/" + itoa(int(backing.Fd())))
-	log.WithField("backing", name).Info("attached")
+	name, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(backing.Fd())))
+	log().WithField("backing", name).Info("attached")
 }

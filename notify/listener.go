@@ -44,6 +44,7 @@ type Listener struct {
 	SyncWake bool // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP is in effect
 	mu       sync.Mutex
 	closed   bool
+	pidfds   map[int]int // tid -> pidfd, see Target
 }
 
 // NewListener takes ownership of fd, a seccomp listener.
@@ -52,7 +53,7 @@ func NewListener(fd int) (*Listener, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fcntl(O_NONBLOCK)", err)
 	}
-	l := &Listener{fd: fd}
+	l := &Listener{fd: fd, pidfds: map[int]int{}}
 	if err := setFlags(fd, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); err == nil {
 		l.SyncWake = true
 	}
@@ -162,6 +163,10 @@ func (l *Listener) Close() error {
 		return nil
 	}
 	l.closed = true
+	for tid, fd := range l.pidfds {
+		unix.Close(fd)
+		delete(l.pidfds, tid)
+	}
 	return l.f.Close()
 }
 

@@ -24,35 +24,63 @@ type Target struct {
 var ErrStale = unix.ENOENT
 
 // Target opens the caller of req. Close it when the request is answered.
+//
+// Pidfds are cached per thread id: a pidfd stays bound to one task, so a
+// cached one either names the caller or a dead task that had its tid, in
+// which case pidfd_getfd fails with ESRCH and the Target opens a fresh one.
 func (l *Listener) Target(req *Request) (*Target, error) {
-	pidfd, err := unix.PidfdOpen(req.Pid, unix.PIDFD_THREAD)
-	if err != nil {
-		if err == unix.EINVAL {
-			// Kernels before 6.9 have no PIDFD_THREAD; fds are shared
-			// by the thread group in practice, so the leader will do.
-			pidfd, err = unix.PidfdOpen(req.Pid, 0)
-		}
-		if err != nil {
-			return nil, ErrStale
-		}
-	}
+	l.mu.Lock()
+	pidfd, ok := l.pidfds[req.Pid]
+	l.mu.Unlock()
 	t := &Target{l: l, req: req, pidfd: pidfd}
-	// The pid could have been reused between RECV and pidfd_open: the ID
-	// check proves the pidfd names the trapped task.
-	if !l.Valid(req.ID) {
-		t.Close()
-		return nil, ErrStale
+	if ok {
+		return t, nil
+	}
+	if err := t.refresh(); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
 
-// Close releases the pidfd.
-func (t *Target) Close() {
-	if t.pidfd >= 0 {
-		unix.Close(t.pidfd)
-		t.pidfd = -1
+// refresh opens a new pidfd for the caller and caches it.
+func (t *Target) refresh() error {
+	l := t.l
+	pidfd, err := unix.PidfdOpen(t.req.Pid, unix.PIDFD_THREAD)
+	if err == unix.EINVAL {
+		// Kernels before 6.9 have no PIDFD_THREAD; fds are shared by the
+		// thread group in practice, so the leader will do.
+		pidfd, err = unix.PidfdOpen(t.req.Pid, 0)
 	}
+	if err != nil {
+		return ErrStale
+	}
+	// The tid could have been reused between RECV and pidfd_open: the ID
+	// check proves the pidfd names the trapped task.
+	if !l.Valid(t.req.ID) {
+		unix.Close(pidfd)
+		return ErrStale
+	}
+	l.mu.Lock()
+	if old, ok := l.pidfds[t.req.Pid]; ok {
+		unix.Close(old)
+	}
+	if len(l.pidfds) >= maxCachedPidfds {
+		for tid, fd := range l.pidfds {
+			unix.Close(fd)
+			delete(l.pidfds, tid)
+		}
+	}
+	l.pidfds[t.req.Pid] = pidfd
+	l.mu.Unlock()
+	t.pidfd = pidfd
+	return nil
 }
+
+// maxCachedPidfds bounds the pidfd cache of one listener.
+const maxCachedPidfds = 512
+
+// Close ends the Target's use of the caller; the pidfd stays cached.
+func (t *Target) Close() { t.pidfd = -1 }
 
 // Pid returns the caller's thread id in the supervisor's pid namespace.
 func (t *Target) Pid() int { return t.req.Pid }
@@ -60,34 +88,53 @@ func (t *Target) Pid() int { return t.req.Pid }
 // Valid reports whether the request is still pending.
 func (t *Target) Valid() bool { return t.l.Valid(t.req.ID) }
 
+// FD is a file descriptor the supervisor duplicated from a caller, with
+// its open flags. It is a plain value: no finalizer, Close it.
+type FD struct {
+	N     int
+	Flags int // F_GETFL: O_ACCMODE and friends
+}
+
+// Fd returns the descriptor number.
+func (f FD) Fd() uintptr { return uintptr(f.N) }
+
+// Close closes the descriptor.
+func (f FD) Close() error { return unix.Close(f.N) }
+
 // GetFD duplicates the caller's file descriptor unsafeFD into the
 // supervisor. It fails with EBADF as the kernel's fget() would: for a bad
 // descriptor and for an O_PATH one (which needs no permission to open, so
 // serving it would bypass the file's mode).
-func (t *Target) GetFD(unsafeFD uint32) (*os.File, error) {
+//
+// It does not re-check the notification ID: a pidfd names one task for
+// good, so the descriptor is the caller's. Check Valid before acting.
+func (t *Target) GetFD(unsafeFD uint32) (FD, error) {
 	if unsafeFD > 0x7fffffff {
-		return nil, unix.EBADF
+		return FD{N: -1}, unix.EBADF
 	}
 	fd, err := unix.PidfdGetfd(t.pidfd, int(unsafeFD), 0)
+	if err == unix.ESRCH {
+		// A cached pidfd of a dead task that had the caller's tid.
+		if rerr := t.refresh(); rerr != nil {
+			return FD{N: -1}, rerr
+		}
+		fd, err = unix.PidfdGetfd(t.pidfd, int(unsafeFD), 0)
+	}
 	if err != nil {
-		if err == unix.ESRCH {
-			return nil, ErrStale
+		switch err {
+		case unix.ESRCH:
+			return FD{N: -1}, ErrStale
+		case unix.EMFILE, unix.ENFILE:
+			return FD{N: -1}, err
 		}
-		if err == unix.EMFILE || err == unix.ENFILE {
-			return nil, err
-		}
-		return nil, unix.EBADF
+		return FD{N: -1}, unix.EBADF
 	}
-	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_PATH != 0 {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_PATH != 0 {
 		unix.Close(fd)
-		return nil, unix.EBADF
+		return FD{N: -1}, unix.EBADF
 	}
-	f := os.NewFile(uintptr(fd), "target-fd")
-	if !t.Valid() {
-		f.Close()
-		return nil, ErrStale
-	}
-	return f, nil
+	return FD{N: fd, Flags: fl}, nil
 }
 
 // Read copies len(buf) bytes at unsafeAddr of the caller into buf. A bad
@@ -142,8 +189,15 @@ func (t *Target) UserNS() (uint64, error) {
 	return st.Ino, nil
 }
 
-// PidFD returns the caller's pidfd. It stays owned by the Target.
-func (t *Target) PidFD() int { return t.pidfd }
+// PidFD returns a pidfd of the caller, freshly opened so that it cannot
+// name a dead task with the same tid (-1 if the call is stale). It stays
+// owned by the Target.
+func (t *Target) PidFD() int {
+	if t.refresh() != nil {
+		return -1
+	}
+	return t.pidfd
+}
 
 // ReadString copies the NUL-terminated string at unsafeAddr (at most max
 // bytes including the NUL) out of the caller, as strndup_user would: EFAULT

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"bytes"
-	"os"
 	"strconv"
 
 	"github.com/loopvisor/loopvisor/loopctl"
@@ -16,8 +15,6 @@ type caller struct {
 	*notify.Target
 	userNS uint64 // the instance's user namespace
 }
-
-func (c caller) GetFD(unsafeFD uint32) (*os.File, error) { return c.Target.GetFD(unsafeFD) }
 
 // Privileged reports whether the caller has CAP_SYS_ADMIN in the instance's
 // own user namespace. A caller in a nested user namespace has its
