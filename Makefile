@@ -1,7 +1,7 @@
 # loopvisor: private loop devices for unprivileged containers.
 GO      ?= go
 BIN     := bin/loopvisor
-PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./cmd/...
+PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./mountproxy/... ./cmd/...
 FUZZTIME ?= 15s
 
 .PHONY: help deps build demo test unit integration vet fmt fuzz bench clean
@@ -31,10 +31,10 @@ integration: build ## real-kernel tests (root): losetup, busybox, differential, 
 test: vet unit integration ## everything CI runs
 
 fuzz: ## run every fuzz target for FUZZTIME each
-	@for t in $$($(GO) test -list 'Fuzz.*' ./loopctl/ | grep ^Fuzz); do \
-		echo "== loopctl $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./loopctl/ || exit 1; done
-	@for t in $$($(GO) test -list 'Fuzz.*' ./supervisor/ | grep ^Fuzz); do \
-		echo "== supervisor $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./supervisor/ || exit 1; done
+	@for p in ./loopctl/ ./supervisor/ ./mountproxy/; do \
+		for t in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
+			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; done
 
 bench: build ## print speed figures as ratios against baselines measured in the same run
 	$(GO) run ./bench -loopvisor $(BIN)

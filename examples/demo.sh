@@ -27,10 +27,19 @@ mkfs.ext4 -q -L demo "$dev"
 echo "-- blkid"; blkid "$dev"
 losetup -d "$dev"
 echo "detached; losetup -a now:"; losetup -a; echo "(end)"
+echo "-- mount -o loop disk.img mnt (served by fuse2fs in the sandbox)"
+mkdir -p mnt
+mount -o loop disk.img mnt
+grep " $PWD/mnt " /proc/self/mountinfo | sed "s/.* - /type: /"
+echo "written inside the sandbox" > mnt/hello.txt
+ls -l mnt
+umount mnt
+echo "unmounted; losetup -a now:"; losetup -a; echo "(end)"
 '
 echo
 echo "== host: the image is an ext4 file system owned by uid $(stat -c %u disk.img)"
-e2fsck -fn disk.img >/dev/null && echo "e2fsck: clean"
+e2fsck -fn disk.img >/dev/null 2>&1 && echo "e2fsck -fn: clean"
+echo "debugfs cat /hello.txt: $(debugfs -R 'cat /hello.txt' disk.img 2>/dev/null)"
 echo "== host after: losetup -a"; losetup -a; echo "(end)"
 echo
 echo "== the same without loopvisor (run --bare): fails"

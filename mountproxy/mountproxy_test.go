@@ -1,0 +1,183 @@
+package mountproxy
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestCleanFlags(t *testing.T) {
+	for _, c := range []struct{ in, want uint64 }{
+		{0xC0ED0000 | unix.MS_RDONLY, unix.MS_RDONLY},
+		{0xC0ED0000, 0},
+		// MS_PRIVATE|MS_SLAVE share bits with MS_MGC_VAL: without the
+		// magic in the top 16 bits they are flags.
+		{unix.MS_PRIVATE | unix.MS_SLAVE, unix.MS_PRIVATE | unix.MS_SLAVE},
+		{0xdeadbeef00000000 | unix.MS_NOEXEC, unix.MS_NOEXEC},
+	} {
+		if got := CleanFlags(c.in); got != c.want {
+			t.Errorf("CleanFlags(%#x) = %#x, want %#x", c.in, got, c.want)
+		}
+	}
+	if isNewMount(unix.MS_BIND) || isNewMount(unix.MS_REMOUNT) || isNewMount(unix.MS_PRIVATE) || !isNewMount(unix.MS_RDONLY|unix.MS_NOSUID) {
+		t.Error("isNewMount")
+	}
+}
+
+func TestFlagString(t *testing.T) {
+	if got := FlagString(unix.MS_RDONLY | unix.MS_NOEXEC | 1<<31); got != "MS_RDONLY|MS_NOEXEC|0x80000000" {
+		t.Errorf("got %q", got)
+	}
+	if FlagString(0) != "0" {
+		t.Error("zero")
+	}
+}
+
+func TestFuseOptions(t *testing.T) {
+	cases := []struct {
+		helper string
+		flags  uint64
+		data   string
+		want   string
+		err    string
+	}{
+		{"fuse2fs", 0, "", "nosuid,nodev,allow_other,default_permissions,nonempty", ""},
+		{"/usr/bin/fuse2fs", unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOATIME, "", "nosuid,nodev,allow_other,default_permissions,nonempty,ro,noexec,noatime", ""},
+		{"fuse2fs", 0, "errors=panic,noload", "nosuid,nodev,allow_other,default_permissions,nonempty,errors=panic,norecovery", ""},
+		{"fuse2fs", 0, "data=journal", "", "data=journal"},
+		{"fuse2fs", 0, "errors=remount-ro", "", "errors=remount-ro"},
+		{"fuse2fs", unix.MS_MANDLOCK, "", "", "MS_MANDLOCK"},
+		{"squashfuse", unix.MS_SYNCHRONOUS, "offset=4096", "nosuid,nodev,allow_other,default_permissions,sync,offset=4096", ""},
+		{"squashfuse", 0, "nonsense", "", "nonsense"},
+		{"myhelper", 0, "anything=1", "nosuid,nodev,allow_other,default_permissions,anything=1", ""},
+	}
+	for _, c := range cases {
+		got, err := fuseOptions(c.helper, c.flags, ParseData(c.data))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s %q: err %v, want one naming %q", c.helper, c.data, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s %#x %q: %q, %v; want %q", c.helper, c.flags, c.data, got, err, c.want)
+		}
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	p := DefaultPolicy()
+	if !p.Serves("ext4") || !p.Serves("squashfs") || p.Serves("xfs") || p.Serves("tmpfs") {
+		t.Fatal("default policy")
+	}
+	if err := p.AddFuse("vfat=fusefat"); err != nil || p.Fuse["vfat"] != "fusefat" {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"vfat", "=x", "a b=c", "vfat="} {
+		if p.AddFuse(bad) == nil {
+			t.Errorf("AddFuse(%q) accepted", bad)
+		}
+	}
+	if err := p.AllowKernel("ext4, xfs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resolve(map[string]bool{"vfat": true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Fuse["ext4"]; ok || !p.Kernel["ext4"] || !p.Serves("xfs") {
+		t.Errorf("kernel types must leave the FUSE map: %+v", p)
+	}
+	q := DefaultPolicy()
+	q.AddFuse("ext4=fuse2fs")
+	q.AllowKernel("ext4")
+	if err := q.Resolve(map[string]bool{"ext4": true}); err == nil {
+		t.Error("a type in both --fuse and --allow-kernel-mount must be refused")
+	}
+	if _, err := HelperPath("no-such-helper-xyz"); err == nil || !strings.Contains(err.Error(), "install") {
+		t.Errorf("missing helper error should say what to install: %v", err)
+	}
+}
+
+func TestMountAttrs(t *testing.T) {
+	a := mountAttrs(unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOATIME)
+	want := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_NOATIME)
+	if a != want {
+		t.Errorf("attrs %#x, want %#x", a, want)
+	}
+	if mountAttrs(0)&(unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV) != unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV {
+		t.Error("nosuid and nodev are always set")
+	}
+}
+
+func extSuper(blocks uint64, logBlock uint32, bit64 bool) []byte {
+	b := make([]byte, extSuperSize)
+	le := binary.LittleEndian
+	le.PutUint16(b[0x38:], extMagic)
+	le.PutUint32(b[0x18:], logBlock)
+	le.PutUint32(b[0x04:], uint32(blocks))
+	if bit64 {
+		le.PutUint32(b[0x60:], extIncompat64)
+		le.PutUint32(b[0x150:], uint32(blocks>>32))
+	}
+	return b
+}
+
+func TestParseExtSuper(t *testing.T) {
+	s, err := ParseExtSuper(extSuper(65536, 0, false))
+	if err != nil || s.Blocks != 65536 || s.BlockBytes != 1024 {
+		t.Fatalf("%+v %v", s, err)
+	}
+	s, err = ParseExtSuper(extSuper(1<<33, 2, true))
+	if err != nil || s.Blocks != 1<<33 || s.BlockBytes != 4096 {
+		t.Fatalf("64bit: %+v %v", s, err)
+	}
+	if _, err := ParseExtSuper(extSuper(1, 7, false)); err == nil {
+		t.Error("block size 2^17 accepted")
+	}
+	if _, err := ParseExtSuper(make([]byte, extSuperSize)); err == nil {
+		t.Error("no magic accepted")
+	}
+	if _, err := ParseExtSuper(make([]byte, 10)); err == nil {
+		t.Error("short accepted")
+	}
+}
+
+func TestParseMntID(t *testing.T) {
+	id, err := parseMntID("pos:\t0\nflags:\t012000000\nmnt_id:\t73\nino:\t5\n")
+	if err != nil || id != 73 {
+		t.Fatalf("%d %v", id, err)
+	}
+	if _, err := parseMntID("pos: 0\n"); err == nil {
+		t.Error("missing mnt_id accepted")
+	}
+}
+
+// Decoders of untrusted bytes: container memory (mount data) and images
+// (superblocks) must never crash the supervisor.
+func FuzzParseData(f *testing.F) {
+	for _, s := range []string{"", "ro", "errors=panic,,noload", ",,,", "a=b=c", "\x00\xff,x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, o := range ParseData(s) {
+			if o == "" || strings.Contains(o, ",") {
+				t.Fatalf("bad option %q from %q", o, s)
+			}
+		}
+		_, _ = fuseOptions("fuse2fs", 0, ParseData(s))
+	})
+}
+
+func FuzzParseExtSuper(f *testing.F) {
+	f.Add(extSuper(65536, 0, false))
+	f.Add(extSuper(1<<40, 6, true))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseExtSuper(b)
+		if err == nil && (s.BlockBytes < 1024 || s.BlockBytes > 65536 || s.Magic != extMagic) {
+			t.Fatalf("accepted %+v", s)
+		}
+	})
+}
