@@ -22,22 +22,24 @@ var DefaultLimits = Limits{MaxLoop: 16, MaxPerUID: 64}
 
 // Config describes a new instance.
 type Config struct {
-	ID      string
-	HostUID int // host uid of the sandbox's root
-	HostGID int
-	Limits  Limits
-	Log     *logrus.Entry
+	ID        string
+	Container string // OCI container id, for the journal and status
+	HostUID   int    // host uid of the sandbox's root
+	HostGID   int
+	Limits    Limits
+	Log       *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
 type Instance struct {
-	ID      string
-	HostUID int
-	limits  Limits
-	host    *Host
-	reg     *Registry
-	View    *View
-	log     *logrus.Entry
+	ID        string
+	Container string
+	HostUID   int
+	limits    Limits
+	host      *Host
+	reg       *Registry
+	View      *View
+	log       *logrus.Entry
 
 	mu      sync.Mutex
 	devs    map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
@@ -67,7 +69,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 		return nil, err
 	}
 	in := &Instance{
-		ID: c.ID, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
+		ID: c.ID, Container: c.Container, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -91,7 +93,7 @@ func (in *Instance) writeJournal(lock bool) error {
 	if err != nil {
 		return err
 	}
-	j := &Journal{ID: in.ID, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID}
+	j := &Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
 	}
@@ -105,6 +107,9 @@ func (in *Instance) Owns(idx int) bool {
 	_, ok := in.devs[idx]
 	return ok
 }
+
+// MaxLoop returns the instance's device limit.
+func (in *Instance) MaxLoop() int { return in.limits.MaxLoop }
 
 // NodePath returns a supervisor-only node of loop device idx.
 func (in *Instance) NodePath(idx int) (string, error) { return in.reg.NodePath(idx) }

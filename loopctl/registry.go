@@ -19,8 +19,9 @@ const DefaultStateDir = "/run/loopvisor"
 // Journal is what the state directory records of one instance.
 type Journal struct {
 	ID        string `json:"id"`
-	Pid       int    `json:"pid"`        // supervisor pid
-	StartTime uint64 `json:"start_time"` // supervisor start time (clock ticks since boot), against pid reuse
+	Container string `json:"container,omitempty"` // OCI container id (agent)
+	Pid       int    `json:"pid"`                 // supervisor pid
+	StartTime uint64 `json:"start_time"`          // supervisor start time (clock ticks since boot), against pid reuse
 	HostUID   int    `json:"host_uid"`
 	Devices   []int  `json:"devices"` // loop indices created for the instance
 }

@@ -36,6 +36,14 @@ type View struct {
 	root *os.File // the tmpfs root (O_PATH-like directory fd)
 	uid  int      // host uid of the sandbox's root
 	gid  int
+
+	// Publish, if set, is called after a device node appears in the view
+	// with a detached mount of it (the caller owns it), and Unpublish
+	// when it goes. A container whose /dev is not the view (an OCI
+	// container's /dev is its own tmpfs) gets the node bind-mounted this
+	// way.
+	Publish   func(name string, node *os.File) error
+	Unpublish func(name string)
 }
 
 // NewView creates the tmpfs and the usual container device nodes, owned by
@@ -185,6 +193,17 @@ func (v *View) AddLoop(idx int) error {
 	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
 		return err
 	}
+	if v.Publish != nil {
+		node, err := v.Clone(ViewDev + "/" + name)
+		if err != nil {
+			return err
+		}
+		if err := v.Publish(name, node); err != nil {
+			node.Close()
+			return err
+		}
+		node.Close()
+	}
 	for _, l := range []struct{ path, target string }{
 		{ViewSysBlock + "/" + name, "../devices/virtual/block/" + name},
 		{ViewSysClass + "/" + name, "../../devices/virtual/block/" + name},
@@ -202,14 +221,18 @@ func (v *View) RemoveLoop(idx int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	name := "loop" + strconv.Itoa(idx)
+	if v.Unpublish != nil {
+		v.Unpublish(name)
+	}
 	v.remove(ViewDev + "/" + name)
 	v.remove(ViewSysBlock + "/" + name)
 	v.remove(ViewSysClass + "/" + name)
 	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx))
 }
 
-// Clone returns a detached mount of view directory dir (one of ViewMounts),
-// for the sandbox to attach with move_mount.
+// Clone returns a detached mount of path in the view (a directory of
+// ViewMounts or a node under dev/), for the sandbox to attach with
+// move_mount.
 func (v *View) Clone(dir string) (*os.File, error) {
 	fd, err := unix.OpenTree(v.fd(), dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {

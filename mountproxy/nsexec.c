@@ -19,6 +19,11 @@
  *                       with root and cwd as the caller's; exit with its status
  *   move TARGET         attach fd 6 on TARGET (move_mount)
  *   umount TARGET FLAGS umount2(TARGET, FLAGS)
+ *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
+ *                       file if it does not exist (a device node for /dev)
+ *   unbind TARGET       detach what is mounted on TARGET and remove it
+ * With _LOOPVISOR_NSEXEC_KEEP=1 an exec'd helper does not die with nsexec
+ * (the agent's containers outlive the agent).
  * Errors: "nsexec: ERRNO what" on stderr and exit status 120 + 0;
  * for move and umount the errno is also the first word on stdout.
  */
@@ -82,15 +87,21 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 	unsetenv("_LOOPVISOR_NSEXEC");
 	if (argc < 2)
 		die(EINVAL, "usage");
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	const char *keep = getenv("_LOOPVISOR_NSEXEC_KEEP");
+	int die_with_parent = !(keep && !strcmp(keep, "1"));
+	unsetenv("_LOOPVISOR_NSEXEC_KEEP");
+	if (die_with_parent)
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (!strcmp(op, "exec")) {
 		enter(1);
 		pid_t child = fork();
 		if (child < 0)
 			die(errno, "fork");
 		if (child == 0) {
-			/* In the sandbox's pid namespace: dies with it, and with us. */
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			/* In the sandbox's pid namespace: dies with it, and with us
+			 * unless it must outlive the supervisor. */
+			if (die_with_parent)
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
 			execvp(argv[1], argv + 1);
 			dprintf(2, "nsexec: exec %s: %s\n", argv[1], strerror(errno));
 			_exit(errno == ENOENT ? 127 : 126);
@@ -124,6 +135,32 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 			die(errno, "open target");
 		if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
 			die(errno, "move_mount");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	if (!strcmp(op, "bind")) {
+		enter(0);
+		int t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (t < 0 && errno == ENOENT) {
+			int c = open(argv[1], O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+			if (c < 0)
+				die(errno, "create target");
+			close(c);
+			t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (t < 0)
+			die(errno, "open target");
+		if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			die(errno, "move_mount");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	if (!strcmp(op, "unbind")) {
+		enter(0);
+		while (umount2(argv[1], MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+			;
+		if (unlink(argv[1]) < 0 && errno != ENOENT)
+			die(errno, "unlink");
 		dprintf(1, "0\n");
 		_exit(0);
 	}

@@ -91,3 +91,15 @@ type opError struct {
 
 func (e *opError) Error() string { return e.msg }
 func (e *opError) Unwrap() error { return e.errno }
+
+// Bind attaches mnt (a detached mount, e.g. an open_tree clone of a device
+// node) on target inside the sandbox of ns, creating target as an empty
+// file if needed.
+func Bind(ns *NS, mnt *os.File, target string) error { return runOp(ns, "bind", mnt, target) }
+
+// Unbind detaches whatever is mounted on target inside the sandbox of ns
+// and removes target.
+func Unbind(ns *NS, target string) error { return runOp(ns, "unbind", nil, target) }
+
+// Move attaches mnt on the existing directory target inside the sandbox.
+func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", mnt, target) }

@@ -23,6 +23,9 @@ type Caller interface {
 	Valid() bool
 	Pid() int
 	PidFD() int
+	// Privileged reports whether the caller has CAP_SYS_ADMIN in the
+	// sandbox's user namespace: mount and umount need it, as on the host.
+	Privileged() (bool, error)
 }
 
 // Devices is what the proxy needs to know of the instance.
@@ -58,6 +61,10 @@ type Proxy struct {
 	mu     sync.Mutex
 	fuse   map[uint64]*fuseMount
 	closed bool
+
+	// KeepHelpers lets FUSE helpers outlive the supervisor (the agent's
+	// containers outlive the agent); they still die with the sandbox.
+	KeepHelpers bool
 }
 
 // New returns a proxy for an instance. userNS is the sandbox's user
@@ -165,6 +172,9 @@ func (p *Proxy) Fsopen(c Caller, args [6]uint64) loopctl.Result {
 	if err != nil {
 		return cont
 	}
+	if ok, err := c.Privileged(); err != nil || !ok {
+		return cont // the kernel's EPERM, as without loopvisor
+	}
 	if p.pol.Serves(fstype) {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype}).Debug("ENOSYS: served through mount(2)")
 		return loopctl.Result{Errno: unix.ENOSYS}
@@ -207,7 +217,12 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	if !p.dev.Owns(idx) {
 		return cont // not ours: the kernel refuses it as without loopvisor
 	}
-	// From here on the call is loopvisor's: errors are the caller's.
+	// From here on the call is loopvisor's: errors are the caller's. The
+	// kernel's may_mount() comes first.
+	if ok, err := c.Privileged(); err != nil || !ok {
+		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
+		return loopctl.Result{Errno: unix.EPERM}
+	}
 	target, err := c.ReadString(args[1], pathMax)
 	if err != nil {
 		return fail(err)
@@ -275,6 +290,10 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 		return fail(loopctl.ErrStale)
 	}
 	cmd := nsexecCmd(ns, "exec", nil, path, a.source, a.target, "-f", "-o", opts)
+	if p.KeepHelpers {
+		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -398,6 +417,12 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 // Umount serves umount2(2) of a FUSE mount, answering only after its
 // helper has written everything back and exited.
 func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
+	p.mu.Lock()
+	none := len(p.fuse) == 0
+	p.mu.Unlock()
+	if none {
+		return cont
+	}
 	target, err := c.ReadString(args[0], pathMax)
 	if err != nil {
 		return cont
@@ -417,6 +442,9 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 	p.mu.Unlock()
 	if fm == nil {
 		return cont
+	}
+	if ok, err := c.Privileged(); err != nil || !ok {
+		return loopctl.Result{Errno: unix.EPERM}
 	}
 	ns, err := OpenNS(c.Pid(), c.PidFD())
 	if err != nil {
@@ -454,4 +482,22 @@ func (p *Proxy) Close() {
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
 	}
+}
+
+// MountStatus is one live FUSE mount, for `loopvisor status`.
+type MountStatus struct {
+	Target    string `json:"target"`
+	Helper    string `json:"helper"`
+	HelperPid int    `json:"helper_pid"`
+}
+
+// Status lists the live FUSE mounts and their helpers.
+func (p *Proxy) Status() []MountStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []MountStatus
+	for _, fm := range p.fuse {
+		out = append(out, MountStatus{Target: fm.target, Helper: fm.helper, HelperPid: fm.cmd.Process.Pid})
+	}
+	return out
 }

@@ -102,18 +102,19 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	}
 	defer t.Close()
 	var r loopctl.Result
+	c := caller{Target: t, userNS: sb.Instance.UserNS}
 	switch info.name {
 	case "ioctl":
-		r = sb.Instance.Ioctl(caller{Target: t, userNS: sb.Instance.UserNS}, uint32(args[0]), uint32(args[1]), args[2])
+		r = sb.Instance.Ioctl(c, uint32(args[0]), uint32(args[1]), args[2])
 	case "mount":
-		r = sb.Mounts.Mount(t, args)
+		r = sb.Mounts.Mount(c, args)
 	case "umount2":
-		r = sb.Mounts.Umount(t, args)
+		r = sb.Mounts.Umount(c, args)
 	case "umount": // i386: umount(target) is umount2(target, 0)
 		args[1] = 0
-		r = sb.Mounts.Umount(t, args)
+		r = sb.Mounts.Umount(c, args)
 	case "fsopen":
-		r = sb.Mounts.Fsopen(t, args)
+		r = sb.Mounts.Fsopen(c, args)
 	}
 	switch {
 	case r.Continue:

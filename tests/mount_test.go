@@ -231,6 +231,26 @@ echo "tmpfs $(newapimount tmpfs none mnt | head -1)"; umount mnt`)
 	}
 }
 
+// TestMountUnprivilegedCaller: a process in the sandbox without
+// CAP_SYS_ADMIN cannot mount the instance's devices, as on the host.
+func TestMountUnprivilegedCaller(t *testing.T) {
+	hostGuard(t)
+	state, dir := stateDir(t), workDir(t)
+	image(t, dir, "fs.img", 32<<20)
+	out := sandboxOK(t, dir, state, nil, `mkdir -p mnt; mkfs.ext4 -q -F fs.img
+d=$(losetup -f --show fs.img); chmod 666 $d
+setpriv --reuid 1000 --regid 1000 --clear-groups newapimount ext4 $d mnt | tr '\n' ' '; echo
+LIBMOUNT_FORCE_MOUNT2=always setpriv --reuid 1000 --regid 1000 --clear-groups newapimount ext4 $d mnt | tr '\n' ' '; echo
+grep -c " - fuse" /proc/self/mountinfo
+losetup -d $d`)
+	if !strings.Contains(out, "new-api ERR EPERM") {
+		t.Errorf("an unprivileged caller must get EPERM from the kernel's fsopen:\n%s", out)
+	}
+	if !strings.Contains(out, "mount2 ERR EPERM \n0\n") {
+		t.Errorf("an unprivileged caller's mount(2) of the instance's device must fail with EPERM:\n%s", out)
+	}
+}
+
 // TestMountSymlinkRace: another thread swaps the target between a
 // directory and a symlink to elsewhere; loopvisor mounts only where the
 // caller's own view points, never in the host's mount table.

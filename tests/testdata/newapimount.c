@@ -4,10 +4,12 @@
  *
  *   newapimount FSTYPE SOURCE TARGET
  * Prints "new-api" or "mount2-fallback", then "OK" or "ERR <errno>".
+ * With LIBMOUNT_FORCE_MOUNT2=always it calls mount(2) only ("mount2").
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -17,6 +19,16 @@
 
 int main(int argc, char **argv) {
 	if (argc != 4) return 2;
+	const char *force = getenv("LIBMOUNT_FORCE_MOUNT2");
+	if (force && !strcmp(force, "always")) {
+		puts("mount2");
+		if (mount(argv[2], argv[3], argv[1], 0, NULL) < 0) {
+			printf("ERR %s\n", strerrorname_np(errno));
+			return 1;
+		}
+		puts("OK");
+		return 0;
+	}
 	int fs = syscall(SYS_fsopen, argv[1], FSOPEN_CLOEXEC);
 	if (fs < 0 && errno == ENOSYS) {
 		puts("mount2-fallback");
