@@ -3,10 +3,13 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,6 +23,10 @@ const usage = `loopvisor: private loop devices for unprivileged containers
 
 Usage:
   loopvisor run [flags] -- CMD [ARGS...]   run CMD in an unprivileged sandbox
+  loopvisor agent --socket PATH [flags]    seccomp agent for runc/crun (listenerPath)
+  loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json
+                                           merge what loopvisor needs into a bundle's config
+  loopvisor status [--socket PATH]         list the agent's live instances
   loopvisor gc [--wait D] [flags]          release what a killed supervisor left
   loopvisor help
 
@@ -42,6 +49,19 @@ run flags:
   --fuse-timeout D        how long a FUSE helper may take to come up (default 10s)
   --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
+
+agent flags: --socket PATH (default /run/loopvisor/agent.sock), --max-loop,
+  --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --no-mount as
+  for run; they are the defaults and the limits for every container. A container's
+  listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
+
+oci-config flags:
+  --listener PATH     the agent's socket (linux.seccomp.listenerPath), required
+  --metadata STR      linux.seccomp.listenerMetadata (see agent)
+  --flag NAME         add a seccomp flag the runtime knows (repeatable), e.g.
+                      SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+  --no-mount          trap only loop ioctls (losetup), not mount calls
+  --no-cap-sys-admin  do not add the user namespace's CAP_SYS_ADMIN (mount needs it)
 `
 
 func main() {
@@ -55,6 +75,12 @@ func main() {
 		os.Exit(cmdRun(os.Args[2:]))
 	case "gc":
 		os.Exit(cmdGC(os.Args[2:]))
+	case "agent":
+		os.Exit(cmdAgent(os.Args[2:]))
+	case "oci-config":
+		os.Exit(cmdOCIConfig(os.Args[2:]))
+	case "status":
+		os.Exit(cmdStatus(os.Args[2:]))
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
@@ -68,6 +94,45 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+// policyFlags are the mount policy flags of run and agent.
+type policyFlags struct {
+	fuse, kernel multiFlag
+	noMount      *bool
+	timeout      *time.Duration
+}
+
+func (pf *policyFlags) register(fs *flag.FlagSet) {
+	fs.Var(&pf.fuse, "fuse", "FSTYPE=HELPER (repeatable)")
+	fs.Var(&pf.kernel, "allow-kernel-mount", "FSTYPE[,FSTYPE]")
+	pf.noMount = fs.Bool("no-mount", false, "do not serve mount calls")
+	pf.timeout = fs.Duration("fuse-timeout", 10*time.Second, "how long a FUSE helper may take to come up")
+}
+
+// policy returns the mount policy, or nil with --no-mount.
+func (pf *policyFlags) policy() (*mountproxy.Policy, error) {
+	if *pf.noMount {
+		return nil, nil
+	}
+	p := mountproxy.DefaultPolicy()
+	p.Timeout = *pf.timeout
+	explicit := map[string]bool{}
+	for _, f := range pf.fuse {
+		if err := p.AddFuse(f); err != nil {
+			return nil, err
+		}
+		explicit[strings.SplitN(f, "=", 2)[0]] = true
+	}
+	for _, k := range pf.kernel {
+		if err := p.AllowKernel(k); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.Resolve(explicit); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
 
 type common struct {
 	stateDir  string
@@ -113,11 +178,8 @@ func cmdRun(args []string) int {
 	gidMap := fs.String("gid-map", "", "HOST[:COUNT]")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per sandbox")
 	bare := fs.Bool("bare", false, "no loopvisor: same namespaces, no filter (shows what fails without it)")
-	var fuseFlags, kernelFlags multiFlag
-	fs.Var(&fuseFlags, "fuse", "FSTYPE=HELPER (repeatable)")
-	fs.Var(&kernelFlags, "allow-kernel-mount", "FSTYPE[,FSTYPE]")
-	noMount := fs.Bool("no-mount", false, "do not serve mount calls")
-	fuseTimeout := fs.Duration("fuse-timeout", 10*time.Second, "how long a FUSE helper may take to come up")
+	var pf policyFlags
+	pf.register(fs)
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
@@ -152,26 +214,9 @@ func cmdRun(args []string) int {
 	if *maxLoop < 1 || *maxUID < 1 {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
-	var pol *mountproxy.Policy
-	if !*noMount {
-		p := mountproxy.DefaultPolicy()
-		p.Timeout = *fuseTimeout
-		explicit := map[string]bool{}
-		for _, f := range fuseFlags {
-			if err := p.AddFuse(f); err != nil {
-				return fail(err)
-			}
-			explicit[strings.SplitN(f, "=", 2)[0]] = true
-		}
-		for _, k := range kernelFlags {
-			if err := p.AllowKernel(k); err != nil {
-				return fail(err)
-			}
-		}
-		if err := p.Resolve(explicit); err != nil {
-			return fail(err)
-		}
-		pol = &p
+	pol, err := pf.policy()
+	if err != nil {
+		return fail(err)
 	}
 	code, err := supervisor.Run(supervisor.RunConfig{
 		Mounts: pol,
@@ -213,6 +258,129 @@ func cmdGC(args []string) int {
 	fmt.Printf("gc: released %d loop devices, %d still in use\n", released, left)
 	if left > 0 {
 		return 1
+	}
+	return 0
+}
+
+const defaultSocket = "/run/loopvisor/agent.sock"
+
+func cmdAgent(args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
+	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
+	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
+	var pf policyFlags
+	pf.register(fs)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		return fail(fmt.Errorf("agent must run as root"))
+	}
+	log, err := c.logger()
+	if err != nil {
+		return fail(err)
+	}
+	pol, err := pf.policy()
+	if err != nil {
+		return fail(err)
+	}
+	if *maxLoop < 1 || *maxUID < 1 {
+		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
+	}
+	a, err := supervisor.NewAgent(supervisor.AgentConfig{
+		Socket: *socket, StateDir: c.stateDir, Log: log, Mounts: pol,
+		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	ln, err := supervisor.Listen(*socket)
+	if err != nil {
+		return fail(err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigs
+		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
+		ln.Close()
+	}()
+	log.WithField("socket", *socket).Info("agent listening")
+	if err := a.Serve(ln); err != nil {
+		return fail(err)
+	}
+	os.Remove(*socket)
+	return 0
+}
+
+func cmdOCIConfig(args []string) int {
+	fs := flag.NewFlagSet("oci-config", flag.ContinueOnError)
+	listener := fs.String("listener", "", "agent socket (listenerPath)")
+	metadata := fs.String("metadata", "", "listenerMetadata")
+	var flags multiFlag
+	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
+	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
+	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 || *listener == "" {
+		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
+		return 2
+	}
+	notes, err := supervisor.RewriteOCIConfigFile(fs.Arg(0), supervisor.OCIConfigOptions{
+		Listener: *listener, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(os.Stderr, "loopvisor oci-config: note: %s\n", n)
+	}
+	return 0
+}
+
+func cmdStatus(args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	socket := fs.String("socket", defaultSocket, "agent socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	st, err := supervisor.QueryStatus(*socket)
+	if err != nil {
+		return fail(err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return 0
+	}
+	if len(st) == 0 {
+		fmt.Println("no live instances")
+		return 0
+	}
+	for _, s := range st {
+		fmt.Printf("container %s  instance %s  pid %d  processes %d  devices %d/%d  since %s\n",
+			s.Container, s.Instance, s.Pid, s.Processes, len(s.Devices), s.MaxLoop, s.Since.Format(time.RFC3339))
+		for _, d := range s.Devices {
+			b := d.Backing
+			if b == "" {
+				b = "(unbound)"
+			}
+			fmt.Printf("  /dev/%s  %s\n", d.Name, b)
+		}
+		for _, m := range s.Mounts {
+			fmt.Printf("  mount %s  helper %s (pid %d)\n", m.Target, m.Helper, m.HelperPid)
+		}
 	}
 	return 0
 }

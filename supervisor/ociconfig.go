@@ -1,0 +1,376 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/loopvisor/loopvisor/notify"
+)
+
+// OCIConfigOptions says what `loopvisor oci-config` writes.
+type OCIConfigOptions struct {
+	Listener string // linux.seccomp.listenerPath
+	Metadata string // linux.seccomp.listenerMetadata ("" leaves it out)
+	// Flags are seccomp flags to add (e.g. SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
+	// only ones the runtime knows may be given.
+	Flags []string
+	// NoMount leaves mount calls untrapped (losetup only).
+	NoMount bool
+	// NoCapSysAdmin leaves the capabilities alone. By default
+	// CAP_SYS_ADMIN is added to a user-namespaced container's bounding,
+	// effective and permitted sets: mount needs it, and in a user
+	// namespace it is the namespace's, not the host's.
+	NoCapSysAdmin bool
+}
+
+// mountSyscalls are the calls loopvisor traps for `mount -o loop`.
+var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen"}
+
+type jsonObj = map[string]any
+
+// RewriteOCIConfig returns config (a runtime-spec config.json) with what
+// loopvisor needs merged in, and notes for the user. It keeps the existing
+// profile's default action and rules and refuses a profile it cannot merge
+// safely. Applying it to its own output changes nothing.
+func RewriteOCIConfig(config []byte, o OCIConfigOptions) ([]byte, []string, error) {
+	if o.Listener == "" {
+		return nil, nil, errors.New("oci-config: --listener is required")
+	}
+	var cfg jsonObj
+	dec := json.NewDecoder(bytes.NewReader(config))
+	dec.UseNumber()
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, nil, fmt.Errorf("oci-config: not a JSON config: %w", err)
+	}
+	linux, _ := cfg["linux"].(jsonObj)
+	if linux == nil {
+		return nil, nil, errors.New("oci-config: the config has no \"linux\" section")
+	}
+	if !hasUserNS(linux) {
+		return nil, nil, errors.New("oci-config: the config has no user namespace with uidMappings: loopvisor serves containers whose root is an unprivileged host uid (add a \"user\" namespace and uidMappings/gidMappings, e.g. 0 -> 100000)")
+	}
+	var notes []string
+	sc, _ := linux["seccomp"].(jsonObj)
+	if sc == nil {
+		sc = jsonObj{
+			"defaultAction": "SCMP_ACT_ALLOW",
+			"architectures": []any{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"},
+		}
+		linux["seccomp"] = sc
+	}
+	n, err := mergeSeccomp(sc, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	notes = append(notes, n...)
+	mergeDevices(linux)
+	if !o.NoCapSysAdmin && !o.NoMount {
+		if addCapSysAdmin(cfg) {
+			notes = append(notes, "added CAP_SYS_ADMIN (of the container's user namespace) to the process: mount needs it")
+		}
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetIndent("", "\t")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(cfg); err != nil {
+		return nil, nil, err
+	}
+	return out.Bytes(), notes, nil
+}
+
+func hasUserNS(linux jsonObj) bool {
+	nss, _ := linux["namespaces"].([]any)
+	for _, n := range nss {
+		if m, ok := n.(jsonObj); ok && m["type"] == "user" {
+			maps, _ := linux["uidMappings"].([]any)
+			return len(maps) > 0 || m["path"] != nil
+		}
+	}
+	return false
+}
+
+func strList(v any) []string {
+	l, _ := v.([]any)
+	var out []string
+	for _, x := range l {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func anyList(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// isOurs recognises the rules loopvisor adds, so a second run replaces them.
+func isOurs(rule jsonObj) bool {
+	names := strList(rule["names"])
+	switch rule["action"] {
+	case "SCMP_ACT_NOTIFY":
+		for _, n := range names {
+			if n != "ioctl" && !contains(mountSyscalls, n) {
+				return false
+			}
+		}
+		return len(names) > 0
+	case "SCMP_ACT_ALLOW":
+		return len(names) == 1 && names[0] == "ioctl" && isAlwaysArg(rule)
+	}
+	return false
+}
+
+// isAlwaysArg matches the "arg1 >= 0" condition loopvisor uses to allow
+// every other ioctl once the loop commands are trapped.
+func isAlwaysArg(rule jsonObj) bool {
+	args, _ := rule["args"].([]any)
+	if len(args) != 1 {
+		return false
+	}
+	a, _ := args[0].(jsonObj)
+	return a["op"] == "SCMP_CMP_GE" && fmt.Sprint(a["index"]) == "1" && fmt.Sprint(a["value"]) == "0"
+}
+
+// mergeSeccomp adds loopvisor's rules to a runtime-spec seccomp profile.
+func mergeSeccomp(sc jsonObj, o OCIConfigOptions) ([]string, error) {
+	var notes []string
+	def, _ := sc["defaultAction"].(string)
+	if def == "" {
+		return nil, errors.New("oci-config: linux.seccomp has no defaultAction")
+	}
+	if old, ok := sc["listenerPath"].(string); ok && old != "" && old != o.Listener {
+		return nil, fmt.Errorf("oci-config: linux.seccomp.listenerPath is already %q; a container has one seccomp agent", old)
+	}
+	// Start from the profile without loopvisor's rules, remembering whether
+	// they stood for an allowed ioctl.
+	rules, _ := sc["syscalls"].([]any)
+	var kept []any
+	ioctlAllowed := def == "SCMP_ACT_ALLOW"
+	allowed := map[string]bool{}
+	denied := map[string]bool{}
+	for _, r := range rules {
+		rule, ok := r.(jsonObj)
+		if !ok {
+			return nil, errors.New("oci-config: a linux.seccomp.syscalls entry is not an object")
+		}
+		if isOurs(rule) {
+			if rule["action"] == "SCMP_ACT_ALLOW" {
+				ioctlAllowed = true
+			}
+			if rule["action"] == "SCMP_ACT_NOTIFY" {
+				for _, n := range strList(rule["names"]) {
+					allowed[n] = true // trapped by a previous run: the profile allowed it
+				}
+			}
+			continue
+		}
+		names := strList(rule["names"])
+		_, conditional := rule["args"].([]any)
+		conditional = conditional && len(rule["args"].([]any)) > 0
+		var rest []string
+		for _, n := range names {
+			if n != "ioctl" && !contains(mountSyscalls, n) {
+				rest = append(rest, n)
+				continue
+			}
+			switch {
+			case rule["action"] == "SCMP_ACT_ALLOW" && !conditional:
+				allowed[n] = true
+				if n == "ioctl" {
+					ioctlAllowed = true
+				}
+				// dropped from this rule: loopvisor's rules below allow it
+			case n == "ioctl" && conditional:
+				if conflictsWithLoop(rule) {
+					return nil, fmt.Errorf("oci-config: the profile has a %v rule on ioctl that names a loop command; remove it or merge by hand", rule["action"])
+				}
+				rest = append(rest, n)
+			case conditional:
+				return nil, fmt.Errorf("oci-config: the profile filters %s on its arguments; loopvisor cannot merge that safely (remove the rule or use --no-mount)", n)
+			default:
+				denied[n] = true
+				rest = append(rest, n)
+			}
+		}
+		if len(rest) == 0 {
+			continue
+		}
+		rule["names"] = anyList(rest)
+		kept = append(kept, rule)
+	}
+	if !ioctlAllowed {
+		return nil, errors.New("oci-config: the profile does not allow ioctl, so loop ioctls cannot reach loopvisor; allow ioctl or start from a profile that does")
+	}
+	var ours []any
+	// Every other ioctl stays allowed: an unconditional allow would hide
+	// the conditional notify rules in libseccomp, this one does not.
+	if def != "SCMP_ACT_ALLOW" {
+		ours = append(ours, jsonObj{"names": []any{"ioctl"}, "action": "SCMP_ACT_ALLOW",
+			"args": []any{jsonObj{"index": 1, "value": 0, "op": "SCMP_CMP_GE"}}})
+	}
+	for _, cmd := range notify.LoopCommands {
+		ours = append(ours, jsonObj{"names": []any{"ioctl"}, "action": "SCMP_ACT_NOTIFY",
+			"args": []any{jsonObj{"index": 1, "value": uint64(0xffffffff), "valueTwo": cmd, "op": "SCMP_CMP_MASKED_EQ"}}})
+	}
+	if !o.NoMount {
+		var trap []string
+		for _, n := range mountSyscalls {
+			if denied[n] || (def != "SCMP_ACT_ALLOW" && !allowed[n]) {
+				notes = append(notes, fmt.Sprintf("the profile does not allow %s; loopvisor leaves it so (mount -o loop needs mount and umount2)", n))
+				continue
+			}
+			trap = append(trap, n)
+		}
+		if len(trap) > 0 {
+			ours = append(ours, jsonObj{"names": anyList(trap), "action": "SCMP_ACT_NOTIFY"})
+		}
+	}
+	sc["syscalls"] = append(kept, ours...)
+	sc["listenerPath"] = o.Listener
+	if o.Metadata != "" {
+		sc["listenerMetadata"] = o.Metadata
+	}
+	flags := strList(sc["flags"])
+	for _, f := range o.Flags {
+		if !contains(flags, f) {
+			flags = append(flags, f)
+		}
+	}
+	if len(flags) > 0 {
+		sort.Strings(flags)
+		sc["flags"] = anyList(flags)
+	}
+	return notes, nil
+}
+
+// conflictsWithLoop reports whether a conditional ioctl rule compares
+// argument 1 with a loop command.
+func conflictsWithLoop(rule jsonObj) bool {
+	args, _ := rule["args"].([]any)
+	for _, x := range args {
+		a, _ := x.(jsonObj)
+		if fmt.Sprint(a["index"]) != "1" {
+			continue
+		}
+		for _, cmd := range notify.LoopCommands {
+			c := fmt.Sprint(cmd)
+			if fmt.Sprint(a["value"]) == c || fmt.Sprint(a["valueTwo"]) == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mergeDevices adds /dev/loop-control and /dev/fuse to linux.devices and
+// allows them, with loop block devices, in the device cgroup.
+func mergeDevices(linux jsonObj) {
+	devs, _ := linux["devices"].([]any)
+	want := []jsonObj{
+		{"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237, "fileMode": 384, "uid": 0, "gid": 0},
+		{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0},
+	}
+	for _, w := range want {
+		found := false
+		for _, d := range devs {
+			if m, ok := d.(jsonObj); ok && m["path"] == w["path"] {
+				found = true
+			}
+		}
+		if !found {
+			devs = append(devs, w)
+		}
+	}
+	linux["devices"] = devs
+	res, _ := linux["resources"].(jsonObj)
+	if res == nil {
+		res = jsonObj{}
+		linux["resources"] = res
+	}
+	rules, _ := res["devices"].([]any)
+	allow := []jsonObj{
+		{"allow": true, "type": "c", "major": 10, "minor": 237, "access": "rwm"},
+		{"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+		{"allow": true, "type": "b", "major": 7, "access": "rwm"},
+	}
+	for _, a := range allow {
+		found := false
+		for _, r := range rules {
+			m, ok := r.(jsonObj)
+			if ok && m["allow"] == true && m["type"] == a["type"] && fmt.Sprint(m["major"]) == fmt.Sprint(a["major"]) &&
+				fmt.Sprint(m["minor"]) == fmt.Sprint(a["minor"]) && m["access"] == a["access"] {
+				found = true
+			}
+		}
+		if !found {
+			rules = append(rules, a)
+		}
+	}
+	res["devices"] = rules
+}
+
+// addCapSysAdmin adds CAP_SYS_ADMIN to process.capabilities' bounding,
+// effective and permitted sets; it reports whether anything changed.
+func addCapSysAdmin(cfg jsonObj) bool {
+	proc, _ := cfg["process"].(jsonObj)
+	if proc == nil {
+		return false
+	}
+	caps, _ := proc["capabilities"].(jsonObj)
+	if caps == nil {
+		caps = jsonObj{}
+		proc["capabilities"] = caps
+	}
+	changed := false
+	for _, set := range []string{"bounding", "effective", "permitted"} {
+		l := strList(caps[set])
+		if !contains(l, "CAP_SYS_ADMIN") {
+			caps[set] = anyList(append(l, "CAP_SYS_ADMIN"))
+			changed = true
+		}
+	}
+	return changed
+}
+
+// RewriteOCIConfigFile rewrites path in place (atomically).
+func RewriteOCIConfigFile(path string, o OCIConfigOptions) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out, notes, err := RewriteOCIConfig(b, o)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(out, b) {
+		return notes, nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	tmp := path + ".loopvisor.tmp"
+	if err := os.WriteFile(tmp, out, st.Mode().Perm()); err != nil {
+		return nil, err
+	}
+	return notes, os.Rename(tmp, path)
+}

@@ -1,0 +1,175 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+const baseConfig = `{
+	"ociVersion": "1.0.2-dev",
+	"process": {"args": ["sh"], "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}},
+	"root": {"path": "rootfs"},
+	"x-unknown": {"kept": true},
+	"linux": {
+		"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "user"}],
+		"uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+		"gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+		"resources": {"devices": [{"allow": false, "access": "rwm"}]}
+		%s
+	}
+}`
+
+func config(seccomp string) []byte {
+	if seccomp != "" {
+		seccomp = `, "seccomp": ` + seccomp
+	}
+	return []byte(strings.Replace(baseConfig, "%s", seccomp, 1))
+}
+
+var opts = OCIConfigOptions{Listener: "/run/loopvisor/agent.sock", Metadata: "max-loop=4", Flags: []string{"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}
+
+func decode(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func rules(t *testing.T, b []byte) []map[string]any {
+	sc := decode(t, b)["linux"].(map[string]any)["seccomp"].(map[string]any)
+	var out []map[string]any
+	for _, r := range sc["syscalls"].([]any) {
+		out = append(out, r.(map[string]any))
+	}
+	return out
+}
+
+func TestOCIConfigNoProfile(t *testing.T) {
+	out, notes, err := RewriteOCIConfig(config(""), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, out)
+	sc := m["linux"].(map[string]any)["seccomp"].(map[string]any)
+	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4" {
+		t.Errorf("seccomp: %v", sc)
+	}
+	if m["x-unknown"] == nil {
+		t.Error("unknown fields must be kept")
+	}
+	rs := rules(t, out)
+	notifies := 0
+	for _, r := range rs {
+		if r["action"] == "SCMP_ACT_NOTIFY" {
+			notifies++
+		}
+		if names := r["names"].([]any); names[0] == "ioctl" {
+			a := r["args"].([]any)[0].(map[string]any)
+			if a["op"] != "SCMP_CMP_MASKED_EQ" || a["value"].(float64) != 0xffffffff {
+				t.Errorf("ioctl rules must compare the low 32 bits: %v", a)
+			}
+		}
+	}
+	if notifies != 15 { // 14 loop commands + the mount family
+		t.Errorf("%d notify rules", notifies)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "CAP_SYS_ADMIN") {
+		t.Errorf("notes: %v", notes)
+	}
+	caps := m["process"].(map[string]any)["capabilities"].(map[string]any)
+	if !strings.Contains(string(mustJSON(caps["effective"])), "CAP_SYS_ADMIN") {
+		t.Errorf("caps: %v", caps)
+	}
+	devs := string(mustJSON(m["linux"].(map[string]any)["devices"]))
+	if !strings.Contains(devs, "/dev/loop-control") || !strings.Contains(devs, "/dev/fuse") {
+		t.Errorf("devices: %s", devs)
+	}
+	cg := string(mustJSON(m["linux"].(map[string]any)["resources"]))
+	if !strings.Contains(cg, `"major":7`) || !strings.Contains(cg, `"minor":237`) {
+		t.Errorf("device cgroup: %s", cg)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func TestOCIConfigIdempotent(t *testing.T) {
+	for _, prof := range []string{"", `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "ioctl", "mount", "umount2"], "action": "SCMP_ACT_ALLOW"}]}`} {
+		once, _, err := RewriteOCIConfig(config(prof), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		twice, _, err := RewriteOCIConfig(once, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(once) != string(twice) {
+			t.Errorf("second run changed the config:\n%s\n---\n%s", once, twice)
+		}
+	}
+}
+
+// A default-deny profile that allows ioctl unconditionally: the allow is
+// replaced by one libseccomp does not let hide the notify rules, and
+// syscalls the profile denies stay denied.
+func TestOCIConfigDefaultDeny(t *testing.T) {
+	prof := `{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+		"syscalls": [{"names": ["read", "ioctl", "mount"], "action": "SCMP_ACT_ALLOW"},
+		{"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 21522, "op": "SCMP_CMP_EQ"}]}]}`
+	out, notes, err := RewriteOCIConfig(config(prof), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawRead, sawGE, sawTIOCSTI bool
+	var trapped []any
+	for _, r := range rules(t, out) {
+		names := r["names"].([]any)
+		switch {
+		case r["action"] == "SCMP_ACT_ALLOW" && names[0] == "read":
+			sawRead = true
+			if len(names) != 1 {
+				t.Errorf("ioctl and mount must leave the unconditional allow: %v", names)
+			}
+		case r["action"] == "SCMP_ACT_ALLOW" && names[0] == "ioctl":
+			sawGE = true
+		case r["action"] == "SCMP_ACT_ERRNO":
+			sawTIOCSTI = true
+		case r["action"] == "SCMP_ACT_NOTIFY" && names[0] != "ioctl":
+			trapped = names
+		}
+	}
+	if !sawRead || !sawGE || !sawTIOCSTI {
+		t.Errorf("rules lost: read %v ge %v errno %v", sawRead, sawGE, sawTIOCSTI)
+	}
+	if len(trapped) != 1 || trapped[0] != "mount" {
+		t.Errorf("only the allowed mount may be trapped, got %v", trapped)
+	}
+	if len(notes) < 3 {
+		t.Errorf("notes should say umount2/umount/fsopen stay denied: %v", notes)
+	}
+}
+
+func TestOCIConfigRefusals(t *testing.T) {
+	for name, c := range map[string]struct {
+		cfg  []byte
+		want string
+	}{
+		"no userns":         {[]byte(`{"linux": {"namespaces": [{"type": "mount"}]}}`), "user namespace"},
+		"ioctl denied":      {config(`{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}`), "does not allow ioctl"},
+		"loop cmd rule":     {config(`{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 19584, "op": "SCMP_CMP_EQ"}]}]}`), "names a loop command"},
+		"conditional mount": {config(`{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]}]}`), "filters mount"},
+		"other listener":    {config(`{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/other.sock"}`), "already"},
+		"not json":          {[]byte(`{`), "not a JSON"},
+		"no default action": {config(`{"syscalls": []}`), "defaultAction"},
+	} {
+		_, _, err := RewriteOCIConfig(c.cfg, opts)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err %v, want one containing %q", name, err, c.want)
+		}
+	}
+}
