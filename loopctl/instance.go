@@ -22,24 +22,27 @@ var DefaultLimits = Limits{MaxLoop: 16, MaxPerUID: 64}
 
 // Config describes a new instance.
 type Config struct {
-	ID        string
-	Container string // OCI container id, for the journal and status
-	HostUID   int    // host uid of the sandbox's root
-	HostGID   int
-	Limits    Limits
-	Log       *logrus.Entry
+	ID           string
+	Container    string // OCI container id, for the journal and status
+	ContainerPid int    // the container's init: its devices outlive the supervisor while it runs
+	HostUID      int    // host uid of the sandbox's root
+	HostGID      int
+	Limits       Limits
+	Log          *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
 type Instance struct {
-	ID        string
-	Container string
-	HostUID   int
-	limits    Limits
-	host      *Host
-	reg       *Registry
-	View      *View
-	log       *logrus.Entry
+	ID           string
+	Container    string
+	containerPid int
+	containerSt  uint64
+	HostUID      int
+	limits       Limits
+	host         *Host
+	reg          *Registry
+	View         *View
+	log          *logrus.Entry
 
 	mu      sync.Mutex
 	devs    map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
@@ -69,9 +72,15 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 		return nil, err
 	}
 	in := &Instance{
-		ID: c.ID, Container: c.Container, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
+		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{},
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if c.ContainerPid > 0 {
+		if in.containerSt, err = ProcStartTime(c.ContainerPid); err != nil {
+			v.Close()
+			return nil, err
+		}
 	}
 	if err := in.writeJournal(true); err != nil {
 		v.Close()
@@ -93,7 +102,8 @@ func (in *Instance) writeJournal(lock bool) error {
 	if err != nil {
 		return err
 	}
-	j := &Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID}
+	j := &Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
+		ContainerPid: in.containerPid, ContainerStart: in.containerSt}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
 	}

@@ -23,7 +23,11 @@ type Journal struct {
 	Pid       int    `json:"pid"`                 // supervisor pid
 	StartTime uint64 `json:"start_time"`          // supervisor start time (clock ticks since boot), against pid reuse
 	HostUID   int    `json:"host_uid"`
-	Devices   []int  `json:"devices"` // loop indices created for the instance
+	// The container's init (agent instances): while it lives, its devices
+	// are its own even if the supervisor that journaled them is gone.
+	ContainerPid   int    `json:"container_pid,omitempty"`
+	ContainerStart uint64 `json:"container_start,omitempty"`
+	Devices        []int  `json:"devices"` // loop indices created for the instance
 }
 
 // Registry is a state directory shared by every loopvisor process that uses
@@ -157,10 +161,18 @@ func ProcStartTime(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-// Alive reports whether the supervisor that wrote j still runs.
+// Alive reports whether the supervisor that wrote j, or the container it
+// served, still runs.
 func (j *Journal) Alive() bool {
-	st, err := ProcStartTime(j.Pid)
-	return err == nil && st == j.StartTime
+	if st, err := ProcStartTime(j.Pid); err == nil && st == j.StartTime {
+		return true
+	}
+	if j.ContainerPid > 0 {
+		if st, err := ProcStartTime(j.ContainerPid); err == nil && st == j.ContainerStart {
+			return true
+		}
+	}
+	return false
 }
 
 // NodePath returns the path of a node for loop device idx in the state

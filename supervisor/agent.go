@@ -93,6 +93,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if released+left > 0 {
 		a.log.WithFields(logrus.Fields{"released": released, "left": left}).Info("reclaimed what a previous supervisor held")
 	}
+	// Containers a previous agent served keep their devices while they
+	// run (their calls now fail with ENOSYS: the runtime gave their
+	// listener to the dead agent); collect them once they are gone.
+	go func() {
+		for range time.Tick(10 * time.Second) {
+			GC(host, reg, a.log.WithField("phase", "periodic"), 0)
+		}
+	}()
 	return a, nil
 }
 
@@ -334,7 +342,7 @@ func (a *Agent) newContainer(id string, pid int, metadata string) (*container, e
 	}
 	log := a.log.WithField("container", id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: id, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
+		ID: NewID(), Container: id, ContainerPid: pid, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
 	})
 	if err != nil {
 		ns.Close()

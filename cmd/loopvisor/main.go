@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -299,7 +301,7 @@ func cmdAgent(args []string) int {
 		return fail(err)
 	}
 	defer a.Close()
-	ln, err := supervisor.Listen(*socket)
+	ln, activated, err := agentListener(*socket)
 	if err != nil {
 		return fail(err)
 	}
@@ -314,8 +316,31 @@ func cmdAgent(args []string) int {
 	if err := a.Serve(ln); err != nil {
 		return fail(err)
 	}
-	os.Remove(*socket)
+	if !activated {
+		os.Remove(*socket)
+	}
 	return 0
+}
+
+// agentListener returns the socket systemd passed (socket activation,
+// LISTEN_FDS=1) or a new one at path.
+func agentListener(path string) (*net.UnixListener, bool, error) {
+	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) && os.Getenv("LISTEN_FDS") == "1" {
+		os.Unsetenv("LISTEN_PID")
+		os.Unsetenv("LISTEN_FDS")
+		os.Unsetenv("LISTEN_FDNAMES")
+		l, err := net.FileListener(os.NewFile(3, "systemd-socket"))
+		if err != nil {
+			return nil, false, fmt.Errorf("socket from systemd: %w", err)
+		}
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			return nil, false, fmt.Errorf("socket from systemd is not a unix stream socket")
+		}
+		return ul, true, nil
+	}
+	ln, err := supervisor.Listen(path)
+	return ln, false, err
 }
 
 func cmdOCIConfig(args []string) int {
