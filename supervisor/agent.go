@@ -89,6 +89,10 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[string]*container{}}
+	if err := ensureLoopControlNode(reg.Dir); err != nil {
+		host.Close()
+		return nil, err
+	}
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
 	if released+left > 0 {
 		a.log.WithFields(logrus.Fields{"released": released, "left": left}).Info("reclaimed what a previous supervisor held")
@@ -221,9 +225,11 @@ func parseFds(oob []byte) []int {
 // attach serves listener fd lfd for the container st describes, creating the
 // container's instance on its first process.
 func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
-	pid := st.Pid
+	// state.pid is the container's init; pid is the process that loaded
+	// this filter (an exec'd process; crun sends 0 for exec).
+	pid := st.State.Pid
 	if pid <= 0 {
-		pid = st.State.Pid
+		pid = st.Pid
 	}
 	id := st.State.ID
 	if id == "" {
@@ -519,6 +525,54 @@ func QueryStatus(socket string) ([]InstanceStatus, error) {
 	return out, nil
 }
 
-// Close releases the agent's hold on the loop driver. Live instances stay
-// in the journal for the next agent.
-func (a *Agent) Close() { a.host.Close() }
+// Close releases the agent's hold on the loop driver and its loop-control
+// tmpfs (containers keep their own bind of it). Live instances stay in the
+// journal for the next agent.
+func (a *Agent) Close() {
+	_ = unix.Unmount(filepath.Join(a.reg.Dir, "dev"), unix.MNT_DETACH)
+	a.host.Close()
+}
+
+// ensureLoopControlNode makes the nodes oci-config bind-mounts on a
+// container's /dev/loop-control and /dev/fuse (the host's /dev/fuse may be
+// 0600, which a runtime's bind of it keeps): nodes on a tmpfs of the
+// agent's own (the state directory may sit on a nodev file system), mode
+// 0666 so any container root can open it, in a directory only root can
+// reach. Every loop-control command from a container is trapped and served
+// by its instance; the agent replaces the node with the instance's own
+// (0600, owned by the container's root) as soon as it gets the container.
+func ensureLoopControlNode(stateDir string) error {
+	dir := filepath.Join(stateDir, "dev")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var sfs, parent unix.Stat_t
+	if err := unix.Stat(dir, &sfs); err != nil {
+		return err
+	}
+	if err := unix.Stat(stateDir, &parent); err != nil {
+		return err
+	}
+	if sfs.Dev == parent.Dev { // not mounted yet
+		if err := unix.Mount("loopvisor-dev", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
+			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+		}
+	}
+	for _, n := range []struct {
+		name         string
+		major, minor uint32
+	}{{"loop-control", loopctl.MiscMajor, loopctl.LoopCtlMinor}, {"fuse", 10, 229}} {
+		node := filepath.Join(dir, n.name)
+		var st unix.Stat_t
+		if unix.Lstat(node, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(n.major, n.minor) {
+			_ = os.Remove(node)
+			if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+				return fmt.Errorf("mknod %s: %w", node, err)
+			}
+		}
+		if err := os.Chmod(node, 0o666); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -14,6 +14,11 @@ import (
 // OCIConfigOptions says what `loopvisor oci-config` writes.
 type OCIConfigOptions struct {
 	Listener string // linux.seccomp.listenerPath
+	// StateDir is the agent's state directory; the container's
+	// /dev/loop-control is bind-mounted from AgentLoopControl(StateDir), so
+	// it is there before the container's first instruction (the runtime
+	// does not wait for the agent). Default: the agent's default.
+	StateDir string
 	Metadata string // linux.seccomp.listenerMetadata ("" leaves it out)
 	// Flags are seccomp flags to add (e.g. SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
 	// only ones the runtime knows may be given.
@@ -68,6 +73,7 @@ func RewriteOCIConfig(config []byte, o OCIConfigOptions) ([]byte, []string, erro
 	}
 	notes = append(notes, n...)
 	mergeDevices(linux)
+	mergeNodeMounts(cfg, o.StateDir)
 	if !o.NoCapSysAdmin && !o.NoMount {
 		if addCapSysAdmin(cfg) {
 			notes = append(notes, "added CAP_SYS_ADMIN (of the container's user namespace) to the process: mount needs it")
@@ -285,22 +291,19 @@ func conflictsWithLoop(rule jsonObj) bool {
 // allows them, with loop block devices, in the device cgroup.
 func mergeDevices(linux jsonObj) {
 	devs, _ := linux["devices"].([]any)
-	want := []jsonObj{
-		{"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237, "fileMode": 384, "uid": 0, "gid": 0},
-		{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0},
-	}
-	for _, w := range want {
-		found := false
-		for _, d := range devs {
-			if m, ok := d.(jsonObj); ok && m["path"] == w["path"] {
-				found = true
-			}
+	// /dev/loop-control and /dev/fuse come as bind mounts (see
+	// mergeNodeMounts): a device entry is the host's node in a user
+	// namespace, which the container's root may not be allowed to open.
+	var kept []any
+	for _, d := range devs {
+		if m, ok := d.(jsonObj); ok && (m["path"] == "/dev/fuse" || m["path"] == "/dev/loop-control") {
+			continue
 		}
-		if !found {
-			devs = append(devs, w)
-		}
+		kept = append(kept, d)
 	}
-	linux["devices"] = devs
+	if kept != nil || devs != nil {
+		linux["devices"] = kept
+	}
 	res, _ := linux["resources"].(jsonObj)
 	if res == nil {
 		res = jsonObj{}
@@ -326,6 +329,40 @@ func mergeDevices(linux jsonObj) {
 		}
 	}
 	res["devices"] = rules
+}
+
+// AgentNode is the node the agent keeps under its state directory for a
+// container's first /dev/NAME (loop-control, fuse).
+func AgentNode(stateDir, name string) string {
+	if stateDir == "" {
+		stateDir = "/run/loopvisor"
+	}
+	return stateDir + "/dev/" + name
+}
+
+// mergeNodeMounts bind-mounts the agent's loop-control and fuse nodes on
+// the container's /dev. They are there before the container's first
+// instruction (the runtime does not wait for the agent); the agent replaces
+// /dev/loop-control with the instance's own node as soon as it gets the
+// container.
+func mergeNodeMounts(cfg jsonObj, stateDir string) {
+	mounts, _ := cfg["mounts"].([]any)
+	for _, name := range []string{"loop-control", "fuse"} {
+		dst := "/dev/" + name
+		found := false
+		for _, m := range mounts {
+			if mm, ok := m.(jsonObj); ok && mm["destination"] == dst {
+				found = true
+			}
+		}
+		if !found {
+			mounts = append(mounts, jsonObj{
+				"destination": dst, "type": "bind",
+				"source": AgentNode(stateDir, name), "options": []any{"bind"},
+			})
+		}
+	}
+	cfg["mounts"] = mounts
 }
 
 // addCapSysAdmin adds CAP_SYS_ADMIN to process.capabilities' bounding,

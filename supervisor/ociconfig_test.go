@@ -83,9 +83,8 @@ func TestOCIConfigNoProfile(t *testing.T) {
 	if !strings.Contains(string(mustJSON(caps["effective"])), "CAP_SYS_ADMIN") {
 		t.Errorf("caps: %v", caps)
 	}
-	devs := string(mustJSON(m["linux"].(map[string]any)["devices"]))
-	if !strings.Contains(devs, "/dev/loop-control") || !strings.Contains(devs, "/dev/fuse") {
-		t.Errorf("devices: %s", devs)
+	if ms := string(mustJSON(m["mounts"])); !strings.Contains(ms, `"source":"/run/loopvisor/dev/loop-control"`) || !strings.Contains(ms, `"source":"/run/loopvisor/dev/fuse"`) {
+		t.Errorf("mounts: %s", ms)
 	}
 	cg := string(mustJSON(m["linux"].(map[string]any)["resources"]))
 	if !strings.Contains(cg, `"major":7`) || !strings.Contains(cg, `"minor":237`) {

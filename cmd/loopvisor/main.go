@@ -64,6 +64,8 @@ oci-config flags:
                       SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
   --no-mount          trap only loop ioctls (losetup), not mount calls
   --no-cap-sys-admin  do not add the user namespace's CAP_SYS_ADMIN (mount needs it)
+  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control is bind-mounted
+                      on the container's /dev/loop-control; default /run/loopvisor)
 `
 
 func main() {
@@ -351,6 +353,7 @@ func cmdOCIConfig(args []string) int {
 	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
 	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
 	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
+	stateDir := fs.String("state-dir", loopctl.DefaultStateDir, "the agent's state directory")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -360,7 +363,7 @@ func cmdOCIConfig(args []string) int {
 		return 2
 	}
 	notes, err := supervisor.RewriteOCIConfigFile(fs.Arg(0), supervisor.OCIConfigOptions{
-		Listener: *listener, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
+		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {
 		return fail(err)

@@ -1,0 +1,300 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/loopvisor/loopvisor/tests/oci"
+)
+
+// agentProc is a running `loopvisor agent`.
+type agentProc struct {
+	cmd    *exec.Cmd
+	state  string
+	socket string
+	log    *os.File
+}
+
+func startAgent(t *testing.T, state string, flags ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{state: state, socket: filepath.Join(state, "agent.sock")}
+	logf, err := os.CreateTemp("", "loopvisor-agent-log-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.log = logf
+	args := append([]string{"agent", "--socket", a.socket, "--state-dir", state, "--log-level", "info"}, flags...)
+	a.cmd = exec.Command(loopvisor, args...)
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(a.socket); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not come up:\n%s", a.logText())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		a.stop()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.logText())
+		}
+		os.Remove(logf.Name())
+	})
+	return a
+}
+
+func (a *agentProc) logText() string {
+	b, _ := os.ReadFile(a.log.Name())
+	return string(b)
+}
+
+func (a *agentProc) stop() {
+	if a.cmd.ProcessState == nil {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { a.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			a.cmd.Process.Kill()
+			<-done
+		}
+	}
+	syscall.Unmount(filepath.Join(a.state, "dev"), syscall.MNT_DETACH)
+}
+
+func (a *agentProc) kill() {
+	a.cmd.Process.Kill()
+	a.cmd.Wait()
+}
+
+// ociBundle makes a bundle from `runc spec` with a user namespace (root ->
+// 100000) and then only `loopvisor oci-config` applied.
+func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := oci.NewBundle(dir, args, "fuse2fs", "truncate", "debugfs", "mkdir", "grep", "wc", "sed", "cut", "stat",
+		filepath.Join(binDir, "loopctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, dir, loopvisor, "oci-config", "--listener", a.socket, "--state-dir", a.state, filepath.Join(dir, "config.json"))
+	if r.Code != 0 {
+		t.Fatalf("oci-config:\n%s", r)
+	}
+	spec, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Spec, err = oci.ParseSpec(spec); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func runtimes(t *testing.T, f func(t *testing.T, rt *oci.Runtime)) {
+	for _, name := range oci.Runtimes {
+		t.Run(name, func(t *testing.T) {
+			rt, cleanup, err := oci.New(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cleanup)
+			f(t, rt)
+		})
+	}
+}
+
+// TestAgentMountLoop: a stock bundle with only oci-config applied;
+// losetup and mount -o loop of an ext4 image work inside (FUSE default,
+// fuse2fs from the image), the host finds the data and a clean file system.
+func TestAgentMountLoop(t *testing.T) {
+	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+		hostGuard(t)
+		a := startAgent(t, stateDir(t))
+		b := ociBundle(t, a, "sh", "-c", `set -e
+cd /tmp
+truncate -s 32M disk.img
+mkfs.ext4 -q disk.img
+d=$(losetup -f --show disk.img); echo "attached $d"
+losetup -a | wc -l
+losetup -d $d
+mkdir -p /mnt/m
+mount -o loop disk.img /mnt/m
+echo written-in-container > /mnt/m/hello
+umount /mnt/m
+echo "left $(losetup -a | wc -l)"`)
+		res, err := rt.Run(b, nil)
+		if err != nil || res.Code != 0 {
+			t.Fatalf("container: %v\n%s", err, res)
+		}
+		if !regexp.MustCompile(`attached /dev/loop\d+\n1\n`).MatchString(res.Stdout) || !strings.Contains(res.Stdout, "left 0") {
+			t.Errorf("unexpected output:\n%s", res)
+		}
+		img := filepath.Join(b.Rootfs, "tmp", "disk.img")
+		hostFsck(t, img)
+		if got := debugfsCat(t, img, "/hello"); got != "written-in-container\n" {
+			t.Errorf("host reads %q", got)
+		}
+		waitGone(t, a)
+	})
+}
+
+// waitGone waits until the agent has released every instance.
+func waitGone(t *testing.T, a *agentProc) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r := run(t, "/", loopvisor, "status", "--socket", a.socket)
+		if strings.Contains(r.Stdout, "no live instances") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("instances still live:\n%s", run(t, "/", loopvisor, "status", "--socket", a.socket))
+}
+
+// TestAgentNoAgent: without the agent the same bundle does not start, and
+// without oci-config losetup fails inside.
+func TestAgentWithoutLoopvisor(t *testing.T) {
+	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+		hostGuard(t)
+		dir, _ := os.MkdirTemp("", "loopvisor-bundle-")
+		os.Chmod(dir, 0o755)
+		defer os.RemoveAll(dir)
+		b, err := oci.NewBundle(dir, []string{"sh", "-c", "cd /tmp && truncate -s 8M x.img && losetup -f --show x.img"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := rt.Run(b, nil)
+		if err != nil || res.Code == 0 {
+			t.Fatalf("losetup must fail in a plain userns container: %v\n%s", err, res)
+		}
+	})
+}
+
+// TestAgentExecIsolationKill: exec shares the container's instance; two
+// containers cannot touch each other's devices; status lists them; killing
+// a container releases its devices.
+func TestAgentExecIsolationKill(t *testing.T) {
+	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+		hostGuard(t)
+		a := startAgent(t, stateDir(t))
+		var cs []*oci.Container
+		var devs []string
+		for i := 0; i < 2; i++ {
+			b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
+			c, err := rt.Start(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+			cs = append(cs, c)
+			var res oci.Result
+			for try := 0; try < 50; try++ { // the init writes a.img
+				res, err = c.Exec("losetup", "-f", "--show", "/tmp/a.img")
+				if err == nil && res.Code == 0 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil || res.Code != 0 {
+				t.Fatalf("exec losetup: %v\n%s", err, res)
+			}
+			devs = append(devs, strings.TrimSpace(res.Stdout))
+		}
+		// Exec'd processes share the instance: the device made by one exec
+		// is seen and detached by another.
+		res, _ := cs[0].Exec("losetup", "-a")
+		if !strings.Contains(res.Stdout, devs[0]+":") || strings.Count(res.Stdout, "\n") != 1 {
+			t.Errorf("container 0 should see exactly %s:\n%s", devs[0], res)
+		}
+		other := strings.TrimPrefix(devs[1], "/dev/loop")
+		lc := filepath.Join(binDir, "loopctl") // copied into the image at the same path
+		res, _ = cs[0].Exec("sh", "-c", fmt.Sprintf("%[1]s remove %[2]s; %[1]s remove64 %[2]s; %[1]s add %[2]s; %[1]s open /dev/loop%[2]s; ls /dev | grep -c '^loop[0-9]'", lc, other))
+		for _, w := range []string{"ERR ENODEV\nERR ENODEV\nERR EEXIST\nERR ENOENT\n1\n"} {
+			if res.Stdout != w {
+				t.Errorf("isolation: got\n%s\nwant\n%s", res.Stdout, w)
+			}
+		}
+		st := run(t, "/", loopvisor, "status", "--socket", a.socket)
+		if st.Code != 0 || strings.Count(st.Stdout, "container ") != 2 || !strings.Contains(st.Stdout, "/tmp/a.img") {
+			t.Errorf("status:\n%s", st)
+		}
+		for _, d := range devs {
+			if !bound(d) {
+				t.Errorf("%s no longer bound", d)
+			}
+		}
+		// Kill the first container: its device goes, the other's stays.
+		cs[0].KillAll("KILL")
+		deadline := time.Now().Add(10 * time.Second)
+		for bound(devs[0]) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if bound(devs[0]) || !bound(devs[1]) {
+			t.Errorf("after kill: %s bound %v (want false), %s bound %v (want true)", devs[0], bound(devs[0]), devs[1], bound(devs[1]))
+		}
+		cs[1].KillAll("KILL")
+		waitGone(t, a)
+	})
+}
+
+// TestAgentRestart: the agent is killed while a container holds a device;
+// the container's calls fail (ENOSYS) but its device stays; a new agent
+// leaves it alone while the container runs and releases it once the
+// container is gone.
+func TestAgentRestart(t *testing.T) {
+	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+		hostGuard(t)
+		state := stateDir(t)
+		a := startAgent(t, state)
+		b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && losetup -f --show a.img > dev && sleep 1000")
+		c, err := rt.Start(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+		dev := waitFile(t, filepath.Join(b.Rootfs, "tmp", "dev"), 30*time.Second)
+		a.kill()
+		res, _ := c.Exec(filepath.Join(binDir, "loopctl"), "getfree")
+		if !strings.Contains(res.Stdout, "ERR ENOSYS") && res.Code == 0 {
+			t.Errorf("with the agent gone, trapped calls should fail: %s", res)
+		}
+		a2 := startAgent(t, state)
+		time.Sleep(300 * time.Millisecond)
+		if !bound(dev) {
+			t.Fatalf("the new agent released %s of a live container:\n%s", dev, a2.logText())
+		}
+		c.KillAll("KILL")
+		c.Wait(10 * time.Second)
+		// The container's processes die asynchronously: gc until released.
+		var r result
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if r = run(t, "/", loopvisor, "gc", "--state-dir", state); r.Code == 0 && !bound(dev) {
+				break
+			}
+		}
+		if r.Code != 0 || bound(dev) {
+			t.Fatalf("gc after the container died:\n%s", r)
+		}
+	})
+}
