@@ -261,6 +261,14 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 		log.WithError(err).Error("no FUSE helper: ENODEV")
 		return loopctl.Result{Errno: unix.ENODEV}
 	}
+	// The helper runs chrooted to the caller's root: it must be there
+	// (for loopvisor run that is the host's own file system).
+	if hf, err := resolve(c.Pid(), path, true); err != nil {
+		log.WithFields(logrus.Fields{"helper": path}).Error("the FUSE helper is not in the container's image: ENODEV; install it in the image or mount this type with --allow-kernel-mount")
+		return loopctl.Result{Errno: unix.ENODEV}
+	} else {
+		hf.Close()
+	}
 	opts, err := fuseOptions(helper, a.flags, a.data)
 	if err != nil {
 		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
