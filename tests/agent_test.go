@@ -92,7 +92,7 @@ func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	b, err := oci.NewBundle(dir, args, "fuse2fs", "truncate", "debugfs", "mkdir", "grep", "wc", "sed", "cut", "stat",
-		filepath.Join(binDir, "loopctl"))
+		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,4 +297,33 @@ func TestAgentRestart(t *testing.T) {
 			t.Fatalf("gc after the container died:\n%s", r)
 		}
 	})
+}
+
+// TestAgentFlood: one container floods the agent with trapped calls from
+// many threads (and killed children); another container's loop calls still
+// complete, because each process's listener is served by its own queue.
+func TestAgentFlood(t *testing.T) {
+	rt, cleanup, err := oci.New("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	hostGuard(t)
+	a := startAgent(t, stateDir(t))
+	stress := filepath.Join(binDir, "loopstress")
+	flood := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && d=$(losetup -f --show a.img) && echo started > flood && "+stress+" $d 60")
+	f, err := rt.Start(flood)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.KillAll("KILL"); f.Delete() })
+	waitFile(t, filepath.Join(flood.Rootfs, "tmp", "flood"), 30*time.Second)
+	lc := filepath.Join(binDir, "loopctl")
+	quiet := ociBundle(t, a, "sh", "-c", "n=0; while [ $n -lt 200 ]; do "+lc+" getfree >/dev/null || exit 1; n=$((n+1)); done; echo done $n")
+	res, err := rt.Run(quiet, nil)
+	if err != nil || res.Code != 0 || !strings.Contains(res.Stdout, "done 200") {
+		t.Fatalf("the quiet container's calls did not complete while the other floods: %v\n%s", err, res)
+	}
+	f.KillAll("KILL")
+	waitGone(t, a)
 }
