@@ -45,8 +45,9 @@ type Instance struct {
 	log          *logrus.Entry
 
 	mu      sync.Mutex
-	devs    map[int]*os.File // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
-	binding map[int]int      // indices whose claim is dropped for a caller's command in flight
+	devs    map[int]*os.File  // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
+	binding map[int]int       // indices whose claim is dropped for a caller's command in flight
+	parts   map[int][]partDev // whole device -> its partition devices
 	closed  bool
 	stop    chan struct{}
 	done    chan struct{}
@@ -73,7 +74,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {

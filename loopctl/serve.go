@@ -140,6 +140,8 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 			return Result{Errno: unix.EPERM}
 		}
 		return in.device(c, log, f, idx, cmd, arg)
+	case cmd == blkRRPart || cmd == blkPG:
+		return Result{Continue: true} // another block device: the kernel's business
 	case cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree:
 		// Never CONTINUE a loop-control command: the caller could swap a
 		// real loop-control fd in after this check. The argument is an
@@ -234,13 +236,32 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 			return fail(ErrStale)
 		}
 		in.BeginBind(idx)
-		defer in.EndBind(idx)
 		r := value(IoctlBuf(f.Fd(), cmd, buf))
+		in.EndBind(idx)
 		logBind(log, r, backing)
+		if r.Errno == 0 && cfg.Info.Flags&loFlagsPartscan != 0 {
+			in.scanLater(idx)
+		}
 		return r
+	case blkRRPart:
+		return in.rrpart(c, idx)
+	case blkPG:
+		ok, err := c.Privileged()
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			return Result{Errno: unix.EACCES}
+		}
+		return in.blkpg(c, idx, arg)
 	case cmdClrFD:
 		if !c.Valid() {
 			return fail(ErrStale)
+		}
+		// Partition devices hold the whole device open: release them
+		// first, or the detach would wait for them.
+		if err := in.DropPartitions(idx); err != nil {
+			log().WithError(err).Warn("partitions in use: the detach happens when they are released")
 		}
 		r := value(Ioctl(f.Fd(), cmd, 0))
 		if r.Errno == 0 {
@@ -264,7 +285,13 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if err := c.Read(arg, buf); err != nil {
 			return fail(err)
 		}
-		return value(IoctlBuf(f.Fd(), cmd, buf))
+		r := value(IoctlBuf(f.Fd(), cmd, buf))
+		if r.Errno == 0 && cmd == cmdSetStatus64 {
+			if info, err := DecodeLoopInfo64(buf); err == nil && info.Flags&loFlagsPartscan != 0 {
+				in.scanLater(idx)
+			}
+		}
+		return r
 	case cmdGetStatus64, cmdGetStatus:
 		if arg == 0 {
 			return value(Ioctl(f.Fd(), cmd, 0)) // the kernel's EINVAL
@@ -311,4 +338,12 @@ func logBind(log func() *logrus.Entry, r Result, backing notify.FD) {
 	}
 	name, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(backing.Fd())))
 	log().WithField("backing", name).Info("attached")
+}
+
+// scanLater reads the partition table of idx once the caller's command has
+// returned (losetup -P probes right after it).
+func (in *Instance) scanLater(idx int) {
+	if err := in.Rescan(idx); err != nil {
+		in.log.WithError(err).WithField("loop", idx).Warn("partition scan")
+	}
 }

@@ -256,3 +256,34 @@ func hostNodeMode(idx int) (uint32, int) {
 	}
 	return 0o660, 6
 }
+
+// AddNode shows loop device idx in the sandbox's /dev under name (a
+// partition: loopNpM), without sysfs links.
+func (v *View) AddNode(name string, idx int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.remove(ViewDev + "/" + name)
+	mode, gid := hostNodeMode(idx)
+	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
+		return err
+	}
+	if v.Publish != nil {
+		node, err := v.Clone(ViewDev + "/" + name)
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		return v.Publish(name, node)
+	}
+	return nil
+}
+
+// RemoveNode hides a node AddNode made.
+func (v *View) RemoveNode(name string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.Unpublish != nil {
+		v.Unpublish(name)
+	}
+	v.remove(ViewDev + "/" + name)
+}

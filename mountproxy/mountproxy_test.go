@@ -144,14 +144,25 @@ func TestParseExtSuper(t *testing.T) {
 	}
 }
 
-func TestParseMntID(t *testing.T) {
-	id, err := parseMntID("pos:\t0\nflags:\t012000000\nmnt_id:\t73\nino:\t5\n")
-	if err != nil || id != 73 {
-		t.Fatalf("%d %v", id, err)
+func TestParseMountinfo(t *testing.T) {
+	text := "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
+		"73 22 0:43 / /tmp/a\\040b rw,nosuid - fuse.ext4 /dev/loop8 rw,user_id=0\n" +
+		"74 73 0:44 / /tmp/a\\040b rw - fuse.fusefat /dev/loop9p1 rw\n" +
+		"garbage\n"
+	ms := parseMountinfo(text)
+	if len(ms) != 3 || ms[1].point != "/tmp/a b" || ms[1].fstype != "fuse.ext4" || ms[2].id != 74 {
+		t.Fatalf("%+v", ms)
 	}
-	if _, err := parseMntID("pos: 0\n"); err == nil {
-		t.Error("missing mnt_id accepted")
-	}
+}
+
+func FuzzParseMountinfo(f *testing.F) {
+	f.Add("22 1 254:0 / / rw - ext4 /dev/vda rw\n")
+	f.Add("1 2 3 4 \\0 6 - \n")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, m := range parseMountinfo(s) {
+			_ = unescapeMount(m.point)
+		}
+	})
 }
 
 // Decoders of untrusted bytes: container memory (mount data) and images

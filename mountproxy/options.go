@@ -108,6 +108,11 @@ func fuseOptions(helper string, flags uint64, data []string) (string, error) {
 			opts = append(opts, f.opt)
 		}
 	}
+	// fusefat mounts read-only unless asked for its (experimental) write
+	// mode; a kernel vfat mount is writable by default.
+	if baseName(helper) == "fusefat" && flags&unix.MS_RDONLY == 0 {
+		opts = append(opts, "rw+")
+	}
 	if flags&unix.MS_MANDLOCK != 0 {
 		return "", fmt.Errorf("%s cannot honour MS_MANDLOCK", helper)
 	}

@@ -25,12 +25,15 @@ var Packages = map[string]string{
 	"fuse2fs": "fuse2fs", "squashfuse": "squashfuse", "fusefat": "fusefat",
 }
 
-// DefaultPolicy serves ext2/3/4 with fuse2fs and squashfs with squashfuse.
+// DefaultPolicy serves ext2/3/4 with fuse2fs, squashfs with squashfuse and
+// vfat with fusefat.
 func DefaultPolicy() Policy {
 	return Policy{
 		Fuse: map[string]string{
 			"ext2": "fuse2fs", "ext3": "fuse2fs", "ext4": "fuse2fs",
 			"squashfs": "squashfuse",
+			// Many kernels (this project's CI among them) have no vfat.
+			"vfat": "fusefat",
 		},
 		Kernel:  map[string]bool{},
 		Timeout: 10 * time.Second,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,48 +124,6 @@ func sameRoot(procRoot string) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
-// mountID returns the id of the mount f is on. It reads the fd's fdinfo
-// rather than calling statx: a FUSE mount of a user namespace refuses
-// every file system call from outside it, host root included.
-func mountID(f *os.File) (uint64, error) {
-	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(f.Fd())))
-	if err != nil {
-		return 0, err
-	}
-	return parseMntID(string(b))
-}
-
-// parseMntID finds the mnt_id field of an fdinfo text.
-func parseMntID(fdinfo string) (uint64, error) {
-	for _, line := range strings.Split(fdinfo, "\n") {
-		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, unix.EINVAL
-}
-
-// mountFSType returns the file system type of mount id in pid's mount
-// namespace, from /proc/PID/mountinfo.
-func mountFSType(pid int, id uint64) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
-	if err != nil {
-		return ""
-	}
-	want := strconv.FormatUint(id, 10) + " "
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, want) {
-			continue
-		}
-		if _, rest, ok := strings.Cut(line, " - "); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				return f[0]
-			}
-		}
-	}
-	return ""
-}
-
 // Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
 // libmount falls back to mount(2), which loopvisor can see whole.
 func (p *Proxy) Fsopen(c Caller, args [6]uint64) loopctl.Result {
@@ -280,15 +239,10 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 		log.WithError(err).Warn("image refused as the kernel would refuse it")
 		return fail(err)
 	}
-	tf, err := resolve(c.Pid(), a.target, true)
-	if err != nil {
-		return fail(err)
-	}
-	before, err := mountID(tf)
-	tf.Close()
-	if err != nil {
-		return fail(err)
-	}
+	// The supervisor cannot look at a path inside another FUSE mount of
+	// the sandbox (FUSE refuses callers outside the mount's user
+	// namespace), so the new mount is found in the caller's mount table.
+	before := fuseMountIDs(c.Pid())
 	ns, err := OpenNS(c.Pid(), c.PidFD())
 	if err != nil {
 		return fail(err)
@@ -353,17 +307,96 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 }
 
 // fuseUp reports whether a FUSE mount now sits on target.
-func fuseUp(pid int, target string, before uint64) (uint64, bool) {
-	f, err := resolve(pid, target, true)
+func fuseUp(pid int, target string, before map[uint64]bool) (uint64, bool) {
+	for id := range fuseMountIDs(pid) {
+		if !before[id] {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+// mountEntry is one line of /proc/PID/mountinfo.
+type mountEntry struct {
+	id     uint64
+	point  string
+	fstype string
+}
+
+// parseMountinfo decodes a mountinfo text (the kernel's, for the caller's
+// mount namespace).
+func parseMountinfo(text string) []mountEntry {
+	var out []mountEntry
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		id, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		rf := strings.Fields(rest)
+		if len(rf) == 0 {
+			continue
+		}
+		out = append(out, mountEntry{id: id, point: unescapeMount(f[4]), fstype: rf[0]})
+	}
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func callerMounts(pid int) []mountEntry {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
 	if err != nil {
-		return 0, false
+		return nil
 	}
-	defer f.Close()
-	id, err := mountID(f)
-	if err != nil || id == before {
-		return 0, false
+	return parseMountinfo(string(b))
+}
+
+// fuseMountIDs returns the ids of the FUSE mounts in pid's mount table.
+func fuseMountIDs(pid int) map[uint64]bool {
+	ids := map[uint64]bool{}
+	for _, m := range callerMounts(pid) {
+		if strings.HasPrefix(m.fstype, "fuse") {
+			ids[m.id] = true
+		}
 	}
-	return id, strings.HasPrefix(mountFSType(pid, id), "fuse")
+	return ids
+}
+
+// topMountAt returns the id of the topmost mount on path in pid's table.
+func topMountAt(pid int, path string) (uint64, bool) {
+	var id uint64
+	found := false
+	for _, m := range callerMounts(pid) {
+		if m.point == path {
+			id, found = m.id, true // later lines are mounted on top
+		}
+	}
+	return id, found
 }
 
 // helperErrno maps what a FUSE helper printed to the errno the kernel would
@@ -436,13 +469,16 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 		return cont
 	}
 	flags := int(int32(args[1]))
-	f, err := resolve(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
-	if err != nil {
-		return cont
+	abs := target
+	if !strings.HasPrefix(abs, "/") {
+		cwd, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/cwd")
+		if err != nil {
+			return cont
+		}
+		abs = filepath.Join(cwd, target)
 	}
-	id, err := mountID(f)
-	f.Close()
-	if err != nil {
+	id, ok := topMountAt(c.Pid(), filepath.Clean(abs))
+	if !ok {
 		return cont
 	}
 	p.mu.Lock()

@@ -29,11 +29,19 @@ const (
 	LoopCtlGetFree   = 0x4C82
 )
 
+// Block ioctls the filter traps so that partitions of an instance's
+// devices can be served (include/uapi/linux/fs.h).
+const (
+	BlkRRPart = 0x125F
+	BlkPG     = 0x1269
+)
+
 // LoopCommands is every ioctl command the filter traps.
 var LoopCommands = []uint64{
 	LoopSetFD, LoopClrFD, LoopSetStatus, LoopGetStatus, LoopSetStatus64,
 	LoopGetStatus64, LoopChangeFD, LoopSetCapacity, LoopSetDirectIO,
 	LoopSetBlockSize, LoopConfigure, LoopCtlAdd, LoopCtlRemove, LoopCtlGetFree,
+	BlkRRPart, BlkPG,
 }
 
 // Seccomp filter flags (include/uapi/linux/seccomp.h).

@@ -3,7 +3,7 @@
 # Ubuntu machine. Run as root. Safe to run again.
 set -euo pipefail
 pkgs=(libseccomp-dev pkg-config gcc make util-linux mount e2fsprogs busybox
-      fuse3 fuse2fs squashfuse squashfs-tools runc crun)
+      fuse3 fuse2fs squashfuse squashfs-tools runc crun fusefat dosfstools mtools fdisk)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

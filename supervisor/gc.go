@@ -33,21 +33,30 @@ func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Dur
 			continue
 		}
 		jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
-		var keep []int
-		for _, idx := range j.Devices {
-			err := loopctl.ReleaseDevice(h, reg, idx)
-			for deadline := time.Now().Add(wait); err != nil && time.Now().Before(deadline); {
-				time.Sleep(50 * time.Millisecond)
-				err = loopctl.ReleaseDevice(h, reg, idx)
+		// Release in rounds: a partition device holds its whole device
+		// open, so the whole device goes only after its partitions.
+		keep := append([]int(nil), j.Devices...)
+		errs := map[int]error{}
+		for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+			var next []int
+			for _, idx := range keep {
+				if err := loopctl.ReleaseDevice(h, reg, idx); err != nil {
+					errs[idx] = err
+					next = append(next, idx)
+					continue
+				}
+				reg.DropNode(idx)
+				released++
+				jl.WithField("loop", idx).Info("gc: released device of a dead supervisor")
 			}
-			if err != nil {
-				jl.WithError(err).WithField("loop", idx).Warn("gc: device left in place")
-				keep = append(keep, idx)
-				continue
+			progress := len(next) < len(keep)
+			keep = next
+			if len(keep) == 0 || (!progress && time.Now().After(deadline)) {
+				break
 			}
-			reg.DropNode(idx)
-			released++
-			jl.WithField("loop", idx).Info("gc: released device of a dead supervisor")
+		}
+		for _, idx := range keep {
+			jl.WithError(errs[idx]).WithField("loop", idx).Warn("gc: device left in place")
 		}
 		left += len(keep)
 		if len(keep) == 0 {

@@ -1,0 +1,320 @@
+package loopctl
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Partitions of an instance's loop devices.
+//
+// The kernels of many machines (this project's CI among them) are built
+// without partition parsers, so `losetup -P` yields no loopNpM at all. The
+// instance provides them itself: it reads the GPT or MBR of a device
+// attached with LO_FLAGS_PARTSCAN (ReadPartitions) and attaches one more
+// loop device of the instance per partition, backed by the whole device
+// with the partition's offset and size, and shows it in the sandbox as
+// /dev/loopNpM. It refreshes them on BLKRRPART and follows BLKPG (partx,
+// sfdisk), and releases them with their device.
+//
+// Coherence rule: a partition device reads and writes through the whole
+// device, so both see each other's writes; do not write the same blocks
+// through the whole device and a partition at once (as on any kernel).
+
+// partDev is one partition loop device of a whole device.
+type partDev struct {
+	num   int
+	idx   int // the loop device that serves it
+	start int64
+	size  int64
+}
+
+// Block ioctls the instance serves on its own devices.
+const (
+	blkRRPart = 0x125F // BLKRRPART
+	blkPG     = 0x1269 // BLKPG
+
+	blkpgAddPartition    = 1
+	blkpgDelPartition    = 2
+	blkpgResizePartition = 3
+
+	loFlagsReadOnly = 1
+	loFlagsPartscan = 8
+)
+
+// partName is the node name of partition num of loop device idx.
+func partName(idx, num int) string { return "loop" + strconv.Itoa(idx) + "p" + strconv.Itoa(num) }
+
+func sysInt(idx int, attr string) int64 {
+	b, err := os.ReadFile(loopSysDir(idx) + "/" + attr)
+	if err != nil {
+		return -1
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+// partscan reports whether loop device idx was attached with
+// LO_FLAGS_PARTSCAN.
+func partscan(idx int) bool { return sysInt(idx, "loop/partscan") == 1 }
+
+// Rescan reads the partition table of the instance's device idx and makes
+// its partition devices match it. Preconditions: none (takes in.mu).
+func (in *Instance) Rescan(idx int) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.rescan(idx)
+}
+
+func (in *Instance) rescan(idx int) error {
+	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	sector, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+	if err != nil {
+		sector = 512
+	}
+	parts, err := ReadPartitions(f, size, int64(sector))
+	f.Close()
+	if err != nil && err != ErrNoTable {
+		return err
+	}
+	return in.setPartitions(idx, parts)
+}
+
+// setPartitions makes idx's partition devices exactly parts.
+// Preconditions: in.mu held.
+func (in *Instance) setPartitions(idx int, parts []Partition) error {
+	want := map[int]Partition{}
+	for _, p := range parts {
+		want[p.Number] = p
+	}
+	var keep []partDev
+	for _, pd := range in.parts[idx] {
+		if p, ok := want[pd.num]; ok && p.Start == pd.start && p.Size == pd.size && Bound(pd.idx) {
+			keep = append(keep, pd)
+			delete(want, pd.num)
+			continue
+		}
+		if err := in.dropPartition(idx, pd); err != nil {
+			keep = append(keep, pd)
+			delete(want, pd.num)
+			in.log.WithError(err).WithField("partition", partName(idx, pd.num)).Warn("partition in use; kept as it was")
+		}
+	}
+	in.parts[idx] = keep
+	nums := make([]int, 0, len(want))
+	for n := range want {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	var firstErr error
+	for _, n := range nums {
+		if err := in.addPartition(idx, want[n]); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	sort.Slice(in.parts[idx], func(i, j int) bool { return in.parts[idx][i].num < in.parts[idx][j].num })
+	return firstErr
+}
+
+// addPartition attaches a loop device of the instance for partition p of
+// idx. Preconditions: in.mu held.
+func (in *Instance) addPartition(idx int, p Partition) error {
+	child, err := in.allocate(-1)
+	if err != nil {
+		in.log.WithError(err).WithField("partition", partName(idx, p.Number)).Warn("no loop device for a partition")
+		return err
+	}
+	flags := uint32(0)
+	mode := unix.O_RDWR
+	if sysInt(idx, "ro") == 1 {
+		flags |= loFlagsReadOnly
+		mode = unix.O_RDONLY
+	}
+	parent, err := in.reg.OpenLoop(idx, mode)
+	if err != nil {
+		in.freeChild(child)
+		return err
+	}
+	defer parent.Close()
+	dev, err := in.reg.OpenLoop(child, unix.O_RDWR)
+	if err != nil {
+		in.freeChild(child)
+		return err
+	}
+	in.unclaim(child)
+	cfg := make([]byte, SizeofLoopConfig)
+	le := binary.LittleEndian
+	le.PutUint32(cfg[0:], uint32(parent.Fd()))
+	le.PutUint64(cfg[8+24:], uint64(p.Start)) // lo_offset
+	le.PutUint64(cfg[8+32:], uint64(p.Size))  // lo_sizelimit
+	le.PutUint32(cfg[8+52:], flags)           // lo_flags
+	copy(cfg[8+56:8+56+63], fmt.Sprintf("%s (partition %d)", BackingFile(idx), p.Number))
+	_, err = IoctlBuf(dev.Fd(), cmdConfigure, cfg)
+	dev.Close()
+	if err != nil {
+		in.freeChild(child)
+		return err
+	}
+	pd := partDev{num: p.Number, idx: child, start: p.Start, size: p.Size}
+	in.parts[idx] = append(in.parts[idx], pd)
+	if err := in.View.AddNode(partName(idx, p.Number), child); err != nil {
+		in.log.WithError(err).Warn("cannot add partition node")
+	}
+	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, p.Number), "served_by": "loop" + strconv.Itoa(child),
+		"offset": p.Start, "size": p.Size}).Info("partition attached")
+	return nil
+}
+
+// freeChild gives back a device allocated for a partition that could not
+// be attached. Preconditions: in.mu held.
+func (in *Instance) freeChild(child int) {
+	in.unclaim(child)
+	if err := in.host.Remove(child); err == nil || err == unix.ENODEV {
+		in.forget(child)
+	} else {
+		in.claim(child)
+	}
+}
+
+// dropPartition detaches and removes a partition device. Preconditions:
+// in.mu held.
+func (in *Instance) dropPartition(idx int, pd partDev) error {
+	if err := ReleaseDevice(in.host, in.reg, pd.idx); err != nil {
+		return err
+	}
+	in.View.RemoveNode(partName(idx, pd.num))
+	in.forget(pd.idx)
+	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, pd.num)}).Info("partition detached")
+	return nil
+}
+
+// DropPartitions releases every partition device of idx (before idx is
+// detached). Preconditions: none.
+func (in *Instance) DropPartitions(idx int) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.setPartitions(idx, nil)
+}
+
+// blkpgPartition mirrors struct blkpg_partition (include/uapi/linux/blkpg.h).
+const sizeofBlkpgPartition = 8 + 8 + 4 + 64 + 64 + 4 // start, length, pno, devname, volname, padding
+
+// blkpg serves BLKPG on device idx: arg points at struct blkpg_ioctl_arg.
+func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
+	hdr := make([]byte, 24) // int op, int flags, int datalen, (pad), void *data
+	if err := c.Read(arg, hdr); err != nil {
+		return fail(err)
+	}
+	le := binary.LittleEndian
+	op := int32(le.Uint32(hdr[0:]))
+	datalen := int32(le.Uint32(hdr[8:]))
+	data := le.Uint64(hdr[16:])
+	if datalen < int32(sizeofBlkpgPartition)-4 {
+		return Result{Errno: unix.EINVAL}
+	}
+	p := make([]byte, sizeofBlkpgPartition-4)
+	if err := c.Read(data, p); err != nil {
+		return fail(err)
+	}
+	start, length := int64(le.Uint64(p[0:])), int64(le.Uint64(p[8:]))
+	pno := int(int32(le.Uint32(p[16:])))
+	if pno <= 0 || pno > maxPartitions || start < 0 || length < 0 {
+		return Result{Errno: unix.EINVAL}
+	}
+	if !c.Valid() {
+		return fail(ErrStale)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var cur *partDev
+	for i := range in.parts[idx] {
+		if in.parts[idx][i].num == pno {
+			cur = &in.parts[idx][i]
+		}
+	}
+	size := sysInt(idx, "size") * 512
+	switch op {
+	case blkpgAddPartition:
+		if cur != nil {
+			return Result{Errno: unix.EBUSY}
+		}
+		if length == 0 || start+length > size {
+			return Result{Errno: unix.EINVAL}
+		}
+		if err := in.addPartition(idx, Partition{Number: pno, Start: start, Size: length}); err != nil {
+			return fail(err)
+		}
+	case blkpgDelPartition:
+		if cur == nil {
+			return Result{Errno: unix.ENXIO}
+		}
+		if err := in.dropPartition(idx, *cur); err != nil {
+			return Result{Errno: unix.EBUSY}
+		}
+		in.removePartEntry(idx, pno)
+	case blkpgResizePartition:
+		if cur == nil {
+			return Result{Errno: unix.ENXIO}
+		}
+		if start != cur.start || length == 0 || start+length > size {
+			return Result{Errno: unix.EINVAL}
+		}
+		old := *cur
+		if err := in.dropPartition(idx, old); err != nil {
+			return Result{Errno: unix.EBUSY}
+		}
+		in.removePartEntry(idx, pno)
+		if err := in.addPartition(idx, Partition{Number: pno, Start: start, Size: length}); err != nil {
+			return fail(err)
+		}
+	default:
+		return Result{Errno: unix.EINVAL}
+	}
+	return Result{}
+}
+
+func (in *Instance) removePartEntry(idx, pno int) {
+	var keep []partDev
+	for _, pd := range in.parts[idx] {
+		if pd.num != pno {
+			keep = append(keep, pd)
+		}
+	}
+	in.parts[idx] = keep
+}
+
+// rrpart serves BLKRRPART on device idx.
+func (in *Instance) rrpart(c Caller, idx int) Result {
+	ok, err := c.Privileged()
+	if err != nil {
+		return fail(err)
+	}
+	if !ok {
+		return Result{Errno: unix.EACCES}
+	}
+	if !partscan(idx) {
+		return Result{Errno: unix.EINVAL} // the kernel: no partition scanning on this disk
+	}
+	if !c.Valid() {
+		return fail(ErrStale)
+	}
+	if err := in.Rescan(idx); err != nil {
+		in.log.WithError(err).WithField("loop", idx).Warn("BLKRRPART: partitions in use or no devices left")
+		return Result{Errno: unix.EBUSY}
+	}
+	return Result{}
+}
