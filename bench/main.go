@@ -13,6 +13,15 @@
 //   - non-trapped system calls (getppid, an ioctl the filter lets through) with
 //     no filter, under the bare filter, and in the sandbox.
 //
+// and, with a second probe (csrc/mountprobe.c, see mount.go), the mount
+// figures against host root doing the same:
+//
+//   - `mount -o loop IMG MNT` + `umount MNT` cycles of an ext4 image on the
+//     host, in a sandbox with the FUSE default and in one with
+//     --allow-kernel-mount ext4;
+//   - a cold sequential read of a large file through each of those mounts,
+//     the page cache dropped before each read.
+//
 // Every measurement is repeated for several rounds, fresh processes each
 // round, the set-ups in turn. Trapped calls run under the normal scheduler
 // (scheduling is part of their cost) and the median of the batches is
@@ -22,8 +31,8 @@
 // cannot measure.
 //
 // Loop devices are global: bench takes /tmp/loopvisor-tests.lock like the
-// acceptance tests and checks that the host's loop devices are as it found
-// them.
+// acceptance tests and checks that the host's loop devices and mounts are as
+// it found them.
 package main
 
 import (
@@ -74,6 +83,15 @@ func main() {
 	flag.IntVar(&c.nTrapped, "n", 5000, "trapped calls per batch")
 	flag.IntVar(&c.nPlain, "plain-n", 20000, "non-trapped calls per batch")
 	flag.IntVar(&c.plainBatches, "plain-batches", 25, "timed batches of non-trapped calls per process")
+	flag.BoolVar(&c.syscalls, "syscalls", true, "measure the system call figures")
+	flag.BoolVar(&c.mount, "mount", true, "measure the mount figures")
+	flag.IntVar(&c.imageRounds, "image-rounds", 3, "rounds of the partitioned image build (0: skip)")
+	flag.IntVar(&c.m.rounds, "mount-rounds", 5, "rounds of mount cycles")
+	flag.IntVar(&c.m.cycles, "mount-cycles", 20, "mount + umount cycles per round and set-up")
+	flag.IntVar(&c.m.imgMiB, "mount-image-mib", 64, "size of the ext4 image mounted in the cycles (MiB)")
+	flag.IntVar(&c.m.readRounds, "read-rounds", 9, "cold reads per set-up and image placement (disk, tmpfs), after a warm-up read")
+	flag.IntVar(&c.m.readMiB, "read-mib", 256, "size of the file read (MiB)")
+	flag.Var((*argsFlag)(&c.m.fuse2fsArgs), "fuse2fs-args", "also measure a FUSE sandbox whose fuse2fs gets these arguments added, e.g. \"-o max_read=131072 -s\" (repeatable)")
 	flag.Parse()
 	if err := run(*loopvisor, c); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
@@ -81,11 +99,20 @@ func main() {
 	}
 }
 
+// argsFlag collects a repeatable flag.
+type argsFlag []string
+
+func (a *argsFlag) String() string     { return strings.Join(*a, " | ") }
+func (a *argsFlag) Set(s string) error { *a = append(*a, s); return nil }
+
 // config says how much to measure.
 type config struct {
 	rounds, batches  int
 	nTrapped, nPlain int
 	plainBatches     int
+	syscalls, mount  bool
+	m                mountConfig
+	imageRounds      int
 }
 
 func run(loopvisor string, c config) error {
@@ -94,6 +121,14 @@ func run(loopvisor string, c config) error {
 	}
 	if c.rounds < 1 || c.batches < 1 || c.nTrapped < 1 || c.nPlain < 1 || c.plainBatches < 1 {
 		return errors.New("-rounds, -batches, -n, -plain-n and -plain-batches must be at least 1")
+	}
+	if c.m.rounds < 1 || c.m.cycles < 1 || c.m.readRounds < 1 || c.m.readMiB < 1 || c.m.imgMiB < 8 {
+		return errors.New("-mount-rounds, -mount-cycles, -read-rounds and -read-mib must be at least 1, -mount-image-mib at least 8")
+	}
+	for _, a := range c.m.fuse2fsArgs {
+		if strings.ContainsAny(a, "\"'`$\\;&|<>()*?[]~#\n") {
+			return fmt.Errorf("-fuse2fs-args %q: plain words only", a)
+		}
 	}
 	lv, err := filepath.Abs(loopvisor)
 	if err != nil {
@@ -119,7 +154,7 @@ func run(loopvisor string, c config) error {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	probe, err := buildProbe(dir)
+	probe, err := buildC(dir, "probe", probeSource)
 	if err != nil {
 		return err
 	}
@@ -129,9 +164,20 @@ func run(loopvisor string, c config) error {
 	defer gcState(lv, state)
 
 	before := snapshot()
-	load0 := loadAvg()
+	load0, cpu0 := loadAvg(), cpuTimes()
 	fifo := fifoPrefix()
-	res, err := measure(lv, probe, state, dir, fifo, c)
+	var res *results
+	var mres *mountResults
+	if c.syscalls {
+		res, err = measure(lv, probe, state, dir, fifo, c)
+	}
+	if err == nil && c.mount {
+		mres, err = measureMount(lv, dir, state, c.m)
+	}
+	var ires *imageResults
+	if err == nil && c.imageRounds > 0 {
+		ires, err = measureImageBuild(lv, dir, state, c.imageRounds)
+	}
 	after := waitSnapshot(before, 5*time.Second)
 	if err != nil {
 		if after != before {
@@ -139,12 +185,29 @@ func run(loopvisor string, c config) error {
 		}
 		return err
 	}
-	report(res, c, fifo != nil)
+	if res != nil {
+		report(res, c, fifo != nil)
+	}
+	if mres != nil {
+		reportMount(mres, c.m)
+	}
+	if ires != nil {
+		reportImageBuild(ires)
+	}
 	fmt.Printf("load average before / after: %s / %s on %d CPUs (other work on the machine widens the spread)\n", load0, loadAvg(), runtime.NumCPU())
+	if cpu1 := cpuTimes(); len(cpu0) > 7 && len(cpu1) > 7 {
+		var total int64
+		for i := range cpu1 {
+			total += cpu1[i] - cpu0[i]
+		}
+		if total > 0 {
+			fmt.Printf("CPU time stolen by the hypervisor during the bench: %.1f%% (likewise)\n", 100*float64(cpu1[7]-cpu0[7])/float64(total))
+		}
+	}
 	if after != before {
 		warnHost(before, after)
 	} else {
-		fmt.Println("host loop devices (losetup -a, /sys/devices/virtual/block/loop*): unchanged")
+		fmt.Println("host loop devices (losetup -a, /sys/devices/virtual/block/loop*) and mounts (/proc/self/mountinfo): unchanged")
 	}
 	return nil
 }
@@ -163,6 +226,29 @@ func gcState(lv, state string) {
 	}
 }
 
+// cpuTimes returns the machine's CPU times from the "cpu" line of
+// /proc/stat (user nice system idle iowait irq softirq steal ...).
+func cpuTimes() []int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return nil
+	}
+	var v []int64
+	for _, x := range f[1:] {
+		n, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return nil
+		}
+		v = append(v, n)
+	}
+	return v
+}
+
 // loadAvg returns the 1-minute load average.
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -177,7 +263,7 @@ func loadAvg() string {
 }
 
 func warnHost(before, after string) {
-	fmt.Printf("WARNING: the host's loop devices differ after the bench\n--- before\n%s--- after\n%s", before, after)
+	fmt.Printf("WARNING: the host's loop devices or mounts differ after the bench\n--- before\n%s--- after\n%s", before, after)
 }
 
 // lock takes lockPath exclusively.
@@ -200,14 +286,15 @@ func lock() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func buildProbe(dir string) (string, error) {
-	src := filepath.Join(dir, "probe.c")
-	if err := os.WriteFile(src, probeSource, 0o644); err != nil {
+// buildC compiles source into dir/name.
+func buildC(dir, name string, source []byte) (string, error) {
+	src := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(src, source, 0o644); err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "probe")
+	out := filepath.Join(dir, name)
 	if o, err := exec.Command("gcc", "-O2", "-Wall", "-o", out, src).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("compile probe: %v\n%s", err, o)
+		return "", fmt.Errorf("compile %s: %v\n%s", name, err, o)
 	}
 	if err := os.Chmod(out, 0o755); err != nil {
 		return "", err
@@ -451,8 +538,9 @@ func report(r *results, c config, fifo bool) {
 	fmt.Println()
 }
 
-// snapshot describes the host's loop devices: what losetup -a lists and
-// which loop devices exist.
+// snapshot describes the host's loop devices and mounts: what losetup -a
+// lists, which loop devices exist, and the mounts of the bench's mount
+// namespace (mount point, type, source).
 func snapshot() string {
 	var b strings.Builder
 	out, _ := exec.Command("losetup", "-a").Output()
@@ -462,6 +550,18 @@ func snapshot() string {
 	devs, _ := filepath.Glob("/sys/devices/virtual/block/loop*")
 	sort.Strings(devs)
 	fmt.Fprintf(&b, "loop devices: %s\n", strings.Join(devs, " "))
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, l := range strings.Split(string(mi), "\n") {
+		if pre, post, ok := strings.Cut(l, " - "); ok {
+			f, g := strings.Fields(pre), strings.Fields(post)
+			if len(f) > 4 && len(g) > 1 {
+				mounts = append(mounts, f[4]+" "+g[0]+" "+g[1])
+			}
+		}
+	}
+	sort.Strings(mounts)
+	fmt.Fprintf(&b, "mounts:\n%s\n", strings.Join(mounts, "\n"))
 	return b.String()
 }
 

@@ -139,7 +139,9 @@ func (in *Instance) Devices() []int {
 // claim takes the O_EXCL hold on an unbound device. Preconditions: in.mu
 // held.
 func (in *Instance) claim(idx int) {
-	if in.devs[idx] != nil || in.binding[idx] > 0 || Bound(idx) {
+	// Opening a node of a loop device that does not exist creates it
+	// (the driver's autoload): never do that for a device that is gone.
+	if in.devs[idx] != nil || in.binding[idx] > 0 || !Exists(idx) || Bound(idx) {
 		return
 	}
 	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)

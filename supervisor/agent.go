@@ -59,6 +59,7 @@ type Agent struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	closing    sync.WaitGroup // instances being released
 }
 
 type container struct {
@@ -69,6 +70,7 @@ type container struct {
 	ns        *mountproxy.NS
 	userNS    *os.File
 	listeners int
+	closing   bool
 	started   time.Time
 	log       *logrus.Entry
 }
@@ -242,6 +244,11 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 	}
 	a.mu.Lock()
 	c := a.containers[id]
+	if c != nil && c.closing {
+		a.mu.Unlock()
+		l.Close()
+		return fmt.Errorf("container %s is being released; a new process of it cannot join", id)
+	}
 	if c == nil {
 		c, err = a.newContainer(id, pid, st.Metadata)
 		if err != nil {
@@ -271,13 +278,23 @@ func (a *Agent) release(c *container) {
 	a.mu.Lock()
 	c.listeners--
 	last := c.listeners == 0
-	if last && a.containers[c.id] == c {
-		delete(a.containers, c.id)
+	if last {
+		c.closing = true
+		a.closing.Add(1)
+		defer a.closing.Done()
 	}
 	a.mu.Unlock()
 	if !last {
 		return
 	}
+	// The instance stays listed (closing) until its devices are released.
+	defer func() {
+		a.mu.Lock()
+		if a.containers[c.id] == c {
+			delete(a.containers, c.id)
+		}
+		a.mu.Unlock()
+	}()
 	if c.mounts != nil {
 		c.mounts.Close()
 	}
@@ -478,6 +495,7 @@ type InstanceStatus struct {
 	Devices   []DeviceStatus           `json:"devices"`
 	Mounts    []mountproxy.MountStatus `json:"mounts"`
 	MaxLoop   int                      `json:"max_loop"`
+	Closing   bool                     `json:"closing,omitempty"` // its processes are gone; devices being released
 }
 
 // DeviceStatus is one loop device of an instance.
@@ -492,7 +510,7 @@ func (a *Agent) Status() []InstanceStatus {
 	defer a.mu.Unlock()
 	var out []InstanceStatus
 	for _, c := range a.containers {
-		s := InstanceStatus{Container: c.id, Instance: c.in.ID, Pid: c.pid, Processes: c.listeners, Since: c.started, MaxLoop: c.in.MaxLoop()}
+		s := InstanceStatus{Container: c.id, Instance: c.in.ID, Pid: c.pid, Processes: c.listeners, Since: c.started, MaxLoop: c.in.MaxLoop(), Closing: c.closing}
 		devs := c.in.Devices()
 		sort.Ints(devs)
 		for _, idx := range devs {
@@ -525,10 +543,17 @@ func QueryStatus(socket string) ([]InstanceStatus, error) {
 	return out, nil
 }
 
-// Close releases the agent's hold on the loop driver and its loop-control
-// tmpfs (containers keep their own bind of it). Live instances stay in the
-// journal for the next agent.
+// Close waits (up to 10s) for instances being released, then releases the
+// agent's hold on the loop driver and its node tmpfs (containers keep their
+// own binds of it). Live instances stay in the journal for the next agent.
 func (a *Agent) Close() {
+	done := make(chan struct{})
+	go func() { a.closing.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		a.log.Warn("instances still being released; the next agent or loopvisor gc will finish")
+	}
 	_ = unix.Unmount(filepath.Join(a.reg.Dir, "dev"), unix.MNT_DETACH)
 	a.host.Close()
 }

@@ -48,7 +48,7 @@ func startAgent(t *testing.T, state string, flags ...string) *agentProc {
 	}
 	t.Cleanup(func() {
 		a.stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("LOOPVISOR_TEST_LOGS") != "" {
 			t.Logf("agent log:\n%s", a.logText())
 		}
 		os.Remove(logf.Name())
