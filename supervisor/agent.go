@@ -60,6 +60,7 @@ type Agent struct {
 	mu         sync.Mutex
 	containers map[string]*container
 	closing    sync.WaitGroup // instances being released
+	stop       chan struct{}
 }
 
 type container struct {
@@ -102,9 +103,17 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	// Containers a previous agent served keep their devices while they
 	// run (their calls now fail with ENOSYS: the runtime gave their
 	// listener to the dead agent); collect them once they are gone.
+	a.stop = make(chan struct{})
 	go func() {
-		for range time.Tick(10 * time.Second) {
-			GC(host, reg, a.log.WithField("phase", "periodic"), 0)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-a.stop:
+				return
+			case <-t.C:
+				GC(host, reg, a.log.WithField("phase", "periodic"), 0)
+			}
 		}
 	}()
 	return a, nil
@@ -233,10 +242,25 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 	if pid <= 0 {
 		pid = st.Pid
 	}
-	id := st.State.ID
-	if id == "" {
+	return a.Attach(st.State.ID, pid, st.Metadata, st.State.Status, lfd)
+}
+
+// Attach serves seccomp listener lfd (which it takes over) for container id
+// whose init is pid. The first listener of a container creates its
+// instance (policy narrowed by metadata, as listenerMetadata is); later
+// ones (exec'd processes) join it. The instance is released when no
+// process uses any of its listeners. This is the library entry point for a
+// container manager that receives listener fds itself.
+//
+// Preconditions: the filter behind lfd traps what loopvisor serves (see
+// RewriteOCIConfig or notify.Program); the container has a user namespace
+// whose root is not host root.
+func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
+	st := &ContainerProcessState{Metadata: metadata}
+	st.State.Status = status
+	if id == "" || pid <= 0 {
 		unix.Close(lfd)
-		return errors.New("runtime message without a container id")
+		return errors.New("attach: a container id and the pid of its init are required")
 	}
 	l, err := notify.NewListener(lfd)
 	if err != nil {
@@ -547,6 +571,7 @@ func QueryStatus(socket string) ([]InstanceStatus, error) {
 // agent's hold on the loop driver and its node tmpfs (containers keep their
 // own binds of it). Live instances stay in the journal for the next agent.
 func (a *Agent) Close() {
+	close(a.stop)
 	done := make(chan struct{})
 	go func() { a.closing.Wait(); close(done) }()
 	select {
