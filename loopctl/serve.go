@@ -195,6 +195,20 @@ func mayAdmin(c Caller, f notify.FD) (bool, error) {
 	return c.Privileged()
 }
 
+// adminCheck applies mayAdmin and says what to answer if the caller may
+// not: the kernel's EPERM, logged.
+func adminCheck(c Caller, f notify.FD, log func() *logrus.Entry) (Result, bool) {
+	ok, err := mayAdmin(c, f)
+	if err != nil {
+		return fail(err), true
+	}
+	if !ok {
+		log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
+		return Result{Errno: unix.EPERM}, true
+	}
+	return Result{}, false
+}
+
 func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64) Result {
 	log := func() *logrus.Entry { return logf().WithField("loop", idx) }
 	switch cmd {
@@ -269,13 +283,8 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		}
 		return r
 	case cmdSetStatus64, cmdSetStatus:
-		ok, err := mayAdmin(c, f)
-		if err != nil {
-			return fail(err)
-		}
-		if !ok {
-			log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
-			return Result{Errno: unix.EPERM}
+		if r, denied := adminCheck(c, f, log); denied {
+			return r
 		}
 		size := SizeofLoopInfo64
 		if cmd == cmdSetStatus {
@@ -310,13 +319,8 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		}
 		return Result{Val: int64(r)}
 	case cmdSetCapacity, cmdSetDirectIO, cmdSetBlockSize:
-		ok, err := mayAdmin(c, f)
-		if err != nil {
-			return fail(err)
-		}
-		if !ok {
-			log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
-			return Result{Errno: unix.EPERM}
+		if r, denied := adminCheck(c, f, log); denied {
+			return r
 		}
 		if !c.Valid() {
 			return fail(ErrStale)

@@ -188,21 +188,8 @@ func (v *View) AddLoop(idx int) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	name := "loop" + strconv.Itoa(idx)
-	v.remove(ViewDev + "/" + name)
-	mode, gid := hostNodeMode(idx)
-	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
+	if err := v.addNode(name, idx); err != nil {
 		return err
-	}
-	if v.Publish != nil {
-		node, err := v.Clone(ViewDev + "/" + name)
-		if err != nil {
-			return err
-		}
-		if err := v.Publish(name, node); err != nil {
-			node.Close()
-			return err
-		}
-		node.Close()
 	}
 	for _, l := range []struct{ path, target string }{
 		{ViewSysBlock + "/" + name, "../devices/virtual/block/" + name},
@@ -262,20 +249,27 @@ func hostNodeMode(idx int) (uint32, int) {
 func (v *View) AddNode(name string, idx int) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.addNode(name, idx)
+}
+
+// addNode makes /dev/name for loop device idx (mode and group as on the
+// host, owned by the sandbox's root) and publishes it. Preconditions: v.mu
+// held.
+func (v *View) addNode(name string, idx int) error {
 	v.remove(ViewDev + "/" + name)
 	mode, gid := hostNodeMode(idx)
 	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
 		return err
 	}
-	if v.Publish != nil {
-		node, err := v.Clone(ViewDev + "/" + name)
-		if err != nil {
-			return err
-		}
-		defer node.Close()
-		return v.Publish(name, node)
+	if v.Publish == nil {
+		return nil
 	}
-	return nil
+	node, err := v.Clone(ViewDev + "/" + name)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	return v.Publish(name, node)
 }
 
 // RemoveNode hides a node AddNode made.
