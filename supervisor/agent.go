@@ -258,9 +258,9 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
 	st := &ContainerProcessState{Metadata: metadata}
 	st.State.Status = status
-	if id == "" || pid <= 0 {
+	if id == "" {
 		unix.Close(lfd)
-		return errors.New("attach: a container id and the pid of its init are required")
+		return errors.New("attach: a container id is required")
 	}
 	l, err := notify.NewListener(lfd)
 	if err != nil {
@@ -272,6 +272,11 @@ func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) err
 		a.mu.Unlock()
 		l.Close()
 		return fmt.Errorf("container %s is being released; a new process of it cannot join", id)
+	}
+	if c == nil && pid <= 0 {
+		a.mu.Unlock()
+		l.Close()
+		return fmt.Errorf("attach: container %s is new, and the pid of its init is unknown", id)
 	}
 	if c == nil {
 		c, err = a.newContainer(id, pid, st.Metadata)
