@@ -248,7 +248,8 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 // Attach serves seccomp listener lfd (which it takes over) for container id
 // whose init is pid. The first listener of a container creates its
 // instance (policy narrowed by metadata, as listenerMetadata is); later
-// ones (exec'd processes) join it. The instance is released when no
+// ones (exec'd processes; pid may be 0 for them) join it. The instance is
+// released when no
 // process uses any of its listeners. This is the library entry point for a
 // container manager that receives listener fds itself.
 //
