@@ -23,18 +23,20 @@ printf 'label: gpt\n,64M,U\n,,L\n' | sfdisk -q disk.img
 dev=$(losetup -P -f --show disk.img)
 mkfs.vfat ${dev}p1 >/dev/null; mkfs.ext4 -q ${dev}p2
 mkdir -p mnt; mount ${dev}p2 mnt; mkdir -p mnt/boot; mount ${dev}p1 mnt/boot
-cp -a tree/. mnt; cp -a tree/. mnt/boot/
+cp -a tree/. mnt; cp -r tree/. mnt/boot/
 umount mnt/boot; umount mnt; losetup -d $dev; rm -f disk.img`
 
 const imageBuildHost = `set -e
+cleanup() { umount mnt/boot 2>/dev/null; umount mnt 2>/dev/null; [ -n "${p1:-}" ] && losetup -d $p1 2>/dev/null; [ -n "${p2:-}" ] && losetup -d $p2 2>/dev/null; rm -f disk.img; }
+trap cleanup EXIT
 truncate -s 256M disk.img
 printf 'label: gpt\n,64M,U\n,,L\n' | sfdisk -q disk.img
 p1=$(losetup -f --show --offset $((2048*512)) --sizelimit $((131072*512)) disk.img)
 p2=$(losetup -f --show --offset $((133120*512)) disk.img)
 mkfs.vfat $p1 >/dev/null; mkfs.ext4 -q $p2
 mkdir -p mnt; mount $p2 mnt; mkdir -p mnt/boot; fusefat -o rw+,nonempty $p1 mnt/boot
-cp -a tree/. mnt; cp -a tree/. mnt/boot/
-umount mnt/boot; sleep 0.2; umount mnt; losetup -d $p1 $p2; rm -f disk.img`
+cp -a tree/. mnt; cp -r tree/. mnt/boot/
+umount mnt/boot; sleep 0.2; umount mnt; losetup -d $p1 $p2; p1= p2=`
 
 type imageResults struct{ host, sandbox []time.Duration }
 

@@ -188,6 +188,21 @@ func TestAgentWithoutLoopvisor(t *testing.T) {
 		if err != nil || res.Code == 0 {
 			t.Fatalf("losetup must fail in a plain userns container: %v\n%s", err, res)
 		}
+		// With oci-config applied but no agent listening, the runtime
+		// refuses to start the container (as the docs say).
+		state := stateDir(t)
+		r := run(t, dir, loopvisor, "oci-config", "--listener", filepath.Join(state, "agent.sock"), "--state-dir", state, filepath.Join(dir, "config.json"))
+		if r.Code != 0 {
+			t.Fatalf("oci-config:\n%s", r)
+		}
+		spec, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+		if b.Spec, err = oci.ParseSpec(spec); err != nil {
+			t.Fatal(err)
+		}
+		res, _ = rt.Run(b, nil)
+		if res.Code == 0 {
+			t.Errorf("the container started without an agent:\n%s", res)
+		}
 	})
 }
 
