@@ -15,7 +15,8 @@
 //     the host attached to a device whose node it holds. The claim is dropped
 //     for the instant of the container's own LOOP_CONFIGURE/LOOP_SET_FD, and
 //     taken again when the device becomes unbound (after autoclear or a
-//     deferred LOOP_CLR_FD at the last close).
+//     deferred LOOP_CLR_FD at the last close): on the kernel's uevent, with a
+//     50 ms watcher as the fallback.
 //   - Every loop ioctl on an instance device is executed by the supervisor on
 //     the caller's own open file description (pidfd_getfd), with copies of
 //     the caller's arguments. The kernel therefore decides flags, sizes and

@@ -87,6 +87,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 		v.Close()
 		return nil, err
 	}
+	subscribe(in)
 	go in.watch()
 	return in, nil
 }
@@ -332,6 +333,7 @@ func (in *Instance) Close(timeout time.Duration) error {
 	}
 	in.closed = true
 	in.mu.Unlock()
+	unsubscribe(in)
 	close(in.stop)
 	<-in.done
 

@@ -120,3 +120,36 @@ losetup -d $d
 		}
 	}
 }
+
+// TestHostCannotBindFreedDevice: when a sandbox detaches a device
+// (deferred to its last close), loopvisor claims it again (on the kernel's
+// uevent, else at the next 50 ms watcher tick), so the host's losetup cannot
+// bind a device whose node is in the sandbox. Host tools are far slower
+// than either path, so this checks the claim, not the uevent's latency.
+func TestHostCannotBindFreedDevice(t *testing.T) {
+	hostGuard(t)
+	state, dir := stateDir(t), workDir(t)
+	image(t, dir, "a.img", 8<<20)
+	hostImg := image(t, dir, "host.img", 8<<20)
+	done := make(chan result, 1)
+	go func() {
+		done <- sandbox(t, dir, state, nil, `d=$(losetup -f --show a.img) && losetup -d $d && echo $d > dev.tmp && mv dev.tmp dev; while [ ! -f host.done ]; do sleep 0.02; done`)
+	}()
+	dev := waitFile(t, filepath.Join(dir, "dev"), time.Minute)
+	bound := 0
+	for i := 0; i < 20; i++ {
+		r := run(t, dir, "losetup", dev, hostImg)
+		if r.Code == 0 {
+			bound++
+			run(t, dir, "losetup", "-d", dev)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	os.WriteFile(filepath.Join(dir, "host.done"), []byte("x\n"), 0o644)
+	if r := <-done; r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	if bound > 0 {
+		t.Errorf("the host bound %s, a device of a live sandbox, %d times out of 20", dev, bound)
+	}
+}
