@@ -65,7 +65,9 @@ func Run(cfg RunConfig) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	GC(host, reg, cfg.Log.WithField("phase", "start"), 2*time.Second)
+	// Briefly: a device still in use (mounted on the host, say) must not
+	// slow every start; loopvisor gc --wait is there for the patient.
+	GC(host, reg, cfg.Log.WithField("phase", "start"), 200*time.Millisecond)
 	if cfg.Bare {
 		return runBare(cfg)
 	}
