@@ -31,6 +31,11 @@
 //     attaches them over /dev, /sys/block, /sys/class/block and
 //     /sys/dev/block. Nodes and links appear and vanish as the instance gets
 //     and gives back devices.
+//   - Partitions (partitions.go): a device attached with LO_FLAGS_PARTSCAN
+//     gets its GPT/MBR read by loopvisor and one more instance device per
+//     partition, backed by the whole device with the partition's offset
+//     and size, shown as loopNpM; BLKRRPART and BLKPG are served. This works
+//     on kernels without partition parsers.
 //   - A Registry is the state directory: one journal per instance (which
 //     devices it owns, which supervisor holds it), a lock, and the per-host-uid
 //     limit across all instances of all supervisors. GC releases what a dead

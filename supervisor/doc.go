@@ -24,6 +24,18 @@
 // sandbox as detached mounts (open_tree) that its single-purpose init
 // attaches in its own mount namespace.
 //
+// Process model of `loopvisor agent` (OCI runtimes, listenerPath): the
+// runtime connects once per process that loads the filter (init
+// "creating", every exec "running") and passes its listener fd. The first
+// listener of a container creates its instance (Agent.Attach, also the
+// library entry point); nodes reach the container's own /dev as bind mounts
+// made by nsexec inside its mount namespace, /dev/loop-control and
+// /dev/fuse first come from the agent's tmpfs through config.json mounts
+// (RewriteOCIConfig), because the runtime does not wait for the agent. The
+// instance ends when the last listener hangs up. Journals record the
+// container's init, so a restarted agent keeps a live container's devices
+// and collects them once it is gone.
+//
 // Errors a container sees are computed in one place, loopctl.Errno. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall
 // and the result.
