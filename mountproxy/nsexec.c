@@ -80,6 +80,17 @@ static void enter(int with_pid) {
 	close(5);
 }
 
+/* attach moves the detached mount on fd 6 onto the target fd t (from
+ * open(2); < 0 is its error) and ends the process. */
+static void attach(int t) {
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -130,13 +141,7 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 	}
 	if (!strcmp(op, "move")) {
 		enter(0);
-		int t = open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (t < 0)
-			die(errno, "open target");
-		if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-			die(errno, "move_mount");
-		dprintf(1, "0\n");
-		_exit(0);
+		attach(open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC));
 	}
 	if (!strcmp(op, "bind")) {
 		enter(0);
@@ -148,12 +153,7 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 			close(c);
 			t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		}
-		if (t < 0)
-			die(errno, "open target");
-		if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-			die(errno, "move_mount");
-		dprintf(1, "0\n");
-		_exit(0);
+		attach(t);
 	}
 	if (!strcmp(op, "unbind")) {
 		enter(0);

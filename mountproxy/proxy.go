@@ -76,6 +76,20 @@ func New(pol Policy, dev Devices, userNS *os.File, log *logrus.Entry) *Proxy {
 
 var cont = loopctl.Result{Continue: true}
 
+// callerNS opens what nsexec needs to act as the caller, and checks that
+// the call is still pending before anything is done on its behalf.
+func callerNS(c Caller) (*NS, error) {
+	ns, err := OpenNS(c.Pid(), c.PidFD())
+	if err != nil {
+		return nil, err
+	}
+	if !c.Valid() {
+		ns.Close()
+		return nil, loopctl.ErrStale
+	}
+	return ns, nil
+}
+
 func fail(err error) loopctl.Result { return loopctl.Result{Errno: loopctl.Errno(err)} }
 
 // resolve opens path as the caller sees it (its root and cwd) with O_PATH.
@@ -243,14 +257,11 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	// the sandbox (FUSE refuses callers outside the mount's user
 	// namespace), so the new mount is found in the caller's mount table.
 	before := fuseMountIDs(c.Pid())
-	ns, err := OpenNS(c.Pid(), c.PidFD())
+	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
 	}
 	defer ns.Close()
-	if !c.Valid() {
-		return fail(loopctl.ErrStale)
-	}
 	argv := []string{path, a.source, a.target, "-f"}
 	if baseName(helper) == "fuse2fs" && a.flags&unix.MS_RDONLY != 0 {
 		// Single-threaded fuse2fs uses 20-28% less CPU per read (make
@@ -442,14 +453,11 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 		return fail(err)
 	}
 	defer mnt.Close()
-	ns, err := OpenNS(c.Pid(), c.PidFD())
+	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
 	}
 	defer ns.Close()
-	if !c.Valid() {
-		return fail(loopctl.ErrStale)
-	}
 	if err := runOp(ns, "move", mnt, a.target); err != nil {
 		return fail(err)
 	}
@@ -496,14 +504,11 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 	if ok, err := c.Privileged(); err != nil || !ok {
 		return loopctl.Result{Errno: unix.EPERM}
 	}
-	ns, err := OpenNS(c.Pid(), c.PidFD())
+	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
 	}
 	defer ns.Close()
-	if !c.Valid() {
-		return fail(loopctl.ErrStale)
-	}
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "umount2", "target": target, "helper": fm.helper})
 	if err := runOp(ns, "umount", nil, target, strconv.Itoa(flags)); err != nil {
 		return fail(err)
