@@ -1,0 +1,226 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Hostile suite, issue 8 attacks 3 and 4: a reference a sandbox keeps to
+// one of its device nodes (an O_PATH fd reopened through /proc/self/fd, a
+// bind mount of the node, a hard link) must die with the device's
+// ownership. It must never reach the device another tenant gets next, nor
+// make the kernel create the device again (block legacy autoload).
+
+// OtherUID is the host uid of a second tenant's root.
+const OtherUID = 200000
+
+// keepRefs is the sandbox script part that takes every kind of reference
+// to /dev/loop$n and then gives the device back with LOOP_CTL_REMOVE.
+const keepRefs = `
+stalenode /dev/loop$n go > stale.out &
+while ! grep -q held stale.out 2>/dev/null; do sleep 0.02; done
+touch bind.target
+if mount --bind /dev/loop$n bind.target 2>/dev/null; then echo "bind made"; else echo "bind refused"; fi
+if ln /dev/loop$n /dev/.keep-link 2>/dev/null; then echo "link made"; else echo "link refused"; fi
+echo "remove $(loopctl remove $n)"
+`
+
+// useRefs reopens every reference keepRefs took.
+const useRefs = `
+wait
+echo "--- stale"; cat stale.out
+echo "bindopen $(loopctl open bind.target)"
+if [ -e /dev/.keep-link ]; then echo "linkopen $(loopctl open /dev/.keep-link)"; fi
+`
+
+// getFree is the sandbox script part that gets a device of the instance
+// into $n.
+const getFree = `set -u
+r=$(loopctl getfree); n=${r#OK }
+[ "$r" = "OK $n" ] || { echo "getfree: $r"; exit 1; }
+`
+
+// loopDevices lists the host's loop devices.
+func loopDevices() []string {
+	devs, _ := filepath.Glob("/sys/devices/virtual/block/loop*")
+	sort.Strings(devs)
+	for i, d := range devs {
+		devs[i] = filepath.Base(d)
+	}
+	return devs
+}
+
+// removeStrays removes loop devices that appeared during the test, are
+// unbound and were not there before: what a successful attack 4 leaves.
+func removeStrays(t *testing.T, before []string) {
+	t.Helper()
+	had := map[string]bool{}
+	for _, d := range before {
+		had[d] = true
+	}
+	t.Cleanup(func() {
+		for _, d := range loopDevices() {
+			if had[d] || bound("/dev/"+d) {
+				continue
+			}
+			n := strings.TrimPrefix(d, "loop")
+			r := run(t, "/", filepath.Join(binDir, "loopctl"), "remove", n)
+			t.Logf("removed stray host device %s: %s", d, strings.TrimSpace(r.Stdout))
+		}
+	})
+}
+
+// checkRefsDead fails t if out shows a kept reference that still opened
+// the device.
+func checkRefsDead(t *testing.T, out string) {
+	t.Helper()
+	if !strings.Contains(out, "remove OK 0\n") {
+		t.Fatalf("the sandbox could not give its device back:\n%s", out)
+	}
+	if !strings.Contains(out, "--- stale\nheld\nreopen ERR ") {
+		t.Errorf("a kept O_PATH fd reopened the device through /proc/self/fd:\n%s", out)
+	}
+	if !strings.Contains(out, "bindopen ERR ") {
+		t.Errorf("a bind mount of the node opened the device:\n%s", out)
+	}
+	if strings.Contains(out, "linkopen OK") {
+		t.Errorf("a hard link of the node opened the device:\n%s", out)
+	}
+}
+
+// TestAttack3StaleNodeNextTenant: sandbox A keeps references to its loopN
+// and gives the device back; sandbox B (another host uid) attaches its
+// private image and gets loopN. None of A's references may read B's data
+// or write into B's image.
+func TestAttack3StaleNodeNextTenant(t *testing.T) {
+	hostGuard(t)
+	removeStrays(t, loopDevices())
+	state, dirA := stateDir(t), workDir(t)
+	dirB := workDir(t)
+	must(os.Chown(dirB, OtherUID, OtherUID))
+	secret := append([]byte("B-SECRET-DATA..."), make([]byte, 8<<20)...)
+	bImg := filepath.Join(dirB, "b.img")
+	must(os.WriteFile(bImg, secret, 0o600))
+	must(os.Chown(bImg, OtherUID, OtherUID))
+	// Whatever happens, neither sandbox waits for ever.
+	defer os.WriteFile(filepath.Join(dirA, "go"), []byte("x\n"), 0o644)
+	defer os.WriteFile(filepath.Join(dirB, "done"), []byte("x\n"), 0o644)
+
+	var wg sync.WaitGroup
+	var ra, rb result
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ra = sandbox(t, dirA, state, nil, getFree+keepRefs+`echo $n > idx.tmp && mv idx.tmp idx
+`+useRefs)
+	}()
+	n := waitFile(t, filepath.Join(dirA, "idx"), time.Minute)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rb = run(t, dirB, loopvisor, "run", "--state-dir", state,
+			"--uid-map", fmt.Sprintf("%d:65536", OtherUID), "--gid-map", fmt.Sprintf("%d:65536", OtherUID), "--",
+			"sh", "-c", `d=$(losetup -f --show b.img) || exit 1; echo $d > dev.tmp; mv dev.tmp dev
+while [ ! -f done ]; do sleep 0.02; done; losetup -d $d`)
+	}()
+	devB := waitFile(t, filepath.Join(dirB, "dev"), time.Minute)
+	if devB != "/dev/loop"+n {
+		t.Errorf("sandbox B got %s, not A's old loop%s: the test proves nothing", devB, n)
+	}
+	os.WriteFile(filepath.Join(dirA, "go"), []byte("x\n"), 0o644)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(dirA, "stale.out"))
+		if strings.Contains(string(b), "reopen") || time.Now().After(deadline) {
+			break
+		}
+	}
+	// B's image is checked while B still has it attached.
+	time.Sleep(100 * time.Millisecond)
+	img, _ := os.ReadFile(bImg)
+	os.WriteFile(filepath.Join(dirB, "done"), []byte("x\n"), 0o644)
+	wg.Wait()
+	if ra.Code != 0 || rb.Code != 0 {
+		t.Fatalf("sandbox A:\n%s\nsandbox B:\n%s", ra, rb)
+	}
+	t.Logf("sandbox A (loop%s):\n%s", n, ra.Stdout)
+	if strings.Contains(ra.Stdout, "B-SECRET") {
+		t.Errorf("sandbox A read sandbox B's data through a kept node:\n%s", ra.Stdout)
+	}
+	if bytes.Contains(img, []byte("A-WAS-HERE")) {
+		t.Errorf("sandbox A wrote into sandbox B's image through a kept node")
+	}
+	checkRefsDead(t, ra.Stdout)
+}
+
+// TestAttack4StaleNodeAutoload: reopening a kept node whose device is gone
+// must not make the kernel create the device again: no new host device, none
+// past --max-loop, none left after exit.
+func TestAttack4StaleNodeAutoload(t *testing.T) {
+	hostGuard(t)
+	before := loopDevices()
+	removeStrays(t, before)
+	state, dir := stateDir(t), workDir(t)
+	defer os.WriteFile(filepath.Join(dir, "checked"), []byte("x\n"), 0o644)
+	var wg sync.WaitGroup
+	var r result
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r = sandbox(t, dir, state, []string{"--max-loop", "1"}, getFree+keepRefs+`touch go
+`+useRefs+`echo $n > idx.tmp && mv idx.tmp idx
+while [ ! -f checked ]; do sleep 0.02; done
+`)
+	}()
+	n := waitFile(t, filepath.Join(dir, "idx"), time.Minute)
+	during := loopDevices()
+	os.WriteFile(filepath.Join(dir, "checked"), []byte("x\n"), 0o644)
+	wg.Wait()
+	if r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	t.Logf("sandbox (loop%s):\n%s", n, r.Stdout)
+	if strings.Join(during, " ") != strings.Join(before, " ") {
+		t.Errorf("reopening kept nodes of the removed loop%s created host devices (max-loop 1):\nbefore %v\nafter  %v", n, before, during)
+	}
+	checkRefsDead(t, r.Stdout)
+}
+
+// TestStaleNodeOpenFD: a plain fd kept open keeps the device: REMOVE gives
+// EBUSY as on the host, and the node still opens afterwards; once the fd is
+// closed REMOVE succeeds and the node is gone.
+func TestStaleNodeOpenFD(t *testing.T) {
+	hostGuard(t)
+	state, dir := stateDir(t), workDir(t)
+	script := func(sbox bool) string {
+		s := `set -u
+r=$(loopctl ` + map[bool]string{true: "getfree", false: "add -1"}[sbox] + `); n=${r#OK }
+exec 3<>/dev/loop$n
+echo "remove-open $(loopctl remove $n)"
+echo "reopen $(loopctl open /dev/loop$n | cut -c1-2)"
+exec 3>&-
+echo "remove-closed $(loopctl remove $n)"
+`
+		if sbox {
+			s += `echo "gone $(ls /dev | grep -cx loop$n)"
+`
+		}
+		return s
+	}
+	want := "remove-open ERR EBUSY\nreopen OK\nremove-closed OK 0\n"
+	// On the host, as host root, with a device of its own.
+	h := run(t, dir, "sh", "-c", strings.ReplaceAll(script(false), "loopctl", filepath.Join(binDir, "loopctl")))
+	if h.Code != 0 || h.Stdout != want {
+		t.Fatalf("host:\n%s", h)
+	}
+	out := sandboxOK(t, dir, state, nil, script(true))
+	if out != want+"gone 0\n" {
+		t.Errorf("sandbox differs from the host (%q):\n%s", want, out)
+	}
+}
