@@ -31,6 +31,39 @@
 //     attaches them over /dev, /sys/block, /sys/class/block and
 //     /sys/dev/block. Nodes and links appear and vanish as the instance gets
 //     and gives back devices.
+//   - Device references die with the device's ownership. A loop node's
+//     dev_t outlives the device: an O_PATH fd (reopened through
+//     /proc/self/fd), a bind mount or a hard link of the node would open
+//     whatever device gets that index next (another tenant's), or make the
+//     kernel create it again (block legacy autoload) outside every journal
+//     and limit. So every loop node inode is owned by host root (unmapped in
+//     the sandbox: its root can neither chmod nor chown it) with the host
+//     node's group and mode bits and an ACL entry giving the sandbox's root
+//     the owner's bits; users of the sandbox get what the same users get on
+//     the host. Each assignment of a device gets a fresh inode, made in a
+//     directory the sandbox cannot reach and kept open (O_PATH) by the view.
+//     Before a device may leave the instance (LOOP_CTL_REMOVE, a partition
+//     dropped, the instance's end) every inode made for it is revoked:
+//     chown 0:0, mode 000. Only then does the supervisor ask the kernel to
+//     remove the device; if the kernel answers EBUSY (the sandbox holds it
+//     open, exactly as on the host), the access is given back. An open fd
+//     therefore keeps the device in the instance, and no kept reference
+//     opens anything once the device is gone.
+//     The other design (an index stays reserved by its instance
+//     until the instance ends) was not taken: it cannot tell when the
+//     sandbox holds a device open, so REMOVE could not answer EBUSY as the
+//     host does; it still needs revocation for references that outlive the
+//     instance (an fd passed out of the sandbox); and reserved unbound
+//     devices are what the host's LOOP_CTL_GET_FREE names.
+//     Limits of revocation: an open(2) that passed its permission check
+//     just before the revoke and is descheduled until after the kernel
+//     removed the device still goes on to the block layer, which creates
+//     the device again (the window is the few instructions between the
+//     check and the device lookup; only a kernel without legacy autoload
+//     closes it). A supervisor killed with SIGKILL revokes nothing: a
+//     reference its sandbox passed to a process outside that runs as the
+//     sandbox's host uid survives, and reaches the index's next device
+//     once gc has released the dead supervisor's devices.
 //   - Partitions (partitions.go): a device attached with LO_FLAGS_PARTSCAN
 //     gets its GPT/MBR read by loopvisor and one more instance device per
 //     partition, backed by the whole device with the partition's offset

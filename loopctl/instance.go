@@ -279,13 +279,31 @@ func (in *Instance) Remove(idx int32) error {
 		return unix.ENODEV
 	}
 	i := int(idx)
+	// Revoke the sandbox's nodes before the kernel may remove the device:
+	// a reference it kept must never open whatever gets index i next, nor
+	// make the kernel create it again. An fd it already has open makes the
+	// kernel answer EBUSY, and the nodes open again.
+	if err := in.View.Revoke(i); err != nil {
+		in.log.WithError(err).WithField("loop", i).Error("cannot revoke the device's nodes; device kept: EIO")
+		in.regrant(i)
+		return unix.EIO
+	}
 	in.unclaim(i)
 	if err := in.host.Remove(i); err != nil && err != unix.ENODEV {
+		in.regrant(i)
 		in.claim(i)
 		return err
 	}
 	in.forget(i)
 	return nil
+}
+
+// regrant gives the sandbox its nodes of idx back after a revoke, when the
+// device stays in the instance after all.
+func (in *Instance) regrant(idx int) {
+	if err := in.View.Grant(idx); err != nil {
+		in.log.WithError(err).WithField("loop", idx).Error("cannot give the device's nodes back")
+	}
 }
 
 // forget drops idx from the instance. Preconditions: in.mu held, device
@@ -321,10 +339,10 @@ func (in *Instance) EndBind(idx int) {
 	}
 }
 
-// Close releases every device of the instance: detach, then remove. Devices
-// still in use outside the instance (mounted, claimed, open) are left bound
-// and stay in the journal for a later gc. It waits up to timeout for the
-// sandbox's last closes to take effect.
+// Close releases every device of the instance: revoke its nodes, detach,
+// remove. Devices still in use outside the instance (mounted, claimed, open)
+// are left bound and stay in the journal for a later gc. It waits up to
+// timeout for the sandbox's last closes to take effect.
 func (in *Instance) Close(timeout time.Duration) error {
 	in.mu.Lock()
 	if in.closed {
@@ -339,6 +357,12 @@ func (in *Instance) Close(timeout time.Duration) error {
 
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	// No node of the instance opens again, whatever is left below.
+	for idx := range in.devs {
+		if err := in.View.Revoke(idx); err != nil {
+			in.log.WithError(err).WithField("loop", idx).Error("cannot revoke a node")
+		}
+	}
 	deadline := time.Now().Add(timeout)
 	var left []int
 	for {

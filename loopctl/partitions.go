@@ -182,10 +182,15 @@ func (in *Instance) addPartition(idx int, p Partition) error {
 // freeChild gives back a device allocated for a partition that could not
 // be attached. Preconditions: in.mu held.
 func (in *Instance) freeChild(child int) {
+	if err := in.View.Revoke(child); err != nil {
+		in.regrant(child)
+		return
+	}
 	in.unclaim(child)
 	if err := in.host.Remove(child); err == nil || err == unix.ENODEV {
 		in.forget(child)
 	} else {
+		in.regrant(child)
 		in.claim(child)
 	}
 }
@@ -193,10 +198,17 @@ func (in *Instance) freeChild(child int) {
 // dropPartition detaches and removes a partition device. Preconditions:
 // in.mu held.
 func (in *Instance) dropPartition(idx int, pd partDev) error {
-	if err := ReleaseDevice(in.host, in.reg, pd.idx); err != nil {
+	// As Remove: the sandbox's nodes of the device go dead before the
+	// device may leave the instance.
+	if err := in.View.Revoke(pd.idx); err != nil {
+		in.regrant(pd.idx)
 		return err
 	}
-	in.View.RemoveNode(partName(idx, pd.num))
+	if err := ReleaseDevice(in.host, in.reg, pd.idx); err != nil {
+		in.regrant(pd.idx)
+		return err
+	}
+	in.View.RemoveNode(partName(idx, pd.num), pd.idx)
 	in.forget(pd.idx)
 	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, pd.num)}).Info("partition detached")
 	return nil

@@ -1,6 +1,7 @@
 package loopctl
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +19,7 @@ const (
 	ViewSysBlock = "sys-block"
 	ViewSysClass = "sys-class-block"
 	ViewSysDev   = "sys-dev-block"
-	viewNodes    = "nodes" // supervisor-only nodes used to claim devices
+	viewNodes    = "nodes" // supervisor-only: loop nodes are made here, then moved into dev/
 )
 
 // ViewMounts maps each view directory to the path a sandbox attaches it on.
@@ -36,6 +37,12 @@ type View struct {
 	root *os.File // the tmpfs root (O_PATH-like directory fd)
 	uid  int      // host uid of the sandbox's root
 	gid  int
+
+	// nodes holds an O_PATH handle on every loop node inode the view made,
+	// by the loop index it points at, until the device leaves the
+	// instance: Revoke reaches the inode through it whatever the sandbox
+	// did to the names (renamed, hard-linked, bind-mounted, unlinked).
+	nodes map[int][]*nodeInode
 
 	// Publish, if set, is called after a device node appears in the view
 	// with a detached mount of it (the caller owns it), and Unpublish
@@ -67,7 +74,7 @@ func NewView(uid, gid int) (*View, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fsmount(tmpfs)", err)
 	}
-	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid}
+	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}}
 	if err := v.populate(); err != nil {
 		v.Close()
 		return nil, err
@@ -76,8 +83,20 @@ func NewView(uid, gid int) (*View, error) {
 }
 
 // Close drops the supervisor's reference; the tmpfs goes away once the
-// sandbox's mounts of it are gone too.
-func (v *View) Close() error { return v.root.Close() }
+// sandbox's mounts of it are gone too. Loop nodes still in the view are
+// revoked first: nothing the sandbox kept of them opens again.
+func (v *View) Close() error {
+	v.mu.Lock()
+	for idx, ns := range v.nodes {
+		for _, n := range ns {
+			_ = n.revoke()
+			n.f.Close()
+		}
+		delete(v.nodes, idx)
+	}
+	v.mu.Unlock()
+	return v.root.Close()
+}
 
 func (v *View) fd() int { return int(v.root.Fd()) }
 
@@ -86,6 +105,9 @@ func (v *View) populate() error {
 		if err := unix.Mkdirat(v.fd(), d, 0o755); err != nil {
 			return os.NewSyscallError("mkdir "+d, err)
 		}
+	}
+	if err := unix.Mkdirat(v.fd(), viewNodes, 0o700); err != nil {
+		return os.NewSyscallError("mkdir "+viewNodes, err)
 	}
 	if err := unix.Fchownat(v.fd(), ViewDev, v.uid, v.gid, 0); err != nil {
 		return err
@@ -182,6 +204,22 @@ func (v *View) remove(path string) {
 	}
 }
 
+// removeIfOurs unlinks dev/name if it is still one of the inodes made for
+// loop index idx (the sandbox owns dev/ and may have put its own file
+// there). Preconditions: v.mu held.
+func (v *View) removeIfOurs(name string, idx int) {
+	var st unix.Stat_t
+	if unix.Fstatat(v.fd(), ViewDev+"/"+name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return
+	}
+	for _, n := range v.nodes[idx] {
+		if n.ino == st.Ino {
+			v.remove(ViewDev + "/" + name)
+			return
+		}
+	}
+}
+
 // AddLoop makes loop device idx visible in the sandbox: /dev/loopN (mode
 // and group as on the host, owned by the sandbox's root) and its sysfs links.
 func (v *View) AddLoop(idx int) error {
@@ -203,7 +241,8 @@ func (v *View) AddLoop(idx int) error {
 	return nil
 }
 
-// RemoveLoop hides loop device idx from the sandbox.
+// RemoveLoop hides loop device idx from the sandbox and revokes every
+// node inode made for it (see Revoke); the device has left the instance.
 func (v *View) RemoveLoop(idx int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -211,7 +250,12 @@ func (v *View) RemoveLoop(idx int) {
 	if v.Unpublish != nil {
 		v.Unpublish(name)
 	}
-	v.remove(ViewDev + "/" + name)
+	v.removeIfOurs(name, idx)
+	for _, n := range v.nodes[idx] {
+		_ = n.revoke()
+		n.f.Close()
+	}
+	delete(v.nodes, idx)
 	v.remove(ViewSysBlock + "/" + name)
 	v.remove(ViewSysClass + "/" + name)
 	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx))
@@ -252,32 +296,159 @@ func (v *View) AddNode(name string, idx int) error {
 	return v.addNode(name, idx)
 }
 
-// addNode makes /dev/name for loop device idx (mode and group as on the
-// host, owned by the sandbox's root) and publishes it. Preconditions: v.mu
-// held.
+// nodeInode is one loop node inode the view made.
+type nodeInode struct {
+	f    *os.File // O_PATH
+	ino  uint64
+	mode uint32 // the host's permission bits
+	gid  int    // host gid of the node's group
+	uid  int    // host uid of the sandbox's root
+}
+
+// POSIX ACL xattr format (include/uapi/linux/posix_acl_xattr.h).
+const (
+	aclXattr    = "system.posix_acl_access"
+	aclVersion  = 2
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclMask     = 0x10
+	aclOther    = 0x20
+	aclNoID     = 0xffffffff
+)
+
+func (n *nodeInode) procPath() string { return "/proc/self/fd/" + strconv.Itoa(int(n.f.Fd())) }
+
+// grant gives the node its access: owner host root (0, unmapped in the
+// sandbox, so the sandbox's root can neither chmod nor chown it back after
+// a revoke), the host node's group, and the host node's mode bits, with an
+// ACL entry that gives the sandbox's root the owner's bits (it opens its
+// own nodes as host root opens the host's). Users of the sandbox in the
+// mapped group get the group bits, others the other bits: what the same
+// users get on the host.
+func (n *nodeInode) grant() error {
+	if err := unix.Fchownat(int(n.f.Fd()), "", 0, n.gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return os.NewSyscallError("fchownat", err)
+	}
+	owner, group, other := uint16(n.mode>>6&7), uint16(n.mode>>3&7), uint16(n.mode&7)
+	le := binary.LittleEndian
+	acl := le.AppendUint32(nil, aclVersion)
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{
+		{aclUserObj, owner, aclNoID}, {aclUser, owner, uint32(n.uid)}, {aclGroupObj, group, aclNoID},
+		{aclMask, owner | group, aclNoID}, {aclOther, other, aclNoID},
+	} {
+		acl = le.AppendUint16(acl, e.tag)
+		acl = le.AppendUint16(acl, e.perm)
+		acl = le.AppendUint32(acl, e.id)
+	}
+	if err := unix.Setxattr(n.procPath(), aclXattr, acl, 0); err != nil {
+		return os.NewSyscallError("setxattr "+aclXattr, err)
+	}
+	return nil
+}
+
+// revoke makes the inode open for nobody but host root: owner and group
+// 0:0, mode 000 (with an ACL, mode 000 also masks the sandbox root's
+// entry). Every name, hard link, bind mount and O_PATH fd of the inode is
+// then dead, and the sandbox cannot undo it.
+func (n *nodeInode) revoke() error {
+	if err := unix.Fchownat(int(n.f.Fd()), "", 0, 0, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return os.NewSyscallError("fchownat", err)
+	}
+	if err := unix.Chmod(n.procPath(), 0); err != nil {
+		return os.NewSyscallError("chmod", err)
+	}
+	return nil
+}
+
+// addNode makes /dev/name for loop device idx and publishes it: a fresh
+// inode each time, made in the supervisor-only directory, granted (see
+// grant) before the sandbox can reach it, then moved into dev/.
+// Preconditions: v.mu held.
 func (v *View) addNode(name string, idx int) error {
-	v.remove(ViewDev + "/" + name)
 	mode, gid := hostNodeMode(idx)
-	if err := v.mknod(ViewDev+"/"+name, unix.S_IFBLK|mode, LoopMajor, uint32(idx), v.uid, v.gid+gid); err != nil {
+	tmp := viewNodes + "/" + name
+	v.remove(tmp)
+	// Mode 0 until granted; mknod's umask does not matter.
+	if err := unix.Mknodat(v.fd(), tmp, unix.S_IFBLK, int(unix.Mkdev(LoopMajor, uint32(idx)))); err != nil {
+		return os.NewSyscallError("mknod "+tmp, err)
+	}
+	fd, err := unix.Openat(v.fd(), tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		v.remove(tmp)
+		return os.NewSyscallError("open "+tmp, err)
+	}
+	n := &nodeInode{f: os.NewFile(uintptr(fd), name), mode: mode, gid: v.gid + gid, uid: v.uid}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		n.f.Close()
+		v.remove(tmp)
 		return err
+	}
+	n.ino = st.Ino
+	v.nodes[idx] = append(v.nodes[idx], n)
+	if err := n.grant(); err != nil {
+		v.remove(tmp)
+		return err
+	}
+	v.remove(ViewDev + "/" + name)
+	if err := unix.Renameat(v.fd(), tmp, v.fd(), ViewDev+"/"+name); err != nil {
+		v.remove(tmp)
+		return os.NewSyscallError("rename "+name, err)
 	}
 	if v.Publish == nil {
 		return nil
 	}
-	node, err := v.Clone(ViewDev + "/" + name)
+	cfd, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if err != nil {
-		return err
+		return os.NewSyscallError("open_tree "+name, err)
 	}
+	node := os.NewFile(uintptr(cfd), "view-"+name)
 	defer node.Close()
 	return v.Publish(name, node)
 }
 
-// RemoveNode hides a node AddNode made.
-func (v *View) RemoveNode(name string) {
+// RemoveNode hides a node AddNode made for loop device idx. The inode is
+// revoked when the device leaves the instance (RemoveLoop).
+func (v *View) RemoveNode(name string, idx int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.Unpublish != nil {
 		v.Unpublish(name)
 	}
-	v.remove(ViewDev + "/" + name)
+	v.removeIfOurs(name, idx)
+}
+
+// Revoke makes every node inode made for loop device idx unopenable (see
+// nodeInode.revoke), before the device may leave the instance: a reference
+// the sandbox kept to a node then never reaches whatever gets index idx
+// next, nor makes the kernel create it again. Grant undoes it when the
+// device stays after all (LOOP_CTL_REMOVE failed). An error means some
+// inode may still open: the device must not leave.
+func (v *View) Revoke(idx int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var first error
+	for _, n := range v.nodes[idx] {
+		if err := n.revoke(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Grant restores the access Revoke took from the nodes of idx.
+func (v *View) Grant(idx int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var first error
+	for _, n := range v.nodes[idx] {
+		if err := n.grant(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
