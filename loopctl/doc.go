@@ -64,6 +64,11 @@
 //     reference its sandbox passed to a process outside that runs as the
 //     sandbox's host uid survives, and reaches the index's next device
 //     once gc has released the dead supervisor's devices.
+//   - A device left at the instance's end because something outside still
+//     holds it open stays journaled; if it is unbound it is bound to an
+//     empty read-only memfd ("tombstone") so the host's LOOP_CTL_GET_FREE
+//     never hands it to anyone while that opener lives. gc only ever
+//     releases devices, it never gives them out.
 //   - Partitions (partitions.go): a device attached with LO_FLAGS_PARTSCAN
 //     gets its GPT/MBR read by loopvisor and one more instance device per
 //     partition, backed by the whole device with the partition's offset

@@ -1,6 +1,7 @@
 package loopctl
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -341,8 +342,9 @@ func (in *Instance) EndBind(idx int) {
 
 // Close releases every device of the instance: revoke its nodes, detach,
 // remove. Devices still in use outside the instance (mounted, claimed, open)
-// are left bound and stay in the journal for a later gc. It waits up to
-// timeout for the sandbox's last closes to take effect.
+// are left bound (an unbound one to a tombstone) and stay in the journal for
+// a later gc. It waits up to timeout for the sandbox's last closes to take
+// effect.
 func (in *Instance) Close(timeout time.Duration) error {
 	in.mu.Lock()
 	if in.closed {
@@ -394,6 +396,9 @@ func (in *Instance) Close(timeout time.Duration) error {
 		}
 		unlock()
 	}
+	for _, idx := range left {
+		Tombstone(in.reg, idx)
+	}
 	in.View.Close()
 	if len(left) > 0 {
 		in.log.WithField("loops", left).Warn("devices still in use outside the instance; left for loopvisor gc")
@@ -434,4 +439,31 @@ func ReleaseDevice(h *Host, reg *Registry, idx int) error {
 		return err
 	}
 	return nil
+}
+
+// Tombstone is for a device left behind because something outside still
+// holds it open: if it is unbound, the host's LOOP_CTL_GET_FREE would hand
+// it out next and its opener would read what the host attaches. Tombstone
+// binds it to an empty, read-only memfd so the kernel skips it while the
+// opener lives; the journal keeps it for gc. Best effort: if it fails the
+// device stays as it was (and in its journal).
+func Tombstone(reg *Registry, idx int) {
+	if !Exists(idx) || Bound(idx) {
+		return
+	}
+	mfd, err := unix.MemfdCreate("loopvisor-tombstone", unix.MFD_CLOEXEC)
+	if err != nil {
+		return
+	}
+	defer unix.Close(mfd)
+	f, err := reg.OpenLoop(idx, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	cfg := make([]byte, SizeofLoopConfig)
+	binary.LittleEndian.PutUint32(cfg[0:], uint32(mfd))
+	binary.LittleEndian.PutUint32(cfg[8+52:], loFlagsReadOnly) // lo_flags
+	copy(cfg[8+56:8+56+63], "loopvisor-tombstone")
+	_, _ = IoctlBuf(f.Fd(), cmdConfigure, cfg)
 }

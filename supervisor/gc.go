@@ -56,6 +56,7 @@ func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Dur
 			}
 		}
 		for _, idx := range keep {
+			loopctl.Tombstone(reg, idx)
 			jl.WithError(errs[idx]).WithField("loop", idx).Warn("gc: device left in place")
 		}
 		left += len(keep)

@@ -224,3 +224,47 @@ echo "remove-closed $(loopctl remove $n)"
 		t.Errorf("sandbox differs from the host (%q):\n%s", want, out)
 	}
 }
+
+// TestLeftDeviceTombstone: a device something outside the sandbox still
+// holds open when the sandbox ends cannot be removed. It stays journaled and
+// is bound to an empty read-only file, so the host's LOOP_CTL_GET_FREE does
+// not hand it out while the opener could read what the host attaches; gc
+// releases it once the opener is gone.
+func TestLeftDeviceTombstone(t *testing.T) {
+	hostGuard(t)
+	state, dir := stateDir(t), workDir(t)
+	defer os.WriteFile(filepath.Join(dir, "held"), []byte("x\n"), 0o644)
+	done := make(chan result, 1)
+	go func() {
+		done <- sandbox(t, dir, state, nil, getFree+`echo $n > idx.tmp && mv idx.tmp idx
+while [ ! -f held ]; do sleep 0.02; done`)
+	}()
+	n := waitFile(t, filepath.Join(dir, "idx"), time.Minute)
+	f, err := os.Open("/dev/loop" + n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	os.WriteFile(filepath.Join(dir, "held"), []byte("x\n"), 0o644)
+	if r := <-done; r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	back, _ := os.ReadFile("/sys/block/loop" + n + "/loop/backing_file")
+	ro, _ := os.ReadFile("/sys/block/loop" + n + "/ro")
+	if !strings.Contains(string(back), "loopvisor-tombstone") || strings.TrimSpace(string(ro)) != "1" {
+		t.Errorf("loop%s, left open by the host, is not tombstoned: backing %q ro %q", n, back, ro)
+	}
+	if g := run(t, dir, filepath.Join(binDir, "loopctl"), "getfree"); strings.TrimSpace(g.Stdout) == "OK "+n {
+		t.Errorf("the host's LOOP_CTL_GET_FREE hands out loop%s, still open from outside", n)
+	}
+	if js, _ := filepath.Glob(filepath.Join(state, "instances", "*.json")); len(js) != 1 {
+		t.Errorf("the left device is not journaled: %v", js)
+	}
+	if r := run(t, dir, loopvisor, "gc", "--state-dir", state); r.Code == 0 {
+		t.Errorf("gc released a device still open:\n%s", r)
+	}
+	f.Close()
+	if r := run(t, dir, loopvisor, "gc", "--state-dir", state, "--wait", "2s"); r.Code != 0 || !strings.Contains(r.Stdout, "released 1") {
+		t.Errorf("gc after the opener closed:\n%s", r)
+	}
+}
