@@ -155,6 +155,10 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) Result {
 	switch cmd {
 	case cmdCtlGetFree:
+		// GET_FREE may create a device: not for a call that is gone.
+		if !c.Valid() {
+			return fail(ErrStale)
+		}
 		idx, err := in.GetFree()
 		if err != nil {
 			log().WithError(err).Info("denied")
