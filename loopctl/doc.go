@@ -5,8 +5,9 @@
 //
 //   - An Instance owns a set of host loop device indices. Indices are the
 //     host's, so sysfs stays consistent. Every device of an instance was
-//     created for it with LOOP_CTL_ADD and is removed with LOOP_CTL_REMOVE
-//     when the instance ends. Devices of other instances and of the host are
+//     created for it with LOOP_CTL_ADD (or, rarely, taken over the instant
+//     after the kernel removed it for the instance: see below) and is
+//     removed with LOOP_CTL_REMOVE when the instance ends. Devices of other instances and of the host are
 //     never handed out.
 //   - While an instance device is unbound the supervisor holds it open with
 //     O_EXCL. The host's LOOP_CTL_GET_FREE may still name it, but nobody
@@ -42,28 +43,39 @@
 //     the owner's bits; users of the sandbox get what the same users get on
 //     the host. Each assignment of a device gets a fresh inode, made in a
 //     directory the sandbox cannot reach and kept open (O_PATH) by the view.
-//     Before a device may leave the instance (LOOP_CTL_REMOVE, a partition
-//     dropped, the instance's end) every inode made for it is revoked:
-//     chown 0:0, mode 000. Only then does the supervisor ask the kernel to
-//     remove the device; if the kernel answers EBUSY (the sandbox holds it
-//     open, exactly as on the host), the access is given back. An open fd
-//     therefore keeps the device in the instance, and no kept reference
-//     opens anything once the device is gone.
-//     The other design (an index stays reserved by its instance
-//     until the instance ends) was not taken: it cannot tell when the
-//     sandbox holds a device open, so REMOVE could not answer EBUSY as the
-//     host does; it still needs revocation for references that outlive the
-//     instance (an fd passed out of the sandbox); and reserved unbound
-//     devices are what the host's LOOP_CTL_GET_FREE names.
-//     Limits of revocation: an open(2) that passed its permission check
-//     just before the revoke and is descheduled until after the kernel
-//     removed the device still goes on to the block layer, which creates
-//     the device again (the window is the few instructions between the
-//     check and the device lookup; only a kernel without legacy autoload
-//     closes it). A supervisor killed with SIGKILL revokes nothing: a
-//     reference its sandbox passed to a process outside that runs as the
-//     sandbox's host uid survives, and reaches the index's next device
-//     once gc has released the dead supervisor's devices.
+//     Before a device may leave the sandbox's view (LOOP_CTL_REMOVE, a
+//     partition dropped, the instance's end) every inode made for it is
+//     revoked: chown 0:0, mode 000. Only then does the supervisor ask the
+//     kernel to remove the device; if the kernel answers EBUSY (the sandbox
+//     holds it open, exactly as on the host), the access is given back, so
+//     an open device never leaves the instance while the instance lives.
+//   - An index stays the instance's until the instance ends. After the
+//     kernel removed a device the sandbox gave back, the supervisor creates
+//     it again at once (LOOP_CTL_ADD of the same index, under the registry
+//     lock so no other instance of the state directory takes the index in
+//     between) and keeps it
+//     hidden and claimed; a dropped partition device is only detached and
+//     hidden. GET_FREE and ADD hand hidden devices out again (with fresh
+//     nodes) before creating new ones, and limits count them. This closes
+//     what revocation alone cannot: an open(2) of a kept node that passed
+//     its permission check just before the revoke and was descheduled
+//     until after the removal goes on to the block layer, where an absent
+//     index is created again by the kernel's block legacy autoload, and an
+//     existing one is opened. With the index kept, such an open reaches
+//     the instance's own device; if it lands in the few instructions
+//     between REMOVE and ADD (ADD then fails with EEXIST), the instance
+//     takes the device that open created (unbound, claimable) instead of
+//     leaving it to the host. The kernel's REMOVE is still needed to learn
+//     whether the sandbox holds the device open (EBUSY as on the host); no
+//     other interface tells.
+//     Limits: a supervisor killed with SIGKILL revokes nothing; a reference
+//     its sandbox passed to a process outside that runs as the sandbox's
+//     host uid survives, and reaches the index's next device once gc has
+//     released the dead supervisor's devices. At the instance's end the
+//     sandbox is dead, but a process outside holding a passed reference
+//     could still race the final removal as above. A loopvisor using
+//     another state directory does not take the registry lock, so in that
+//     REMOVE-ADD gap it could allocate the index and race the take-over.
 //   - A device left at the instance's end because something outside still
 //     holds it open stays journaled; if it is unbound it is bound to an
 //     empty read-only memfd ("tombstone") so the host's LOOP_CTL_GET_FREE

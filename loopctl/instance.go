@@ -49,9 +49,14 @@ type Instance struct {
 	devs    map[int]*os.File  // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
 	binding map[int]int       // indices whose claim is dropped for a caller's command in flight
 	parts   map[int][]partDev // whole device -> its partition devices
-	closed  bool
-	stop    chan struct{}
-	done    chan struct{}
+	// Devices the sandbox gave back (LOOP_CTL_REMOVE, a dropped
+	// partition): kept by the instance until it ends, claimed and without
+	// nodes, so no kept reference can ever reach the index's next device.
+	// GET_FREE and ADD hand them out again first; limits count them.
+	hidden map[int]bool
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -75,7 +80,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {
@@ -113,12 +118,14 @@ func (in *Instance) writeJournal(lock bool) error {
 	return in.reg.Write(j)
 }
 
-// Owns reports whether loop device idx belongs to the instance.
+// Owns reports whether loop device idx belongs to the instance and is
+// shown in it (a device kept hidden after the sandbox gave it back looks
+// absent, as it would on the host).
 func (in *Instance) Owns(idx int) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	_, ok := in.devs[idx]
-	return ok
+	return ok && !in.hidden[idx]
 }
 
 // MaxLoop returns the instance's device limit.
@@ -225,8 +232,8 @@ func (in *Instance) allocate(idx int) (int, error) {
 	return got, nil
 }
 
-// GetFree serves LOOP_CTL_GET_FREE: an unbound device of the instance, or a
-// new one.
+// GetFree serves LOOP_CTL_GET_FREE: the lowest unbound device of the
+// instance (one it kept hidden is shown again), or a new one.
 func (in *Instance) GetFree() (int, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -238,33 +245,62 @@ func (in *Instance) GetFree() (int, error) {
 			best = idx
 		}
 	}
-	if best >= 0 {
-		return best, nil
-	}
-	for idx := range in.devs {
-		if Exists(idx) && !Bound(idx) && (best < 0 || idx < best) {
-			in.claim(idx)
-			if in.devs[idx] != nil { // not in rundown
-				best = idx
+	if best < 0 {
+		for idx := range in.devs {
+			if Exists(idx) && !Bound(idx) && (best < 0 || idx < best) {
+				in.claim(idx)
+				if in.devs[idx] != nil { // not in rundown
+					best = idx
+				}
 			}
 		}
 	}
 	if best >= 0 {
+		in.unhide(best)
 		return best, nil
 	}
 	return in.allocate(-1)
 }
 
-// Add serves LOOP_CTL_ADD.
+// unhide shows a device the instance kept hidden again, with fresh nodes.
+// Preconditions: in.mu held.
+func (in *Instance) unhide(idx int) {
+	if !in.hidden[idx] {
+		return
+	}
+	delete(in.hidden, idx)
+	if err := in.View.AddLoop(idx); err != nil {
+		in.log.WithError(err).Error("cannot add device node")
+	}
+	in.log.WithField("loop", idx).Info("kept device shown again")
+}
+
+// Add serves LOOP_CTL_ADD. A device the instance kept hidden is handed out
+// again before a new one is created.
 func (in *Instance) Add(idx int32) (int, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if idx >= 0 {
+		if in.hidden[int(idx)] {
+			in.unhide(int(idx))
+			return int(idx), nil
+		}
 		if _, ok := in.devs[int(idx)]; ok || Exists(int(idx)) {
 			return -1, unix.EEXIST
 		}
+		return in.allocate(int(idx))
 	}
-	return in.allocate(int(idx))
+	best := -1
+	for h := range in.hidden {
+		if best < 0 || h < best {
+			best = h
+		}
+	}
+	if best >= 0 {
+		in.unhide(best)
+		return best, nil
+	}
+	return in.allocate(-1)
 }
 
 // Remove serves LOOP_CTL_REMOVE. Indices the instance does not own look
@@ -275,7 +311,7 @@ func (in *Instance) Remove(idx int32) error {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if _, ok := in.devs[int(idx)]; !ok {
+	if _, ok := in.devs[int(idx)]; !ok || in.hidden[int(idx)] {
 		in.log.WithField("loop", idx).Info("LOOP_CTL_REMOVE of a device outside the instance: ENODEV")
 		return unix.ENODEV
 	}
@@ -289,14 +325,69 @@ func (in *Instance) Remove(idx int32) error {
 		in.regrant(i)
 		return unix.EIO
 	}
-	in.unclaim(i)
-	if err := in.host.Remove(i); err != nil && err != unix.ENODEV {
+	if err := in.removeAndKeep(i); err != nil {
 		in.regrant(i)
-		in.claim(i)
 		return err
 	}
-	in.forget(i)
 	return nil
+}
+
+// removeAndKeep removes device idx, whose nodes are revoked, and keeps its
+// index for the instance: the kernel's REMOVE says whether anyone holds the
+// device open (EBUSY: the nodes are granted back), and the device is then
+// created again at once, hidden and claimed, until the instance ends. An
+// open(2) of a kept node that passed its permission check just before the
+// revoke can still be on its way to the block layer; it must find the
+// instance's own device there, never an absent index (which the kernel's
+// block legacy autoload would create as a host device) nor the next
+// tenant's. The registry lock keeps other instances from taking the index
+// in between; if something else created it all the same (the host, or
+// that open's autoload), the instance takes it if it is unbound. On an
+// error the device stays as it was, its nodes still revoked.
+// Preconditions: in.mu held, the nodes of idx revoked.
+func (in *Instance) removeAndKeep(idx int) error {
+	unlock, err := in.reg.Lock()
+	if err != nil {
+		return unix.EIO
+	}
+	defer unlock()
+	in.unclaim(idx)
+	if err := in.host.Remove(idx); err != nil && err != unix.ENODEV {
+		in.claim(idx)
+		return err
+	}
+	got, err := in.host.Add(idx) // at once: the gap is what a stalled open could hit
+	if err == unix.EEXIST && !Bound(idx) {
+		// Taken only if nobody else claims it: then nobody can bind it.
+		in.claim(idx)
+		if in.devs[idx] != nil {
+			in.log.WithField("loop", idx).Warn("device created again by someone else right after its removal; kept by the instance")
+			got, err = idx, nil
+		}
+	}
+	if err != nil || got != idx {
+		in.log.WithError(err).WithField("loop", idx).Warn("cannot keep the index of a removed device")
+		delete(in.devs, idx)
+		delete(in.hidden, idx)
+		in.View.RemoveLoop(idx)
+		in.reg.DropNode(idx)
+		if err := in.writeJournal(false); err != nil {
+			in.log.WithError(err).Error("cannot journal a removed device")
+		}
+		return nil
+	}
+	in.hide(idx)
+	in.log.WithField("loop", idx).Info("device given back by the sandbox; hidden and kept until the instance ends")
+	return nil
+}
+
+// hide takes device idx out of the sandbox's view (its nodes revoked) and
+// keeps it for the instance, claimed once it is unbound, until GET_FREE or
+// ADD hands it out again or the instance ends. Preconditions: in.mu held.
+func (in *Instance) hide(idx int) {
+	in.View.RemoveLoop(idx)
+	in.hidden[idx] = true
+	in.claim(idx)
 }
 
 // regrant gives the sandbox its nodes of idx back after a revoke, when the
@@ -413,6 +504,19 @@ var ErrInUse = errors.New("loop device in use outside the instance")
 // ReleaseDevice detaches and removes loop device idx, unless something else
 // still uses it.
 func ReleaseDevice(h *Host, reg *Registry, idx int) error {
+	if err := DetachDevice(reg, idx); err != nil || !Exists(idx) {
+		return err
+	}
+	if err := h.Remove(idx); err != nil && err != unix.ENODEV {
+		return err
+	}
+	return nil
+}
+
+// DetachDevice detaches loop device idx (if it exists and is bound), unless
+// something else still uses it: mounted or claimed (ErrInUse), or in
+// rundown (EAGAIN).
+func DetachDevice(reg *Registry, idx int) error {
 	if !Exists(idx) {
 		return nil
 	}
@@ -428,15 +532,11 @@ func ReleaseDevice(h *Host, reg *Registry, idx int) error {
 		}
 		return err
 	}
+	defer f.Close()
 	if Bound(idx) {
 		if _, err := Ioctl(f.Fd(), unix.LOOP_CLR_FD, 0); err != nil && err != unix.ENXIO {
-			f.Close()
 			return err
 		}
-	}
-	f.Close()
-	if err := h.Remove(idx); err != nil && err != unix.ENODEV {
-		return err
 	}
 	return nil
 }

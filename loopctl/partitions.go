@@ -180,23 +180,18 @@ func (in *Instance) addPartition(idx int, p Partition) error {
 }
 
 // freeChild gives back a device allocated for a partition that could not
-// be attached. Preconditions: in.mu held.
+// be attached: the instance keeps it, hidden. Preconditions: in.mu held.
 func (in *Instance) freeChild(child int) {
 	if err := in.View.Revoke(child); err != nil {
 		in.regrant(child)
 		return
 	}
-	in.unclaim(child)
-	if err := in.host.Remove(child); err == nil || err == unix.ENODEV {
-		in.forget(child)
-	} else {
-		in.regrant(child)
-		in.claim(child)
-	}
+	in.hide(child)
 }
 
-// dropPartition detaches and removes a partition device. Preconditions:
-// in.mu held.
+// dropPartition detaches a partition device; the instance keeps it,
+// hidden, until it ends (the kernel never removes it, so no kept node of it
+// can reach another device). Preconditions: in.mu held.
 func (in *Instance) dropPartition(idx int, pd partDev) error {
 	// As Remove: the sandbox's nodes of the device go dead before the
 	// device may leave the instance.
@@ -204,12 +199,12 @@ func (in *Instance) dropPartition(idx int, pd partDev) error {
 		in.regrant(pd.idx)
 		return err
 	}
-	if err := ReleaseDevice(in.host, in.reg, pd.idx); err != nil {
+	if err := DetachDevice(in.reg, pd.idx); err != nil {
 		in.regrant(pd.idx)
 		return err
 	}
 	in.View.RemoveNode(partName(idx, pd.num), pd.idx)
-	in.forget(pd.idx)
+	in.hide(pd.idx)
 	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, pd.num)}).Info("partition detached")
 	return nil
 }
