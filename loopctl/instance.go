@@ -290,9 +290,15 @@ func (in *Instance) Add(idx int32) (int, error) {
 		}
 		return in.allocate(int(idx))
 	}
+	return in.take()
+}
+
+// take hands out the lowest hidden device of the instance that is ready
+// (claimed, so unbound), or allocates a new one. Preconditions: in.mu held.
+func (in *Instance) take() (int, error) {
 	best := -1
 	for h := range in.hidden {
-		if best < 0 || h < best {
+		if in.devs[h] != nil && in.binding[h] == 0 && (best < 0 || h < best) {
 			best = h
 		}
 	}

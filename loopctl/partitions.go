@@ -133,7 +133,7 @@ func (in *Instance) setPartitions(idx int, parts []Partition) error {
 // addPartition attaches a loop device of the instance for partition p of
 // idx. Preconditions: in.mu held.
 func (in *Instance) addPartition(idx int, p Partition) error {
-	child, err := in.allocate(-1)
+	child, err := in.take()
 	if err != nil {
 		in.log.WithError(err).WithField("partition", partName(idx, p.Number)).Warn("no loop device for a partition")
 		return err

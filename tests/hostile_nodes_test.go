@@ -300,3 +300,30 @@ while [ ! -f held ]; do sleep 0.02; done`)
 		t.Errorf("gc after the opener closed:\n%s", r)
 	}
 }
+
+// TestStalePartitionNode: references kept to a partition node (loopNpM)
+// die with the partition, as those to a whole device do.
+func TestStalePartitionNode(t *testing.T) {
+	needTools(t, "sfdisk")
+	hostGuard(t)
+	removeStrays(t, loopDevices())
+	state, dir := stateDir(t), workDir(t)
+	out := sandboxOK(t, dir, state, nil, `set -e
+truncate -s 64M disk.img
+printf 'label: dos\n,16M,83\n' | sfdisk -q disk.img
+dev=$(losetup -P -f --show disk.img)
+stalenode ${dev}p1 go > stale.out &
+while ! grep -q held stale.out 2>/dev/null; do sleep 0.02; done
+touch bind.target
+mount --bind ${dev}p1 bind.target
+losetup -d $dev
+touch go; wait
+echo "--- stale"; cat stale.out
+echo "bindopen $(loopctl open bind.target)"
+echo "parts $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
+	for _, w := range []string{"--- stale\nheld\nreopen ERR EACCES\n", "bindopen ERR EACCES\n", "parts 0\n"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("want %q in\n%s", w, out)
+		}
+	}
+}
