@@ -352,15 +352,33 @@ func (in *Instance) Remove(idx int32) error {
 // error the device stays as it was, its nodes still revoked.
 // Preconditions: in.mu held, the nodes of idx revoked.
 func (in *Instance) removeAndKeep(idx int) error {
+	kept, err := in.removeAndAdd(idx)
+	if err != nil {
+		return err
+	}
+	// Unpublishing may wait on the container: not under the registry lock.
+	if !kept {
+		in.View.RemoveLoop(idx)
+		return nil
+	}
+	in.hide(idx)
+	in.log.WithField("loop", idx).Info("device given back by the sandbox; hidden and kept until the instance ends")
+	return nil
+}
+
+// removeAndAdd is the part of removeAndKeep under the registry lock. kept
+// is false if the index could not be kept (it is then dropped from the
+// instance and its journal).
+func (in *Instance) removeAndAdd(idx int) (kept bool, err error) {
 	unlock, err := in.reg.Lock()
 	if err != nil {
-		return unix.EIO
+		return false, unix.EIO
 	}
 	defer unlock()
 	in.unclaim(idx)
 	if err := in.host.Remove(idx); err != nil && err != unix.ENODEV {
 		in.claim(idx)
-		return err
+		return false, err
 	}
 	got, err := in.host.Add(idx) // at once: the gap is what a stalled open could hit
 	if err == unix.EEXIST && !Bound(idx) {
@@ -375,16 +393,13 @@ func (in *Instance) removeAndKeep(idx int) error {
 		in.log.WithError(err).WithField("loop", idx).Warn("cannot keep the index of a removed device")
 		delete(in.devs, idx)
 		delete(in.hidden, idx)
-		in.View.RemoveLoop(idx)
 		in.reg.DropNode(idx)
 		if err := in.writeJournal(false); err != nil {
 			in.log.WithError(err).Error("cannot journal a removed device")
 		}
-		return nil
+		return false, nil
 	}
-	in.hide(idx)
-	in.log.WithField("loop", idx).Info("device given back by the sandbox; hidden and kept until the instance ends")
-	return nil
+	return true, nil
 }
 
 // hide takes device idx out of the sandbox's view (its nodes revoked) and
