@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,24 +60,31 @@ func loopDevices() []string {
 	return devs
 }
 
-// removeStrays removes loop devices that appeared during the test, are
-// unbound and were not there before: what a successful attack 4 leaves.
-func removeStrays(t *testing.T, before []string) {
+// removeStrays returns a func to name loop indices the test's sandbox used;
+// at the end, those among them that did not exist before the test, exist
+// now and are unbound (what a successful attack 4 leaves) are removed.
+// Only named indices: other devices on the machine are not the test's.
+func removeStrays(t *testing.T) func(idx string) {
 	t.Helper()
 	had := map[string]bool{}
-	for _, d := range before {
+	for _, d := range loopDevices() {
 		had[d] = true
 	}
+	var used []string
 	t.Cleanup(func() {
-		for _, d := range loopDevices() {
+		for _, n := range used {
+			d := "loop" + n
 			if had[d] || bound("/dev/"+d) {
 				continue
 			}
-			n := strings.TrimPrefix(d, "loop")
+			if _, err := os.Stat("/sys/devices/virtual/block/" + d); err != nil {
+				continue
+			}
 			r := run(t, "/", filepath.Join(binDir, "loopctl"), "remove", n)
 			t.Logf("removed stray host device %s: %s", d, strings.TrimSpace(r.Stdout))
 		}
 	})
+	return func(idx string) { used = append(used, idx) }
 }
 
 // checkRefsDead fails t if out shows a kept reference that still opened
@@ -103,7 +111,7 @@ func checkRefsDead(t *testing.T, out string) {
 // or write into B's image.
 func TestAttack3StaleNodeNextTenant(t *testing.T) {
 	hostGuard(t)
-	removeStrays(t, loopDevices())
+	stray := removeStrays(t)
 	state, dirA := stateDir(t), workDir(t)
 	dirB := workDir(t)
 	must(os.Chown(dirB, OtherUID, OtherUID))
@@ -124,6 +132,7 @@ func TestAttack3StaleNodeNextTenant(t *testing.T) {
 `+useRefs)
 	}()
 	n := waitFile(t, filepath.Join(dirA, "idx"), time.Minute)
+	stray(n)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -167,7 +176,7 @@ while [ ! -f done ]; do sleep 0.02; done; losetup -d $d`)
 func TestAttack4StaleNodeAutoload(t *testing.T) {
 	hostGuard(t)
 	before := loopDevices()
-	removeStrays(t, before)
+	stray := removeStrays(t)
 	state, dir := stateDir(t), workDir(t)
 	defer os.WriteFile(filepath.Join(dir, "checked"), []byte("x\n"), 0o644)
 	var wg sync.WaitGroup
@@ -185,6 +194,7 @@ echo "add $(loopctl add -1)"
 `)
 	}()
 	n := waitFile(t, filepath.Join(dir, "idx"), time.Minute)
+	stray(n)
 	during := loopDevices()
 	journaled := map[string]bool{}
 	js, _ := filepath.Glob(filepath.Join(state, "instances", "*.json"))
@@ -306,12 +316,13 @@ while [ ! -f held ]; do sleep 0.02; done`)
 func TestStalePartitionNode(t *testing.T) {
 	needTools(t, "sfdisk")
 	hostGuard(t)
-	removeStrays(t, loopDevices())
+	stray := removeStrays(t)
 	state, dir := stateDir(t), workDir(t)
 	out := sandboxOK(t, dir, state, nil, `set -e
 truncate -s 64M disk.img
 printf 'label: dos\n,16M,83\n' | sfdisk -q disk.img
 dev=$(losetup -P -f --show disk.img)
+echo "child $((0x$(stat -c %T ${dev}p1)))"
 stalenode ${dev}p1 go > stale.out &
 while ! grep -q held stale.out 2>/dev/null; do sleep 0.02; done
 touch bind.target
@@ -321,6 +332,9 @@ touch go; wait
 echo "--- stale"; cat stale.out
 echo "bindopen $(loopctl open bind.target)"
 echo "parts $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
+	if m := regexp.MustCompile(`child (\d+)`).FindStringSubmatch(out); m != nil {
+		stray(m[1])
+	}
 	for _, w := range []string{"--- stale\nheld\nreopen ERR EACCES\n", "bindopen ERR EACCES\n", "parts 0\n"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("want %q in\n%s", w, out)

@@ -130,7 +130,7 @@ echo "after: $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
 			t.Errorf("want %q in\n%s", w, out)
 		}
 	}
-	if strings.Contains(lineWith(out, "partx-d:"), "p2") || strings.Contains(lineWith(out, "partx-d:"), "p3") {
+	if l := lineWith(out, "partx-d:") + " "; strings.Contains(l, "p2 ") || strings.Contains(l, "p3 ") {
 		t.Errorf("partx -d did not remove p2/p3:\n%s", out)
 	}
 }
