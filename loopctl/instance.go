@@ -419,18 +419,6 @@ func (in *Instance) regrant(idx int) {
 	}
 }
 
-// forget drops idx from the instance. Preconditions: in.mu held, device
-// removed.
-func (in *Instance) forget(idx int) {
-	delete(in.devs, idx)
-	in.View.RemoveLoop(idx)
-	in.reg.DropNode(idx)
-	if err := in.writeJournal(true); err != nil {
-		in.log.WithError(err).Error("cannot journal a removed device")
-	}
-	in.log.WithField("loop", idx).Info("device removed from instance")
-}
-
 // BeginBind drops the claim on idx so the caller's LOOP_CONFIGURE or
 // LOOP_SET_FD can bind it; EndBind re-takes it if the bind failed.
 func (in *Instance) BeginBind(idx int) {
