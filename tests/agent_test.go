@@ -92,7 +92,7 @@ func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	b, err := oci.NewBundle(dir, args, "fuse2fs", "truncate", "debugfs", "mkdir", "grep", "wc", "sed", "cut", "stat",
-		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
+		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"), filepath.Join(binDir, "fusehang"))
 	if err != nil {
 		t.Fatal(err)
 	}
