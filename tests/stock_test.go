@@ -14,8 +14,14 @@ import (
 
 // stockDist is the Debian release whose stock image (mmdebstrap minbase +
 // util-linux, mount, e2fsprogs, squashfs-tools, dosfstools; no FUSE
-// helper) the stock-image tests run.
-const stockDist = "bookworm"
+// helper) the stock-image tests run: bookworm, or $LOOPVISOR_STOCK_DIST
+// (e.g. trixie, whose util-linux 2.41 mounts with fsopen).
+var stockDist = func() string {
+	if d := os.Getenv("LOOPVISOR_STOCK_DIST"); d != "" {
+		return d
+	}
+	return "bookworm"
+}()
 
 // stockBundle makes a bundle in a new directory whose root file system is
 // a fresh copy of the stock image of dist (owners shifted to the
@@ -124,7 +130,7 @@ func stockCase(t *testing.T, rt *oci.Runtime, a *agentProc, script string, bareE
 	return res, b
 }
 
-// TestStockLosetup: the stock bookworm image's own losetup (util-linux
+// TestStockLosetup: the stock image's own losetup (bookworm: util-linux
 // 2.38) under runc and crun with only oci-config applied: -f, --show,
 // -a, -d. Without loopvisor losetup fails.
 func TestStockLosetup(t *testing.T) {
@@ -160,7 +166,7 @@ type stockMountCase struct {
 	check  func(t *testing.T, b *oci.Bundle, stdout string)
 }
 
-// TestStockMount: `mount -o loop` in the stock bookworm image, which has
+// TestStockMount: `mount -o loop` in the stock image, which has
 // no FUSE helper, under runc and crun with only oci-config applied and the
 // agent's default policy (FUSE helpers, the host's): ext4 (mkfs.ext4
 // inside, write, host e2fsck -fn and debugfs), squashfs (made on the host
