@@ -24,16 +24,17 @@ import (
 
 // StockPackages are installed on top of mmdebstrap's minbase variant in
 // every stock image: what the tests run inside (losetup, mount, umount,
-// mkfs.ext4, e2fsck, debugfs, mksquashfs, mkfs.vfat, fsck.vfat). None of
-// them brings a FUSE helper; BuildStockImage checks that.
-var StockPackages = []string{"util-linux", "mount", "e2fsprogs", "squashfs-tools", "dosfstools"}
+// mkfs.ext4, e2fsck, debugfs, mksquashfs, mkfs.vfat, fsck.vfat, and
+// sfdisk for partitioned images). None of them brings a FUSE helper;
+// BuildStockImage checks that.
+var StockPackages = []string{"util-linux", "mount", "e2fsprogs", "squashfs-tools", "dosfstools", "fdisk"}
 
 // StockPrograms must be in every stock image (paths inside it).
 var StockPrograms = []string{
 	"usr/bin/sh", "usr/sbin/losetup", "usr/bin/mount", "usr/bin/umount",
 	"usr/sbin/mkfs.ext4", "usr/sbin/e2fsck", "usr/sbin/debugfs",
 	"usr/bin/mksquashfs", "usr/sbin/mkfs.vfat", "usr/sbin/fsck.vfat",
-	"usr/bin/truncate",
+	"usr/sbin/sfdisk", "usr/bin/truncate",
 }
 
 // stockDpkgOpts leave documentation out of the image: it is a quarter of
@@ -245,6 +246,9 @@ func UnpackShifted(tarball, dir string, shift int) error {
 		mode := uint32(h.Mode & 0o7777)
 		switch h.Typeflag {
 		case tar.TypeDir:
+			if fi, err := os.Lstat(p); err == nil && !fi.IsDir() {
+				os.Remove(p) // chmod would follow a symlink
+			}
 			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return err
 			}
