@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -119,6 +120,9 @@ func StockImage(dist string) (string, error) {
 	return path, nil
 }
 
+// BuildTimeout bounds one mmdebstrap run (about 20 s here).
+var BuildTimeout = 10 * time.Minute
+
 // BuildStockImage runs
 //
 //	mmdebstrap --variant=minbase --include=StockPackages --format=tar DIST OUT
@@ -139,12 +143,19 @@ func BuildStockImage(dist, out string) error {
 	if m := Mirror(); m != "" {
 		args = append(args, m)
 	}
-	cmd := exec.Command("mmdebstrap", args...)
+	ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	cmd.WaitDelay = 10 * time.Second
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	cmd.Stdin = strings.NewReader("")
+	fmt.Fprintf(os.Stderr, "oci: building stock image %s with mmdebstrap (once; cached afterwards)\n", out)
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("timed out after %v", BuildTimeout)
+		}
 		return fmt.Errorf("oci: mmdebstrap %s: %v\n%s", strings.Join(args, " "), err, output.Bytes())
 	}
 	if err := CheckStockImage(tmp); err != nil {
