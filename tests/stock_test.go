@@ -12,16 +12,24 @@ import (
 	"github.com/loopvisor/loopvisor/tests/oci"
 )
 
-// stockDist is the Debian release whose stock image (mmdebstrap minbase +
-// util-linux, mount, e2fsprogs, squashfs-tools, dosfstools; no FUSE
-// helper) the stock-image tests run: bookworm, or $LOOPVISOR_STOCK_DIST
-// (e.g. trixie, whose util-linux 2.41 mounts with fsopen).
-var stockDist = func() string {
-	if d := os.Getenv("LOOPVISOR_STOCK_DIST"); d != "" {
-		return d
+// stockDists are the Debian releases whose stock images (mmdebstrap
+// minbase + util-linux, mount, e2fsprogs, squashfs-tools, dosfstools,
+// fdisk; no FUSE helper) the stock-image tests run: bookworm (util-linux
+// 2.38, mount(2)) and trixie (2.41, fsopen and friends), or the list in
+// $LOOPVISOR_STOCK_DISTS (space or comma separated).
+var stockDists = func() []string {
+	if d := os.Getenv("LOOPVISOR_STOCK_DISTS"); d != "" {
+		return strings.Fields(strings.ReplaceAll(d, ",", " "))
 	}
-	return "bookworm"
+	return []string{"bookworm", "trixie"}
 }()
+
+// forStockDists runs f for each of stockDists as a subtest named after it.
+func forStockDists(t *testing.T, f func(t *testing.T, dist string)) {
+	for _, dist := range stockDists {
+		t.Run(dist, func(t *testing.T) { f(t, dist) })
+	}
+}
 
 // stockBundle makes a bundle in a new directory whose root file system is
 // a fresh copy of the stock image of dist (owners shifted to the
@@ -42,11 +50,12 @@ func stockBundle(t *testing.T, dist string, args []string, programs ...string) *
 	return b
 }
 
-// stockOCIBundle is ociBundle on the stock image: the probes loopctl and
-// loopstress (C, glibc only) are copied in at their host paths.
+// stockOCIBundle is ociBundle on the stock image of the first of
+// stockDists: the probes loopctl and loopstress (C, glibc only) are copied
+// in at their host paths.
 func stockOCIBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	t.Helper()
-	b := stockBundle(t, stockDist, args, filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
+	b := stockBundle(t, stockDists[0], args, filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
 	ociConfig(t, a, b)
 	return b
 }
@@ -104,14 +113,15 @@ func TestStockImage(t *testing.T) {
 	}
 }
 
-// stockCase runs script (sh -c) in one stock bundle under rt twice. First
+// stockCase runs script (sh -c) in one bundle of dist's stock image under
+// rt twice. First
 // without loopvisor (runc spec with a user namespace, nothing else), where
 // it must fail with stderr matching bareErr; then with `loopvisor
 // oci-config` applied for agent a, where it must exit 0. prep, if not nil,
 // runs on the bundle before both. It returns the second run's result.
-func stockCase(t *testing.T, rt *oci.Runtime, a *agentProc, script string, bareErr *regexp.Regexp, prep func(b *oci.Bundle)) (oci.Result, *oci.Bundle) {
+func stockCase(t *testing.T, dist string, rt *oci.Runtime, a *agentProc, script string, bareErr *regexp.Regexp, prep func(b *oci.Bundle)) (oci.Result, *oci.Bundle) {
 	t.Helper()
-	b := stockBundle(t, stockDist, []string{"sh", "-c", script})
+	b := stockBundle(t, dist, []string{"sh", "-c", script})
 	if prep != nil {
 		prep(b)
 	}
@@ -130,14 +140,15 @@ func stockCase(t *testing.T, rt *oci.Runtime, a *agentProc, script string, bareE
 	return res, b
 }
 
-// TestStockLosetup: the stock image's own losetup (bookworm: util-linux
-// 2.38) under runc and crun with only oci-config applied: -f, --show,
-// -a, -d. Without loopvisor losetup fails.
+// TestStockLosetup: each stock image's own losetup (util-linux 2.38 in
+// bookworm, 2.41 in trixie) under runc and crun with only oci-config
+// applied: -f, --show, -a, -d. Without loopvisor losetup fails.
 func TestStockLosetup(t *testing.T) {
-	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
-		hostGuard(t)
-		a := startAgent(t, stateDir(t))
-		res, _ := stockCase(t, rt, a, `set -e
+	forStockDists(t, func(t *testing.T, dist string) {
+		runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+			hostGuard(t)
+			a := startAgent(t, stateDir(t))
+			res, _ := stockCase(t, dist, rt, a, `set -e
 cd /tmp
 rm -f disk.img
 truncate -s 32M disk.img
@@ -148,10 +159,11 @@ losetup -a
 echo "count $(losetup -a | wc -l)"
 losetup -d $d
 echo "left $(losetup -a | wc -l)"`, regexp.MustCompile(`losetup: `), nil)
-		if !regexp.MustCompile(`^free /dev/loop\d+\nattached (/dev/loop\d+)\n/dev/loop\d+: .*\(/tmp/disk\.img\)\ncount 1\nleft 0\n$`).MatchString(res.Stdout) {
-			t.Errorf("unexpected output:\n%s", res)
-		}
-		waitGone(t, a)
+			if !regexp.MustCompile(`^free /dev/loop\d+\nattached (/dev/loop\d+)\n/dev/loop\d+: .*\(/tmp/disk\.img\)\ncount 1\nleft 0\n$`).MatchString(res.Stdout) {
+				t.Errorf("unexpected output:\n%s", res)
+			}
+			waitGone(t, a)
+		})
 	})
 }
 
@@ -166,7 +178,7 @@ type stockMountCase struct {
 	check  func(t *testing.T, b *oci.Bundle, stdout string)
 }
 
-// TestStockMount: `mount -o loop` in the stock image, which has
+// TestStockMount: `mount -o loop` in each stock image, which has
 // no FUSE helper, under runc and crun with only oci-config applied and the
 // agent's default policy (FUSE helpers, the host's): ext4 (mkfs.ext4
 // inside, write, host e2fsck -fn and debugfs), squashfs (made on the host
@@ -254,27 +266,29 @@ echo "left $(losetup -a | wc -l)"`,
 			},
 		},
 	}
-	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
-		hostGuard(t)
-		a := startAgent(t, stateDir(t))
-		for _, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				hostGuard(t)
-				var prep func(*oci.Bundle)
-				if c.prep != nil {
-					prep = func(b *oci.Bundle) { c.prep(t, b) }
-				}
-				res, b := stockCase(t, rt, a, fsLine+"\n"+c.script, regexp.MustCompile(`mount: `), prep)
-				src := regexp.MustCompile(`(?m)^fs (\S+) (\S+)$`).FindStringSubmatch(res.Stdout)
-				if src == nil || !regexp.MustCompile(`^/dev/loop\d+$`).MatchString(src[2]) {
-					t.Errorf("the mount should name its loop device as source (fs TYPE SOURCE):\n%s", res.Stdout)
-				}
-				if !strings.HasSuffix(res.Stdout, "left 0\n") {
-					t.Errorf("devices left after umount:\n%s", res)
-				}
-				c.check(t, b, res.Stdout)
-			})
-		}
-		waitGone(t, a)
+	forStockDists(t, func(t *testing.T, dist string) {
+		runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+			hostGuard(t)
+			a := startAgent(t, stateDir(t))
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					hostGuard(t)
+					var prep func(*oci.Bundle)
+					if c.prep != nil {
+						prep = func(b *oci.Bundle) { c.prep(t, b) }
+					}
+					res, b := stockCase(t, dist, rt, a, fsLine+"\n"+c.script, regexp.MustCompile(`mount: `), prep)
+					src := regexp.MustCompile(`(?m)^fs (\S+) (\S+)$`).FindStringSubmatch(res.Stdout)
+					if src == nil || !regexp.MustCompile(`^/dev/loop\d+$`).MatchString(src[2]) {
+						t.Errorf("the mount should name its loop device as source (fs TYPE SOURCE):\n%s", res.Stdout)
+					}
+					if !strings.HasSuffix(res.Stdout, "left 0\n") {
+						t.Errorf("devices left after umount:\n%s", res)
+					}
+					c.check(t, b, res.Stdout)
+				})
+			}
+			waitGone(t, a)
+		})
 	})
 }
