@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,12 +66,30 @@ func nsexecCmd(ns *NS, op string, mnt *os.File, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// OpTimeout bounds a short nsexec op. It works in the container's mount
+// namespace, where a path may cross a FUSE mount the container serves and
+// never answers; FUSE waits are killable, so the op is killed and fails
+// with ETIMEDOUT instead of holding its caller for ever.
+const OpTimeout = 10 * time.Second
+
 // runOp runs a short nsexec op and returns the errno it reports.
 func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
 	cmd := nsexecCmd(ns, op, mnt, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return &opError{op: op, errno: unix.EIO, msg: fmt.Sprintf("nsexec %s: %v", op, err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(OpTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return &opError{op: op, errno: unix.ETIMEDOUT, msg: fmt.Sprintf("nsexec %s %s: no answer within %v (the container's mount table stalls); killed", op, strings.Join(args, " "), OpTimeout)}
+	}
 	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
 	if n, perr := strconv.Atoi(first); perr == nil {
 		if n == 0 && err == nil {
