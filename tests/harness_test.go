@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -60,6 +61,9 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.RemoveAll(dir)
+	// The lock is held by an open *os.File: unreachable, the garbage
+	// collector would close it (and drop the lock) in the middle of the run.
+	runtime.KeepAlive(lock)
 	os.Exit(code)
 }
 
