@@ -43,6 +43,12 @@ func TestAttack8SameIDTwoRuntimes(t *testing.T) {
 		}
 		t.Cleanup(cleanup)
 		b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
+		// Both runtimes derive the default cgroup from the id: /demo for
+		// both, and `kill --all` would kill the other runtime's demo too.
+		b.Spec.Set("linux.cgroupsPath", fmt.Sprintf("/loopvisor-attack8-%s-%d", name, os.Getpid()))
+		if err := b.Save(); err != nil {
+			t.Fatal(err)
+		}
 		c, err := rt.StartID(b, id)
 		if err != nil {
 			t.Fatal(err)
