@@ -182,6 +182,10 @@ func Listen(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// maxMessage bounds a runtime's ContainerProcessState (annotations
+// included).
+const maxMessage = 1 << 20
+
 // statusRequest is what `loopvisor status` sends instead of a runtime's
 // ContainerProcessState.
 const statusRequest = `{"loopvisor":"status"}`
@@ -189,7 +193,10 @@ const statusRequest = `{"loopvisor":"status"}`
 func (a *Agent) handleConn(conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64<<10)
+	// Runtimes send a few hundred bytes; a burst of connections must not
+	// cost 64 KiB each. Longer messages are read on below (the fds come
+	// with the first bytes of a stream socket).
+	buf := make([]byte, 4<<10)
 	oob := make([]byte, unix.CmsgSpace(4*16))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -204,7 +211,7 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 			}
 		}
 	}()
-	msg := buf[:n]
+	msg := append([]byte(nil), buf[:n]...)
 	if strings.TrimSpace(string(msg)) == statusRequest {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		_ = json.NewEncoder(conn).Encode(a.Status())
@@ -219,6 +226,10 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 			return
 		}
 		msg = append(msg, buf[:m]...)
+		if len(msg) > maxMessage {
+			a.log.WithField("bytes", len(msg)).Warn("agent: runtime message too long")
+			return
+		}
 	}
 	var st ContainerProcessState
 	if err := json.Unmarshal(msg, &st); err != nil {
