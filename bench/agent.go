@@ -197,7 +197,7 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 			if err != nil {
 				return err
 			}
-			if len(f) != 3 || f[2] != "0" {
+			if len(f) != 4 || f[2] != "0" {
 				return fmt.Errorf("agentburst single: %v: calls not served\n%s", f, agentLog())
 			}
 			v, err := strconv.ParseFloat(f[1], 64)

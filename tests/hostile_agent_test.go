@@ -272,3 +272,50 @@ func (s *sampler) peak() procSample {
 }
 
 func (s *sampler) stop() { close(s.quit); <-s.done }
+
+// TestAttack8ForgedListeners: listeners that name an existing container's
+// id but come from processes outside it never join its instance. A
+// process in namespaces of its own claims container c1's init as its init
+// (runc exec's message), and another names no pid at all (crun exec's
+// message): both are refused, their trapped calls fail with ENOSYS, and
+// c1's own process is still served by the one instance of c1.
+func TestAttack8ForgedListeners(t *testing.T) {
+	hostGuard(t)
+	prog := filepath.Join(binDir, "agentburst")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", prog, "../bench/csrc/agentburst.c").CombinedOutput(); err != nil {
+		t.Fatalf("compile agentburst: %v\n%s", err, out)
+	}
+	a := startAgent(t, stateDir(t))
+	b := startBurst(t, prog, a.socket)
+	f := b.do(t, "spawnid c1 -1 -1") // c1's init
+	if f[0] != "spawned" || len(f) != 3 {
+		t.Fatalf("spawnid: %v", f)
+	}
+	init := f[2]
+	if f := b.do(t, "single 10 0"); f[2] != "0" {
+		t.Fatalf("c1's own process is not served: %v\n%s", f, a.logText())
+	}
+	b.do(t, "spawnid c1 "+init+" -1") // "I am an exec'd process of c1, whose init is INIT"
+	b.do(t, "spawnid c1 0 0")         // "I am an exec'd process of c1" (no pid)
+	for i, who := range []string{"names c1's init", "names no pid"} {
+		if f := b.do(t, fmt.Sprintf("single 10 %d", i+1)); f[3] != "ENOSYS" {
+			t.Errorf("a process in other namespaces that %s: its calls got %v, want ENOSYS (not served)", who, f)
+		}
+	}
+	if f := b.do(t, "single 10 0"); f[2] != "0" {
+		t.Errorf("c1's own process is no longer served: %v", f)
+	}
+	st := run(t, "/", loopvisor, "status", "--socket", a.socket)
+	if strings.Count(st.Stdout, "container c1 ") != 1 || !strings.Contains(st.Stdout, "pid "+init+"  processes 1 ") {
+		t.Errorf("want one instance of c1 with init %s and one process:\n%s", init, st)
+	}
+	log := a.logText()
+	for _, want := range []string{"refused: the process is not in the user, pid and mount namespaces of the container's init",
+		"refused: the runtime sent no pid and the process making the first trapped call is in the namespaces of no live container of this id"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q", want)
+		}
+	}
+	b.do(t, "exit")
+	waitGone(t, a)
+}

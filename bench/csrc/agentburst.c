@@ -12,9 +12,15 @@
 //               SECCOMP_FILTER_FLAG_NEW_LISTENER; its listener goes to the
 //               agent with status "creating" and id "burst-PID-I".
 //               -> "spawned TOTAL"
-//   single N    container 0 makes 100 warm-up calls, then N timed trapped
-//               calls ioctl(/dev/null, LOOP_CTL_GET_FREE) while the others
-//               sit idle. -> "single NS_PER_CALL ERRORS"
+//   spawnid ID INIT PROC
+//               start one more container whose message names id ID,
+//               state.pid INIT and pid PROC (-1: the child's own pid; 0: no
+//               pid, as crun sends for exec), to try the agent with lying or
+//               colliding messages. -> "spawned TOTAL CHILDPID"
+//   single N [I] container I (default 0) makes 100 warm-up calls, then N
+//               timed trapped calls ioctl(/dev/null, LOOP_CTL_GET_FREE)
+//               while the others sit idle.
+//               -> "single NS_PER_CALL ERRORS ERRNO_NAME_OF_THE_LAST_CALL"
 //   all N       every container makes N trapped calls at once.
 //               -> "all TOTAL_CALLS ELAPSED_NS ERRORS"
 //   exit        every container exits at once; reaped. -> "exited TOTAL"
@@ -58,6 +64,7 @@ struct cmd {
 struct res {
 	long long ns;
 	int errors;
+	int last_errno;
 };
 
 static const char *sock_path;
@@ -137,10 +144,13 @@ static int recv_fd(int s) {
 	return fd;
 }
 
-static int calls(int fd, int k, int *errors) {
-	for (int i = 0; i < k; i++)
-		if (ioctl(fd, GET_FREE, 0) != -1 || errno != ENOTTY)
+static int calls(int fd, int k, int *errors, int *last) {
+	for (int i = 0; i < k; i++) {
+		int r = ioctl(fd, GET_FREE, 0);
+		*last = r == -1 ? errno : 0;
+		if (r != -1 || errno != ENOTTY)
 			(*errors)++;
+	}
 	return 0;
 }
 
@@ -168,13 +178,13 @@ static void child(int sp) {
 		struct cmd c;
 		if (full_read(sp, &c, sizeof c) < 0 || c.op == 'x')
 			_exit(0);
-		struct res r = {0, 0};
+		struct res r = {0, 0, 0};
 		if (c.op == 's') {
-			calls(null, 100, &r.errors);
+			calls(null, 100, &r.errors, &r.last_errno);
 			r.errors = 0;
 		}
 		long long t0 = now_ns();
-		calls(null, c.calls, &r.errors);
+		calls(null, c.calls, &r.errors, &r.last_errno);
 		r.ns = now_ns() - t0;
 		if (write(sp, &r, sizeof r) != sizeof r)
 			_exit(1);
@@ -190,7 +200,7 @@ static void write_file(pid_t pid, const char *name, const char *text) {
 	close(fd);
 }
 
-static void hand_to_agent(pid_t pid, int idx, int lfd) {
+static void hand_to_agent(const char *id, int init_pid, int proc_pid, int lfd) {
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	strncpy(a.sun_path, sock_path, sizeof a.sun_path - 1);
@@ -199,14 +209,15 @@ static void hand_to_agent(pid_t pid, int idx, int lfd) {
 	char msg[512];
 	int len = snprintf(msg, sizeof msg,
 		"{\"ociVersion\":\"1.0.2\",\"fds\":[\"seccompFd\"],\"pid\":%d,\"metadata\":\"\","
-		"\"state\":{\"ociVersion\":\"1.0.2\",\"id\":\"burst-%d-%d\",\"status\":\"creating\",\"pid\":%d,\"bundle\":\"/\"}}",
-		pid, getpid(), idx, pid);
+		"\"state\":{\"ociVersion\":\"1.0.2\",\"id\":\"%s\",\"status\":\"%s\",\"pid\":%d,\"bundle\":\"/\"}}",
+		proc_pid, id, init_pid == proc_pid && init_pid > 0 ? "creating" : "running", init_pid);
 	if (send_fd(s, lfd, msg, len) < 0)
 		die("send to the agent");
 	close(s);
 }
 
-static void spawn(int k) {
+// spawn starts k containers; id NULL: burst-PID-I, each its own init.
+static void spawn(int k, const char *id, int init_pid, int proc_pid) {
 	char map[64];
 	snprintf(map, sizeof map, "0 %d 65536\n", HOST_ID);
 	for (int i = 0; i < k; i++) {
@@ -238,13 +249,22 @@ static void spawn(int k) {
 		int lfd = recv_fd(sv[0]);
 		if (lfd < 0)
 			die("child sent no listener");
-		hand_to_agent(pid, n, lfd);
+		char def[64];
+		if (!id) {
+			snprintf(def, sizeof def, "burst-%d-%d", getpid(), n);
+			hand_to_agent(def, pid, pid, lfd);
+		} else {
+			hand_to_agent(id, init_pid < 0 ? pid : init_pid, proc_pid < 0 ? pid : proc_pid, lfd);
+		}
 		close(lfd);
 		sps[n] = sv[0];
 		pids[n] = pid;
 		n++;
 	}
-	printf("spawned %d\n", n);
+	if (id)
+		printf("spawned %d %d\n", n, pids[n - 1]);
+	else
+		printf("spawned %d\n", n);
 }
 
 static void run(char op, int from, int to, int k, struct res *sum) {
@@ -258,6 +278,7 @@ static void run(char op, int from, int to, int k, struct res *sum) {
 			die("child died");
 		sum->ns += r.ns;
 		sum->errors += r.errors;
+		sum->last_errno = r.last_errno;
 	}
 }
 
@@ -273,22 +294,28 @@ int main(int argc, char **argv) {
 	signal(SIGPIPE, SIG_IGN);
 	char line[128];
 	while (fgets(line, sizeof line, stdin)) {
-		char op[16];
-		int k = 0;
-		if (sscanf(line, "%15s %d", op, &k) < 1)
+		char op[16], id[64];
+		int k = 0, i = 0, init_pid = -1, proc_pid = -1;
+		if (sscanf(line, "%15s %d %d", op, &k, &i) < 1)
 			continue;
 		if (!strcmp(op, "spawn")) {
-			spawn(k);
-		} else if (!strcmp(op, "single")) {
-			if (n < 1 || k < 1) {
-				fprintf(stderr, "agentburst: single needs a container and N >= 1\n");
+			spawn(k, NULL, 0, 0);
+		} else if (!strcmp(op, "spawnid")) {
+			if (sscanf(line, "%15s %63s %d %d", op, id, &init_pid, &proc_pid) != 4) {
+				fprintf(stderr, "agentburst: spawnid ID INIT PROC\n");
 				return 2;
 			}
-			struct res r = {0, 0};
-			run('s', 0, 1, k, &r);
-			printf("single %.0f %d\n", (double)r.ns / k, r.errors);
+			spawn(1, id, init_pid, proc_pid);
+		} else if (!strcmp(op, "single")) {
+			if (k < 1 || i < 0 || i >= n) {
+				fprintf(stderr, "agentburst: single needs N >= 1 and a container\n");
+				return 2;
+			}
+			struct res r = {0, 0, 0};
+			run('s', i, i + 1, k, &r);
+			printf("single %.0f %d %s\n", (double)r.ns / k, r.errors, r.last_errno ? strerrorname_np(r.last_errno) : "0");
 		} else if (!strcmp(op, "all")) {
-			struct res r = {0, 0};
+			struct res r = {0, 0, 0};
 			long long t0 = now_ns();
 			run('a', 0, n, k, &r);
 			printf("all %lld %lld %d\n", (long long)n * k, now_ns() - t0, r.errors);
