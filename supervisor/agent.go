@@ -322,7 +322,7 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 		return nil
 	}
 	var c *container
-	a.work.do("identify", a.log.WithField("container", id), func() { c, err = a.join(id, initPid, procPid, metadata) })
+	a.work.do("attach", a.log.WithField("container", id), func() { c, err = a.join(id, initPid, procPid, metadata) })
 	if err != nil {
 		l.Close()
 		return err
@@ -360,18 +360,14 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 	if err != nil {
 		return nil, fmt.Errorf("container %s, process %d: %w", id, cpid, err)
 	}
-	defer func() {
-		if pidfd >= 0 {
-			unix.Close(pidfd)
-		}
-	}()
+	defer closeFD(pidfd)
 	log := a.log.WithFields(logrus.Fields{"container": id, "pid": procPid})
 	if procPid > 0 && procPid != cpid {
 		pk, ppidfd, err := procNS(procPid)
 		if err != nil {
 			return nil, fmt.Errorf("container %s, process %d: %w", id, procPid, err)
 		}
-		unix.Close(ppidfd)
+		closeFD(ppidfd)
 		if pk != key {
 			log.WithFields(logrus.Fields{"init": cpid, "init_ns": key.String(), "process_ns": pk.String()}).
 				Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")

@@ -104,3 +104,9 @@ func identifyCaller(l *notify.Listener, req *notify.Request) (nsKey, error) {
 }
 
 var errStale = errors.New("the trapped call is no longer pending")
+
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}

@@ -24,14 +24,15 @@ const workLimit = 10 * time.Second
 // goroutine waiting for a slot is parked, not on a thread.
 type workPool struct {
 	slots chan struct{}
+	limit time.Duration
 	log   *logrus.Entry
 }
 
 func newWorkPool(n int, log *logrus.Entry) *workPool {
-	return &workPool{slots: make(chan struct{}, n), log: log}
+	return &workPool{slots: make(chan struct{}, n), limit: workLimit, log: log}
 }
 
-// do runs f holding a slot for at most workLimit and returns when f has
+// do runs f holding a slot for at most p.limit and returns when f has
 // returned.
 func (p *workPool) do(what string, log *logrus.Entry, f func()) {
 	p.slots <- struct{}{}
@@ -40,7 +41,7 @@ func (p *workPool) do(what string, log *logrus.Entry, f func()) {
 		defer close(done)
 		f()
 	}()
-	t := time.NewTimer(workLimit)
+	t := time.NewTimer(p.limit)
 	select {
 	case <-done:
 		t.Stop()
@@ -52,6 +53,6 @@ func (p *workPool) do(what string, log *logrus.Entry, f func()) {
 	if log == nil {
 		log = p.log
 	}
-	log.WithField("step", what).Warnf("still blocked after %v; its worker goes to other containers", workLimit)
+	log.WithField("step", what).Warnf("still blocked after %v; its worker goes to other containers", p.limit)
 	<-done
 }
