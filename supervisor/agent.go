@@ -53,11 +53,12 @@ type AgentConfig struct {
 // mount namespaces (nsKey): the id alone is only unique within one
 // runtime's state root.
 type Agent struct {
-	cfg  AgentConfig
-	host *loopctl.Host
-	reg  *loopctl.Registry
-	log  *logrus.Entry
-	work *workPool // bounds setting up and releasing containers
+	cfg   AgentConfig
+	host  *loopctl.Host
+	reg   *loopctl.Registry
+	log   *logrus.Entry
+	work  *workPool // bounds setting up and releasing containers
+	ident *workPool // bounds reading the namespaces of a runtime's processes
 
 	// mu guards containers and each container's listeners and closing. It
 	// is never held across work that touches a container (entering its
@@ -119,6 +120,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
 	a.work = newWorkPool(agentWorkers, a.log)
+	a.ident = newWorkPool(agentWorkers, a.log)
 	if err := ensureLoopControlNode(reg.Dir); err != nil {
 		host.Close()
 		return nil, err
@@ -321,8 +323,7 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 		go a.serveUnidentified(l, id, status)
 		return nil
 	}
-	var c *container
-	a.work.do("attach", a.log.WithField("container", id), func() { c, err = a.join(id, initPid, procPid, metadata) })
+	c, err := a.join(id, initPid, procPid, metadata)
 	if err != nil {
 		l.Close()
 		return err
@@ -351,28 +352,38 @@ func (a *Agent) knows(id string) bool {
 // join identifies the container of a listener whose process the runtime
 // named and returns its container, creating it for the first listener. The
 // returned container counts the listener; wait for c.ready.
+//
+// The namespaces are read on a pool of their own (a few /proc reads per
+// listener, never blocked by a container): a pool busy setting up others
+// must not leave the container's init time to leave them first. Only the
+// setup of a new container waits for a worker of a.work.
 func (a *Agent) join(id string, initPid, procPid int, metadata string) (*container, error) {
 	cpid := initPid // the container's init: whose namespaces name it
 	if cpid <= 0 {
 		cpid = procPid
 	}
-	key, pidfd, err := procNS(cpid)
+	log := a.log.WithFields(logrus.Fields{"container": id, "pid": procPid})
+	var key, pk nsKey
+	pidfd, ppidfd := -1, -1
+	var err, perr error
+	a.ident.do("identify", log, func() {
+		key, pidfd, err = procNS(cpid)
+		if err == nil && procPid > 0 && procPid != cpid {
+			pk, ppidfd, perr = procNS(procPid)
+			closeFD(ppidfd)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s, process %d: %w", id, cpid, err)
 	}
 	defer closeFD(pidfd)
-	log := a.log.WithFields(logrus.Fields{"container": id, "pid": procPid})
-	if procPid > 0 && procPid != cpid {
-		pk, ppidfd, err := procNS(procPid)
-		if err != nil {
-			return nil, fmt.Errorf("container %s, process %d: %w", id, procPid, err)
-		}
-		closeFD(ppidfd)
-		if pk != key {
-			log.WithFields(logrus.Fields{"init": cpid, "init_ns": key.String(), "process_ns": pk.String()}).
-				Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")
-			return nil, fmt.Errorf("process %d is not in the namespaces of container %s (init %d)", procPid, id, cpid)
-		}
+	if perr != nil {
+		return nil, fmt.Errorf("container %s, process %d: %w", id, procPid, perr)
+	}
+	if procPid > 0 && procPid != cpid && pk != key {
+		log.WithFields(logrus.Fields{"init": cpid, "init_ns": key.String(), "process_ns": pk.String()}).
+			Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")
+		return nil, fmt.Errorf("process %d is not in the namespaces of container %s (init %d)", procPid, id, cpid)
 	}
 	ck := containerKey{id, key}
 	a.mu.Lock()
@@ -398,7 +409,7 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 		log.WithFields(logrus.Fields{"init": cpid, "ns": key.String(), "other_inits": others}).
 			Warn("container id already served for another container (other user, pid or mount namespace): this one gets an instance of its own")
 	}
-	c.err = a.setup(c, pidfd, metadata)
+	a.work.do("setup", log, func() { c.err = a.setup(c, pidfd, metadata) })
 	if c.err != nil {
 		a.mu.Lock()
 		if a.containers[ck] == c {
