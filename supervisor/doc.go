@@ -36,6 +36,19 @@
 // container's init, so a restarted agent keeps a live container's devices
 // and collects them once it is gone.
 //
+// A container is its id together with its init's user, pid and mount
+// namespaces, read on kernel objects (pidfd, then /proc/PID/ns inodes, then
+// the pidfd checked alive): ids are unique only within one runtime's state
+// root, and runc and crun may each run a "demo". A listener whose process
+// the runtime names joins an instance only if that process is in the init's
+// three namespaces; one it names no process for (crun exec sends pid 0)
+// waits for its first trapped call and joins the instance whose namespaces
+// are the caller's (NOTIF_ID_VALID after the reads pins the caller), or is
+// refused. Setting up and releasing containers, which block in system calls
+// (flock, nsexec, unmounts), run on a pool of a few workers, so that an
+// exit burst of a thousand containers costs a few OS threads, not one each;
+// the agent's mutex covers only its map of containers.
+//
 // Errors a container sees are computed in one place, loopctl.Errno. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall
 // and the result.

@@ -296,7 +296,7 @@ func cmdAgent(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	a, err := supervisor.NewAgent(supervisor.AgentConfig{
-		Socket: *socket, StateDir: c.stateDir, Log: log, Mounts: pol,
+		StateDir: c.stateDir, Log: log, Mounts: pol,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {
