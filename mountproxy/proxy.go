@@ -458,7 +458,7 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 		return fail(err)
 	}
 	defer ns.Close()
-	if err := runOp(ns, "move", mnt, a.target); err != nil {
+	if err := MoveLocked(ns, mnt, a.target); err != nil {
 		return fail(err)
 	}
 	l := log.WithField("idmapped", idmapped)

@@ -174,12 +174,27 @@ echo "attack read $(kmcall read mnt/node)"
 	}
 	script.WriteString(`echo "final read $(kmcall read mnt/node)"
 umount mnt && echo unmounted
+`)
+	// ro and noexec are locked too when the mount was asked for them.
+	script.WriteString("mount -o loop,ro,noexec fs.img mnt || exit 1\n")
+	for _, c := range []struct {
+		name  string
+		flags uint64
+	}{
+		{"clear-ro-noexec", msRemount | msBind | msNosuid | msNodev},
+		{"clear-ro", msRemount | msBind | msNosuid | msNodev | unix.MS_NOEXEC},
+		{"clear-noexec", msRemount | msBind | msNosuid | msNodev | msRdonly},
+		{"keep-all", msRemount | msBind | msNosuid | msNodev | msRdonly | unix.MS_NOEXEC},
+	} {
+		fmt.Fprintf(&script, "echo \"rox %s $(kmcall mount - mnt - %#x -)\"\n", c.name, c.flags)
+	}
+	script.WriteString(`umount mnt && echo unmounted-rox
 losetup -a | wc -l
 `)
 	r := sandbox(t, dir, state, []string{"--allow-kernel-mount", "ext4"}, script.String())
 	out := r.Stdout
 	t.Logf("sandbox:\n%s", out)
-	if r.Code != 0 && !strings.Contains(out, "unmounted") {
+	if r.Code != 0 && !strings.Contains(out, "unmounted-rox") {
 		t.Fatalf("sandbox script failed:\n%s", r)
 	}
 	if !strings.Contains(out, "attack remount refused") {
@@ -199,7 +214,9 @@ losetup -a | wc -l
 			t.Errorf("%s: inherited locked mount %q, kernel mount %q: want the same", c.name, rl, ml)
 		}
 	}
-	for _, w := range []string{"ref clear-nosuid-nodev ERR EPERM", "mnt add-ro OK", "mnt back-to-rw OK", "unmounted\n0\n"} {
+	for _, w := range []string{"ref clear-nosuid-nodev ERR EPERM", "mnt add-ro OK", "mnt back-to-rw OK",
+		"rox clear-ro-noexec ERR EPERM", "rox clear-ro ERR EPERM", "rox clear-noexec ERR EPERM", "rox keep-all OK",
+		"unmounted-rox\n0\n"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("want %q", w)
 		}
