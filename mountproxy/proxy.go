@@ -438,6 +438,16 @@ func helperErrno(msg string) unix.Errno {
 // kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
 // nodev, idmapped to the sandbox's user namespace where supported.
 func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+	opts, err := KernelOptions(a.fstype, a.data)
+	if err != nil {
+		var oe *OptionError
+		if errors.As(err, &oe) {
+			log = log.WithField("option", oe.Option)
+		}
+		log.WithError(err).Warn("file system option refused for a kernel mount: EINVAL")
+		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	a.data = opts
 	node, err := p.dev.NodePath(idx)
 	if err != nil {
 		return fail(err)
