@@ -172,6 +172,12 @@ echo "attack read $(kmcall read mnt/node)"
 		fmt.Fprintf(&script, "if mount -o remount,ro %[1]s 2>/dev/null; then echo '%[1]s mount-remount-ro ok'; else echo '%[1]s mount-remount-ro refused'; fi\n", m)
 		fmt.Fprintf(&script, "echo \"%[1]s flags $(grep \" $PWD/%[1]s \" /proc/self/mountinfo | cut -d' ' -f6)\"\n", m)
 	}
+	// A bind mount of it is locked too (the kernel copies the lock flags).
+	fmt.Fprintf(&script, `mkdir -p b; mount --bind mnt b || exit 1
+echo "bind clear-nosuid-nodev $(kmcall mount - b - %#x -)"
+echo "bind read $(kmcall read b/node)"
+umount b
+`, msRemount|msBind)
 	script.WriteString(`echo "final read $(kmcall read mnt/node)"
 umount mnt && echo unmounted
 `)
@@ -200,7 +206,7 @@ losetup -a | wc -l
 	if !strings.Contains(out, "attack remount refused") {
 		t.Errorf("mount -o remount,bind,dev,suid of the kernel mount succeeded: its flags are not locked")
 	}
-	for _, w := range []string{"attack read ERR ", "final read ERR "} {
+	for _, w := range []string{"attack read ERR ", "bind read ERR ", "final read ERR "} {
 		if !strings.Contains(out, w) {
 			t.Errorf("the block node of host loop%d opened on the kernel mount (want %q)", n, w)
 		}
@@ -215,7 +221,7 @@ losetup -a | wc -l
 		}
 	}
 	for _, w := range []string{"ref clear-nosuid-nodev ERR EPERM", "mnt add-ro OK", "mnt back-to-rw OK",
-		"rox clear-ro-noexec ERR EPERM", "rox clear-ro ERR EPERM", "rox clear-noexec ERR EPERM", "rox keep-all OK",
+		"bind clear-nosuid-nodev ERR EPERM", "rox clear-ro-noexec ERR EPERM", "rox clear-ro ERR EPERM", "rox clear-noexec ERR EPERM", "rox keep-all OK",
 		"unmounted-rox\n0\n"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("want %q", w)
