@@ -436,7 +436,9 @@ func helperErrno(msg string) unix.Errno {
 }
 
 // kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
-// nodev, idmapped to the sandbox's user namespace where supported.
+// nodev, idmapped to the sandbox's user namespace where supported, with
+// file system options from the type's allow-list and the mount's flags
+// locked as those of a mount the sandbox inherited.
 func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
 	opts, err := KernelOptions(a.fstype, a.data)
 	if err != nil {
@@ -471,7 +473,7 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 	if err := MoveLocked(ns, mnt, a.target); err != nil {
 		return fail(err)
 	}
-	l := log.WithField("idmapped", idmapped)
+	l := log.WithFields(logrus.Fields{"idmapped": idmapped, "options": strings.Join(a.data, ",")})
 	if !idmapped {
 		l = l.WithField("note", a.fstype+" cannot be idmapped: files keep their host owners (root-owned files show as nobody)")
 	}
