@@ -277,10 +277,18 @@ losetup -a | wc -l
 			t.Errorf("%s: got %q, want EINVAL", o, l)
 		}
 	}
+	// The host, where the kernel defines the behaviour: host root mounts a
+	// fresh ext4 image with each allowed option in a private mount
+	// namespace; the sandbox must get what the host gets.
+	host := hostOptionMounts(t, append(append([]string{}, good...), bad...))
 	for _, o := range good {
-		if l := lineWith(r.Stdout, "good "+o+" "); l != "good "+o+" OK" {
-			t.Errorf("%s: got %q, want OK", o, l)
+		l := lineWith(r.Stdout, "good "+o+" ")
+		if l != "good "+o+" OK" || host[o] != "OK" {
+			t.Errorf("%s: sandbox %q, host %q; want OK on both", o, l, host[o])
 		}
+	}
+	for _, o := range bad {
+		t.Logf("refused in the sandbox, on the host: %s %s", o, host[o])
 	}
 	if l := lineWith(r.Stdout, "squashfs-bad "); !strings.HasSuffix(l, "ERR EINVAL") {
 		t.Errorf("squashfs errors=panic: got %q, want EINVAL", l)
@@ -308,4 +316,43 @@ losetup -a | wc -l
 	if len(missing) > 0 {
 		t.Errorf("no warning naming option %s in the log:\n%s", strings.Join(missing, ", "), r.Stderr)
 	}
+}
+
+// hostOptionMounts mounts a fresh ext4 image as host root with each of
+// opts (through a host loop device, in a private mount namespace) and
+// returns kmcall's answer for each.
+func hostOptionMounts(t *testing.T, opts []string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "host.img")
+	must(os.WriteFile(img, nil, 0o600))
+	must(os.Truncate(img, 32<<20))
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	n := unboundHostLoop(t)
+	dev := fmt.Sprintf("/dev/loop%d", n)
+	if r := run(t, dir, "losetup", dev, img); r.Code != 0 {
+		t.Fatalf("losetup %s: %s", dev, r)
+	}
+	defer func() {
+		if r := run(t, dir, "losetup", "-d", dev); r.Code != 0 {
+			t.Errorf("losetup -d %s: %s", dev, r)
+		}
+	}()
+	var script strings.Builder
+	script.WriteString("mount --make-rprivate / || exit 1\nmkdir -p mnt\n")
+	for _, o := range opts {
+		fmt.Fprintf(&script, "echo \"%[1]s $(kmcall mount %[2]s mnt ext4 0 %[1]s)\"; umount mnt 2>/dev/null\n", o, dev)
+	}
+	script.WriteString("exit 0\n")
+	r := run(t, dir, "unshare", "-m", "sh", "-c", script.String())
+	if r.Code != 0 {
+		t.Fatalf("host mounts: %s", r)
+	}
+	got := map[string]string{}
+	for _, o := range opts {
+		got[o] = strings.TrimPrefix(lineWith(r.Stdout, o+" "), o+" ")
+	}
+	return got
 }
