@@ -11,6 +11,17 @@
 //     sandbox's behalf, always nosuid and nodev, and idmapped to the
 //     sandbox's user namespace where the file system supports it. A type may
 //     not be in both lists.
+//   - A kernel mount is made by host root (fsopen in the supervisor), so
+//     two things keep it from being more than the sandbox could have had.
+//     Its flags are locked as those of a mount the sandbox inherited
+//     (nsexec's lockmove: the kernel sets MNT_LOCK_* only when it copies a
+//     mount into a namespace of a less privileged user namespace, so the
+//     mount is copied there and a clone of the copy attached); a remount
+//     that clears nosuid, nodev, ro or noexec fails with EPERM. And its file
+//     system options come from an allow-list per type (KernelOptions):
+//     nothing that names a host object, reads a host id, or can take the
+//     host down (errors=panic); ext2/3/4 always get an errors= setting,
+//     since their default is in the superblock the sandbox writes.
 //   - Anything else (bind mounts, tmpfs, proc, remounts, propagation
 //     changes, sources that are not the instance's loop devices) is answered
 //     CONTINUE: the kernel decides with the caller's own credentials, exactly

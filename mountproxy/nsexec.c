@@ -18,6 +18,8 @@
  *   exec PROG ARGS...   run PROG in the sandbox's pid namespace as a child,
  *                       with root and cwd as the caller's; exit with its status
  *   move TARGET         attach fd 6 on TARGET (move_mount)
+ *   lockmove TARGET     attach fd 6 on TARGET with its flags locked, as
+ *                       if the sandbox had inherited it (see lockmove())
  *   umount TARGET FLAGS umount2(TARGET, FLAGS)
  *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
  *                       file if it does not exist (a device node for /dev)
@@ -91,6 +93,88 @@ static void attach(int t) {
 	_exit(0);
 }
 
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOUNT_ATTR_NODEV
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+struct lv_mount_attr {
+	unsigned long long attr_set, attr_clr, propagation, userns_fd;
+};
+
+/*
+ * lockmove attaches the detached mount on fd 6 (made by host root, e.g. with
+ * fsmount) on target in the sandbox's mount namespace with its flags locked:
+ * the sandbox cannot remount it without nosuid, nodev, noexec or ro (when
+ * set), nor change its atime flags, exactly as for a mount it inherited.
+ *
+ * The kernel sets MNT_LOCK_* only when it copies mounts into a mount
+ * namespace owned by a less privileged user namespace (copy_mnt_ns ->
+ * lock_mnt_tree) or propagates them into one; a mount moved in by host root
+ * is not locked. So: attach the mount in a private mount namespace of our
+ * own (still the host's user namespace), join the sandbox's user namespace,
+ * unshare the mount namespace again (the copy belongs to the sandbox's user
+ * namespace: every copied mount is locked), clone the locked copy with
+ * open_tree (lock flags are part of the mount's flags and survive the
+ * clone), join the sandbox's mount namespace and attach the clone. An
+ * idmapping must be set on fd 6 before: mount_setattr refuses to idmap an
+ * attached mount, and the copy and the clone keep it.
+ * Preconditions: single-threaded, host root, fds 3-6 as for "move".
+ */
+static void lockmove(const char *target) {
+	if (unshare(CLONE_NEWNS) < 0)
+		die(errno, "unshare mount namespace");
+	/* Nothing done here may propagate to the host's mount table. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die(errno, "make / rprivate");
+	if (syscall(SYS_move_mount, 6, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		die(errno, "move_mount to the private namespace");
+	/* unshare carries the cwd over to the copy of its mount. */
+	if (fchdir(6) < 0)
+		die(errno, "fchdir mount");
+	close(6);
+	if (setns(3, CLONE_NEWUSER) < 0)
+		die(errno, "setns user");
+	if (unshare(CLONE_NEWNS) < 0)
+		die(errno, "unshare mount namespace in the sandbox's user namespace");
+	int m = syscall(SYS_open_tree, AT_FDCWD, ".", OPEN_TREE_CLONE | O_CLOEXEC);
+	if (m < 0)
+		die(errno, "open_tree");
+	/* Check that the kernel locked it: clearing nodev must fail. */
+	struct lv_mount_attr a = {.attr_clr = MOUNT_ATTR_NODEV};
+	if (syscall(SYS_mount_setattr, m, "", AT_EMPTY_PATH, &a, sizeof a) == 0)
+		die(EPERM, "the kernel did not lock the mount's flags");
+	if (errno != EPERM)
+		die(errno, "mount_setattr check");
+	if (setns(3, CLONE_NEWNS) < 0)
+		die(errno, "setns mount");
+	if (setresgid(0, 0, 0) < 0)
+		die(errno, "setresgid");
+	if (setgroups(0, NULL) < 0 && errno != EPERM)
+		die(errno, "setgroups");
+	if (setresuid(0, 0, 0) < 0)
+		die(errno, "setresuid");
+	if (getuid() != 0 || geteuid() != 0)
+		die(EPERM, "not the sandbox's root");
+	if (fchdir(4) < 0)
+		die(errno, "fchdir root");
+	if (chroot(".") < 0)
+		die(errno, "chroot");
+	if (fchdir(5) < 0)
+		die(errno, "fchdir cwd");
+	close(3);
+	close(4);
+	close(5);
+	int t = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, m, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -143,6 +227,8 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		enter(0);
 		attach(open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC));
 	}
+	if (!strcmp(op, "lockmove"))
+		lockmove(argv[1]);
 	if (!strcmp(op, "bind")) {
 		enter(0);
 		int t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);

@@ -122,3 +122,12 @@ func Unbind(ns *NS, target string) error { return runOp(ns, "unbind", nil, targe
 
 // Move attaches mnt on the existing directory target inside the sandbox.
 func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", mnt, target) }
+
+// MoveLocked attaches mnt (a detached mount made by host root) on the
+// existing directory target inside the sandbox with its flags locked, as
+// the kernel locks those of a mount the sandbox inherited: the sandbox
+// cannot remount it without nosuid, nodev, noexec or ro. Any idmapping
+// must be set on mnt before.
+func MoveLocked(ns *NS, mnt *os.File, target string) error {
+	return runOp(ns, "lockmove", mnt, target)
+}

@@ -319,8 +319,20 @@ func helperErrno(msg string) unix.Errno {
 }
 
 // kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
-// nodev, idmapped to the sandbox's user namespace where supported.
+// nodev, idmapped to the sandbox's user namespace where supported, with
+// file system options from the type's allow-list and the mount's flags
+// locked as those of a mount the sandbox inherited.
 func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+	opts, err := KernelOptions(a.fstype, a.data)
+	if err != nil {
+		var oe *OptionError
+		if errors.As(err, &oe) {
+			log = log.WithField("option", oe.Option)
+		}
+		log.WithError(err).Warn("file system option refused for a kernel mount: EINVAL")
+		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	a.data = opts
 	node, err := p.dev.NodePath(idx)
 	if err != nil {
 		return fail(err)
@@ -341,10 +353,10 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 		return fail(err)
 	}
 	defer ns.Close()
-	if err := runOp(ns, "move", mnt, a.target); err != nil {
+	if err := MoveLocked(ns, mnt, a.target); err != nil {
 		return fail(err)
 	}
-	l := log.WithField("idmapped", idmapped)
+	l := log.WithFields(logrus.Fields{"idmapped": idmapped, "options": strings.Join(a.data, ",")})
 	if !idmapped {
 		l = l.WithField("note", a.fstype+" cannot be idmapped: files keep their host owners (root-owned files show as nobody)")
 	}
