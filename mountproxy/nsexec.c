@@ -7,16 +7,14 @@
  * the process is still single-threaded, becomes the sandbox's root (never
  * host root), does one small job and exits; Go's main never runs.
  *
- * Protocol (file descriptors set up by mountproxy/helper.go):
- *   fd 3  pidfd of a task of the sandbox: its user, mount (and pid) namespaces
+ * Protocol (file descriptors set up by mountproxy/nsexec.go):
+ *   fd 3  pidfd of a task of the sandbox: its user and mount namespaces
  *   fd 4  the caller's root directory (O_PATH, from /proc/PID/root)
  *   fd 5  the caller's working directory (O_PATH, from /proc/PID/cwd)
  *   fd 6  a detached mount (op "move" only)
  *   env   _LOOPVISOR_NSEXEC=OP
  *   argv  loopvisor-nsexec ARGS...
  * Ops:
- *   exec PROG ARGS...   run PROG in the sandbox's pid namespace as a child,
- *                       with root and cwd as the caller's; exit with its status
  *   move TARGET         attach fd 6 on TARGET (move_mount)
  *   lockmove TARGET     attach fd 6 on TARGET with its flags locked, as
  *                       if the sandbox had inherited it (see lockmove())
@@ -24,8 +22,7 @@
  *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
  *                       file if it does not exist (a device node for /dev)
  *   unbind TARGET       detach what is mounted on TARGET and remove it
- * With _LOOPVISOR_NSEXEC_KEEP=1 an exec'd helper does not die with nsexec
- * (the agent's containers outlive the agent).
+ * FUSE helpers are started by fusejail.c, not here.
  * Errors: "nsexec: ERRNO what" on stderr and exit status 120 + 0;
  * for move and umount the errno is also the first word on stdout.
  */
@@ -57,16 +54,15 @@ static void die(int err, const char *what) {
 	_exit(120);
 }
 
-static void enter(int with_pid) {
-	int flags = CLONE_NEWUSER | CLONE_NEWNS;
-	if (with_pid)
-		flags |= CLONE_NEWPID;
-	if (setns(3, flags) < 0)
+static void enter(void) {
+	/* Host root's supplementary groups go first: inside a user namespace
+	 * whose setgroups is denied they could no longer be dropped. */
+	if (setgroups(0, NULL) < 0)
+		die(errno, "setgroups");
+	if (setns(3, CLONE_NEWUSER | CLONE_NEWNS) < 0)
 		die(errno, "setns");
 	if (setresgid(0, 0, 0) < 0)
 		die(errno, "setresgid");
-	if (setgroups(0, NULL) < 0 && errno != EPERM)
-		die(errno, "setgroups");
 	if (setresuid(0, 0, 0) < 0)
 		die(errno, "setresuid");
 	if (getuid() != 0 || geteuid() != 0)
@@ -182,55 +178,15 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 	unsetenv("_LOOPVISOR_NSEXEC");
 	if (argc < 2)
 		die(EINVAL, "usage");
-	const char *keep = getenv("_LOOPVISOR_NSEXEC_KEEP");
-	int die_with_parent = !(keep && !strcmp(keep, "1"));
-	unsetenv("_LOOPVISOR_NSEXEC_KEEP");
-	if (die_with_parent)
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (!strcmp(op, "exec")) {
-		enter(1);
-		pid_t child = fork();
-		if (child < 0)
-			die(errno, "fork");
-		if (child == 0) {
-			/* In the sandbox's pid namespace: dies with it, and with us
-			 * unless it must outlive the supervisor. */
-			if (die_with_parent)
-				prctl(PR_SET_PDEATHSIG, SIGKILL);
-			execvp(argv[1], argv + 1);
-			dprintf(2, "nsexec: exec %s: %s\n", argv[1], strerror(errno));
-			_exit(errno == ENOENT ? 127 : 126);
-		}
-		/* Pass termination requests on to the helper. */
-		sigset_t set;
-		sigemptyset(&set);
-		sigaddset(&set, SIGTERM);
-		sigaddset(&set, SIGINT);
-		sigprocmask(SIG_BLOCK, &set, NULL);
-		for (;;) {
-			int st;
-			struct timespec ts = {0, 50 * 1000 * 1000};
-			int sig = sigtimedwait(&set, NULL, &ts);
-			if (sig > 0)
-				kill(child, sig);
-			pid_t r = waitpid(child, &st, WNOHANG);
-			if (r == child) {
-				if (WIFEXITED(st))
-					_exit(WEXITSTATUS(st));
-				_exit(128 + WTERMSIG(st));
-			}
-			if (r < 0 && errno != EINTR)
-				die(errno, "waitpid");
-		}
-	}
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (!strcmp(op, "move")) {
-		enter(0);
+		enter();
 		attach(open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC));
 	}
 	if (!strcmp(op, "lockmove"))
 		lockmove(argv[1]);
 	if (!strcmp(op, "bind")) {
-		enter(0);
+		enter();
 		int t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (t < 0 && errno == ENOENT) {
 			int c = open(argv[1], O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -242,7 +198,7 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		attach(t);
 	}
 	if (!strcmp(op, "unbind")) {
-		enter(0);
+		enter();
 		while (umount2(argv[1], MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
 			;
 		if (unlink(argv[1]) < 0 && errno != ENOENT)
@@ -251,7 +207,7 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		_exit(0);
 	}
 	if (!strcmp(op, "umount") && argc >= 3) {
-		enter(0);
+		enter();
 		if (umount2(argv[1], atoi(argv[2])) < 0)
 			die(errno, "umount2");
 		dprintf(1, "0\n");
