@@ -20,25 +20,11 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
+	"github.com/loopvisor/loopvisor/supervisor/ociproto"
 )
 
-// ContainerProcessState is what an OCI runtime sends to
-// linux.seccomp.listenerPath (runtime-spec, config-linux.md), with one
-// SCM_RIGHTS fd per entry of Fds.
-type ContainerProcessState struct {
-	Version  string   `json:"ociVersion"`
-	Fds      []string `json:"fds"`
-	Pid      int      `json:"pid"`
-	Metadata string   `json:"metadata"`
-	State    struct {
-		Version     string            `json:"ociVersion"`
-		ID          string            `json:"id"`
-		Status      string            `json:"status"`
-		Pid         int               `json:"pid"`
-		Bundle      string            `json:"bundle"`
-		Annotations map[string]string `json:"annotations"`
-	} `json:"state"`
-}
+// ContainerProcessState is the OCI runtime's message (see ociproto).
+type ContainerProcessState = ociproto.ContainerProcessState
 
 // AgentConfig configures `loopvisor agent`.
 type AgentConfig struct {
@@ -164,93 +150,28 @@ func (a *Agent) Serve(ln *net.UnixListener) error {
 }
 
 // Listen creates the agent's socket (mode 0600; a stale socket is replaced).
-func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: another agent is listening there", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
-
-// maxMessage bounds a runtime's ContainerProcessState (annotations
-// included).
-const maxMessage = 1 << 20
-
-// statusRequest is what `loopvisor status` sends instead of a runtime's
-// ContainerProcessState.
-const statusRequest = `{"loopvisor":"status"}`
+func Listen(path string) (*net.UnixListener, error) { return ociproto.Listen(path) }
 
 func (a *Agent) handleConn(conn *net.UnixConn) {
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	// Runtimes send a few hundred bytes; a burst of connections must not
-	// cost 64 KiB each. Longer messages are read on below (the fds come
-	// with the first bytes of a stream socket).
-	buf := make([]byte, 4<<10)
-	oob := make([]byte, unix.CmsgSpace(4*16))
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	m, err := ociproto.Read(conn)
+	defer m.Close()
 	if err != nil {
 		a.log.WithError(err).Warn("agent: reading a runtime message")
 		return
 	}
-	fds := parseFds(oob[:oobn])
-	defer func() {
-		for _, fd := range fds {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	}()
-	msg := append([]byte(nil), buf[:n]...)
-	if strings.TrimSpace(string(msg)) == statusRequest {
+	if m.Status {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		_ = json.NewEncoder(conn).Encode(a.Status())
 		return
 	}
-	// A runtime may write the state in more than one chunk; the fds come
-	// with the first.
-	for !json.Valid(msg) {
-		m, err := conn.Read(buf)
-		if err != nil || m == 0 {
-			a.log.Warn("agent: truncated runtime message")
-			return
-		}
-		msg = append(msg, buf[:m]...)
-		if len(msg) > maxMessage {
-			a.log.WithField("bytes", len(msg)).Warn("agent: runtime message too long")
-			return
-		}
-	}
-	var st ContainerProcessState
-	if err := json.Unmarshal(msg, &st); err != nil {
-		a.log.WithError(err).Warn("agent: malformed runtime message")
-		return
-	}
-	idx := -1
-	for i, name := range st.Fds {
-		if name == "seccompFd" && i < len(fds) {
-			idx = i
-		}
-	}
-	if idx < 0 {
+	st := m.State
+	lfd := m.TakeFD("seccompFd")
+	if lfd < 0 {
 		a.log.WithField("container", st.State.ID).Warn("agent: no seccompFd in the runtime message")
 		return
 	}
-	lfd := fds[idx]
-	fds[idx] = -1
-	if err := a.attach(&st, lfd); err != nil {
+	if err := a.attach(st, lfd); err != nil {
 		log := a.log.WithError(err).WithFields(logrus.Fields{"container": st.State.ID, "pid": st.Pid})
 		if errors.Is(err, errGone) {
 			log.Info("agent: the process exited before the agent could serve it")
@@ -258,23 +179,6 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 		}
 		log.Error("agent: cannot serve this container process; its loop and mount calls will fail with ENOSYS")
 	}
-}
-
-func parseFds(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for i := range msgs {
-		if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
-			out = append(out, fds...)
-		}
-	}
-	for _, fd := range out {
-		unix.CloseOnExec(fd)
-	}
-	return out
 }
 
 // attach serves listener fd lfd for the container st describes: state.pid
@@ -300,7 +204,7 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 // and is refused if there is none.
 //
 // Preconditions: the filter behind lfd traps what loopvisor serves (see
-// RewriteOCIConfig or notify.Program); the container has a user namespace
+// ociconfig.Rewrite or notify.Program); the container has a user namespace
 // whose root is not host root.
 func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
 	return a.attachProcess(id, pid, pid, metadata, status, lfd)
@@ -784,18 +688,9 @@ func (a *Agent) Status() []InstanceStatus {
 
 // QueryStatus asks the agent at socket for its status.
 func QueryStatus(socket string) ([]InstanceStatus, error) {
-	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("no agent at %s: %w (is loopvisor agent running?)", socket, err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte(statusRequest)); err != nil {
-		return nil, err
-	}
 	var out []InstanceStatus
-	if err := json.NewDecoder(conn).Decode(&out); err != nil {
-		return nil, fmt.Errorf("agent status: %w", err)
+	if err := ociproto.Query(socket, &out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

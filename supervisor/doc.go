@@ -31,7 +31,7 @@
 // library entry point); nodes reach the container's own /dev as bind mounts
 // made by nsexec inside its mount namespace, /dev/loop-control and
 // /dev/fuse first come from the agent's tmpfs through config.json mounts
-// (RewriteOCIConfig), because the runtime does not wait for the agent. The
+// (ociconfig.Rewrite), because the runtime does not wait for the agent. The
 // instance ends when the last listener hangs up. Journals record the
 // container's init, so a restarted agent keeps a live container's devices
 // and collects them once it is gone.

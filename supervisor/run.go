@@ -18,6 +18,7 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
+	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
 )
 
 // RunConfig is what `loopvisor run` needs.
@@ -106,7 +107,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 		}
 		extra = append(extra, f)
 	}
-	initArgs := []string{InitArg}
+	initArgs := []string{sandboxinit.Arg}
 	if cfg.Mounts != nil {
 		initArgs = append(initArgs, "--mount")
 	}
@@ -118,7 +119,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	// Signals for the sandbox are forwarded to its init from the moment it
 	// exists.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, sandboxinit.Forwarded...)
 	defer signal.Stop(sigs)
 
 	err = cmd.Start()
@@ -256,7 +257,7 @@ func recvListener(sock *os.File, waitc chan error) (int, error) {
 
 // runBare runs cfg.Argv in the sandbox's namespaces with no supervision.
 func runBare(cfg RunConfig) (int, error) {
-	cmd := exec.Command("/proc/self/exe", append([]string{InitArg, "--bare", "--"}, cfg.Argv...)...)
+	cmd := exec.Command("/proc/self/exe", append([]string{sandboxinit.Arg, "--bare", "--"}, cfg.Argv...)...)
 	cmd.Args[0] = "loopvisor-init"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	devnull, err := os.Open(os.DevNull)

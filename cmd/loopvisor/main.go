@@ -19,6 +19,8 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/supervisor"
+	"github.com/loopvisor/loopvisor/supervisor/ociconfig"
+	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
 )
 
 const usage = `loopvisor: private loop devices for unprivileged containers
@@ -69,7 +71,7 @@ oci-config flags:
 `
 
 func main() {
-	supervisor.MaybeInit()
+	sandboxinit.Maybe()
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -362,7 +364,7 @@ func cmdOCIConfig(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
 		return 2
 	}
-	notes, err := supervisor.RewriteOCIConfigFile(fs.Arg(0), supervisor.OCIConfigOptions{
+	notes, err := ociconfig.RewriteFile(fs.Arg(0), ociconfig.Options{
 		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {

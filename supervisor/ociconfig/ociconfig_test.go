@@ -1,4 +1,4 @@
-package supervisor
+package ociconfig
 
 import (
 	"encoding/json"
@@ -27,7 +27,7 @@ func config(seccomp string) []byte {
 	return []byte(strings.Replace(baseConfig, "%s", seccomp, 1))
 }
 
-var opts = OCIConfigOptions{Listener: "/run/loopvisor/agent.sock", Metadata: "max-loop=4", Flags: []string{"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}
+var opts = Options{Listener: "/run/loopvisor/agent.sock", Metadata: "max-loop=4", Flags: []string{"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}
 
 func decode(t *testing.T, b []byte) map[string]any {
 	t.Helper()
@@ -48,7 +48,7 @@ func rules(t *testing.T, b []byte) []map[string]any {
 }
 
 func TestOCIConfigNoProfile(t *testing.T) {
-	out, notes, err := RewriteOCIConfig(config(""), opts)
+	out, notes, err := Rewrite(config(""), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +99,11 @@ func mustJSON(v any) []byte {
 
 func TestOCIConfigIdempotent(t *testing.T) {
 	for _, prof := range []string{"", `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "ioctl", "mount", "umount2"], "action": "SCMP_ACT_ALLOW"}]}`} {
-		once, _, err := RewriteOCIConfig(config(prof), opts)
+		once, _, err := Rewrite(config(prof), opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		twice, _, err := RewriteOCIConfig(once, opts)
+		twice, _, err := Rewrite(once, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestOCIConfigDefaultDeny(t *testing.T) {
 	prof := `{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
 		"syscalls": [{"names": ["read", "ioctl", "mount"], "action": "SCMP_ACT_ALLOW"},
 		{"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 21522, "op": "SCMP_CMP_EQ"}]}]}`
-	out, notes, err := RewriteOCIConfig(config(prof), opts)
+	out, notes, err := Rewrite(config(prof), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestOCIConfigRefusals(t *testing.T) {
 		"not json":          {[]byte(`{`), "not a JSON"},
 		"no default action": {config(`{"syscalls": []}`), "defaultAction"},
 	} {
-		_, _, err := RewriteOCIConfig(c.cfg, opts)
+		_, _, err := Rewrite(c.cfg, opts)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one containing %q", name, err, c.want)
 		}
