@@ -5,7 +5,6 @@ import (
 	"testing"
 )
 
-
 // Decode knows the trapped calls by their real x86 numbers in every ABI
 // the filter traps, masks compat arguments to 32 bits, and turns i386
 // umount into umount2(target, 0).
