@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 )
 
 // Caller is the trapped task, as the supervisor reaches it.
@@ -78,8 +79,8 @@ var cont = loopctl.Result{Continue: true}
 
 // callerNS opens what nsexec needs to act as the caller, and checks that
 // the call is still pending before anything is done on its behalf.
-func callerNS(c Caller) (*NS, error) {
-	ns, err := OpenNS(c.Pid(), c.PidFD())
+func callerNS(c Caller) (*nsexec.NS, error) {
+	ns, err := nsexec.OpenNS(c.Pid(), c.PidFD())
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +354,7 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 		return fail(err)
 	}
 	defer ns.Close()
-	if err := MoveLocked(ns, mnt, a.target); err != nil {
+	if err := nsexec.MoveLocked(ns, mnt, a.target); err != nil {
 		return fail(err)
 	}
 	l := log.WithFields(logrus.Fields{"idmapped": idmapped, "options": strings.Join(a.data, ",")})
@@ -405,7 +406,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 	}
 	defer ns.Close()
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "umount2", "target": target, "helper": fm.helper})
-	if err := runOp(ns, "umount", nil, target, strconv.Itoa(flags)); err != nil {
+	if err := nsexec.Umount(ns, target, flags); err != nil {
 		return fail(err)
 	}
 	if flags&unix.MNT_DETACH == 0 {

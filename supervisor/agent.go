@@ -19,6 +19,7 @@ import (
 
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
 	"github.com/loopvisor/loopvisor/supervisor/ociproto"
 )
@@ -71,7 +72,7 @@ type container struct {
 	err       error
 	in        *loopctl.Instance
 	mounts    *mountproxy.Proxy
-	ns        *mountproxy.NS
+	ns        *nsexec.NS
 	userNS    *os.File
 	mntNS     *os.File // pins the mount namespace's inode while the instance lives
 	listeners int      // a.mu
@@ -484,7 +485,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 			c.in, c.mounts, c.ns, c.userNS, c.mntNS = nil, nil, nil, nil, nil
 		}
 	}()
-	if c.ns, err = mountproxy.OpenNS(pid, pidfd); err != nil {
+	if c.ns, err = nsexec.OpenNS(pid, pidfd); err != nil {
 		return err
 	}
 	if c.userNS, err = os.Open("/proc/" + strconv.Itoa(pid) + "/ns/user"); err != nil {
@@ -519,10 +520,10 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
 	in.View.Publish = func(name string, node *os.File) error {
-		return mountproxy.Bind(c.ns, node, "/dev/"+name)
+		return nsexec.Bind(c.ns, node, "/dev/"+name)
 	}
 	in.View.Unpublish = func(name string) {
-		if err := mountproxy.Unbind(c.ns, "/dev/"+name); err != nil {
+		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
 			c.log.WithError(err).WithField("node", name).Debug("cannot remove node from the container's /dev")
 		}
 	}
@@ -545,7 +546,7 @@ func (c *container) publishStatic() error {
 		return err
 	}
 	defer node.Close()
-	if err := mountproxy.Bind(c.ns, node, "/dev/loop-control"); err != nil {
+	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
 	}
 	for _, m := range loopctl.ViewMounts[1:] { // /sys/...: /dev is the container's own
@@ -553,7 +554,7 @@ func (c *container) publishStatic() error {
 		if err != nil {
 			return err
 		}
-		err = mountproxy.Move(c.ns, v, m.Target)
+		err = nsexec.Move(c.ns, v, m.Target)
 		v.Close()
 		if err != nil {
 			c.log.WithError(err).WithField("target", m.Target).Warn("cannot filter the container's sysfs view; it shows every loop device (names only)")

@@ -23,8 +23,8 @@
  *                       file if it does not exist (a device node for /dev)
  *   unbind TARGET       detach what is mounted on TARGET and remove it
  * FUSE helpers are started by fusejail.c, not here.
- * Errors: "nsexec: ERRNO what" on stderr and exit status 120 + 0;
- * for move and umount the errno is also the first word on stdout.
+ * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
+ * in Go), a message on stderr and exit status 120.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,7 +49,7 @@
 #endif
 
 static void die(int err, const char *what) {
-	dprintf(1, "%d\n", err);
+	dprintf(1, "%d %s\n", err, what);
 	dprintf(2, "nsexec: %d %s: %s\n", err, what, strerror(err));
 	_exit(120);
 }

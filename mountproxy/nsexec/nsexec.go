@@ -1,4 +1,4 @@
-package mountproxy
+package nsexec
 
 // #cgo CFLAGS: -Wall -O2
 import "C"
@@ -78,7 +78,7 @@ func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
-		return &opError{op: op, errno: unix.EIO, msg: fmt.Sprintf("nsexec %s: %v", op, err)}
+		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error()}
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -88,28 +88,45 @@ func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
 	case <-time.After(OpTimeout):
 		_ = cmd.Process.Kill()
 		<-done
-		return &opError{op: op, errno: unix.ETIMEDOUT, msg: fmt.Sprintf("nsexec %s %s: no answer within %v (the container's mount table stalls); killed", op, strings.Join(args, " "), OpTimeout)}
+		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table stalls); killed", strings.Join(args, " "), OpTimeout)}
 	}
 	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
-	if n, perr := strconv.Atoi(first); perr == nil {
+	num, step, _ := strings.Cut(first, " ")
+	if n, perr := strconv.Atoi(num); perr == nil {
 		if n == 0 && err == nil {
 			return nil
 		}
 		if n > 0 {
-			return &opError{op: op, errno: unix.Errno(n), msg: strings.TrimSpace(errb.String())}
+			return &Error{Op: op, Step: step, Errno: unix.Errno(n), Detail: strings.TrimSpace(errb.String())}
 		}
 	}
-	return &opError{op: op, errno: unix.EIO, msg: fmt.Sprintf("nsexec %s: %v: %s", op, err, strings.TrimSpace(errb.String()))}
+	return &Error{Op: op, Step: "run", Errno: unix.EIO, Detail: fmt.Sprintf("%v: %s", err, strings.TrimSpace(errb.String()))}
 }
 
-type opError struct {
-	op    string
-	errno unix.Errno
-	msg   string
+// Error is a failed nsexec op: which op, the step that failed (setns,
+// open target, move_mount, ...) and the errno the kernel gave there, which
+// is what the container sees (errors.Is(err, unix.EPERM) works).
+type Error struct {
+	Op     string
+	Step   string
+	Errno  unix.Errno
+	Detail string // what nsexec printed, for the log
 }
 
-func (e *opError) Error() string { return e.msg }
-func (e *opError) Unwrap() error { return e.errno }
+func (e *Error) Error() string {
+	s := "nsexec " + e.Op
+	if e.Step != "" {
+		s += ": " + e.Step
+	}
+	s += ": " + e.Errno.Error()
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+// Unwrap returns the errno.
+func (e *Error) Unwrap() error { return e.Errno }
 
 // Bind attaches mnt (a detached mount, e.g. an open_tree clone of a device
 // node) on target inside the sandbox of ns, creating target as an empty
@@ -130,4 +147,9 @@ func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", 
 // must be set on mnt before.
 func MoveLocked(ns *NS, mnt *os.File, target string) error {
 	return runOp(ns, "lockmove", mnt, target)
+}
+
+// Umount runs umount2(target, flags) inside the sandbox of ns.
+func Umount(ns *NS, target string, flags int) error {
+	return runOp(ns, "umount", nil, target, strconv.Itoa(flags))
 }
