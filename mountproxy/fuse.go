@@ -336,14 +336,14 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 		log.WithError(err).Error("cannot make the helper's device node")
 		return loopctl.Result{Errno: unix.EIO}
 	}
-	defer os.Remove(nodePath)
-	defer node.Close()
+	defer func() { _ = os.Remove(nodePath) }()
+	defer func() { _ = node.Close() }()
 	fuseNode, err := p.fuseNode(idx)
 	if err != nil {
 		log.WithError(err).Error("cannot make the helper's /dev/fuse node")
 		return loopctl.Result{Errno: unix.EIO}
 	}
-	defer fuseNode.Close()
+	defer func() { _ = fuseNode.Close() }()
 	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
@@ -369,23 +369,23 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	if err != nil {
 		return fail(err)
 	}
-	defer progR.Close()
+	defer func() { _ = progR.Close() }()
 	if _, err := progW.Write(prog); err != nil { // a few KiB: fits the pipe
-		progW.Close()
+		_ = progW.Close()
 		return fail(err)
 	}
-	progW.Close()
+	_ = progW.Close()
 	statR, statW, err := os.Pipe()
 	if err != nil {
 		return fail(err)
 	}
-	defer statR.Close()
+	defer func() { _ = statR.Close() }()
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
-		statW.Close()
+		_ = statW.Close()
 		return fail(err)
 	}
-	defer ctlW.Close()
+	defer func() { _ = ctlW.Close() }()
 
 	cmd := exec.Command("/proc/self/exe", args...)
 	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
@@ -399,12 +399,12 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	stderr := &limitedBuffer{max: 16 << 10}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
-		statW.Close()
-		ctlR.Close()
+		_ = statW.Close()
+		_ = ctlR.Close()
 		return fail(err)
 	}
-	statW.Close()
-	ctlR.Close()
+	_ = statW.Close()
+	_ = ctlR.Close()
 	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()

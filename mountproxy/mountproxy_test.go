@@ -91,8 +91,8 @@ func TestPolicy(t *testing.T) {
 		t.Errorf("kernel types must leave the FUSE map: %+v", p)
 	}
 	q := DefaultPolicy()
-	q.AddFuse("ext4=fuse2fs")
-	q.AllowKernel("ext4")
+	_ = q.AddFuse("ext4=fuse2fs")
+	_ = q.AllowKernel("ext4")
 	if err := q.Resolve(map[string]bool{"ext4": true}); err == nil {
 		t.Error("a type in both --fuse and --allow-kernel-mount must be refused")
 	}

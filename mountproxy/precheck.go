@@ -82,14 +82,14 @@ func readGeometry(node string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	buf := make([]byte, extSuperSize)
 	if _, err := f.ReadAt(buf, extSuperOffset); err != nil {
-		return fmt.Errorf("%w: cannot read superblock: %v", unix.EINVAL, err)
+		return fmt.Errorf("%w: cannot read superblock: %w", unix.EINVAL, err)
 	}
 	sb, err := ParseExtSuper(buf)
 	if err != nil {
-		return fmt.Errorf("%w: %v", unix.EINVAL, err)
+		return fmt.Errorf("%w: %w", unix.EINVAL, err)
 	}
 	end, err := f.Seek(0, 2) // a block device's size
 	if err != nil {

@@ -122,7 +122,7 @@ func resolve(pid int, path string, follow bool) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(dir)
+	defer func() { _ = unix.Close(dir) }()
 	fd, err := unix.Openat2(dir, path, &how)
 	if err != nil {
 		return nil, err
@@ -183,7 +183,7 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	}
 	var st unix.Stat_t
 	err = unix.Fstat(int(src.Fd()), &st)
-	src.Close()
+	_ = src.Close()
 	if err != nil || !loopctl.IsLoopDevice(&st) {
 		return cont
 	}
@@ -348,7 +348,7 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 	if err != nil {
 		return fail(err)
 	}
-	defer mnt.Close()
+	defer func() { _ = mnt.Close() }()
 	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)

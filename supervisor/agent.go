@@ -102,14 +102,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	reg, err := loopctl.OpenRegistry(cfg.StateDir)
 	if err != nil {
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
 	if err := ensureLoopControlNode(reg.Dir); err != nil {
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
@@ -154,13 +154,14 @@ func (a *Agent) Serve(ln *net.UnixListener) error {
 func Listen(path string) (*net.UnixListener, error) { return ociproto.Listen(path) }
 
 func (a *Agent) handleConn(conn *net.UnixConn) {
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	m, err := ociproto.Read(conn)
-	defer m.Close()
 	if err != nil {
+		m.Close()
 		a.log.WithError(err).Warn("agent: reading a runtime message")
 		return
 	}
+	defer m.Close()
 	if m.Status {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		_ = json.NewEncoder(conn).Encode(a.Status())
@@ -213,7 +214,7 @@ func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) err
 
 func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int) error {
 	if id == "" {
-		unix.Close(lfd)
+		_ = unix.Close(lfd)
 		return errors.New("attach: a container id is required")
 	}
 	l, err := notify.NewListener(lfd)
@@ -222,7 +223,7 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 	}
 	if initPid <= 0 && procPid <= 0 {
 		if !a.knows(id) {
-			l.Close()
+			_ = l.Close()
 			return fmt.Errorf("container %s is not served here, and the runtime sent no pid to create it from", id)
 		}
 		go a.serveUnidentified(l, id, status)
@@ -230,12 +231,12 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 	}
 	c, err := a.join(id, initPid, procPid, metadata)
 	if err != nil {
-		l.Close()
+		_ = l.Close()
 		return err
 	}
 	<-c.ready
 	if c.err != nil {
-		l.Close()
+		_ = l.Close()
 		return c.err
 	}
 	a.serve(c, l, nil, procPid, status)
@@ -334,17 +335,17 @@ func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
 	for {
 		req, err := l.Next()
 		if err != nil { // every process of it is gone without a trapped call
-			l.Close()
+			_ = l.Close()
 			return
 		}
 		key, err := identifyCaller(l, &req)
-		if err == errStale || err == errGone {
+		if errors.Is(err, errStale) || errors.Is(err, errGone) {
 			continue
 		}
 		refuse := func(why string, f logrus.Fields) {
 			log.WithFields(f).WithField("caller", req.Pid).Warn("refused: " + why + "; its calls fail with ENOSYS")
 			_ = l.Respond(req.ID, notify.Errno(unix.ENOSYS))
-			l.Close()
+			_ = l.Close()
 		}
 		if err != nil {
 			refuse("cannot read the namespaces of the process making the first trapped call", logrus.Fields{"error": err.Error()})
@@ -386,7 +387,7 @@ func (a *Agent) serve(c *container, l *notify.Listener, first *notify.Request, p
 		if err := Serve(l, sb); err != nil {
 			c.log.WithError(err).Warn("serving stopped with an error")
 		}
-		l.Close()
+		_ = l.Close()
 		a.release(c)
 	}()
 }
@@ -432,7 +433,7 @@ func (c *container) teardown() {
 	}
 	for _, f := range []*os.File{c.userNS, c.mntNS} {
 		if f != nil {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 }
@@ -445,7 +446,7 @@ func hostRoot(pid int) (uid, gid int, err error) {
 		if err != nil {
 			return -1, err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fl := strings.Fields(sc.Text())
@@ -545,7 +546,7 @@ func (c *container) publishStatic() error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer func() { _ = node.Close() }()
 	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
 	}
@@ -555,7 +556,7 @@ func (c *container) publishStatic() error {
 			return err
 		}
 		err = nsexec.Move(c.ns, v, m.Target)
-		v.Close()
+		_ = v.Close()
 		if err != nil {
 			c.log.WithError(err).WithField("target", m.Target).Warn("cannot filter the container's sysfs view; it shows every loop device (names only)")
 		}
@@ -709,7 +710,7 @@ func (a *Agent) Close() {
 		a.log.Warn("instances still being released; the next agent or loopvisor gc will finish")
 	}
 	_ = unix.Unmount(filepath.Join(a.reg.Dir, "dev"), unix.MNT_DETACH)
-	a.host.Close()
+	_ = a.host.Close()
 }
 
 // ensureLoopControlNode makes the nodes oci-config bind-mounts on a

@@ -66,7 +66,7 @@ func pidfdAlive(pidfd int) bool {
 // pidfd names. The caller owns the returned pidfd.
 func procNS(pid int) (nsKey, int, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
+	if errors.Is(err, unix.ESRCH) {
 		return nsKey{}, -1, errGone
 	}
 	if err != nil {
@@ -77,7 +77,7 @@ func procNS(pid int) (nsKey, int, error) {
 		err = errGone
 	}
 	if err != nil {
-		unix.Close(pidfd)
+		_ = unix.Close(pidfd)
 		return nsKey{}, -1, err
 	}
 	return k, pidfd, nil
@@ -107,6 +107,6 @@ var errStale = errors.New("the trapped call is no longer pending")
 
 func closeFD(fd int) {
 	if fd >= 0 {
-		unix.Close(fd)
+		_ = unix.Close(fd)
 	}
 }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ func TestProcNS(t *testing.T) {
 	if _, err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := procNS(p.Pid); err != errGone {
+	if _, _, err := procNS(p.Pid); !errors.Is(err, errGone) {
 		t.Fatalf("procNS of a reaped process: %v, want errGone", err)
 	}
 }

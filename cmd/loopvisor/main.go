@@ -255,7 +255,7 @@ func cmdGC(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	reg, err := loopctl.OpenRegistry(c.stateDir)
 	if err != nil {
 		return fail(err)
@@ -314,14 +314,14 @@ func cmdAgent(args []string) int {
 	go func() {
 		s := <-sigs
 		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
-		ln.Close()
+		_ = ln.Close()
 	}()
 	log.WithField("socket", *socket).Info("agent listening")
 	if err := a.Serve(ln); err != nil {
 		return fail(err)
 	}
 	if !activated {
-		os.Remove(*socket)
+		_ = os.Remove(*socket)
 	}
 	return 0
 }
@@ -330,9 +330,9 @@ func cmdAgent(args []string) int {
 // LISTEN_FDS=1) or a new one at path.
 func agentListener(path string) (*net.UnixListener, bool, error) {
 	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) && os.Getenv("LISTEN_FDS") == "1" {
-		os.Unsetenv("LISTEN_PID")
-		os.Unsetenv("LISTEN_FDS")
-		os.Unsetenv("LISTEN_FDNAMES")
+		_ = os.Unsetenv("LISTEN_PID")
+		_ = os.Unsetenv("LISTEN_FDS")
+		_ = os.Unsetenv("LISTEN_FDNAMES")
 		l, err := net.FileListener(os.NewFile(3, "systemd-socket"))
 		if err != nil {
 			return nil, false, fmt.Errorf("socket from systemd: %w", err)

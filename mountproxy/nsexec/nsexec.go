@@ -27,7 +27,7 @@ type NS struct {
 func (ns *NS) Close() {
 	for _, f := range []*os.File{ns.PidFD, ns.Root, ns.Cwd} {
 		if f != nil {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 }
@@ -87,8 +87,8 @@ func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
 	case err = <-done:
 	case <-time.After(OpTimeout):
 		_ = cmd.Process.Kill()
-		<-done
-		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table stalls); killed", strings.Join(args, " "), OpTimeout)}
+		werr := <-done
+		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table stalls); killed (%v)", strings.Join(args, " "), OpTimeout, werr)}
 	}
 	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
 	num, step, _ := strings.Cut(first, " ")

@@ -191,8 +191,8 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 			continue
 		}
 		names := strList(rule["names"])
-		_, conditional := rule["args"].([]any)
-		conditional = conditional && len(rule["args"].([]any)) > 0
+		args, _ := rule["args"].([]any)
+		conditional := len(args) > 0
 		var rest []string
 		for _, n := range names {
 			if n != "ioctl" && !contains(mountSyscalls, n) {

@@ -82,7 +82,7 @@ func (m *Message) TakeFD(name string) int {
 func (m *Message) Close() {
 	for i, fd := range m.fds {
 		if fd >= 0 {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			m.fds[i] = -1
 		}
 	}
@@ -155,7 +155,7 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("%s: another agent is listening there", path)
 	}
 	_ = os.Remove(path)
@@ -164,7 +164,7 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, err
 	}
 	return ln, nil
@@ -177,7 +177,7 @@ func Query(socket string, out any) error {
 	if err != nil {
 		return fmt.Errorf("no agent at %s: %w (is loopvisor agent running?)", socket, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := conn.Write([]byte(StatusRequest)); err != nil {
 		return err

@@ -18,7 +18,7 @@ func pair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 	}
 	conn := func(fd int) *net.UnixConn {
 		f := os.NewFile(uintptr(fd), "sock")
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		c, err := net.FileConn(f)
 		if err != nil {
 			t.Fatal(err)
@@ -26,7 +26,7 @@ func pair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 		return c.(*net.UnixConn) //nolint:forcetypeassert // FileConn of a unix socket
 	}
 	a, b := conn(fds[0]), conn(fds[1])
-	t.Cleanup(func() { a.Close(); b.Close() })
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	return a, b
 }
 
@@ -51,7 +51,7 @@ func TestReadRuntimeMessage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer devnull.Close()
+			defer func() { _ = devnull.Close() }()
 			go func() {
 				_, _, _ = w.WriteMsgUnix([]byte(c.chunks[0]), unix.UnixRights(int(devnull.Fd())), nil)
 				for _, ch := range c.chunks[1:] {
@@ -60,7 +60,11 @@ func TestReadRuntimeMessage(t *testing.T) {
 				_ = w.CloseWrite()
 			}()
 			m, err := Read(r)
-			defer m.Close()
+			if err == nil {
+				defer m.Close()
+			} else {
+				m.Close()
+			}
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err = %v, want error %v", err, c.wantErr)
 			}
@@ -75,7 +79,7 @@ func TestReadRuntimeMessage(t *testing.T) {
 				t.Errorf("seccompFd %d, want one: %v", fd, c.wantFD)
 			}
 			if fd >= 0 {
-				unix.Close(fd)
+				_ = unix.Close(fd)
 				if m.TakeFD("seccompFd") >= 0 {
 					t.Errorf("a taken fd was handed out twice")
 				}
@@ -88,8 +92,12 @@ func TestReadStatusRequest(t *testing.T) {
 	r, w := pair(t)
 	go func() { _, _ = w.Write([]byte(StatusRequest + "\n")) }()
 	m, err := Read(r)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
 	defer m.Close()
-	if err != nil || !m.Status {
+	if !m.Status {
 		t.Fatalf("status request: %v %+v", err, m)
 	}
 }

@@ -63,7 +63,7 @@ func sandboxInit(argv []string) (int, error) {
 		return 0, err
 	}
 	if bare {
-		sock.Close()
+		_ = sock.Close()
 		return runChild(argv)
 	}
 	prog, err := notify.Program(notify.Options{Mount: trapMount})
@@ -77,14 +77,14 @@ func sandboxInit(argv []string) (int, error) {
 	if err := unix.Sendmsg(int(sock.Fd()), []byte{'L'}, unix.UnixRights(lfd), nil, 0); err != nil {
 		return 0, os.NewSyscallError("sendmsg", err)
 	}
-	unix.Close(lfd)
+	_ = unix.Close(lfd)
 	// Wait for the supervisor to serve the listener (or to tell us it
 	// cannot).
 	ack := make([]byte, 1)
 	if n, err := sock.Read(ack); err != nil || n != 1 || ack[0] != 'A' {
 		return 0, fmt.Errorf("supervisor did not take the listener")
 	}
-	sock.Close()
+	_ = sock.Close()
 	return runChild(argv)
 }
 
@@ -100,7 +100,7 @@ func setupMounts(bare bool) error {
 		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
 		}
-		unix.Close(fd)
+		_ = unix.Close(fd)
 	}
 	if err := unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return os.NewSyscallError("mount /dev/pts", err)
