@@ -22,6 +22,13 @@
 //   - a cold sequential read of a large file through each of those mounts,
 //     the page cache dropped before each read.
 //
+// and, with a third (csrc/agentburst.c, see agent.go), the agent's cost
+// with many containers: N (-agent-n, default 1,000) processes in their own
+// user namespaces with a notify filter, handed to one `loopvisor agent` as
+// runc hands them; the agent's peak OS threads and RSS while they attach,
+// call and exit together, one container's trapped-call time with N-1 idle,
+// and the aggregate calls/s of all N at once.
+//
 // Every measurement is repeated for several rounds, fresh processes each
 // round, the set-ups in turn. Trapped calls run under the normal scheduler
 // (scheduling is part of their cost) and the median of the batches is
@@ -86,6 +93,10 @@ func main() {
 	flag.BoolVar(&c.syscalls, "syscalls", true, "measure the system call figures")
 	flag.BoolVar(&c.mount, "mount", true, "measure the mount figures")
 	flag.IntVar(&c.imageRounds, "image-rounds", 3, "rounds of the partitioned image build (0: skip)")
+	flag.IntVar(&c.agent.n, "agent-n", 1000, "containers handed to one loopvisor agent (0: skip the agent figures)")
+	flag.IntVar(&c.agent.single, "agent-single", 2000, "timed calls per batch of the lone caller among the agent's containers")
+	flag.IntVar(&c.agent.batches, "agent-batches", 5, "batches of the lone caller")
+	flag.IntVar(&c.agent.calls, "agent-calls", 20, "calls per container when all of the agent's containers call at once")
 	flag.IntVar(&c.m.rounds, "mount-rounds", 5, "rounds of mount cycles")
 	flag.IntVar(&c.m.cycles, "mount-cycles", 20, "mount + umount cycles per round and set-up")
 	flag.IntVar(&c.m.imgMiB, "mount-image-mib", 64, "size of the ext4 image mounted in the cycles (MiB)")
@@ -113,6 +124,7 @@ type config struct {
 	syscalls, mount  bool
 	m                mountConfig
 	imageRounds      int
+	agent            agentConfig
 }
 
 func run(loopvisor string, c config) error {
@@ -181,6 +193,13 @@ func run(loopvisor string, c config) error {
 			fmt.Fprintf(os.Stderr, "bench: partitioned image build not measured: %v\n", ierr)
 		}
 	}
+	var ares *agentResults
+	if err == nil && c.agent.n > 0 {
+		if c.agent.single < 1 || c.agent.batches < 1 || c.agent.calls < 1 {
+			return errors.New("-agent-single, -agent-batches and -agent-calls must be at least 1")
+		}
+		ares, err = measureAgent(lv, dir, c.agent)
+	}
 	after := waitSnapshot(before, 5*time.Second)
 	if err != nil {
 		if after != before {
@@ -196,6 +215,9 @@ func run(loopvisor string, c config) error {
 	}
 	if ires != nil {
 		reportImageBuild(ires)
+	}
+	if ares != nil {
+		reportAgent(ares, c.agent)
 	}
 	fmt.Printf("load average before / after: %s / %s on %d CPUs (other work on the machine widens the spread)\n", load0, loadAvg(), runtime.NumCPU())
 	if cpu1 := cpuTimes(); len(cpu0) > 7 && len(cpu1) > 7 {

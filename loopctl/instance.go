@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -232,9 +233,24 @@ func (in *Instance) allocate(idx int) (int, error) {
 	return got, nil
 }
 
+// PublishWait bounds how long LOOP_CTL_GET_FREE and LOOP_CTL_ADD wait for
+// a new node to appear in the container's own /dev (agent): a container
+// whose /dev does not answer delays only its own call.
+const PublishWait = 5 * time.Second
+
 // GetFree serves LOOP_CTL_GET_FREE: the lowest unbound device of the
-// instance (one it kept hidden is shown again), or a new one.
+// instance (one it kept hidden is shown again), or a new one. The reply
+// waits (without any lock) until the node is in the container's /dev, as
+// the kernel's node exists when the ioctl returns.
 func (in *Instance) GetFree() (int, error) {
+	idx, err := in.getFree()
+	if err == nil {
+		in.View.WaitPublished("loop"+strconv.Itoa(idx), PublishWait)
+	}
+	return idx, err
+}
+
+func (in *Instance) getFree() (int, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	// A device the supervisor holds O_EXCL is known to exist and be
@@ -275,9 +291,17 @@ func (in *Instance) unhide(idx int) {
 	in.log.WithField("loop", idx).Info("kept device shown again")
 }
 
-// Add serves LOOP_CTL_ADD. A device the instance kept hidden is handed out
-// again before a new one is created.
+// Add serves LOOP_CTL_ADD (see GetFree for the wait). A device the
+// instance kept hidden is handed out again before a new one is created.
 func (in *Instance) Add(idx int32) (int, error) {
+	got, err := in.add(idx)
+	if err == nil {
+		in.View.WaitPublished("loop"+strconv.Itoa(got), PublishWait)
+	}
+	return got, err
+}
+
+func (in *Instance) add(idx int32) (int, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if idx >= 0 {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -64,34 +65,64 @@ func sysInt(idx int, attr string) int64 {
 // LO_FLAGS_PARTSCAN.
 func partscan(idx int) bool { return sysInt(idx, "loop/partscan") == 1 }
 
+// ScanTimeout bounds how long a partition-table read may take. The device's
+// backing file is the container's: it may sit on a FUSE mount the
+// container serves and never answers, and a read of a loop device cannot
+// be interrupted. The read then goes on in the background until the
+// container dies (its FUSE server with it), holding no lock.
+const ScanTimeout = 2 * time.Second
+
 // Rescan reads the partition table of the instance's device idx and makes
-// its partition devices match it. Preconditions: none (takes in.mu).
+// its partition devices match it. Preconditions: in.mu not held (the read
+// happens without it; only the update takes it).
 func (in *Instance) Rescan(idx int) error {
+	parts, err := in.readTable(idx)
+	if err != nil {
+		return err
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.rescan(idx)
+	return in.setPartitions(idx, parts)
 }
 
-func (in *Instance) rescan(idx int) error {
-	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY)
-	if err != nil {
-		return err
+// readTable reads idx's partition table within ScanTimeout.
+func (in *Instance) readTable(idx int) ([]Partition, error) {
+	type res struct {
+		parts []Partition
+		err   error
 	}
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		f.Close()
-		return err
+	c := make(chan res, 1)
+	go func() {
+		f, err := in.reg.OpenLoop(idx, unix.O_RDONLY)
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		defer f.Close()
+		size, err := f.Seek(0, 2)
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		sector, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+		if err != nil {
+			sector = 512
+		}
+		parts, err := ReadPartitions(f, size, int64(sector))
+		if err == ErrNoTable {
+			err = nil
+		}
+		c <- res{parts, err}
+	}()
+	t := time.NewTimer(ScanTimeout)
+	defer t.Stop()
+	select {
+	case r := <-c:
+		return r.parts, r.err
+	case <-t.C:
+		in.log.WithField("loop", idx).Warn("partition table read did not return in time (backing file stalled); partitions left as they were")
+		return nil, unix.EIO
 	}
-	sector, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
-	if err != nil {
-		sector = 512
-	}
-	parts, err := ReadPartitions(f, size, int64(sector))
-	f.Close()
-	if err != nil && err != ErrNoTable {
-		return err
-	}
-	return in.setPartitions(idx, parts)
 }
 
 // setPartitions makes idx's partition devices exactly parts.

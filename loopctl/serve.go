@@ -348,8 +348,10 @@ func logBind(log func() *logrus.Entry, r Result, backing notify.FD) {
 	log().WithField("backing", name).Info("attached")
 }
 
-// scanLater reads the partition table of idx once the caller's command has
-// returned (losetup -P probes right after it).
+// scanLater reads the partition table of idx before the reply, as the
+// kernel does within LOOP_CONFIGURE and LOOP_SET_STATUS64 (losetup -P probes
+// the partitions right after the call), bounded by ScanTimeout and without
+// holding the instance's lock during the read.
 func (in *Instance) scanLater(idx int) {
 	if err := in.Rescan(idx); err != nil {
 		in.log.WithError(err).WithField("loop", idx).Warn("partition scan")

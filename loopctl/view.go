@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,9 +49,106 @@ type View struct {
 	// with a detached mount of it (the caller owns it), and Unpublish
 	// when it goes. A container whose /dev is not the view (an OCI
 	// container's /dev is its own tmpfs) gets the node bind-mounted this
-	// way.
+	// way. Both touch the container (its mount namespace, its /dev, which
+	// it may have covered with a FUSE mount that never answers), so they
+	// run on the view's own publisher goroutine, in order, never under a
+	// lock: a stuck container stalls only its own publisher. Set them
+	// before the first node is added.
 	Publish   func(name string, node *os.File) error
 	Unpublish func(name string)
+
+	pubMu    sync.Mutex
+	pubCond  *sync.Cond
+	pubQueue []pubOp
+	pubDone  map[string]chan struct{} // name -> closed once its last queued publish ran
+	pubStop  bool
+	pubAlive bool
+}
+
+// pubOp is one queued Publish (node != nil) or Unpublish.
+type pubOp struct {
+	name string
+	node *os.File
+	done chan struct{}
+}
+
+// enqueue queues a publish or unpublish; it never blocks.
+func (v *View) enqueue(name string, node *os.File) {
+	v.pubMu.Lock()
+	defer v.pubMu.Unlock()
+	if v.pubStop {
+		if node != nil {
+			node.Close()
+		}
+		return
+	}
+	if v.pubCond == nil {
+		v.pubCond = sync.NewCond(&v.pubMu)
+		v.pubDone = map[string]chan struct{}{}
+	}
+	op := pubOp{name: name, node: node, done: make(chan struct{})}
+	v.pubDone[name] = op.done
+	v.pubQueue = append(v.pubQueue, op)
+	if !v.pubAlive {
+		v.pubAlive = true
+		go v.publisher()
+	}
+	v.pubCond.Signal()
+}
+
+// publisher runs the queued Publish and Unpublish calls in order.
+func (v *View) publisher() {
+	v.pubMu.Lock()
+	for {
+		for len(v.pubQueue) == 0 && !v.pubStop {
+			v.pubCond.Wait()
+		}
+		if len(v.pubQueue) == 0 {
+			v.pubAlive = false
+			v.pubMu.Unlock()
+			return
+		}
+		op := v.pubQueue[0]
+		v.pubQueue = v.pubQueue[1:]
+		stopping := v.pubStop
+		v.pubMu.Unlock()
+		switch {
+		case op.node != nil && !stopping && v.Publish != nil:
+			if err := v.Publish(op.name, op.node); err != nil {
+				_ = err // the container's /dev refused it; its problem, logged by Publish
+			}
+			op.node.Close()
+		case op.node != nil:
+			op.node.Close()
+		case !stopping && v.Unpublish != nil:
+			v.Unpublish(op.name)
+		}
+		close(op.done)
+		v.pubMu.Lock()
+		if v.pubDone[op.name] == op.done {
+			delete(v.pubDone, op.name)
+		}
+	}
+}
+
+// WaitPublished waits until the last queued publish or unpublish of name
+// has run, or d has passed. Preconditions: no lock held that a container
+// could stall (it waits on the container).
+func (v *View) WaitPublished(name string, d time.Duration) bool {
+	v.pubMu.Lock()
+	done := v.pubDone[name]
+	v.pubMu.Unlock()
+	if done == nil {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // NewView creates the tmpfs and the usual container device nodes, owned by
@@ -95,6 +193,12 @@ func (v *View) Close() error {
 		delete(v.nodes, idx)
 	}
 	v.mu.Unlock()
+	v.pubMu.Lock()
+	v.pubStop = true
+	if v.pubCond != nil {
+		v.pubCond.Broadcast()
+	}
+	v.pubMu.Unlock()
 	return v.root.Close()
 }
 
@@ -248,7 +352,7 @@ func (v *View) RemoveLoop(idx int) {
 	defer v.mu.Unlock()
 	name := "loop" + strconv.Itoa(idx)
 	if v.Unpublish != nil {
-		v.Unpublish(name)
+		v.enqueue(name, nil)
 	}
 	v.removeIfOurs(name, idx)
 	for _, n := range v.nodes[idx] {
@@ -406,9 +510,8 @@ func (v *View) addNode(name string, idx int) error {
 	if err != nil {
 		return os.NewSyscallError("open_tree "+name, err)
 	}
-	node := os.NewFile(uintptr(cfd), "view-"+name)
-	defer node.Close()
-	return v.Publish(name, node)
+	v.enqueue(name, os.NewFile(uintptr(cfd), "view-"+name))
+	return nil
 }
 
 // RemoveNode hides a node AddNode made for loop device idx. The inode is
@@ -417,7 +520,7 @@ func (v *View) RemoveNode(name string, idx int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.Unpublish != nil {
-		v.Unpublish(name)
+		v.enqueue(name, nil)
 	}
 	v.removeIfOurs(name, idx)
 }

@@ -11,6 +11,17 @@
 //     sandbox's behalf, always nosuid and nodev, and idmapped to the
 //     sandbox's user namespace where the file system supports it. A type may
 //     not be in both lists.
+//   - A kernel mount is made by host root (fsopen in the supervisor), so
+//     two things keep it from being more than the sandbox could have had.
+//     Its flags are locked as those of a mount the sandbox inherited
+//     (nsexec's lockmove: the kernel sets MNT_LOCK_* only when it copies a
+//     mount into a namespace of a less privileged user namespace, so the
+//     mount is copied there and a clone of the copy attached); a remount
+//     that clears nosuid, nodev, ro or noexec fails with EPERM. And its file
+//     system options come from an allow-list per type (KernelOptions):
+//     nothing that names a host object, reads a host id, or can take the
+//     host down (errors=panic); ext2/3/4 always get an errors= setting,
+//     since their default is in the superblock the sandbox writes.
 //   - Anything else (bind mounts, tmpfs, proc, remounts, propagation
 //     changes, sources that are not the instance's loop devices) is answered
 //     CONTINUE: the kernel decides with the caller's own credentials, exactly
@@ -20,18 +31,39 @@
 //     them through /proc/PID/root and /proc/PID/cwd with openat2
 //     (RESOLVE_IN_ROOT), on its own copies of the arguments. Anything that
 //     must happen inside the sandbox's mount namespace (attaching a kernel
-//     mount, running the FUSE helper, unmounting) is done by nsexec: a
-//     re-execution of loopvisor whose C constructor joins the sandbox's
-//     user, mount and pid namespaces before the Go runtime starts, becomes
-//     the sandbox's root (never host root), chroots to the caller's root
-//     and changes to its working directory. A symlink swapped in by another
-//     thread can therefore only redirect a mount within the sandbox's own
-//     view, which the sandbox could do itself.
-//   - A FUSE helper runs in the foreground as a child of nsexec, in the
-//     sandbox's pid namespace: it dies with the sandbox, with its nsexec
-//     parent, and with the supervisor. umount2 of a FUSE mount is served too,
-//     and answered only after the helper has exited, so every byte written is
-//     in the image when umount returns.
+//     mount, unmounting) is done by nsexec: a re-execution of loopvisor
+//     whose C constructor joins the sandbox's user and mount namespaces
+//     before the Go runtime starts, becomes the sandbox's root (never host
+//     root), chroots to the caller's root and changes to its working
+//     directory. A symlink swapped in by another thread can therefore only
+//     redirect a mount within the sandbox's own view.
+//   - A FUSE helper has the container's confinement or less, never the
+//     supervisor's (fuse.go, fusejail.c). The binary is the host's, chosen
+//     by the supervisor (nothing is looked up in the container's view, so
+//     binding another program over fuse2fs inside changes nothing, and
+//     images without helpers work). A launcher joins the caller's user,
+//     pid, net, ipc, uts, cgroup and time namespaces and its cgroups,
+//     becomes its root with no supplementary groups, and builds a jail: a
+//     mount namespace owned by the container's user namespace that holds
+//     only the host's system directories (read-only, nosuid, nodev),
+//     /etc/ld.so.cache, null/zero/full/random/urandom, /dev/fuse and the
+//     one device node it serves (owned by the container's root, 0400 for a
+//     read-only mount). The launcher makes the FUSE superblock itself, from
+//     the container's user namespace (so device nodes in the image never
+//     open, whatever flags a later remount sets), with the device as its
+//     source, and starts the helper with the /dev/fuse fd, no capability
+//     (SECBIT_NOROOT locked), no_new_privs, an empty environment and the
+//     helper seccomp filter (notify.HelperProgram: no loop ioctls, no mount
+//     or namespace calls). libfuse cannot mount and runs "fusermount",
+//     which in the jail is loopvisor: it hands back the fd it was given,
+//     so libfuse2 helpers (fuse2fs 1.47.0, fusefat) and libfuse3 helpers
+//     (squashfuse) work alike. The mount is attached at the caller's target
+//     only once the helper has answered (fstatfs on the detached mount), so
+//     a helper that fails on an image leaves nothing behind. The helper
+//     dies with its launcher, the launcher with the supervisor (not in the
+//     agent: containers outlive it) and both with the container's pid
+//     namespace. umount2 of a FUSE mount is served and answered only after
+//     the helper has exited, so every byte written is in the image.
 //   - fsopen(2) of a served type answers ENOSYS, so util-linux >= 2.39 falls
 //     back to mount(2) as libmount does on kernels without the new API.
 //

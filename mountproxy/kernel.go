@@ -52,7 +52,7 @@ func kernelSuperblock(a mountArgs, node string, userNS *os.File) (*os.File, bool
 	if err != nil {
 		return nil, false, err // ENODEV: the kernel has no such type
 	}
-	defer unix.Close(fsfd)
+	defer func() { _ = unix.Close(fsfd) }()
 	if err := unix.FsconfigSetString(fsfd, "source", node); err != nil {
 		return nil, false, err
 	}

@@ -2,6 +2,7 @@ package mountproxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 
@@ -90,8 +91,8 @@ func TestPolicy(t *testing.T) {
 		t.Errorf("kernel types must leave the FUSE map: %+v", p)
 	}
 	q := DefaultPolicy()
-	q.AddFuse("ext4=fuse2fs")
-	q.AllowKernel("ext4")
+	_ = q.AddFuse("ext4=fuse2fs")
+	_ = q.AllowKernel("ext4")
 	if err := q.Resolve(map[string]bool{"ext4": true}); err == nil {
 		t.Error("a type in both --fuse and --allow-kernel-mount must be refused")
 	}
@@ -191,4 +192,68 @@ func FuzzParseExtSuper(f *testing.F) {
 			t.Fatalf("accepted %+v", s)
 		}
 	})
+}
+
+func TestKernelOptions(t *testing.T) {
+	cases := []struct {
+		name   string
+		fstype string
+		data   string
+		want   string // the options passed to the kernel
+		bad    string // the option refused
+	}{
+		{"ext4 default errors", "ext4", "", "errors=remount-ro", ""},
+		{"ext4 harmless", "ext4", "acl,commit=30,data=ordered,barrier=1,noload", "acl,commit=30,data=ordered,barrier=1,noload,errors=remount-ro", ""},
+		{"ext4 errors chosen", "ext4", "errors=continue", "errors=continue", ""},
+		{"ext3 shares ext4's list", "ext3", "ro,errors=remount-ro", "ro,errors=remount-ro", ""},
+		{"ext2 generic only", "ext2", "sync,lazytime", "sync,lazytime,errors=remount-ro", ""},
+		{"errors=panic", "ext4", "errors=panic", "", "errors=panic"},
+		{"panic after a good one", "ext4", "errors=continue,errors=panic", "", "errors=panic"},
+		{"journal_path", "ext4", "journal_path=/dev/sda", "", "journal_path=/dev/sda"},
+		{"journal_dev", "ext4", "journal_dev=2049", "", "journal_dev=2049"},
+		{"dax flag", "ext4", "dax", "", "dax"},
+		{"dax value", "ext4", "dax=always", "", "dax=always"},
+		{"resuid is a host id", "ext4", "resuid=0", "", "resuid=0"},
+		{"journaled quota file", "ext4", "usrjquota=aquota.user", "", "usrjquota=aquota.user"},
+		{"abort", "ext4", "abort", "", "abort"},
+		{"warn_on_error", "ext4", "warn_on_error", "", "warn_on_error"},
+		{"a value for a flag", "ext4", "acl=1", "", "acl=1"},
+		{"no value for a name=", "ext4", "commit", "", "commit"},
+		{"per-mount flag in data", "ext4", "noatime", "", "noatime"},
+		{"source", "ext4", "source=/dev/sda", "", "source=/dev/sda"},
+		{"case matters", "ext4", "ERRORS=panic", "", "ERRORS=panic"},
+		{"squashfs", "squashfs", "errors=continue,threads=multi", "errors=continue,threads=multi", ""},
+		{"squashfs panic", "squashfs", "errors=panic", "", "errors=panic"},
+		{"erofs device", "erofs", "device=/dev/sda", "", "device=/dev/sda"},
+		{"erofs fsid", "erofs", "fsid=x", "", "fsid=x"},
+		{"erofs cache", "erofs", "cache_strategy=readaround,acl", "cache_strategy=readaround,acl", ""},
+		{"xfs logdev", "xfs", "logdev=/dev/sda", "", "logdev=/dev/sda"},
+		{"xfs rtdev", "xfs", "rtdev=/dev/sda", "", "rtdev=/dev/sda"},
+		{"xfs harmless", "xfs", "nouuid,inode64,logbufs=8", "nouuid,inode64,logbufs=8", ""},
+		{"btrfs device", "btrfs", "device=/dev/sda", "", "device=/dev/sda"},
+		{"btrfs fatal_errors", "btrfs", "fatal_errors=panic", "", "fatal_errors=panic"},
+		{"btrfs harmless", "btrfs", "compress=zstd:3,subvol=/a,space_cache=v2", "compress=zstd:3,subvol=/a,space_cache=v2", ""},
+		{"vfat uid is a host id", "vfat", "uid=1000", "", "uid=1000"},
+		{"vfat iocharset loads a module", "vfat", "iocharset=koi8-r", "", "iocharset=koi8-r"},
+		{"vfat utf8", "vfat", "iocharset=utf8,shortname=mixed,errors=remount-ro", "iocharset=utf8,shortname=mixed,errors=remount-ro", ""},
+		{"vfat panic", "vfat", "errors=panic", "", "errors=panic"},
+		{"iso9660", "iso9660", "norock,session=1", "norock,session=1", ""},
+		{"unknown type: generic only", "ntfs3", "ro,sync", "ro,sync", ""},
+		{"unknown type: nothing else", "ntfs3", "windows_names", "", "windows_names"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := KernelOptions(c.fstype, ParseData(c.data))
+			if c.bad != "" {
+				var oe *OptionError
+				if !errors.As(err, &oe) || oe.Option != c.bad || !errors.Is(err, unix.EINVAL) {
+					t.Fatalf("%s %q: got %q, %v; want option %q refused with EINVAL", c.fstype, c.data, got, err, c.bad)
+				}
+				return
+			}
+			if err != nil || strings.Join(got, ",") != c.want {
+				t.Fatalf("%s %q: got %q, %v; want %q", c.fstype, c.data, got, err, c.want)
+			}
+		})
+	}
 }

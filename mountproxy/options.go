@@ -144,3 +144,148 @@ func baseName(p string) string {
 	}
 	return p
 }
+
+// Kernel mounts: file system options are an allow-list per type.
+//
+// A kernel mount is made by host root (fsopen in the supervisor), so every
+// option is parsed with host root's privileges and in the host's view. The
+// lists hold the options that only tune how the kernel treats the image the
+// sandbox owns. Left out on purpose, whatever the type:
+//   - anything that names a host object, looked up as host root: paths and
+//     device numbers (ext4 journal_path=, journal_dev=; xfs logdev=, rtdev=;
+//     btrfs and erofs device=), fscache ids (erofs fsid=, domain_id=), NLS
+//     module names (iocharset= other than utf8, codepage=: request_module);
+//   - ids, which the kernel reads in the supervisor's user namespace, not
+//     the sandbox's (ext4 resuid=/resgid=, fat and iso9660 uid=/gid=);
+//   - host-wide failure modes and debugging: errors=panic (the sandbox owns
+//     the backing file and can corrupt it under the mount), btrfs
+//     fatal_errors=, ext4 warn_on_error (a WARN panics a panic_on_warn
+//     host), abort, debug, test_dummy_encryption, fc_debug_*, check_int*,
+//     ref_verify, enospc_debug, fragment=;
+//   - dax (needs a DAX device, not a loop device), inlinecrypt, journaled
+//     quota files (usrjquota=, grpjquota=, jqfmt=).
+//
+// An entry is a flag ("acl"), a name taking any value ("commit=") for the
+// kernel's own parser to check, or one exact value ("errors=continue").
+// Per-mount flags travel as MS_* bits (mount(2)) and are not options; in
+// the data string the kernel refuses them as unknown parameters, and so
+// does the allow-list. A type loopvisor has no list for gets only the
+// generic superblock options.
+var kernelOptionsGeneric = []string{"ro", "rw", "sync", "async", "dirsync", "lazytime", "nolazytime"}
+
+// kernelOptionsExt serves ext2, ext3 and ext4 (one driver on most kernels).
+// Some entries exist only in some drivers or configurations (noacl in
+// ext2's own driver; squashfs threads= with
+// CONFIG_SQUASHFS_CHOICE_DECOMP_BY_MOUNT): the kernel refuses them itself
+// where they do not, with the same EINVAL. Checked against 6.18 here: every
+// other ext4 and squashfs entry mounts (journal_async_commit and prjquota
+// only where the image allows them).
+var kernelOptionsExt = []string{
+	"acl", "noacl", "user_xattr",
+	"barrier", "barrier=", "nobarrier",
+	"commit=", "min_batch_time=", "max_batch_time=",
+	"data=journal", "data=ordered", "data=writeback", "data_err=abort", "data_err=ignore",
+	"errors=continue", "errors=remount-ro",
+	"journal_checksum", "nojournal_checksum", "journal_async_commit", "journal_ioprio=",
+	"norecovery", "noload", "sb=",
+	"delalloc", "nodelalloc", "auto_da_alloc", "auto_da_alloc=", "noauto_da_alloc",
+	"dioread_nolock", "nodioread_nolock", "dioread_lock",
+	"discard", "nodiscard", "block_validity", "noblock_validity",
+	"init_itable", "init_itable=", "noinit_itable", "inode_readahead_blks=", "stripe=",
+	"max_dir_size_kb=", "mb_optimize_scan=", "nombcache", "no_mbcache",
+	"prefetch_block_bitmaps", "no_prefetch_block_bitmaps", "nowarn_on_error",
+	"grpid", "bsdgroups", "nogrpid", "sysvgroups", "bsddf", "minixdf", "nouid32",
+	"quota", "noquota", "usrquota", "grpquota", "prjquota",
+}
+
+var kernelOptions = map[string][]string{
+	"ext2": kernelOptionsExt, "ext3": kernelOptionsExt, "ext4": kernelOptionsExt,
+	"squashfs": {"errors=continue", "threads="},
+	"erofs": {"user_xattr", "nouser_xattr", "acl", "noacl", "cache_strategy=disabled",
+		"cache_strategy=readahead", "cache_strategy=readaround", "directio", "fsoffset="},
+	"xfs": {"allocsize=", "attr2", "noattr2", "discard", "nodiscard", "grpid", "bsdgroups",
+		"nogrpid", "sysvgroups", "filestreams", "ikeep", "noikeep", "inode32", "inode64",
+		"largeio", "nolargeio", "logbufs=", "logbsize=", "noalign", "norecovery", "nouuid",
+		"noquota", "quota", "usrquota", "uquota", "uqnoenforce", "qnoenforce", "grpquota",
+		"gquota", "gqnoenforce", "prjquota", "pquota", "pqnoenforce", "swalloc", "sunit=",
+		"swidth=", "wsync"},
+	"btrfs": {"acl", "noacl", "autodefrag", "noautodefrag", "barrier", "nobarrier", "commit=",
+		"compress", "compress=", "compress-force", "compress-force=", "datacow", "nodatacow",
+		"datasum", "nodatasum", "degraded", "discard", "discard=sync", "discard=async",
+		"nodiscard", "flushoncommit", "noflushoncommit", "max_inline=", "metadata_ratio=",
+		"rescue=", "usebackuproot", "nologreplay", "skip_balance", "space_cache",
+		"space_cache=v1", "space_cache=v2", "nospace_cache", "clear_cache", "ssd",
+		"ssd_spread", "nossd", "nossd_spread", "subvol=", "subvolid=", "thread_pool=",
+		"treelog", "notreelog", "user_subvol_rm_allowed"},
+	"vfat": {"quiet", "showexec", "sys_immutable", "flush", "rodir", "uni_xlate", "nonumtail",
+		"utf8", "usefree", "tz=UTC", "time_offset=", "umask=", "dmask=", "fmask=",
+		"allow_utime=", "shortname=lower", "shortname=win95", "shortname=winnt",
+		"shortname=mixed", "errors=continue", "errors=remount-ro", "discard",
+		"dos1xfloppy", "iocharset=utf8", "check=relaxed", "check=normal", "check=strict"},
+	"iso9660": {"norock", "nojoliet", "check=relaxed", "check=strict", "map=off", "map=normal",
+		"map=acorn", "mode=", "dmode=", "unhide", "hide", "showassoc", "block=", "session=",
+		"sbsector=", "cruft", "utf8", "iocharset=utf8", "overriderockperm"},
+}
+
+// kernelDefaults are options added unless the caller chose that setting:
+// ext2/3/4 read their default error behaviour from the superblock, which
+// the sandbox writes (tune2fs -e panic), so a kernel mount always says it.
+var kernelDefaults = map[string]struct{ name, opt string }{
+	"ext2": {"errors", "errors=remount-ro"}, "ext3": {"errors", "errors=remount-ro"},
+	"ext4": {"errors", "errors=remount-ro"},
+}
+
+// OptionError names a file system option a kernel mount refuses.
+type OptionError struct {
+	FSType string
+	Option string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("option %q is not allowed for a kernel mount of %s", e.Option, e.FSType)
+}
+
+// Unwrap makes errors.Is(err, unix.EINVAL) hold: the kernel's errno for an
+// unknown or bad option.
+func (e *OptionError) Unwrap() error { return unix.EINVAL }
+
+// allowedKernelOption reports whether opt is on fstype's allow-list.
+func allowedKernelOption(fstype, opt string) bool {
+	name, _, hasVal := strings.Cut(opt, "=")
+	for _, list := range [][]string{kernelOptionsGeneric, kernelOptions[fstype]} {
+		for _, a := range list {
+			switch {
+			case a == opt:
+				return true
+			case hasVal && strings.HasSuffix(a, "=") && a == name+"=":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// KernelOptions checks the options of a kernel mount of fstype against its
+// allow-list and returns them with the type's safe defaults added, or an
+// *OptionError naming the first option refused.
+func KernelOptions(fstype string, data []string) ([]string, error) {
+	out := make([]string, 0, len(data)+1)
+	for _, o := range data {
+		if !allowedKernelOption(fstype, o) {
+			return nil, &OptionError{FSType: fstype, Option: o}
+		}
+		out = append(out, o)
+	}
+	if d, ok := kernelDefaults[fstype]; ok {
+		chosen := false
+		for _, o := range data {
+			if name, _, _ := strings.Cut(o, "="); name == d.name {
+				chosen = true
+			}
+		}
+		if !chosen {
+			out = append(out, d.opt)
+		}
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,18 +59,37 @@ func checkGeometry(fstype, node string) error {
 	default:
 		return nil
 	}
+	// The backing file is the container's and may stall for ever (a FUSE
+	// mount it serves); a loop read cannot be interrupted, so the read is
+	// abandoned after CheckTimeout and finishes when the container dies.
+	c := make(chan error, 1)
+	go func() { c <- readGeometry(node) }()
+	t := time.NewTimer(CheckTimeout)
+	defer t.Stop()
+	select {
+	case err := <-c:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: superblock read did not return within %v (the backing file stalls)", unix.EIO, CheckTimeout)
+	}
+}
+
+// CheckTimeout bounds the superblock read of checkGeometry.
+const CheckTimeout = 5 * time.Second
+
+func readGeometry(node string) error {
 	f, err := os.Open(node)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	buf := make([]byte, extSuperSize)
 	if _, err := f.ReadAt(buf, extSuperOffset); err != nil {
-		return fmt.Errorf("%w: cannot read superblock: %v", unix.EINVAL, err)
+		return fmt.Errorf("%w: cannot read superblock: %w", unix.EINVAL, err)
 	}
 	sb, err := ParseExtSuper(buf)
 	if err != nil {
-		return fmt.Errorf("%w: %v", unix.EINVAL, err)
+		return fmt.Errorf("%w: %w", unix.EINVAL, err)
 	}
 	end, err := f.Seek(0, 2) // a block device's size
 	if err != nil {

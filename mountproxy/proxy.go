@@ -1,7 +1,6 @@
 package mountproxy
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 )
 
 // Caller is the trapped task, as the supervisor reaches it.
@@ -45,11 +45,12 @@ const (
 
 // fuseMount is a live FUSE mount served by a helper.
 type fuseMount struct {
-	mntID  uint64
-	target string
-	helper string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	mntID     uint64
+	target    string
+	helper    string
+	helperPid int       // in the host's pid namespace
+	cmd       *exec.Cmd // the jail's launcher; the helper dies with it
+	done      chan struct{}
 }
 
 // Proxy serves the mount calls of one instance.
@@ -78,8 +79,8 @@ var cont = loopctl.Result{Continue: true}
 
 // callerNS opens what nsexec needs to act as the caller, and checks that
 // the call is still pending before anything is done on its behalf.
-func callerNS(c Caller) (*NS, error) {
-	ns, err := OpenNS(c.Pid(), c.PidFD())
+func callerNS(c Caller) (*nsexec.NS, error) {
+	ns, err := nsexec.OpenNS(c.Pid(), c.PidFD())
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func resolve(pid int, path string, follow bool) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(dir)
+	defer func() { _ = unix.Close(dir) }()
 	fd, err := unix.Openat2(dir, path, &how)
 	if err != nil {
 		return nil, err
@@ -182,7 +183,7 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	}
 	var st unix.Stat_t
 	err = unix.Fstat(int(src.Fd()), &st)
-	src.Close()
+	_ = src.Close()
 	if err != nil || !loopctl.IsLoopDevice(&st) {
 		return cont
 	}
@@ -225,112 +226,6 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 		log.WithField("errno", r.Errno.Error()).Warn("mount failed")
 	}
 	return r
-}
-
-func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
-	helper := p.pol.Fuse[a.fstype]
-	path, err := HelperPath(helper)
-	if err != nil {
-		log.WithError(err).Error("no FUSE helper: ENODEV")
-		return loopctl.Result{Errno: unix.ENODEV}
-	}
-	// The helper runs chrooted to the caller's root: it must be there
-	// (for loopvisor run that is the host's own file system).
-	if hf, err := resolve(c.Pid(), path, true); err != nil {
-		log.WithFields(logrus.Fields{"helper": path}).Error("the FUSE helper is not in the container's image: ENODEV; install it in the image or mount this type with --allow-kernel-mount")
-		return loopctl.Result{Errno: unix.ENODEV}
-	} else {
-		hf.Close()
-	}
-	opts, err := fuseOptions(helper, a.flags, a.data)
-	if err != nil {
-		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
-		return loopctl.Result{Errno: unix.EINVAL}
-	}
-	if node, err := p.dev.NodePath(idx); err != nil {
-		return fail(err)
-	} else if err := checkGeometry(a.fstype, node); err != nil {
-		log.WithError(err).Warn("image refused as the kernel would refuse it")
-		return fail(err)
-	}
-	// The supervisor cannot look at a path inside another FUSE mount of
-	// the sandbox (FUSE refuses callers outside the mount's user
-	// namespace), so the new mount is found in the caller's mount table.
-	before := fuseMountIDs(c.Pid())
-	ns, err := callerNS(c)
-	if err != nil {
-		return fail(err)
-	}
-	defer ns.Close()
-	argv := []string{path, a.source, a.target, "-f"}
-	if baseName(helper) == "fuse2fs" && a.flags&unix.MS_RDONLY != 0 {
-		// Single-threaded fuse2fs uses 20-28% less CPU per read (make
-		// bench); it writes 10-14% slower, so only for read-only mounts.
-		argv = append(argv, "-s")
-	}
-	cmd := nsexecCmd(ns, "exec", nil, append(argv, "-o", opts)...)
-	if p.KeepHelpers {
-		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
-		cmd.SysProcAttr.Pdeathsig = 0
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fail(err)
-	}
-	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(fm.done)
-	}()
-	deadline := time.Now().Add(p.pol.Timeout)
-	for {
-		select {
-		case <-fm.done:
-			msg := strings.TrimSpace(stderr.String())
-			e := helperErrno(msg)
-			log.WithFields(logrus.Fields{"helper": helper, "stderr": msg}).Warn("FUSE helper exited before the mount came up")
-			return loopctl.Result{Errno: e}
-		case <-time.After(5 * time.Millisecond):
-		}
-		if id, up := fuseUp(c.Pid(), a.target, before); up {
-			fm.mntID = id
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-fm.done
-			log.WithField("timeout", p.pol.Timeout).Error("FUSE helper did not come up in time; killed")
-			return loopctl.Result{Errno: unix.ETIMEDOUT}
-		}
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		_ = cmd.Process.Kill()
-		return loopctl.Result{Errno: unix.ENODEV}
-	}
-	p.fuse[fm.mntID] = fm
-	p.mu.Unlock()
-	go func() {
-		<-fm.done
-		p.mu.Lock()
-		delete(p.fuse, fm.mntID)
-		p.mu.Unlock()
-		log.WithField("helper", helper).Info("FUSE helper exited")
-	}()
-	log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": cmd.Process.Pid}).Info("mounted through FUSE helper")
-	return loopctl.Result{}
-}
-
-// fuseUp reports whether a FUSE mount now sits on target.
-func fuseUp(pid int, target string, before map[uint64]bool) (uint64, bool) {
-	for id := range fuseMountIDs(pid) {
-		if !before[id] {
-			return id, true
-		}
-	}
-	return 0, false
 }
 
 // mountEntry is one line of /proc/PID/mountinfo.
@@ -393,17 +288,6 @@ func callerMounts(pid int) []mountEntry {
 	return parseMountinfo(string(b))
 }
 
-// fuseMountIDs returns the ids of the FUSE mounts in pid's mount table.
-func fuseMountIDs(pid int) map[uint64]bool {
-	ids := map[uint64]bool{}
-	for _, m := range callerMounts(pid) {
-		if strings.HasPrefix(m.fstype, "fuse") {
-			ids[m.id] = true
-		}
-	}
-	return ids
-}
-
 // topMountAt returns the id of the topmost mount on path in pid's table.
 func topMountAt(pid int, path string) (uint64, bool) {
 	var id uint64
@@ -436,8 +320,20 @@ func helperErrno(msg string) unix.Errno {
 }
 
 // kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
-// nodev, idmapped to the sandbox's user namespace where supported.
+// nodev, idmapped to the sandbox's user namespace where supported, with
+// file system options from the type's allow-list and the mount's flags
+// locked as those of a mount the sandbox inherited.
 func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+	opts, err := KernelOptions(a.fstype, a.data)
+	if err != nil {
+		var oe *OptionError
+		if errors.As(err, &oe) {
+			log = log.WithField("option", oe.Option)
+		}
+		log.WithError(err).Warn("file system option refused for a kernel mount: EINVAL")
+		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	a.data = opts
 	node, err := p.dev.NodePath(idx)
 	if err != nil {
 		return fail(err)
@@ -452,16 +348,16 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 	if err != nil {
 		return fail(err)
 	}
-	defer mnt.Close()
+	defer func() { _ = mnt.Close() }()
 	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
 	}
 	defer ns.Close()
-	if err := runOp(ns, "move", mnt, a.target); err != nil {
+	if err := nsexec.MoveLocked(ns, mnt, a.target); err != nil {
 		return fail(err)
 	}
-	l := log.WithField("idmapped", idmapped)
+	l := log.WithFields(logrus.Fields{"idmapped": idmapped, "options": strings.Join(a.data, ",")})
 	if !idmapped {
 		l = l.WithField("note", a.fstype+" cannot be idmapped: files keep their host owners (root-owned files show as nobody)")
 	}
@@ -510,7 +406,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 	}
 	defer ns.Close()
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "umount2", "target": target, "helper": fm.helper})
-	if err := runOp(ns, "umount", nil, target, strconv.Itoa(flags)); err != nil {
+	if err := nsexec.Umount(ns, target, flags); err != nil {
 		return fail(err)
 	}
 	if flags&unix.MNT_DETACH == 0 {
@@ -552,7 +448,7 @@ func (p *Proxy) Status() []MountStatus {
 	defer p.mu.Unlock()
 	var out []MountStatus
 	for _, fm := range p.fuse {
-		out = append(out, MountStatus{Target: fm.target, Helper: fm.helper, HelperPid: fm.cmd.Process.Pid})
+		out = append(out, MountStatus{Target: fm.target, Helper: fm.helper, HelperPid: fm.helperPid})
 	}
 	return out
 }

@@ -56,9 +56,9 @@ const (
 var NativeArch = func() uint32 {
 	switch runtime.GOARCH {
 	case "amd64":
-		return 0xc000003e
+		return AuditArchX86_64
 	case "arm64":
-		return 0xc00000b7
+		return AuditArchAArch64
 	default:
 		return 0
 	}

@@ -101,3 +101,12 @@ func writeMem(pid int, addr uint64, buf []byte) error {
 	}
 	return nil
 }
+
+// progBytes returns prog as the kernel reads it (struct sock_filter[]).
+func progBytes(prog []unix.SockFilter) []byte {
+	if len(prog) == 0 {
+		return nil
+	}
+	n := len(prog) * int(unsafe.Sizeof(prog[0]))
+	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), n)...)
+}

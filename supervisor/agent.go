@@ -19,30 +19,16 @@ import (
 
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
+	"github.com/loopvisor/loopvisor/supervisor/ociproto"
 )
 
-// ContainerProcessState is what an OCI runtime sends to
-// linux.seccomp.listenerPath (runtime-spec, config-linux.md), with one
-// SCM_RIGHTS fd per entry of Fds.
-type ContainerProcessState struct {
-	Version  string   `json:"ociVersion"`
-	Fds      []string `json:"fds"`
-	Pid      int      `json:"pid"`
-	Metadata string   `json:"metadata"`
-	State    struct {
-		Version     string            `json:"ociVersion"`
-		ID          string            `json:"id"`
-		Status      string            `json:"status"`
-		Pid         int               `json:"pid"`
-		Bundle      string            `json:"bundle"`
-		Annotations map[string]string `json:"annotations"`
-	} `json:"state"`
-}
+// ContainerProcessState is the OCI runtime's message (see ociproto).
+type ContainerProcessState = ociproto.ContainerProcessState
 
 // AgentConfig configures `loopvisor agent`.
 type AgentConfig struct {
-	Socket   string
 	StateDir string
 	Limits   loopctl.Limits
 	Mounts   *mountproxy.Policy // nil: mount calls are answered CONTINUE
@@ -50,30 +36,58 @@ type AgentConfig struct {
 }
 
 // Agent serves the seccomp listeners OCI runtimes hand it, one instance per
-// container.
+// container. A container is its id together with its init's user, pid and
+// mount namespaces (nsKey): the id alone is only unique within one
+// runtime's state root.
 type Agent struct {
-	cfg  AgentConfig
-	host *loopctl.Host
-	reg  *loopctl.Registry
-	log  *logrus.Entry
+	cfg   AgentConfig
+	host  *loopctl.Host
+	reg   *loopctl.Registry
+	log   *logrus.Entry
+	work  *workPool // bounds setting up and releasing containers
+	ident *workPool // bounds reading the namespaces of a runtime's processes
 
+	// mu guards containers and each container's listeners and closing. It
+	// is never held across work that touches a container (entering its
+	// namespaces, publishing nodes, releasing devices): one container that
+	// blocks must not stall the others.
 	mu         sync.Mutex
-	containers map[string]*container
+	containers map[containerKey]*container
 	closing    sync.WaitGroup // instances being released
 	stop       chan struct{}
 }
 
+type containerKey struct {
+	id string
+	ns nsKey
+}
+
 type container struct {
-	id        string
-	pid       int
+	key containerKey
+	id  string
+	pid int
+	// ready is closed once setup has finished; err says how. Until then
+	// only key, id, pid, started and the counters below are set.
+	ready     chan struct{}
+	err       error
 	in        *loopctl.Instance
 	mounts    *mountproxy.Proxy
-	ns        *mountproxy.NS
+	ns        *nsexec.NS
 	userNS    *os.File
-	listeners int
-	closing   bool
+	mntNS     *os.File // pins the mount namespace's inode while the instance lives
+	listeners int      // a.mu
+	closing   bool     // a.mu
 	started   time.Time
 	log       *logrus.Entry
+}
+
+func (c *container) isReady() bool {
+	select {
+	case <-c.ready:
+		return c.err == nil
+	default:
+		return false
+	}
 }
 
 // NewAgent opens the loop driver and the state directory and releases what
@@ -88,12 +102,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	reg, err := loopctl.OpenRegistry(cfg.StateDir)
 	if err != nil {
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[string]*container{}}
+	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
+	a.work = newWorkPool(agentWorkers, a.log)
+	a.ident = newWorkPool(agentWorkers, a.log)
 	if err := ensureLoopControlNode(reg.Dir); err != nil {
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
@@ -135,175 +151,250 @@ func (a *Agent) Serve(ln *net.UnixListener) error {
 }
 
 // Listen creates the agent's socket (mode 0600; a stale socket is replaced).
-func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: another agent is listening there", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
-
-// statusRequest is what `loopvisor status` sends instead of a runtime's
-// ContainerProcessState.
-const statusRequest = `{"loopvisor":"status"}`
+func Listen(path string) (*net.UnixListener, error) { return ociproto.Listen(path) }
 
 func (a *Agent) handleConn(conn *net.UnixConn) {
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4*16))
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	defer func() { _ = conn.Close() }()
+	m, err := ociproto.Read(conn)
 	if err != nil {
+		m.Close()
 		a.log.WithError(err).Warn("agent: reading a runtime message")
 		return
 	}
-	fds := parseFds(oob[:oobn])
-	defer func() {
-		for _, fd := range fds {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	}()
-	msg := buf[:n]
-	if strings.TrimSpace(string(msg)) == statusRequest {
+	defer m.Close()
+	if m.Status {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		_ = json.NewEncoder(conn).Encode(a.Status())
 		return
 	}
-	// A runtime may write the state in more than one chunk; the fds come
-	// with the first.
-	for !json.Valid(msg) {
-		m, err := conn.Read(buf)
-		if err != nil || m == 0 {
-			a.log.Warn("agent: truncated runtime message")
-			return
-		}
-		msg = append(msg, buf[:m]...)
-	}
-	var st ContainerProcessState
-	if err := json.Unmarshal(msg, &st); err != nil {
-		a.log.WithError(err).Warn("agent: malformed runtime message")
-		return
-	}
-	idx := -1
-	for i, name := range st.Fds {
-		if name == "seccompFd" && i < len(fds) {
-			idx = i
-		}
-	}
-	if idx < 0 {
+	st := m.State
+	lfd := m.TakeFD("seccompFd")
+	if lfd < 0 {
 		a.log.WithField("container", st.State.ID).Warn("agent: no seccompFd in the runtime message")
 		return
 	}
-	lfd := fds[idx]
-	fds[idx] = -1
-	if err := a.attach(&st, lfd); err != nil {
-		a.log.WithError(err).WithFields(logrus.Fields{"container": st.State.ID, "pid": st.Pid}).
-			Error("agent: cannot serve this container; its loop and mount calls will fail with ENOSYS")
-	}
-}
-
-func parseFds(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for i := range msgs {
-		if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
-			out = append(out, fds...)
+	if err := a.attach(st, lfd); err != nil {
+		log := a.log.WithError(err).WithFields(logrus.Fields{"container": st.State.ID, "pid": st.Pid})
+		if errors.Is(err, errGone) {
+			log.Info("agent: the process exited before the agent could serve it")
+			return
 		}
+		log.Error("agent: cannot serve this container process; its loop and mount calls will fail with ENOSYS")
 	}
-	for _, fd := range out {
-		unix.CloseOnExec(fd)
-	}
-	return out
 }
 
-// attach serves listener fd lfd for the container st describes, creating the
-// container's instance on its first process.
+// attach serves listener fd lfd for the container st describes: state.pid
+// is the container's init, pid the process that loaded this filter (runc:
+// the exec'd process; crun sends 0 for both on exec).
 func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
-	// state.pid is the container's init; pid is the process that loaded
-	// this filter (an exec'd process; crun sends 0 for exec).
-	pid := st.State.Pid
-	if pid <= 0 {
-		pid = st.Pid
-	}
-	return a.Attach(st.State.ID, pid, st.Metadata, st.State.Status, lfd)
+	return a.attachProcess(st.State.ID, st.State.Pid, st.Pid, st.Metadata, st.State.Status, lfd)
 }
 
 // Attach serves seccomp listener lfd (which it takes over) for container id
 // whose init is pid. The first listener of a container creates its
 // instance (policy narrowed by metadata, as listenerMetadata is); later
-// ones (exec'd processes; pid may be 0 for them) join it. The instance is
-// released when no
+// ones (exec'd processes) join it. The instance is released when no
 // process uses any of its listeners. This is the library entry point for a
 // container manager that receives listener fds itself.
 //
+// A container is its id and its init's user, pid and mount namespaces,
+// read from the kernel: a listener joins an instance only if pid is in the
+// same three namespaces as that instance's init; another container with
+// the same id gets an instance of its own. pid may be 0 for an exec'd
+// process (crun sends 0): the listener then joins the instance of id whose
+// namespaces are those of the process that makes the first trapped call,
+// and is refused if there is none.
+//
 // Preconditions: the filter behind lfd traps what loopvisor serves (see
-// RewriteOCIConfig or notify.Program); the container has a user namespace
+// ociconfig.Rewrite or notify.Program); the container has a user namespace
 // whose root is not host root.
 func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
-	st := &ContainerProcessState{Metadata: metadata}
-	st.State.Status = status
+	return a.attachProcess(id, pid, pid, metadata, status, lfd)
+}
+
+func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int) error {
 	if id == "" {
-		unix.Close(lfd)
+		_ = unix.Close(lfd)
 		return errors.New("attach: a container id is required")
 	}
 	l, err := notify.NewListener(lfd)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	c := a.containers[id]
-	if c != nil && c.closing {
-		a.mu.Unlock()
-		l.Close()
-		return fmt.Errorf("container %s is being released; a new process of it cannot join", id)
-	}
-	if c == nil && pid <= 0 {
-		a.mu.Unlock()
-		l.Close()
-		return fmt.Errorf("attach: container %s is new, and the pid of its init is unknown", id)
-	}
-	if c == nil {
-		c, err = a.newContainer(id, pid, st.Metadata)
-		if err != nil {
-			a.mu.Unlock()
-			l.Close()
-			return err
+	if initPid <= 0 && procPid <= 0 {
+		if !a.knows(id) {
+			_ = l.Close()
+			return fmt.Errorf("container %s is not served here, and the runtime sent no pid to create it from", id)
 		}
-		a.containers[id] = c
+		go a.serveUnidentified(l, id, status)
+		return nil
 	}
-	c.listeners++
-	a.mu.Unlock()
-	c.log.WithFields(logrus.Fields{"pid": pid, "status": st.State.Status, "sync_wakeup": l.SyncWake}).Info("serving a container process")
-	go func() {
-		sb := &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}
-		if err := Serve(l, sb); err != nil {
-			c.log.WithError(err).Warn("serving stopped with an error")
-		}
-		l.Close()
-		a.release(c)
-	}()
+	c, err := a.join(id, initPid, procPid, metadata)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+	<-c.ready
+	if c.err != nil {
+		_ = l.Close()
+		return c.err
+	}
+	a.serve(c, l, nil, procPid, status)
 	return nil
 }
 
+// knows reports whether some live instance has container id.
+func (a *Agent) knows(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, c := range a.containers {
+		if k.id == id && !c.closing {
+			return true
+		}
+	}
+	return false
+}
+
+// join identifies the container of a listener whose process the runtime
+// named and returns its container, creating it for the first listener. The
+// returned container counts the listener; wait for c.ready.
+//
+// The namespaces are read on a pool of their own (a few /proc reads per
+// listener, never blocked by a container): a pool busy setting up others
+// must not leave the container's init time to leave them first. Only the
+// setup of a new container waits for a worker of a.work.
+func (a *Agent) join(id string, initPid, procPid int, metadata string) (*container, error) {
+	cpid := initPid // the container's init: whose namespaces name it
+	if cpid <= 0 {
+		cpid = procPid
+	}
+	log := a.log.WithFields(logrus.Fields{"container": id, "pid": procPid})
+	var key, pk nsKey
+	pidfd, ppidfd := -1, -1
+	var err, perr error
+	a.ident.do("identify", log, func() {
+		key, pidfd, err = procNS(cpid)
+		if err == nil && procPid > 0 && procPid != cpid {
+			pk, ppidfd, perr = procNS(procPid)
+			closeFD(ppidfd)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("container %s, process %d: %w", id, cpid, err)
+	}
+	defer closeFD(pidfd)
+	if perr != nil {
+		return nil, fmt.Errorf("container %s, process %d: %w", id, procPid, perr)
+	}
+	if procPid > 0 && procPid != cpid && pk != key {
+		log.WithFields(logrus.Fields{"init": cpid, "init_ns": key.String(), "process_ns": pk.String()}).
+			Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")
+		return nil, fmt.Errorf("process %d is not in the namespaces of container %s (init %d)", procPid, id, cpid)
+	}
+	ck := containerKey{id, key}
+	a.mu.Lock()
+	if c := a.containers[ck]; c != nil {
+		if c.closing {
+			a.mu.Unlock()
+			return nil, fmt.Errorf("container %s is being released; a new process of it cannot join", id)
+		}
+		c.listeners++
+		a.mu.Unlock()
+		return c, nil
+	}
+	var others []int
+	for k, o := range a.containers {
+		if k.id == id {
+			others = append(others, o.pid)
+		}
+	}
+	c := &container{key: ck, id: id, pid: cpid, ready: make(chan struct{}), listeners: 1, started: time.Now()}
+	a.containers[ck] = c
+	a.mu.Unlock()
+	if len(others) > 0 {
+		log.WithFields(logrus.Fields{"init": cpid, "ns": key.String(), "other_inits": others}).
+			Warn("container id already served for another container (other user, pid or mount namespace): this one gets an instance of its own")
+	}
+	a.work.do("setup", log, func() { c.err = a.setup(c, pidfd, metadata) })
+	if c.err != nil {
+		a.mu.Lock()
+		if a.containers[ck] == c {
+			delete(a.containers, ck)
+		}
+		a.mu.Unlock()
+	}
+	close(c.ready)
+	return c, nil
+}
+
+// serveUnidentified serves a listener the runtime named no process for
+// (crun exec): the first trapped call's caller decides which container it
+// belongs to, and it joins that container's instance only.
+func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
+	log := a.log.WithFields(logrus.Fields{"container": id, "status": status})
+	for {
+		req, err := l.Next()
+		if err != nil { // every process of it is gone without a trapped call
+			_ = l.Close()
+			return
+		}
+		key, err := identifyCaller(l, &req)
+		if errors.Is(err, errStale) || errors.Is(err, errGone) {
+			continue
+		}
+		refuse := func(why string, f logrus.Fields) {
+			log.WithFields(f).WithField("caller", req.Pid).Warn("refused: " + why + "; its calls fail with ENOSYS")
+			_ = l.Respond(req.ID, notify.Errno(unix.ENOSYS))
+			_ = l.Close()
+		}
+		if err != nil {
+			refuse("cannot read the namespaces of the process making the first trapped call", logrus.Fields{"error": err.Error()})
+			return
+		}
+		a.mu.Lock()
+		c := a.containers[containerKey{id, key}]
+		if c != nil && !c.closing {
+			c.listeners++
+		}
+		a.mu.Unlock()
+		if c == nil || c.closing {
+			refuse("the runtime sent no pid and the process making the first trapped call is in the namespaces of no live container of this id",
+				logrus.Fields{"caller_ns": key.String()})
+			return
+		}
+		<-c.ready
+		if c.err != nil {
+			refuse("its container could not be set up", logrus.Fields{"error": c.err.Error()})
+			return
+		}
+		a.serve(c, l, &req, 0, status)
+		return
+	}
+}
+
+// serve answers l's notifications for container c (which counts l), first
+// the already received one if first is not nil, and releases c's instance
+// once no process uses any of its listeners.
+func (a *Agent) serve(c *container, l *notify.Listener, first *notify.Request, pid int, status string) {
+	c.log.WithFields(logrus.Fields{"pid": pid, "status": status, "sync_wakeup": l.SyncWake}).Info("serving a container process")
+	go func() {
+		sb := &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}
+		if first != nil {
+			if err := l.Respond(first.ID, handle(l, sb, first)); err != nil {
+				c.log.WithError(err).WithField("pid", first.Pid).Warn("cannot answer notification")
+			}
+		}
+		if err := Serve(l, sb); err != nil {
+			c.log.WithError(err).Warn("serving stopped with an error")
+		}
+		_ = l.Close()
+		a.release(c)
+	}()
+}
+
 // release ends a container's instance once no process uses any of its
-// listeners.
+// listeners. The work runs on the agent's worker pool: an exit burst of
+// many containers must not become one blocked OS thread per container.
 func (a *Agent) release(c *container) {
 	a.mu.Lock()
 	c.listeners--
@@ -311,29 +402,40 @@ func (a *Agent) release(c *container) {
 	if last {
 		c.closing = true
 		a.closing.Add(1)
-		defer a.closing.Done()
 	}
 	a.mu.Unlock()
 	if !last {
 		return
 	}
+	defer a.closing.Done()
 	// The instance stays listed (closing) until its devices are released.
-	defer func() {
-		a.mu.Lock()
-		if a.containers[c.id] == c {
-			delete(a.containers, c.id)
-		}
-		a.mu.Unlock()
-	}()
+	a.work.do("release", c.log, c.teardown)
+	a.mu.Lock()
+	if a.containers[c.key] == c {
+		delete(a.containers, c.key)
+	}
+	a.mu.Unlock()
+	c.log.Info("container gone; instance released")
+}
+
+// teardown releases what setup acquired.
+func (c *container) teardown() {
 	if c.mounts != nil {
 		c.mounts.Close()
 	}
-	if err := c.in.Close(2 * time.Second); err != nil {
-		c.log.WithError(err).Warn("cleanup incomplete")
+	if c.in != nil {
+		if err := c.in.Close(2 * time.Second); err != nil {
+			c.log.WithError(err).Warn("cleanup incomplete")
+		}
 	}
-	c.ns.Close()
-	c.userNS.Close()
-	c.log.Info("container gone; instance released")
+	if c.ns != nil {
+		c.ns.Close()
+	}
+	for _, f := range []*os.File{c.userNS, c.mntNS} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
 }
 
 // hostRoot returns the host uid and gid that uid 0 of pid's user namespace
@@ -344,7 +446,7 @@ func hostRoot(pid int) (uid, gid int, err error) {
 		if err != nil {
 			return -1, err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fl := strings.Fields(sc.Text())
@@ -361,69 +463,80 @@ func hostRoot(pid int) (uid, gid int, err error) {
 	return
 }
 
-func (a *Agent) newContainer(id string, pid int, metadata string) (*container, error) {
+// setup creates c's instance from its init c.pid, whose namespaces are
+// c.key.ns and which pidfd names, and puts the instance's nodes into the
+// container. It runs on a worker of the pool, without a.mu. On error
+// everything it acquired is released.
+func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
+	pid := c.pid
 	uid, gid, err := hostRoot(pid)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if uid == 0 {
-		return nil, errors.New("the container's root is host root: loopvisor serves only containers with a user namespace mapping root to an unprivileged uid")
+		return errors.New("the container's root is host root: loopvisor serves only containers with a user namespace mapping root to an unprivileged uid")
 	}
 	limits, pol, err := a.policyFor(metadata)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	defer func() {
+		if err != nil {
+			c.teardown()
+			c.in, c.mounts, c.ns, c.userNS, c.mntNS = nil, nil, nil, nil, nil
+		}
+	}()
+	if c.ns, err = nsexec.OpenNS(pid, pidfd); err != nil {
+		return err
 	}
-	ns, err := mountproxy.OpenNS(pid, pidfd)
-	unix.Close(pidfd)
-	if err != nil {
-		return nil, err
+	if c.userNS, err = os.Open("/proc/" + strconv.Itoa(pid) + "/ns/user"); err != nil {
+		return err
 	}
-	userNS, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/user")
-	if err != nil {
-		ns.Close()
-		return nil, err
+	if c.mntNS, err = os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt"); err != nil {
+		return err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(userNS.Fd()), &st); err != nil {
-		ns.Close()
-		userNS.Close()
-		return nil, err
+	// What was opened through /proc/PID is pid's only if pid is still the
+	// process pidfd names, and its namespaces are still the key's.
+	var ust, mst unix.Stat_t
+	if err := unix.Fstat(int(c.userNS.Fd()), &ust); err != nil {
+		return err
 	}
-	log := a.log.WithField("container", id)
+	if err := unix.Fstat(int(c.mntNS.Fd()), &mst); err != nil {
+		return err
+	}
+	if !pidfdAlive(pidfd) {
+		return errGone
+	}
+	if ust.Ino != c.key.ns.User || mst.Ino != c.key.ns.Mnt {
+		return fmt.Errorf("process %d changed namespaces while the agent set it up", pid)
+	}
+	log := a.log.WithField("container", c.id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: id, ContainerPid: pid, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
+		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
 	})
 	if err != nil {
-		ns.Close()
-		userNS.Close()
-		return nil, err
+		return err
 	}
-	in.UserNS = st.Ino
-	c := &container{id: id, pid: pid, in: in, ns: ns, userNS: userNS, started: time.Now(), log: log.WithField("instance", in.ID)}
+	c.in = in
+	in.UserNS = ust.Ino
+	c.log = log.WithField("instance", in.ID)
 	in.View.Publish = func(name string, node *os.File) error {
-		return mountproxy.Bind(c.ns, node, "/dev/"+name)
+		return nsexec.Bind(c.ns, node, "/dev/"+name)
 	}
 	in.View.Unpublish = func(name string) {
-		if err := mountproxy.Unbind(c.ns, "/dev/"+name); err != nil {
+		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
 			c.log.WithError(err).WithField("node", name).Debug("cannot remove node from the container's /dev")
 		}
 	}
 	if err := c.publishStatic(); err != nil {
-		_ = in.Close(time.Second)
-		ns.Close()
-		userNS.Close()
-		return nil, err
+		return err
 	}
 	if pol != nil {
-		c.mounts = mountproxy.New(*pol, in, userNS, c.log)
+		c.mounts = mountproxy.New(*pol, in, c.userNS, c.log)
 		c.mounts.KeepHelpers = true
 	}
-	c.log.WithFields(logrus.Fields{"host_uid": uid, "max_loop": limits.MaxLoop, "mounts": pol != nil}).Info("container instance created")
-	return c, nil
+	c.log.WithFields(logrus.Fields{"host_uid": uid, "max_loop": limits.MaxLoop, "mounts": pol != nil, "ns": c.key.ns.String()}).Info("container instance created")
+	return nil
 }
 
 // publishStatic puts the instance's /dev/loop-control and sysfs views into
@@ -433,8 +546,8 @@ func (c *container) publishStatic() error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	if err := mountproxy.Bind(c.ns, node, "/dev/loop-control"); err != nil {
+	defer func() { _ = node.Close() }()
+	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
 	}
 	for _, m := range loopctl.ViewMounts[1:] { // /sys/...: /dev is the container's own
@@ -442,8 +555,8 @@ func (c *container) publishStatic() error {
 		if err != nil {
 			return err
 		}
-		err = mountproxy.Move(c.ns, v, m.Target)
-		v.Close()
+		err = nsexec.Move(c.ns, v, m.Target)
+		_ = v.Close()
 		if err != nil {
 			c.log.WithError(err).WithField("target", m.Target).Warn("cannot filter the container's sysfs view; it shows every loop device (names only)")
 		}
@@ -536,11 +649,26 @@ type DeviceStatus struct {
 
 // Status lists the live instances.
 func (a *Agent) Status() []InstanceStatus {
+	// Copy under the lock, look at the instances without it: a device's
+	// sysfs attributes and an instance's own lock are no business of the
+	// agent-wide one.
+	type entry struct {
+		c         *container
+		listeners int
+		closing   bool
+	}
+	var cs []entry
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []InstanceStatus
 	for _, c := range a.containers {
-		s := InstanceStatus{Container: c.id, Instance: c.in.ID, Pid: c.pid, Processes: c.listeners, Since: c.started, MaxLoop: c.in.MaxLoop(), Closing: c.closing}
+		if c.isReady() {
+			cs = append(cs, entry{c, c.listeners, c.closing})
+		}
+	}
+	a.mu.Unlock()
+	var out []InstanceStatus
+	for _, e := range cs {
+		c := e.c
+		s := InstanceStatus{Container: c.id, Instance: c.in.ID, Pid: c.pid, Processes: e.listeners, Since: c.started, MaxLoop: c.in.MaxLoop(), Closing: e.closing}
 		devs := c.in.Devices()
 		sort.Ints(devs)
 		for _, idx := range devs {
@@ -551,24 +679,20 @@ func (a *Agent) Status() []InstanceStatus {
 		}
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Container < out[j].Container })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Container != out[j].Container {
+			return out[i].Container < out[j].Container
+		}
+		return out[i].Pid < out[j].Pid
+	})
 	return out
 }
 
 // QueryStatus asks the agent at socket for its status.
 func QueryStatus(socket string) ([]InstanceStatus, error) {
-	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("no agent at %s: %w (is loopvisor agent running?)", socket, err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte(statusRequest)); err != nil {
-		return nil, err
-	}
 	var out []InstanceStatus
-	if err := json.NewDecoder(conn).Decode(&out); err != nil {
-		return nil, fmt.Errorf("agent status: %w", err)
+	if err := ociproto.Query(socket, &out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -586,7 +710,7 @@ func (a *Agent) Close() {
 		a.log.Warn("instances still being released; the next agent or loopvisor gc will finish")
 	}
 	_ = unix.Unmount(filepath.Join(a.reg.Dir, "dev"), unix.MNT_DETACH)
-	a.host.Close()
+	_ = a.host.Close()
 }
 
 // ensureLoopControlNode makes the nodes oci-config bind-mounts on a

@@ -20,14 +20,14 @@ type caller struct {
 // own user namespace. A caller in a nested user namespace has its
 // capabilities there, not in the instance's, and is not privileged.
 func (c caller) Privileged() (bool, error) {
-	ns, err := c.Target.UserNS()
+	ns, err := c.UserNS()
 	if err != nil {
 		return false, err
 	}
 	if ns != c.userNS {
 		return false, nil
 	}
-	st, err := c.Target.Status()
+	st, err := c.Status()
 	if err != nil {
 		return false, err
 	}

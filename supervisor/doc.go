@@ -31,10 +31,23 @@
 // library entry point); nodes reach the container's own /dev as bind mounts
 // made by nsexec inside its mount namespace, /dev/loop-control and
 // /dev/fuse first come from the agent's tmpfs through config.json mounts
-// (RewriteOCIConfig), because the runtime does not wait for the agent. The
+// (ociconfig.Rewrite), because the runtime does not wait for the agent. The
 // instance ends when the last listener hangs up. Journals record the
 // container's init, so a restarted agent keeps a live container's devices
 // and collects them once it is gone.
+//
+// A container is its id together with its init's user, pid and mount
+// namespaces, read on kernel objects (pidfd, then /proc/PID/ns inodes, then
+// the pidfd checked alive): ids are unique only within one runtime's state
+// root, and runc and crun may each run a "demo". A listener whose process
+// the runtime names joins an instance only if that process is in the init's
+// three namespaces; one it names no process for (crun exec sends pid 0)
+// waits for its first trapped call and joins the instance whose namespaces
+// are the caller's (NOTIF_ID_VALID after the reads pins the caller), or is
+// refused. Setting up and releasing containers, which block in system calls
+// (flock, nsexec, unmounts), run on a pool of a few workers, so that an
+// exit burst of a thousand containers costs a few OS threads, not one each;
+// the agent's mutex covers only its map of containers.
 //
 // Errors a container sees are computed in one place, loopctl.Errno. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -18,54 +19,87 @@ import (
 // last openers may still hold a device for a moment. GC retries a busy
 // device for up to wait before it leaves it.
 func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Duration) (released, left int) {
+	// The registry lock is held only to read journals and to claim or
+	// update one, never while devices are released: a release may wait for
+	// a dying sandbox (up to wait) or for its backing file, and every other
+	// supervisor's allocations take the same lock. A claimed journal names
+	// this process, so a concurrent gc leaves it alone; if this gc dies
+	// half-way, the next one takes it over.
 	unlock, err := reg.Lock()
 	if err != nil {
 		log.WithError(err).Warn("gc: cannot lock the state dir")
 		return 0, 0
 	}
-	defer unlock()
 	js, errs := reg.Journals()
 	for _, err := range errs {
 		log.WithError(err).Warn("gc: unreadable journal left alone")
 	}
+	self, serr := loopctl.ProcStartTime(os.Getpid())
+	var mine []*loopctl.Journal
 	for _, j := range js {
-		if j.Alive() {
+		if j.Alive() || serr != nil {
 			continue
 		}
-		jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
-		// Release in rounds: a partition device holds its whole device
-		// open, so the whole device goes only after its partitions.
-		keep := append([]int(nil), j.Devices...)
-		errs := map[int]error{}
-		for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-			var next []int
-			for _, idx := range keep {
-				if err := loopctl.ReleaseDevice(h, reg, idx); err != nil {
-					errs[idx] = err
-					next = append(next, idx)
-					continue
-				}
-				reg.DropNode(idx)
-				released++
-				jl.WithField("loop", idx).Info("gc: released device of a dead supervisor")
-			}
-			progress := len(next) < len(keep)
-			keep = next
-			if len(keep) == 0 || (!progress && time.Now().After(deadline)) {
-				break
-			}
+		dead := j.Pid
+		j.Pid, j.StartTime = os.Getpid(), self
+		if err := reg.Write(j); err != nil {
+			log.WithError(err).WithField("instance", j.ID).Warn("gc: cannot claim a dead journal")
+			continue
 		}
-		for _, idx := range keep {
-			loopctl.Tombstone(reg, idx)
-			jl.WithError(errs[idx]).WithField("loop", idx).Warn("gc: device left in place")
-		}
-		left += len(keep)
-		if len(keep) == 0 {
-			_ = reg.Delete(j.ID)
-		} else {
-			j.Devices = keep
-			_ = reg.Write(j)
-		}
+		j.Pid = dead // for the log
+		mine = append(mine, j)
+	}
+	unlock()
+	for _, j := range mine {
+		r, l := gcJournal(h, reg, j, log, wait)
+		released += r
+		left += l
 	}
 	return released, left
+}
+
+// gcJournal releases the devices of one claimed journal and then deletes or
+// rewrites it. Preconditions: j is claimed by this process; the registry
+// lock is not held.
+func gcJournal(h *loopctl.Host, reg *loopctl.Registry, j *loopctl.Journal, log *logrus.Entry, wait time.Duration) (released, left int) {
+	jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
+	// Release in rounds: a partition device holds its whole device open,
+	// so the whole device goes only after its partitions.
+	keep := append([]int(nil), j.Devices...)
+	errs := map[int]error{}
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		var next []int
+		for _, idx := range keep {
+			if err := loopctl.ReleaseDevice(h, reg, idx); err != nil {
+				errs[idx] = err
+				next = append(next, idx)
+				continue
+			}
+			reg.DropNode(idx)
+			released++
+			jl.WithField("loop", idx).Info("gc: released device of a dead supervisor")
+		}
+		progress := len(next) < len(keep)
+		keep = next
+		if len(keep) == 0 || (!progress && time.Now().After(deadline)) {
+			break
+		}
+	}
+	for _, idx := range keep {
+		loopctl.Tombstone(reg, idx)
+		jl.WithError(errs[idx]).WithField("loop", idx).Warn("gc: device left in place")
+	}
+	unlock, err := reg.Lock()
+	if err != nil {
+		return released, len(keep)
+	}
+	defer unlock()
+	if len(keep) == 0 {
+		_ = reg.Delete(j.ID)
+	} else {
+		// Unclaimed again: the next gc retries it.
+		j.Devices, j.Pid, j.StartTime = keep, 0, 0
+		_ = reg.Write(j)
+	}
+	return released, len(keep)
 }

@@ -49,11 +49,11 @@ func SubIDRange(file, user string) (IDMap, bool) {
 	if err != nil {
 		return IDMap{}, false
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		parts := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(parts) != 3 || (parts[0] != user && !(user == "root" && parts[0] == "0")) {
+		if len(parts) != 3 || (parts[0] != user && (user != "root" || parts[0] != "0")) {
 			continue
 		}
 		start, err1 := strconv.Atoi(parts[1])

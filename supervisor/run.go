@@ -18,6 +18,7 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
+	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
 )
 
 // RunConfig is what `loopvisor run` needs.
@@ -60,7 +61,7 @@ func Run(cfg RunConfig) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	reg, err := loopctl.OpenRegistry(cfg.StateDir)
 	if err != nil {
 		return 0, err
@@ -81,7 +82,9 @@ func Run(cfg RunConfig) (int, error) {
 		return 0, fmt.Errorf("create instance: %w", err)
 	}
 	code, err := runSandbox(cfg, in, log)
-	if cerr := in.Close(cfg.CleanupTimeout); cerr != nil && err == nil {
+	// A cleanup error is logged whatever the sandbox's fate: it says
+	// which devices gc still has to release.
+	if cerr := in.Close(cfg.CleanupTimeout); cerr != nil {
 		log.WithError(cerr).Warn("cleanup incomplete")
 	}
 	return code, err
@@ -94,19 +97,19 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	}
 	ours := os.NewFile(uintptr(pair[0]), "sandbox")
 	theirs := os.NewFile(uintptr(pair[1]), "supervisor")
-	defer ours.Close()
+	defer func() { _ = ours.Close() }()
 
 	extra := []*os.File{theirs}
 	for _, m := range loopctl.ViewMounts {
 		f, err := in.View.Clone(m.Dir)
 		if err != nil {
-			theirs.Close()
+			_ = theirs.Close()
 			closeAll(extra[1:])
 			return 0, err
 		}
 		extra = append(extra, f)
 	}
-	initArgs := []string{InitArg}
+	initArgs := []string{sandboxinit.Arg}
 	if cfg.Mounts != nil {
 		initArgs = append(initArgs, "--mount")
 	}
@@ -118,7 +121,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	// Signals for the sandbox are forwarded to its init from the moment it
 	// exists.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, sandboxinit.Forwarded...)
 	defer signal.Stop(sigs)
 
 	err = cmd.Start()
@@ -129,30 +132,34 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	log = log.WithField("init_pid", cmd.Process.Pid)
 	waitc := make(chan error, 1)
 	go func() { waitc <- cmd.Wait() }()
+	// abort kills the sandbox's init after a failed set-up and reaps it.
+	abort := func() {
+		_ = cmd.Process.Kill()
+		if werr := <-waitc; werr != nil {
+			log.WithError(werr).Debug("sandbox init killed after a failed set-up")
+		}
+	}
 
 	lfd, err := recvListener(ours, waitc)
 	if err != nil {
-		_ = cmd.Process.Kill()
-		return exitCode(cmd, <-waitc), fmt.Errorf("sandbox set-up failed: %w", err)
+		abort()
+		return exitCode(cmd), fmt.Errorf("sandbox set-up failed: %w", err)
 	}
 	l, err := notify.NewListener(lfd)
 	if err != nil {
-		_ = cmd.Process.Kill()
-		<-waitc
+		abort()
 		return 0, err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	userNS, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
 	if err != nil {
-		_ = cmd.Process.Kill()
-		<-waitc
+		abort()
 		return 0, err
 	}
-	defer userNS.Close()
+	defer func() { _ = userNS.Close() }()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(userNS.Fd()), &st); err != nil {
-		_ = cmd.Process.Kill()
-		<-waitc
+		abort()
 		return 0, err
 	}
 	in.UserNS = st.Ino
@@ -191,12 +198,16 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	case <-time.After(5 * time.Second):
 		log.Warn("listener still in use 5s after the sandbox died")
 	}
-	code := exitCode(cmd, werr)
+	code := exitCode(cmd)
+	var exitErr *exec.ExitError
+	if werr != nil && !errors.As(werr, &exitErr) {
+		log.WithError(werr).Warn("waiting for the sandbox's init failed")
+	}
 	log.WithField("status", code).Info("sandbox exited")
 	return code, nil
 }
 
-func exitCode(cmd *exec.Cmd, err error) int {
+func exitCode(cmd *exec.Cmd) int {
 	if cmd.ProcessState == nil {
 		return 125
 	}
@@ -208,7 +219,7 @@ func exitCode(cmd *exec.Cmd, err error) int {
 
 func closeAll(fs []*os.File) {
 	for _, f := range fs {
-		f.Close()
+		_ = f.Close()
 	}
 }
 
@@ -256,21 +267,21 @@ func recvListener(sock *os.File, waitc chan error) (int, error) {
 
 // runBare runs cfg.Argv in the sandbox's namespaces with no supervision.
 func runBare(cfg RunConfig) (int, error) {
-	cmd := exec.Command("/proc/self/exe", append([]string{InitArg, "--bare", "--"}, cfg.Argv...)...)
+	cmd := exec.Command("/proc/self/exe", append([]string{sandboxinit.Arg, "--bare", "--"}, cfg.Argv...)...)
 	cmd.Args[0] = "loopvisor-init"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return 0, err
 	}
-	defer devnull.Close()
+	defer func() { _ = devnull.Close() }()
 	cmd.ExtraFiles = []*os.File{devnull}
 	cmd.SysProcAttr = sandboxAttr(cfg)
 	err = cmd.Run()
 	if cmd.ProcessState == nil {
 		return 0, err
 	}
-	return exitCode(cmd, err), nil
+	return exitCode(cmd), nil
 }
 
 func sandboxAttr(cfg RunConfig) *syscall.SysProcAttr {

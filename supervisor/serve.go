@@ -3,7 +3,6 @@ package supervisor
 import (
 	"errors"
 
-	seccomp "github.com/seccomp/libseccomp-golang"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -11,42 +10,6 @@ import (
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
 )
-
-// Audit arches whose calls the filter traps.
-const (
-	auditArchX86_64 = 0xc000003e
-	auditArchI386   = 0x40000003
-)
-
-type sysKey struct {
-	arch uint32
-	nr   int32
-}
-
-type sysInfo struct {
-	name   string
-	compat bool // 32-bit pointers and structures
-}
-
-// syscalls names every trapped (arch, nr) pair.
-var syscalls = func() map[sysKey]sysInfo {
-	m := map[sysKey]sysInfo{}
-	add := func(arch seccomp.ScmpArch, audit uint32, compat bool) {
-		for _, name := range []string{"ioctl", "mount", "umount2", "umount", "fsopen"} {
-			nr, err := seccomp.GetSyscallFromNameByArch(name, arch)
-			if err == nil && nr >= 0 {
-				m[sysKey{audit, int32(nr)}] = sysInfo{name, compat}
-			}
-		}
-	}
-	add(seccomp.ArchAMD64, auditArchX86_64, false)
-	add(seccomp.ArchX32, auditArchX86_64, true)
-	add(seccomp.ArchX86, auditArchI386, true)
-	if notify.NativeArch != auditArchX86_64 {
-		add(seccomp.ArchNative, notify.NativeArch, false)
-	}
-	return m
-}()
 
 // Sandbox is what the serve loop answers for.
 type Sandbox struct {
@@ -74,26 +37,24 @@ func Serve(l *notify.Listener, sb *Sandbox) error {
 	}
 }
 
+// handle decides one notification: notify decodes it, loopctl and
+// mountproxy act on copies of its arguments, and the reply goes back to
+// Serve, which answers it.
 func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
-	info, ok := syscalls[sysKey{req.Arch, req.Nr}]
+	call, ok := notify.Decode(req)
 	if !ok {
 		sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "nr": req.Nr, "arch": req.Arch}).Warn("unexpected trapped syscall: ENOSYS")
 		return notify.Errno(unix.ENOSYS)
 	}
-	args := req.Args
-	if info.compat {
-		for i := range args {
-			args[i] &= 0xffffffff
-		}
-	}
-	if info.name == "ioctl" && info.compat {
-		if cmd := uint32(args[1]); cmd == 0x4C02 || cmd == 0x4C03 {
+	args := call.Args
+	if call.Syscall == notify.SysIoctl && call.Compat {
+		if cmd := uint32(args[1]); cmd == notify.LoopSetStatus || cmd == notify.LoopGetStatus {
 			// struct loop_info differs in the compat ABIs.
 			sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "syscall": loopctl.CmdName(cmd)}).Warn("32-bit LOOP_SET/GET_STATUS is not served: EINVAL; use the 64 variants")
 			return notify.Errno(unix.EINVAL)
 		}
 	}
-	if info.name != "ioctl" && sb.Mounts == nil {
+	if call.Syscall != notify.SysIoctl && sb.Mounts == nil {
 		return notify.Reply{Continue: true}
 	}
 	t, err := l.Target(req)
@@ -103,17 +64,14 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	defer t.Close()
 	var r loopctl.Result
 	c := caller{Target: t, userNS: sb.Instance.UserNS}
-	switch info.name {
-	case "ioctl":
+	switch call.Syscall {
+	case notify.SysIoctl:
 		r = sb.Instance.Ioctl(c, uint32(args[0]), uint32(args[1]), args[2])
-	case "mount":
+	case notify.SysMount:
 		r = sb.Mounts.Mount(c, args)
-	case "umount2":
+	case notify.SysUmount2:
 		r = sb.Mounts.Umount(c, args)
-	case "umount": // i386: umount(target) is umount2(target, 0)
-		args[1] = 0
-		r = sb.Mounts.Umount(c, args)
-	case "fsopen":
+	case notify.SysFsopen:
 		r = sb.Mounts.Fsopen(c, args)
 	}
 	switch {

@@ -19,45 +19,6 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-// The (arch, nr) pairs handle serves are those the filter traps, with the
-// real x86 syscall numbers.
-func TestSyscallTable(t *testing.T) {
-	if runtime.GOARCH != "amd64" {
-		t.Skip("x86 numbers")
-	}
-	if notify.NativeArch != auditArchX86_64 {
-		t.Errorf("notify.NativeArch = %#x, want %#x", notify.NativeArch, auditArchX86_64)
-	}
-	want := map[sysKey]sysInfo{
-		{auditArchX86_64, 16}:           {"ioctl", false},
-		{auditArchX86_64, 165}:          {"mount", false},
-		{auditArchX86_64, 166}:          {"umount2", false},
-		{auditArchX86_64, 430}:          {"fsopen", false},
-		{auditArchX86_64, x32Bit | 514}: {"ioctl", true}, // x32 ioctl is compat_sys_ioctl
-		{auditArchX86_64, x32Bit | 165}: {"mount", true},
-		{auditArchX86_64, x32Bit | 166}: {"umount2", true},
-		{auditArchX86_64, x32Bit | 430}: {"fsopen", true},
-		{auditArchI386, 54}:             {"ioctl", true},
-		{auditArchI386, 21}:             {"mount", true},
-		{auditArchI386, 52}:             {"umount2", true},
-		{auditArchI386, 22}:             {"umount", true},
-		{auditArchI386, 430}:            {"fsopen", true},
-	}
-	for k, w := range want {
-		if got, ok := syscalls[k]; !ok || got != w {
-			t.Errorf("syscalls[arch %#x nr %#x] = %+v, %v; want %+v", k.arch, k.nr, got, ok, w)
-		}
-	}
-	for k, got := range syscalls {
-		if _, ok := want[k]; !ok {
-			t.Errorf("unexpected syscalls entry arch %#x nr %#x: %+v", k.arch, k.nr, got)
-		}
-	}
-	if unix.SYS_IOCTL != 16 || unix.SYS_MOUNT != 165 || unix.SYS_UMOUNT2 != 166 || unix.SYS_FSOPEN != 430 {
-		t.Errorf("x/sys syscall numbers differ")
-	}
-}
-
 // Requests handle answers without reaching the caller: a nil listener and
 // instance prove it does not try.
 func TestHandleWithoutCaller(t *testing.T) {
@@ -72,22 +33,22 @@ func TestHandleWithoutCaller(t *testing.T) {
 		req  notify.Request
 		want notify.Reply
 	}{
-		{"read", notify.Request{Arch: auditArchX86_64, Nr: unix.SYS_READ, Args: [6]uint64{0, 0x4C00}}, enosys},
-		{"x32 bit with native ioctl nr", notify.Request{Arch: auditArchX86_64, Nr: x32Bit | 16, Args: [6]uint64{0, 0x4C00}}, enosys},
-		{"i386 with native nr 16", notify.Request{Arch: auditArchI386, Nr: 16, Args: [6]uint64{0, 0x4C00}}, enosys},
-		{"x86_64 with i386 nr 54", notify.Request{Arch: auditArchX86_64, Nr: 54, Args: [6]uint64{0, 0x4C00}}, enosys},
-		{"i386 umount (22) without proxy", notify.Request{Arch: auditArchI386, Nr: 22}, cont},
+		{"read", notify.Request{Arch: notify.AuditArchX86_64, Nr: unix.SYS_READ, Args: [6]uint64{0, 0x4C00}}, enosys},
+		{"x32 bit with native ioctl nr", notify.Request{Arch: notify.AuditArchX86_64, Nr: x32Bit | 16, Args: [6]uint64{0, 0x4C00}}, enosys},
+		{"i386 with native nr 16", notify.Request{Arch: notify.AuditArchI386, Nr: 16, Args: [6]uint64{0, 0x4C00}}, enosys},
+		{"x86_64 with i386 nr 54", notify.Request{Arch: notify.AuditArchX86_64, Nr: 54, Args: [6]uint64{0, 0x4C00}}, enosys},
+		{"i386 umount (22) without proxy", notify.Request{Arch: notify.AuditArchI386, Nr: 22}, cont},
 		{"unknown arch", notify.Request{Arch: 0xc00000b7, Nr: 29, Args: [6]uint64{0, 0x4C00}}, enosys},
-		{"i386 LOOP_SET_STATUS", notify.Request{Arch: auditArchI386, Nr: 54, Args: [6]uint64{3, 0x4C02, 0x1000}}, einval},
-		{"i386 LOOP_GET_STATUS", notify.Request{Arch: auditArchI386, Nr: 54, Args: [6]uint64{3, 0x4C03, 0x1000}}, einval},
-		{"x32 LOOP_SET_STATUS", notify.Request{Arch: auditArchX86_64, Nr: x32Bit | 514, Args: [6]uint64{3, 0x4C02, 0x1000}}, einval},
-		{"x32 LOOP_GET_STATUS high cmd bits", notify.Request{Arch: auditArchX86_64, Nr: x32Bit | 514, Args: [6]uint64{3, 0xffffffff00004C03, 0x1000}}, einval},
+		{"i386 LOOP_SET_STATUS", notify.Request{Arch: notify.AuditArchI386, Nr: 54, Args: [6]uint64{3, 0x4C02, 0x1000}}, einval},
+		{"i386 LOOP_GET_STATUS", notify.Request{Arch: notify.AuditArchI386, Nr: 54, Args: [6]uint64{3, 0x4C03, 0x1000}}, einval},
+		{"x32 LOOP_SET_STATUS", notify.Request{Arch: notify.AuditArchX86_64, Nr: x32Bit | 514, Args: [6]uint64{3, 0x4C02, 0x1000}}, einval},
+		{"x32 LOOP_GET_STATUS high cmd bits", notify.Request{Arch: notify.AuditArchX86_64, Nr: x32Bit | 514, Args: [6]uint64{3, 0xffffffff00004C03, 0x1000}}, einval},
 		// Without a mount proxy, mount calls are the kernel's to decide.
-		{"mount without proxy", notify.Request{Arch: auditArchX86_64, Nr: 165, Args: [6]uint64{1, 2, 3, 0}}, cont},
-		{"umount2 without proxy", notify.Request{Arch: auditArchX86_64, Nr: 166, Args: [6]uint64{1}}, cont},
-		{"fsopen without proxy", notify.Request{Arch: auditArchX86_64, Nr: 430, Args: [6]uint64{1}}, cont},
-		{"i386 mount without proxy", notify.Request{Arch: auditArchI386, Nr: 21}, cont},
-		{"x32 umount2 without proxy", notify.Request{Arch: auditArchX86_64, Nr: x32Bit | 166}, cont},
+		{"mount without proxy", notify.Request{Arch: notify.AuditArchX86_64, Nr: 165, Args: [6]uint64{1, 2, 3, 0}}, cont},
+		{"umount2 without proxy", notify.Request{Arch: notify.AuditArchX86_64, Nr: 166, Args: [6]uint64{1}}, cont},
+		{"fsopen without proxy", notify.Request{Arch: notify.AuditArchX86_64, Nr: 430, Args: [6]uint64{1}}, cont},
+		{"i386 mount without proxy", notify.Request{Arch: notify.AuditArchI386, Nr: 21}, cont},
+		{"x32 umount2 without proxy", notify.Request{Arch: notify.AuditArchX86_64, Nr: x32Bit | 166}, cont},
 	}
 	for _, tt := range tests {
 		req := tt.req

@@ -82,7 +82,11 @@ func (a *agentProc) kill() {
 }
 
 // ociBundle makes a bundle from `runc spec` with a user namespace (root ->
-// 100000) and then only `loopvisor oci-config` applied.
+// 100000) and then only `loopvisor oci-config` applied, whose root file
+// system is built from the host's programs (fuse2fs included, for
+// TestAgentMountLoop's image-provided helper). Tests that need nothing
+// from the image but util-linux and the probes use stockOCIBundle (a
+// stock Debian image) instead.
 func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
@@ -92,22 +96,30 @@ func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	b, err := oci.NewBundle(dir, args, "fuse2fs", "truncate", "debugfs", "mkdir", "grep", "wc", "sed", "cut", "stat",
-		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
+		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"), filepath.Join(binDir, "fusehang"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, dir, loopvisor, "oci-config", "--listener", a.socket, "--state-dir", a.state, filepath.Join(dir, "config.json"))
+	ociConfig(t, a, b)
+	return b
+}
+
+// ociConfig applies `loopvisor oci-config` for agent a to b's config.json
+// and reloads b.Spec from it.
+func ociConfig(t *testing.T, a *agentProc, b *oci.Bundle) {
+	t.Helper()
+	config := filepath.Join(b.Dir, "config.json")
+	r := run(t, b.Dir, loopvisor, "oci-config", "--listener", a.socket, "--state-dir", a.state, config)
 	if r.Code != 0 {
 		t.Fatalf("oci-config:\n%s", r)
 	}
-	spec, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	spec, err := os.ReadFile(config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.Spec, err = oci.ParseSpec(spec); err != nil {
 		t.Fatal(err)
 	}
-	return b
 }
 
 func runtimes(t *testing.T, f func(t *testing.T, rt *oci.Runtime)) {
@@ -216,7 +228,7 @@ func TestAgentExecIsolationKill(t *testing.T) {
 		var cs []*oci.Container
 		var devs []string
 		for i := 0; i < 2; i++ {
-			b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
+			b := stockOCIBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
 			c, err := rt.Start(b)
 			if err != nil {
 				t.Fatal(err)
@@ -282,7 +294,7 @@ func TestAgentRestart(t *testing.T) {
 		hostGuard(t)
 		state := stateDir(t)
 		a := startAgent(t, state)
-		b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && losetup -f --show a.img > dev && sleep 1000")
+		b := stockOCIBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && losetup -f --show a.img > dev && sleep 1000")
 		c, err := rt.Start(b)
 		if err != nil {
 			t.Fatal(err)
@@ -326,7 +338,7 @@ func TestAgentFlood(t *testing.T) {
 	hostGuard(t)
 	a := startAgent(t, stateDir(t))
 	stress := filepath.Join(binDir, "loopstress")
-	flood := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && d=$(losetup -f --show a.img) && echo started > flood && "+stress+" $d 60")
+	flood := stockOCIBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && d=$(losetup -f --show a.img) && echo started > flood && "+stress+" $d 60")
 	f, err := rt.Start(flood)
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +346,7 @@ func TestAgentFlood(t *testing.T) {
 	t.Cleanup(func() { f.KillAll("KILL"); f.Delete() })
 	waitFile(t, filepath.Join(flood.Rootfs, "tmp", "flood"), 30*time.Second)
 	lc := filepath.Join(binDir, "loopctl")
-	quiet := ociBundle(t, a, "sh", "-c", "n=0; while [ $n -lt 200 ]; do "+lc+" getfree >/dev/null || exit 1; n=$((n+1)); done; echo done $n")
+	quiet := stockOCIBundle(t, a, "sh", "-c", "n=0; while [ $n -lt 200 ]; do "+lc+" getfree >/dev/null || exit 1; n=$((n+1)); done; echo done $n")
 	res, err := rt.Run(quiet, nil)
 	if err != nil || res.Code != 0 || !strings.Contains(res.Stdout, "done 200") {
 		t.Fatalf("the quiet container's calls did not complete while the other floods: %v\n%s", err, res)

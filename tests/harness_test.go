@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -60,6 +61,9 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.RemoveAll(dir)
+	// Without this the lock file is garbage once flocked: its finalizer
+	// closes the fd and drops the lock in the middle of the run.
+	runtime.KeepAlive(lock)
 	os.Exit(code)
 }
 

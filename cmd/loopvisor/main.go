@@ -19,6 +19,8 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/supervisor"
+	"github.com/loopvisor/loopvisor/supervisor/ociconfig"
+	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
 )
 
 const usage = `loopvisor: private loop devices for unprivileged containers
@@ -69,7 +71,7 @@ oci-config flags:
 `
 
 func main() {
-	supervisor.MaybeInit()
+	sandboxinit.Maybe()
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -253,7 +255,7 @@ func cmdGC(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	reg, err := loopctl.OpenRegistry(c.stateDir)
 	if err != nil {
 		return fail(err)
@@ -296,7 +298,7 @@ func cmdAgent(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	a, err := supervisor.NewAgent(supervisor.AgentConfig{
-		Socket: *socket, StateDir: c.stateDir, Log: log, Mounts: pol,
+		StateDir: c.stateDir, Log: log, Mounts: pol,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {
@@ -312,14 +314,14 @@ func cmdAgent(args []string) int {
 	go func() {
 		s := <-sigs
 		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
-		ln.Close()
+		_ = ln.Close()
 	}()
 	log.WithField("socket", *socket).Info("agent listening")
 	if err := a.Serve(ln); err != nil {
 		return fail(err)
 	}
 	if !activated {
-		os.Remove(*socket)
+		_ = os.Remove(*socket)
 	}
 	return 0
 }
@@ -328,9 +330,9 @@ func cmdAgent(args []string) int {
 // LISTEN_FDS=1) or a new one at path.
 func agentListener(path string) (*net.UnixListener, bool, error) {
 	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) && os.Getenv("LISTEN_FDS") == "1" {
-		os.Unsetenv("LISTEN_PID")
-		os.Unsetenv("LISTEN_FDS")
-		os.Unsetenv("LISTEN_FDNAMES")
+		_ = os.Unsetenv("LISTEN_PID")
+		_ = os.Unsetenv("LISTEN_FDS")
+		_ = os.Unsetenv("LISTEN_FDNAMES")
 		l, err := net.FileListener(os.NewFile(3, "systemd-socket"))
 		if err != nil {
 			return nil, false, fmt.Errorf("socket from systemd: %w", err)
@@ -362,7 +364,7 @@ func cmdOCIConfig(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
 		return 2
 	}
-	notes, err := supervisor.RewriteOCIConfigFile(fs.Arg(0), supervisor.OCIConfigOptions{
+	notes, err := ociconfig.RewriteFile(fs.Arg(0), ociconfig.Options{
 		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {

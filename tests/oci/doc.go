@@ -1,6 +1,9 @@
 // Package oci drives the OCI runtimes runc and crun for loopvisor's
 // acceptance tests: it builds a small container root file system offline
-// from the host's own programs, writes bundles whose config.json puts the
+// from the host's own programs (BuildRootfs, NewBundle) or unpacks a
+// stock Debian image made by mmdebstrap and cached between runs
+// (StockImage, NewStockBundle, StockRootfs; no FUSE helper inside), writes
+// bundles whose config.json puts the
 // container in a user namespace mapped to an unprivileged host uid, runs,
 // execs into, kills and deletes containers under a private --root state
 // directory, and speaks the receiving side of the runtime-spec seccomp

@@ -182,7 +182,14 @@ type Container struct {
 // container's root, so the host's /dev/null becomes 100000:100000 (runc
 // 1.1.5 skips /dev/null and changes only the uid of other stdio files).
 func (r *Runtime) Start(b *Bundle) (*Container, error) {
-	c := &Container{ID: NewID("oci"), Runtime: r, Bundle: b}
+	return r.StartID(b, NewID("oci"))
+}
+
+// StartID is Start with the container id chosen by the caller. Ids are
+// unique only within one runtime's --root: two runtimes (or two roots) may
+// each run a container called id at once.
+func (r *Runtime) StartID(b *Bundle, id string) (*Container, error) {
+	c := &Container{ID: id, Runtime: r, Bundle: b}
 	stdin, w, err := os.Pipe()
 	if err != nil {
 		return nil, err

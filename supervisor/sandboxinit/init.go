@@ -1,4 +1,4 @@
-package supervisor
+package sandboxinit
 
 import (
 	"fmt"
@@ -13,19 +13,19 @@ import (
 	"github.com/loopvisor/loopvisor/notify"
 )
 
-// InitArg is argv[1] of the re-executed sandbox init.
-const InitArg = "__sandbox-init"
+// Arg is argv[1] of the re-executed sandbox init.
+const Arg = "__sandbox-init"
 
 // File descriptors the supervisor hands the sandbox init.
 const (
-	initSockFD  = 3 // unix socket to the supervisor
-	initViewFD0 = 4 // first of len(loopctl.ViewMounts) detached view mounts
+	SockFD  = 3 // unix socket to the supervisor
+	ViewFD0 = 4 // first of len(loopctl.ViewMounts) detached view mounts
 )
 
-// MaybeInit runs the sandbox init and never returns if this process was
+// Maybe runs the sandbox init and never returns if this process was
 // started as one. Call it first thing in main.
-func MaybeInit() {
-	if len(os.Args) < 2 || os.Args[1] != InitArg {
+func Maybe() {
+	if len(os.Args) < 2 || os.Args[1] != Arg {
 		return
 	}
 	code, err := sandboxInit(os.Args[2:])
@@ -55,7 +55,7 @@ func sandboxInit(argv []string) (int, error) {
 	if len(argv) == 0 {
 		return 0, fmt.Errorf("no command")
 	}
-	sock := os.NewFile(initSockFD, "supervisor")
+	sock := os.NewFile(SockFD, "supervisor")
 	if os.Getuid() != 0 || os.Geteuid() != 0 {
 		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
 	}
@@ -63,7 +63,7 @@ func sandboxInit(argv []string) (int, error) {
 		return 0, err
 	}
 	if bare {
-		sock.Close()
+		_ = sock.Close()
 		return runChild(argv)
 	}
 	prog, err := notify.Program(notify.Options{Mount: trapMount})
@@ -77,14 +77,14 @@ func sandboxInit(argv []string) (int, error) {
 	if err := unix.Sendmsg(int(sock.Fd()), []byte{'L'}, unix.UnixRights(lfd), nil, 0); err != nil {
 		return 0, os.NewSyscallError("sendmsg", err)
 	}
-	unix.Close(lfd)
+	_ = unix.Close(lfd)
 	// Wait for the supervisor to serve the listener (or to tell us it
 	// cannot).
 	ack := make([]byte, 1)
 	if n, err := sock.Read(ack); err != nil || n != 1 || ack[0] != 'A' {
 		return 0, fmt.Errorf("supervisor did not take the listener")
 	}
-	sock.Close()
+	_ = sock.Close()
 	return runChild(argv)
 }
 
@@ -96,11 +96,11 @@ func setupMounts(bare bool) error {
 		return mountProc()
 	}
 	for i, m := range loopctl.ViewMounts {
-		fd := initViewFD0 + i
+		fd := ViewFD0 + i
 		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
 		}
-		unix.Close(fd)
+		_ = unix.Close(fd)
 	}
 	if err := unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return os.NewSyscallError("mount /dev/pts", err)
@@ -120,8 +120,8 @@ func mountProc() error {
 	return nil
 }
 
-// forwarded are the signals init passes on to the command.
-var forwarded = []os.Signal{
+// Forwarded are the signals init passes on to the command.
+var Forwarded = []os.Signal{
 	unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGUSR1,
 	unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM,
 }
@@ -139,7 +139,7 @@ func runChild(argv []string) (int, error) {
 		}
 	}
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, Forwarded...)
 	_, terr := unix.IoctlGetTermios(0, unix.TCGETS)
 	tty := terr == nil
 	p, err := os.StartProcess(path, argv, &os.ProcAttr{

@@ -1,4 +1,4 @@
-package supervisor
+package ociconfig
 
 import (
 	"encoding/json"
@@ -27,7 +27,7 @@ func config(seccomp string) []byte {
 	return []byte(strings.Replace(baseConfig, "%s", seccomp, 1))
 }
 
-var opts = OCIConfigOptions{Listener: "/run/loopvisor/agent.sock", Metadata: "max-loop=4", Flags: []string{"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}
+var opts = Options{Listener: "/run/loopvisor/agent.sock", Metadata: "max-loop=4", Flags: []string{"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}
 
 func decode(t *testing.T, b []byte) map[string]any {
 	t.Helper()
@@ -38,22 +38,40 @@ func decode(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
+// obj returns m[key] as a JSON object, failing t if it is not one.
+func obj(t *testing.T, m map[string]any, key string) map[string]any {
+	t.Helper()
+	o, ok := m[key].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: not an object: %v", key, m[key])
+	}
+	return o
+}
+
 func rules(t *testing.T, b []byte) []map[string]any {
-	sc := decode(t, b)["linux"].(map[string]any)["seccomp"].(map[string]any)
+	sc := obj(t, obj(t, decode(t, b), "linux"), "seccomp")
 	var out []map[string]any
-	for _, r := range sc["syscalls"].([]any) {
-		out = append(out, r.(map[string]any))
+	list, ok := sc["syscalls"].([]any)
+	if !ok {
+		t.Fatalf("syscalls: %v", sc["syscalls"])
+	}
+	for _, r := range list {
+		rule, ok := r.(map[string]any)
+		if !ok {
+			t.Fatalf("rule: %v", r)
+		}
+		out = append(out, rule)
 	}
 	return out
 }
 
 func TestOCIConfigNoProfile(t *testing.T) {
-	out, notes, err := RewriteOCIConfig(config(""), opts)
+	out, notes, err := Rewrite(config(""), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := decode(t, out)
-	sc := m["linux"].(map[string]any)["seccomp"].(map[string]any)
+	sc := obj(t, obj(t, m, "linux"), "seccomp")
 	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4" {
 		t.Errorf("seccomp: %v", sc)
 	}
@@ -66,9 +84,13 @@ func TestOCIConfigNoProfile(t *testing.T) {
 		if r["action"] == "SCMP_ACT_NOTIFY" {
 			notifies++
 		}
-		if names := r["names"].([]any); names[0] == "ioctl" {
-			a := r["args"].([]any)[0].(map[string]any)
-			if a["op"] != "SCMP_CMP_MASKED_EQ" || a["value"].(float64) != 0xffffffff {
+		if names, _ := r["names"].([]any); len(names) > 0 && names[0] == "ioctl" {
+			args, _ := r["args"].([]any)
+			if len(args) == 0 {
+				t.Fatalf("ioctl rule without args: %v", r)
+			}
+			a, _ := args[0].(map[string]any)
+			if v, _ := a["value"].(float64); a["op"] != "SCMP_CMP_MASKED_EQ" || v != 0xffffffff {
 				t.Errorf("ioctl rules must compare the low 32 bits: %v", a)
 			}
 		}
@@ -79,14 +101,14 @@ func TestOCIConfigNoProfile(t *testing.T) {
 	if len(notes) != 1 || !strings.Contains(notes[0], "CAP_SYS_ADMIN") {
 		t.Errorf("notes: %v", notes)
 	}
-	caps := m["process"].(map[string]any)["capabilities"].(map[string]any)
+	caps := obj(t, obj(t, m, "process"), "capabilities")
 	if !strings.Contains(string(mustJSON(caps["effective"])), "CAP_SYS_ADMIN") {
 		t.Errorf("caps: %v", caps)
 	}
 	if ms := string(mustJSON(m["mounts"])); !strings.Contains(ms, `"source":"/run/loopvisor/dev/loop-control"`) || !strings.Contains(ms, `"source":"/run/loopvisor/dev/fuse"`) {
 		t.Errorf("mounts: %s", ms)
 	}
-	cg := string(mustJSON(m["linux"].(map[string]any)["resources"]))
+	cg := string(mustJSON(obj(t, m, "linux")["resources"]))
 	if !strings.Contains(cg, `"major":7`) || !strings.Contains(cg, `"minor":237`) {
 		t.Errorf("device cgroup: %s", cg)
 	}
@@ -99,11 +121,11 @@ func mustJSON(v any) []byte {
 
 func TestOCIConfigIdempotent(t *testing.T) {
 	for _, prof := range []string{"", `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "ioctl", "mount", "umount2"], "action": "SCMP_ACT_ALLOW"}]}`} {
-		once, _, err := RewriteOCIConfig(config(prof), opts)
+		once, _, err := Rewrite(config(prof), opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		twice, _, err := RewriteOCIConfig(once, opts)
+		twice, _, err := Rewrite(once, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,14 +142,17 @@ func TestOCIConfigDefaultDeny(t *testing.T) {
 	prof := `{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
 		"syscalls": [{"names": ["read", "ioctl", "mount"], "action": "SCMP_ACT_ALLOW"},
 		{"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 21522, "op": "SCMP_CMP_EQ"}]}]}`
-	out, notes, err := RewriteOCIConfig(config(prof), opts)
+	out, notes, err := Rewrite(config(prof), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sawRead, sawGE, sawTIOCSTI bool
 	var trapped []any
 	for _, r := range rules(t, out) {
-		names := r["names"].([]any)
+		names, _ := r["names"].([]any)
+		if len(names) == 0 {
+			t.Fatalf("rule without names: %v", r)
+		}
 		switch {
 		case r["action"] == "SCMP_ACT_ALLOW" && names[0] == "read":
 			sawRead = true
@@ -166,7 +191,7 @@ func TestOCIConfigRefusals(t *testing.T) {
 		"not json":          {[]byte(`{`), "not a JSON"},
 		"no default action": {config(`{"syscalls": []}`), "defaultAction"},
 	} {
-		_, _, err := RewriteOCIConfig(c.cfg, opts)
+		_, _, err := Rewrite(c.cfg, opts)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one containing %q", name, err, c.want)
 		}

@@ -1,4 +1,4 @@
-package mountproxy
+package nsexec
 
 // #cgo CFLAGS: -Wall -O2
 import "C"
@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,7 @@ type NS struct {
 func (ns *NS) Close() {
 	for _, f := range []*os.File{ns.PidFD, ns.Root, ns.Cwd} {
 		if f != nil {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 }
@@ -65,32 +66,67 @@ func nsexecCmd(ns *NS, op string, mnt *os.File, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// OpTimeout bounds a short nsexec op. It works in the container's mount
+// namespace, where a path may cross a FUSE mount the container serves and
+// never answers; FUSE waits are killable, so the op is killed and fails
+// with ETIMEDOUT instead of holding its caller for ever.
+const OpTimeout = 10 * time.Second
+
 // runOp runs a short nsexec op and returns the errno it reports.
 func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
 	cmd := nsexecCmd(ns, op, mnt, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error()}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(OpTimeout):
+		_ = cmd.Process.Kill()
+		werr := <-done
+		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table stalls); killed (%v)", strings.Join(args, " "), OpTimeout, werr)}
+	}
 	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
-	if n, perr := strconv.Atoi(first); perr == nil {
+	num, step, _ := strings.Cut(first, " ")
+	if n, perr := strconv.Atoi(num); perr == nil {
 		if n == 0 && err == nil {
 			return nil
 		}
 		if n > 0 {
-			return &opError{op: op, errno: unix.Errno(n), msg: strings.TrimSpace(errb.String())}
+			return &Error{Op: op, Step: step, Errno: unix.Errno(n), Detail: strings.TrimSpace(errb.String())}
 		}
 	}
-	return &opError{op: op, errno: unix.EIO, msg: fmt.Sprintf("nsexec %s: %v: %s", op, err, strings.TrimSpace(errb.String()))}
+	return &Error{Op: op, Step: "run", Errno: unix.EIO, Detail: fmt.Sprintf("%v: %s", err, strings.TrimSpace(errb.String()))}
 }
 
-type opError struct {
-	op    string
-	errno unix.Errno
-	msg   string
+// Error is a failed nsexec op: which op, the step that failed (setns,
+// open target, move_mount, ...) and the errno the kernel gave there, which
+// is what the container sees (errors.Is(err, unix.EPERM) works).
+type Error struct {
+	Op     string
+	Step   string
+	Errno  unix.Errno
+	Detail string // what nsexec printed, for the log
 }
 
-func (e *opError) Error() string { return e.msg }
-func (e *opError) Unwrap() error { return e.errno }
+func (e *Error) Error() string {
+	s := "nsexec " + e.Op
+	if e.Step != "" {
+		s += ": " + e.Step
+	}
+	s += ": " + e.Errno.Error()
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+// Unwrap returns the errno.
+func (e *Error) Unwrap() error { return e.Errno }
 
 // Bind attaches mnt (a detached mount, e.g. an open_tree clone of a device
 // node) on target inside the sandbox of ns, creating target as an empty
@@ -103,3 +139,17 @@ func Unbind(ns *NS, target string) error { return runOp(ns, "unbind", nil, targe
 
 // Move attaches mnt on the existing directory target inside the sandbox.
 func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", mnt, target) }
+
+// MoveLocked attaches mnt (a detached mount made by host root) on the
+// existing directory target inside the sandbox with its flags locked, as
+// the kernel locks those of a mount the sandbox inherited: the sandbox
+// cannot remount it without nosuid, nodev, noexec or ro. Any idmapping
+// must be set on mnt before.
+func MoveLocked(ns *NS, mnt *os.File, target string) error {
+	return runOp(ns, "lockmove", mnt, target)
+}
+
+// Umount runs umount2(target, flags) inside the sandbox of ns.
+func Umount(ns *NS, target string, flags int) error {
+	return runOp(ns, "umount", nil, target, strconv.Itoa(flags))
+}

@@ -1,4 +1,4 @@
-package supervisor
+package ociconfig
 
 import (
 	"bytes"
@@ -8,14 +8,15 @@ import (
 	"os"
 	"sort"
 
+	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
-// OCIConfigOptions says what `loopvisor oci-config` writes.
-type OCIConfigOptions struct {
+// Options says what `loopvisor oci-config` writes.
+type Options struct {
 	Listener string // linux.seccomp.listenerPath
 	// StateDir is the agent's state directory; the container's
-	// /dev/loop-control is bind-mounted from AgentLoopControl(StateDir), so
+	// /dev/loop-control is bind-mounted from AgentNode(StateDir, "loop-control"), so
 	// it is there before the container's first instruction (the runtime
 	// does not wait for the agent). Default: the agent's default.
 	StateDir string
@@ -37,11 +38,11 @@ var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen"}
 
 type jsonObj = map[string]any
 
-// RewriteOCIConfig returns config (a runtime-spec config.json) with what
+// Rewrite returns config (a runtime-spec config.json) with what
 // loopvisor needs merged in, and notes for the user. It keeps the existing
 // profile's default action and rules and refuses a profile it cannot merge
 // safely. Applying it to its own output changes nothing.
-func RewriteOCIConfig(config []byte, o OCIConfigOptions) ([]byte, []string, error) {
+func Rewrite(config []byte, o Options) ([]byte, []string, error) {
 	if o.Listener == "" {
 		return nil, nil, errors.New("oci-config: --listener is required")
 	}
@@ -157,7 +158,7 @@ func isAlwaysArg(rule jsonObj) bool {
 }
 
 // mergeSeccomp adds loopvisor's rules to a runtime-spec seccomp profile.
-func mergeSeccomp(sc jsonObj, o OCIConfigOptions) ([]string, error) {
+func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 	var notes []string
 	def, _ := sc["defaultAction"].(string)
 	if def == "" {
@@ -190,8 +191,8 @@ func mergeSeccomp(sc jsonObj, o OCIConfigOptions) ([]string, error) {
 			continue
 		}
 		names := strList(rule["names"])
-		_, conditional := rule["args"].([]any)
-		conditional = conditional && len(rule["args"].([]any)) > 0
+		args, _ := rule["args"].([]any)
+		conditional := len(args) > 0
 		var rest []string
 		for _, n := range names {
 			if n != "ioctl" && !contains(mountSyscalls, n) {
@@ -335,7 +336,7 @@ func mergeDevices(linux jsonObj) {
 // container's first /dev/NAME (loop-control, fuse).
 func AgentNode(stateDir, name string) string {
 	if stateDir == "" {
-		stateDir = "/run/loopvisor"
+		stateDir = loopctl.DefaultStateDir
 	}
 	return stateDir + "/dev/" + name
 }
@@ -388,13 +389,13 @@ func addCapSysAdmin(cfg jsonObj) bool {
 	return changed
 }
 
-// RewriteOCIConfigFile rewrites path in place (atomically).
-func RewriteOCIConfigFile(path string, o OCIConfigOptions) ([]string, error) {
+// RewriteFile rewrites path in place (atomically).
+func RewriteFile(path string, o Options) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	out, notes, err := RewriteOCIConfig(b, o)
+	out, notes, err := Rewrite(b, o)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,489 @@
+package mountproxy
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/notify"
+)
+
+// jailDirs are the host directories a helper's jail shows (read-only); a
+// helper binary must live under one of them.
+var jailDirs = []string{"/usr/", "/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/"}
+
+var (
+	helperProgOnce sync.Once
+	helperProg     []byte
+	helperProgErr  error
+)
+
+// helperProgram is the seccomp program of every FUSE helper, built once.
+func helperProgram() ([]byte, error) {
+	helperProgOnce.Do(func() { helperProg, helperProgErr = notify.HelperProgram() })
+	return helperProg, helperProgErr
+}
+
+// jailHelper checks that the host's helper binary is one the jail shows,
+// resolving symlinks the way exec would.
+func jailHelper(helper string) (string, error) {
+	path, err := HelperPath(helper)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range jailDirs {
+		if strings.HasPrefix(real, d) {
+			return real, nil
+		}
+	}
+	return "", fmt.Errorf("FUSE helper %s (%s) is outside %s: a helper's jail shows only the host's system directories", helper, real, strings.Join(jailDirs, " "))
+}
+
+// hostRootIDs returns the host uid and gid that root of pid's user
+// namespace maps to.
+func hostRootIDs(pid int) (int, int, error) {
+	var ids [2]int
+	for i, f := range []string{"uid_map", "gid_map"} {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + f)
+		if err != nil {
+			return 0, 0, err
+		}
+		ids[i] = -1
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(line)
+			if len(fs) == 3 && fs[0] == "0" {
+				ids[i], _ = strconv.Atoi(fs[1])
+			}
+		}
+		if ids[i] <= 0 {
+			return 0, 0, fmt.Errorf("root of the caller's user namespace is not an unprivileged host id (%s)", f)
+		}
+	}
+	return ids[0], ids[1], nil
+}
+
+// nsToJoin returns the CLONE_NEW* bits of pid's namespaces (other than user
+// and mount) that differ from the supervisor's: a helper joins exactly
+// those (setns into a namespace one is already in is refused from inside
+// a user namespace that does not own it).
+func nsToJoin(pid int) (int, error) {
+	var flags int
+	for _, n := range []struct {
+		name string
+		flag int
+	}{{"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS},
+		{"cgroup", unix.CLONE_NEWCGROUP}, {"pid", unix.CLONE_NEWPID}, {"time", unix.CLONE_NEWTIME}} {
+		var self, other unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/"+n.name, &self); err != nil {
+			if err == unix.ENOENT {
+				continue // the kernel has no such namespace
+			}
+			return 0, err
+		}
+		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+n.name, &other); err != nil {
+			return 0, err
+		}
+		if self.Ino != other.Ino || self.Dev != other.Dev {
+			flags |= n.flag
+		}
+	}
+	return flags, nil
+}
+
+// joinCgroups moves process child into every cgroup pid is in (v1
+// hierarchies and the v2 one), unless pid's cgroups are the supervisor's.
+func joinCgroups(pid, child int) error {
+	theirs, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return err
+	}
+	ours, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return err
+	}
+	if string(theirs) == string(ours) {
+		return nil
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(theirs)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || strings.Contains(parts[2], "..") {
+			continue
+		}
+		key := parts[1]
+		if parts[0] == "0" && key == "" {
+			key = "cgroup2"
+		}
+		root, ok := mounts[key]
+		if !ok {
+			continue // a hierarchy without a mount (e.g. name=systemd elsewhere)
+		}
+		procs := filepath.Join(root, parts[2], "cgroup.procs")
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(child)), 0); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", procs, err)
+		}
+	}
+	return nil
+}
+
+// cgroupMounts maps each v1 hierarchy's controller list ("cpu,cpuacct",
+// "name=systemd") and "cgroup2" to where the supervisor sees it mounted.
+func cgroupMounts() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		_, rest, ok := strings.Cut(line, " - ")
+		if len(f) < 5 || !ok || f[3] != "/" {
+			continue
+		}
+		rf := strings.Fields(rest)
+		if len(rf) < 3 {
+			continue
+		}
+		switch rf[0] {
+		case "cgroup2":
+			if _, dup := out["cgroup2"]; !dup {
+				out["cgroup2"] = unescapeMount(f[4])
+			}
+		case "cgroup":
+			var ctl []string
+			for _, o := range strings.Split(rf[2], ",") {
+				switch o {
+				case "rw", "ro", "nosuid", "nodev", "noexec", "relatime", "noatime", "xattr", "clone_children":
+				default:
+					if !strings.HasPrefix(o, "release_agent=") {
+						ctl = append(ctl, o)
+					}
+				}
+			}
+			key := strings.Join(ctl, ",")
+			if _, dup := out[key]; !dup {
+				out[key] = unescapeMount(f[4])
+			}
+		}
+	}
+	return out, nil
+}
+
+// limitedBuffer keeps the first max bytes written to it: a helper's stderr
+// goes to the log, and a hostile image must not make it grow without end.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - len(b.buf); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		b.buf = append(b.buf, p[:room]...)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.TrimSpace(string(b.buf))
+}
+
+// helperNode makes a device node for idx that only the helper can open:
+// owned by the container's root, 0600 (0400 for a read-only mount), in
+// the supervisor-only state directory. The caller removes it.
+func (p *Proxy) helperNode(idx, uid, gid int, readOnly bool) (*os.File, string, error) {
+	ref, err := p.dev.NodePath(idx)
+	if err != nil {
+		return nil, "", err
+	}
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, "", err
+	}
+	path := filepath.Join(filepath.Dir(ref), "helper-loop"+strconv.Itoa(idx)+"-"+hex.EncodeToString(rnd[:]))
+	mode := uint32(0o600)
+	if readOnly {
+		mode = 0o400
+	}
+	if err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(loopctl.LoopMajor, uint32(idx)))); err != nil {
+		return nil, "", os.NewSyscallError("mknod "+path, err)
+	}
+	if err := unix.Chmod(path, mode); err != nil {
+		_ = os.Remove(path)
+		return nil, "", err
+	}
+	if err := unix.Lchown(path, uid, gid); err != nil {
+		_ = os.Remove(path)
+		return nil, "", err
+	}
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, "", err
+	}
+	return os.NewFile(uintptr(fd), path), path, nil
+}
+
+// fuseNode returns an O_PATH fd of a /dev/fuse node anyone may open (the
+// host's may be 0600), in the supervisor-only state directory.
+func (p *Proxy) fuseNode(idx int) (*os.File, error) {
+	ref, err := p.dev.NodePath(idx)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(filepath.Dir(ref), "fuse")
+	want := unix.Mkdev(10, 229)
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != want || st.Mode&0o777 != 0o666 {
+		_ = os.Remove(path)
+		if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(want)); err != nil && err != unix.EEXIST {
+			return nil, os.NewSyscallError("mknod "+path, err)
+		}
+		if err := unix.Chmod(path, 0o666); err != nil {
+			return nil, err
+		}
+	}
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// fuseAttrs maps mount(2) flags to fsmount's MOUNT_ATTR_* bits; nosuid and
+// nodev always.
+func fuseAttrs(flags uint64) uint64 {
+	a := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	for _, m := range []struct{ ms, attr uint64 }{
+		{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY}, {unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC},
+		{unix.MS_NOATIME, unix.MOUNT_ATTR_NOATIME}, {unix.MS_NODIRATIME, unix.MOUNT_ATTR_NODIRATIME},
+		{unix.MS_STRICTATIME, unix.MOUNT_ATTR_STRICTATIME},
+	} {
+		if flags&m.ms != 0 {
+			a |= m.attr
+		}
+	}
+	return a
+}
+
+// fuseMount serves a mount through a FUSE helper in a jail (fusejail.c):
+// the host's helper binary, the container's namespaces and cgroups, its
+// root's ids, no capabilities, the helper seccomp filter, and a mount
+// made by loopvisor from the container's user namespace.
+func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+	helper := p.pol.Fuse[a.fstype]
+	path, err := jailHelper(helper)
+	if err != nil {
+		log.WithError(err).Error("no usable FUSE helper on the host: ENODEV")
+		return loopctl.Result{Errno: unix.ENODEV}
+	}
+	opts, err := fuseOptions(helper, a.flags, a.data)
+	if err != nil {
+		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
+		return loopctl.Result{Errno: unix.EINVAL}
+	}
+	if node, err := p.dev.NodePath(idx); err != nil {
+		return fail(err)
+	} else if err := checkGeometry(a.fstype, node); err != nil {
+		log.WithError(err).Warn("image refused as the kernel would refuse it")
+		return fail(err)
+	}
+	prog, err := helperProgram()
+	if err != nil {
+		log.WithError(err).Error("cannot build the helper's seccomp filter")
+		return loopctl.Result{Errno: unix.EIO}
+	}
+	uid, gid, err := hostRootIDs(c.Pid())
+	if err != nil {
+		log.WithError(err).Warn("caller's user namespace unusable for a helper: EPERM")
+		return loopctl.Result{Errno: unix.EPERM}
+	}
+	nsflags, err := nsToJoin(c.Pid())
+	if err != nil {
+		return fail(err)
+	}
+	readOnly := a.flags&unix.MS_RDONLY != 0
+	node, nodePath, err := p.helperNode(idx, uid, gid, readOnly)
+	if err != nil {
+		log.WithError(err).Error("cannot make the helper's device node")
+		return loopctl.Result{Errno: unix.EIO}
+	}
+	defer func() { _ = os.Remove(nodePath) }()
+	defer func() { _ = node.Close() }()
+	fuseNode, err := p.fuseNode(idx)
+	if err != nil {
+		log.WithError(err).Error("cannot make the helper's /dev/fuse node")
+		return loopctl.Result{Errno: unix.EIO}
+	}
+	defer func() { _ = fuseNode.Close() }()
+	ns, err := callerNS(c)
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+
+	devName := "loop" + strconv.Itoa(idx)
+	hargv := []string{path, "/dev/" + devName, "/mnt", "-f"}
+	if baseName(helper) == "fuse2fs" && readOnly {
+		// Single-threaded fuse2fs uses 20-28% less CPU per read (make
+		// bench); it writes 10-14% slower, so only for read-only mounts.
+		hargv = append(hargv, "-s")
+	}
+	hargv = append(hargv, "-o", opts+",fsname=/dev/"+devName)
+	ro := "0"
+	if readOnly {
+		ro = "1"
+	}
+	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, "/dev/" + devName,
+		strconv.FormatUint(fuseAttrs(a.flags), 10), ro, "--"}, hargv...)
+
+	progR, progW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = progR.Close() }()
+	if _, err := progW.Write(prog); err != nil { // a few KiB: fits the pipe
+		_ = progW.Close()
+		return fail(err)
+	}
+	_ = progW.Close()
+	statR, statW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = statR.Close() }()
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		_ = statW.Close()
+		return fail(err)
+	}
+	defer func() { _ = ctlW.Close() }()
+
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
+	cmd.Env = []string{"_LOOPVISOR_FUSEJAIL=1"}
+	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	if p.KeepHelpers {
+		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
+	stderr := &limitedBuffer{max: 16 << 10}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		_ = statW.Close()
+		_ = ctlR.Close()
+		return fail(err)
+	}
+	_ = statW.Close()
+	_ = ctlR.Close()
+	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(fm.done)
+	}()
+	abort := func() {
+		_ = cmd.Process.Kill()
+		<-fm.done
+	}
+	if err := joinCgroups(c.Pid(), cmd.Process.Pid); err != nil {
+		abort()
+		log.WithError(err).Error("cannot move the FUSE helper into the container's cgroups: EIO")
+		return loopctl.Result{Errno: unix.EIO}
+	}
+	if _, err := ctlW.Write([]byte{1}); err != nil {
+		abort()
+		return fail(err)
+	}
+
+	type status struct {
+		line string
+		err  error
+	}
+	lines := make(chan status, 1)
+	go func() {
+		l, err := bufio.NewReader(io.LimitReader(statR, 256)).ReadString('\n')
+		lines <- status{strings.TrimSpace(l), err}
+	}()
+	var st status
+	select {
+	case st = <-lines:
+	case <-time.After(p.pol.Timeout):
+		abort()
+		log.WithFields(logrus.Fields{"timeout": p.pol.Timeout, "stderr": stderr.String()}).Error("FUSE helper did not come up in time; killed: ETIMEDOUT")
+		return loopctl.Result{Errno: unix.ETIMEDOUT}
+	}
+	f := strings.Fields(st.line)
+	if len(f) == 3 && f[0] == "mounted" {
+		id, err1 := strconv.ParseUint(f[1], 10, 64)
+		hpid, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil {
+			fm.mntID, fm.helperPid = id, hpid
+			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))
+		}
+	}
+	abort()
+	e := unix.Errno(unix.EIO)
+	step := st.line
+	if len(f) >= 3 && f[0] == "error" {
+		if n, err := strconv.Atoi(f[1]); err == nil && n > 0 {
+			e = unix.Errno(n)
+		}
+		step = strings.Join(f[2:], " ")
+		if step == "helper did not serve the mount" || step == "exec helper" {
+			e = helperErrno(stderr.String())
+		}
+	}
+	log.WithFields(logrus.Fields{"helper": helper, "step": step, "stderr": stderr.String(), "errno": e.Error()}).Warn("FUSE mount failed")
+	return loopctl.Result{Errno: e}
+}
+
+// track records a live FUSE mount until its helper exits.
+func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) loopctl.Result {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = fm.cmd.Process.Kill()
+		<-fm.done
+		return loopctl.Result{Errno: unix.ENODEV}
+	}
+	p.fuse[fm.mntID] = fm
+	p.mu.Unlock()
+	go func() {
+		<-fm.done
+		p.mu.Lock()
+		delete(p.fuse, fm.mntID)
+		p.mu.Unlock()
+		log.Info("FUSE helper exited")
+	}()
+	log.Info("mounted through a jailed FUSE helper")
+	return loopctl.Result{}
+}

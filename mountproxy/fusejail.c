@@ -1,0 +1,512 @@
+/*
+ * fusejail: starts a FUSE helper for a container, with the container's
+ * confinement or less, never the supervisor's. Runs before the Go runtime
+ * (setns and unshare need a single-threaded process), in a re-execution of
+ * loopvisor with _LOOPVISOR_FUSEJAIL=1 in the environment.
+ *
+ * Steps (the launcher L starts as host root in the host's namespaces):
+ *  1. Wait for the supervisor's "go" byte on fd 10: by then it has moved L
+ *     into the container's cgroups, so everything L starts counts there.
+ *  2. Clone (open_tree) the three host objects the jail needs and the
+ *     container must not reach by path: the helper's device node (fd 6,
+ *     owned by the container's root, 0600 or 0400), a /dev/fuse node
+ *     (fd 7) and the loopvisor binary, which serves as fusermount.
+ *  3. Drop supplementary groups (host root's), join the caller's net, ipc,
+ *     uts, cgroup, pid and time namespaces where they differ from ours,
+ *     then its user namespace, and become its root (uid/gid 0 there).
+ *  4. unshare(CLONE_NEWNS): a copy of the host's mount table in a mount
+ *     namespace owned by the container's user namespace (every copied
+ *     mount is locked). A tmpfs over /tmp becomes the jail: the host's
+ *     /usr, /bin, /sbin, /lib* read-only, nosuid, nodev; /etc/ld.so.cache;
+ *     /dev/{null,zero,full,random,urandom}, /dev/fuse and the device node
+ *     (/dev/DEVNAME); an empty /mnt; fusermount and fusermount3 replaced
+ *     by loopvisor. pivot_root into it; the host's tree is detached.
+ *  5. Open /dev/fuse and make the FUSE superblock with fsopen/fsconfig
+ *     from the container's user namespace (so its superblock belongs to
+ *     that namespace: device nodes in the image never open), source
+ *     /dev/DEVNAME, subtype SUBTYPE; fsmount it detached with ATTRS.
+ *  6. Fork the helper H into the container's pid namespace: fd 3 is the
+ *     /dev/fuse fd, stdio /dev/null + L's stderr, every other fd closed,
+ *     empty environment but PATH, no_new_privs, every capability dropped
+ *     (SECBIT_NOROOT locked: exec gives uid 0 no capabilities), the
+ *     seccomp program read from fd 8 (built by the supervisor), then exec
+ *     of the host's helper binary with argv from the supervisor. libfuse
+ *     cannot mount (no capability, and the filter answers EPERM), so it
+ *     runs "fusermount", which is loopvisor: it passes fd 3 back over
+ *     _FUSE_COMMFD, exactly as the real fusermount would pass a new mount.
+ *  7. fstatfs on the detached mount: returns once the helper has answered
+ *     INIT and STATFS, fails (ENOTCONN) if it died on the image.
+ *  8. Fork Q: setns into the caller's mount namespace, chroot to its root
+ *     (fd 4), chdir to its cwd (fd 5), move_mount onto TARGET. The mount
+ *     appears in the container only once the helper serves it.
+ *  9. Report "mounted MNTID HELPERPID" on fd 9, close everything but the
+ *     helper's bookkeeping, wait for H and exit with its status. SIGTERM
+ *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
+ *     the supervisor unless _LOOPVISOR_NSEXEC_KEEP=1.
+ * Any failure: "error ERRNO STEP" on fd 9, exit 120.
+ *
+ * argv: loopvisor-fusejail NSFLAGS TARGET DEVNAME SUBTYPE SOURCE ATTRS RO
+ *       -- HELPER ARGS...
+ *   NSFLAGS  CLONE_NEW* bits (decimal) of the non-user namespaces to join
+ *   ATTRS    MOUNT_ATTR_* bits (decimal) for fsmount
+ *   RO       1: superblock read-only
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/mount.h>
+#include <linux/securebits.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+static int status_fd = 9;
+
+static void jfail(int err, const char *step) {
+	dprintf(status_fd, "error %d %s\n", err, step);
+	dprintf(2, "loopvisor fusejail: %s: %s\n", step, strerror(err));
+	_exit(120);
+}
+
+static int j_open_tree(int dfd, const char *path, unsigned flags) {
+	return (int)syscall(SYS_open_tree, dfd, path, flags);
+}
+
+static int j_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags) {
+	return (int)syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+
+static int j_fsopen(const char *fs, unsigned flags) { return (int)syscall(SYS_fsopen, fs, flags); }
+
+static int j_fsconfig(int fd, unsigned cmd, const char *key, const void *val, int aux) {
+	return (int)syscall(SYS_fsconfig, fd, cmd, key, val, aux);
+}
+
+static int j_fsmount(int fd, unsigned flags, unsigned attrs) { return (int)syscall(SYS_fsmount, fd, flags, attrs); }
+
+static int j_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr) {
+	return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
+}
+
+/* clone_file returns a detached bind mount of the object at fd. */
+static int clone_fd(int fd, const char *what) {
+	int m = j_open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (m < 0)
+		jfail(errno, what);
+	return m;
+}
+
+/* put attaches the detached mount m on path (created as an empty file). */
+static void put_file(int m, const char *path) {
+	int f = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (f < 0)
+		jfail(errno, path);
+	close(f);
+	if (j_move_mount(m, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		jfail(errno, path);
+	close(m);
+}
+
+/* bind_host binds the host path src (as seen in the jail's copy of the
+ * host's mount table) on dst: directories recursively, read-only, nosuid,
+ * nodev; symlinks are reproduced. Missing paths are skipped. */
+static void bind_host(const char *src, const char *dst, int dev_ok) {
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return;
+	if (S_ISLNK(st.st_mode)) {
+		char buf[4096];
+		ssize_t n = readlink(src, buf, sizeof(buf) - 1);
+		if (n < 0)
+			jfail(errno, src);
+		buf[n] = 0;
+		if (symlink(buf, dst) < 0)
+			jfail(errno, dst);
+		return;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (mkdir(dst, 0755) < 0)
+			jfail(errno, dst);
+	} else {
+		int f = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (f < 0)
+			jfail(errno, dst);
+		close(f);
+	}
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+		jfail(errno, src);
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | (dev_ok ? 0 : MOUNT_ATTR_NODEV)};
+	if (j_mount_setattr(AT_FDCWD, dst, AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &a) < 0)
+		jfail(errno, dst);
+}
+
+/* fake_fusermount puts the loopvisor binary (detached mount exe) at
+ * .loopvisor/fusermount, then binds it wherever else libfuse may look for
+ * fusermount or fusermount3 (the host's real one is setuid root). */
+static void fake_fusermount(int exe) {
+	static const char *const names[] = {".loopvisor/fusermount3", "usr/bin/fusermount", "usr/bin/fusermount3",
+					    "bin/fusermount", "bin/fusermount3", "usr/local/bin/fusermount",
+					    "usr/local/bin/fusermount3"};
+	if (mkdir(".loopvisor", 0755) < 0)
+		jfail(errno, "mkdir .loopvisor");
+	put_file(exe, ".loopvisor/fusermount");
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct stat st;
+		if (i == 0) {
+			int f = open(names[i], O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0755);
+			if (f < 0)
+				jfail(errno, names[i]);
+			close(f);
+		} else if (lstat(names[i], &st) < 0 || !S_ISREG(st.st_mode)) {
+			continue;
+		}
+		if (mount(".loopvisor/fusermount", names[i], NULL, MS_BIND, NULL) < 0)
+			jfail(errno, names[i]);
+	}
+}
+
+/* drop_caps leaves the process with no capability now or after exec. */
+static void drop_caps(void) {
+	if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+					 SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+					 SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED) < 0)
+		jfail(errno, "securebits");
+	for (int c = 0; c <= 63; c++)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+			jfail(errno, "capbset");
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct d[2];
+	memset(d, 0, sizeof(d));
+	if (syscall(SYS_capset, &h, d) < 0)
+		jfail(errno, "capset");
+}
+
+static char *read_all(int fd, size_t *len) {
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (n == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			jfail(errno, "read filter");
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	*len = n;
+	return buf;
+}
+
+/* fusermount_main is loopvisor run as fusermount inside a jail: it hands
+ * libfuse the FUSE fd its helper was started with (fd 3). */
+static void fusermount_main(int argc, char **argv) {
+	const char *comm = getenv("_FUSE_COMMFD");
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "-u") || !strcmp(argv[i], "--unmount"))
+			_exit(0); /* the supervisor unmounts */
+	if (!comm) {
+		fprintf(stderr, "fusermount (loopvisor): mounts are made by the supervisor\n");
+		_exit(1);
+	}
+	struct stat st;
+	if (fstat(3, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229)) {
+		fprintf(stderr, "fusermount (loopvisor): fd 3 is not the FUSE device\n");
+		_exit(1);
+	}
+	int sock = atoi(comm);
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	int fd = 3;
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	while (sendmsg(sock, &msg, 0) < 0) {
+		if (errno != EINTR) {
+			perror("fusermount (loopvisor): sendmsg");
+			_exit(1);
+		}
+	}
+	_exit(0);
+}
+
+static void jail_main(int argc, char **argv) {
+	if (argc < 10 || strcmp(argv[8], "--"))
+		jfail(EINVAL, "usage");
+	int nsflags = atoi(argv[1]);
+	const char *target = argv[2], *devname = argv[3], *subtype = argv[4], *source = argv[5];
+	unsigned attrs = (unsigned)strtoul(argv[6], NULL, 10);
+	int ro = !strcmp(argv[7], "1");
+	char **hargv = argv + 9;
+	const char *keep = getenv("_LOOPVISOR_NSEXEC_KEEP");
+	int die_with_parent = !(keep && !strcmp(keep, "1"));
+	if (die_with_parent)
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+	/* 1. cgroups first */
+	char go;
+	for (;;) {
+		ssize_t r = read(10, &go, 1);
+		if (r == 1)
+			break;
+		if (r < 0 && errno == EINTR)
+			continue;
+		jfail(r == 0 ? ECANCELED : errno, "wait for supervisor");
+	}
+	close(10);
+
+	/* 2. host objects, cloned while we are host root */
+	int node = clone_fd(6, "clone device node");
+	int fusenode = clone_fd(7, "clone fuse node");
+	/* By path: the exe link names the mount it was executed from, which
+	 * may belong to another mount namespace than ours. */
+	char exe_path[4096];
+	ssize_t xn = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+	if (xn < 0)
+		jfail(errno, "readlink exe");
+	exe_path[xn] = 0;
+	int exefd = open(exe_path, O_PATH | O_CLOEXEC);
+	if (exefd < 0)
+		jfail(errno, "open exe");
+	int exe = clone_fd(exefd, "clone exe");
+	close(exefd);
+	close(6);
+	close(7);
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		jfail(errno, "open /dev/null");
+	size_t flen;
+	char *fbuf = read_all(8, &flen);
+	close(8);
+	if (flen == 0 || flen % sizeof(struct sock_filter))
+		jfail(EINVAL, "seccomp program");
+
+	/* 3. the container's namespaces and its root */
+	if (setgroups(0, NULL) < 0)
+		jfail(errno, "setgroups");
+	if (nsflags && setns(3, nsflags) < 0)
+		jfail(errno, "setns");
+	if (setns(3, CLONE_NEWUSER) < 0)
+		jfail(errno, "setns user");
+	if (setresgid(0, 0, 0) < 0)
+		jfail(errno, "setresgid");
+	if (setresuid(0, 0, 0) < 0)
+		jfail(errno, "setresuid");
+
+	/* 4. the jail */
+	if (unshare(CLONE_NEWNS) < 0)
+		jfail(errno, "unshare mount");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		jfail(errno, "make / private");
+	if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755") < 0)
+		jfail(errno, "mount jail tmpfs");
+	if (chdir("/tmp") < 0)
+		jfail(errno, "chdir jail");
+	bind_host("/usr", "usr", 0);
+	bind_host("/bin", "bin", 0);
+	bind_host("/sbin", "sbin", 0);
+	bind_host("/lib", "lib", 0);
+	bind_host("/lib32", "lib32", 0);
+	bind_host("/lib64", "lib64", 0);
+	bind_host("/libx32", "libx32", 0);
+	if (mkdir("etc", 0755) < 0 || mkdir("dev", 0755) < 0 || mkdir("mnt", 0755) < 0 || mkdir("tmp", 0755) < 0 ||
+	    chmod("tmp", 01777) < 0)
+		jfail(errno, "mkdir jail");
+	bind_host("/etc/ld.so.cache", "etc/ld.so.cache", 0);
+	static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
+	for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
+		char src[64], dst[64];
+		snprintf(src, sizeof(src), "/dev/%s", devs[i]);
+		snprintf(dst, sizeof(dst), "dev/%s", devs[i]);
+		bind_host(src, dst, 1);
+	}
+	char devpath[256];
+	if (strchr(devname, '/') || snprintf(devpath, sizeof(devpath), "dev/%s", devname) >= (int)sizeof(devpath))
+		jfail(EINVAL, "device name");
+	put_file(node, devpath);
+	put_file(fusenode, "dev/fuse");
+	fake_fusermount(exe);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		jfail(errno, "pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		jfail(errno, "detach host tree");
+	if (chdir("/") < 0)
+		jfail(errno, "chdir /");
+
+	/* 5. the FUSE superblock, from the container's user namespace */
+	int fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (fuse < 0)
+		jfail(errno, "open /dev/fuse");
+	int fs = j_fsopen("fuse", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		jfail(errno, "fsopen fuse");
+	char num[32];
+	snprintf(num, sizeof(num), "%d", fuse);
+	if (j_fsconfig(fs, FSCONFIG_SET_STRING, "fd", num, 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_STRING, "rootmode", "40000", 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_STRING, "user_id", "0", 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_STRING, "group_id", "0", 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_FLAG, "allow_other", NULL, 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_FLAG, "default_permissions", NULL, 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_STRING, "source", source, 0) < 0 ||
+	    j_fsconfig(fs, FSCONFIG_SET_STRING, "subtype", subtype, 0) < 0)
+		jfail(errno, "fsconfig fuse");
+	if (ro && j_fsconfig(fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
+		jfail(errno, "fsconfig ro");
+	if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		jfail(errno, "fsconfig create");
+	int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+	if (mnt < 0)
+		jfail(errno, "fsmount");
+	close(fs);
+	struct statx sx;
+	if (statx(mnt, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0)
+		jfail(errno, "statx mount");
+
+	/* 6. the helper */
+	int errp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0)
+		jfail(errno, "pipe");
+	pid_t h = fork();
+	if (h < 0)
+		jfail(errno, "fork helper");
+	if (h == 0) {
+		status_fd = errp[1];
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (dup2(fuse, 3) != 3 || dup2(devnull, 0) != 0 || dup2(devnull, 1) != 1)
+			jfail(errno, "dup2");
+		int keepfd = errp[1];
+		if (keepfd != 4) {
+			if (dup3(keepfd, 4, O_CLOEXEC) < 0)
+				jfail(errno, "dup3");
+			status_fd = 4;
+		}
+		syscall(SYS_close_range, 5, ~0U, 0);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			jfail(errno, "no_new_privs");
+		drop_caps();
+		struct sock_fprog prog = {.len = (unsigned short)(flen / sizeof(struct sock_filter)),
+					  .filter = (struct sock_filter *)fbuf};
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+			jfail(errno, "seccomp");
+		char *envp[] = {"PATH=/.loopvisor:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+		execve(hargv[0], hargv, envp);
+		jfail(errno, "exec helper");
+	}
+	close(errp[1]);
+	close(devnull);
+	/* Only the helper may hold the FUSE device: if it dies, the
+	 * connection aborts and step 7 fails instead of waiting forever. */
+	close(fuse);
+	free(fbuf);
+	/* A helper that failed before exec says why on errp. */
+	char ebuf[128];
+	ssize_t en = read(errp[0], ebuf, sizeof(ebuf) - 1);
+	close(errp[0]);
+	if (en > 0) {
+		ebuf[en] = 0;
+		dprintf(status_fd, "%s", ebuf);
+		_exit(120);
+	}
+
+	/* 7. wait for the helper to serve */
+	struct statfs sf;
+	while (fstatfs(mnt, &sf) < 0) {
+		if (errno == EINTR)
+			continue;
+		int e = errno;
+		kill(h, SIGKILL);
+		jfail(e, "helper did not serve the mount");
+	}
+
+	/* 8. attach in the caller's mount namespace */
+	pid_t q = fork();
+	if (q < 0)
+		jfail(errno, "fork attach");
+	if (q == 0) {
+		if (setns(3, CLONE_NEWNS) < 0)
+			jfail(errno, "setns mount");
+		if (fchdir(4) < 0 || chroot(".") < 0 || fchdir(5) < 0)
+			jfail(errno, "enter caller's root");
+		if (j_move_mount(mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			jfail(errno, "move_mount");
+		_exit(0);
+	}
+	int qst;
+	while (waitpid(q, &qst, 0) < 0)
+		if (errno != EINTR)
+			jfail(errno, "wait attach");
+	if (!WIFEXITED(qst) || WEXITSTATUS(qst) != 0) {
+		kill(h, SIGKILL);
+		_exit(120); /* Q reported */
+	}
+	close(mnt);
+	close(3);
+	close(4);
+	close(5);
+	dprintf(status_fd, "mounted %llu %d\n", (unsigned long long)sx.stx_mnt_id, (int)h);
+	close(status_fd);
+
+	/* 9. live as long as the helper */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	for (;;) {
+		int st;
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig > 0)
+			kill(h, sig);
+		pid_t r = waitpid(h, &st, WNOHANG);
+		if (r == h) {
+			if (WIFEXITED(st))
+				_exit(WEXITSTATUS(st));
+			_exit(128 + WTERMSIG(st));
+		}
+		if (r < 0 && errno != EINTR)
+			_exit(121);
+	}
+}
+
+__attribute__((constructor)) static void loopvisor_fusejail(int argc, char **argv) {
+	const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	base = base ? base + 1 : (argc > 0 ? argv[0] : "");
+	if (!strcmp(base, "fusermount") || !strcmp(base, "fusermount3"))
+		fusermount_main(argc, argv);
+	const char *op = getenv("_LOOPVISOR_FUSEJAIL");
+	if (!op)
+		return;
+	jail_main(argc, argv);
+}

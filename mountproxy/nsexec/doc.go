@@ -1,0 +1,21 @@
+// Package nsexec does the few things that must happen inside a container's
+// mount namespace: attach a detached mount (Move, MoveLocked), bind a
+// device node into its /dev and take it away again (Bind, Unbind), and
+// unmount (Umount).
+//
+// Design: setns(2) into a mount namespace fails in a multithreaded process,
+// and every Go process is one. So each op re-executes loopvisor with
+// _LOOPVISOR_NSEXEC=OP; nsexec.c's constructor runs before the Go runtime,
+// drops host root's groups, joins the container's user and mount
+// namespaces through a pidfd of the caller, becomes the container's root
+// (never host root), chroots to the caller's root and changes to its cwd,
+// does the one op and exits. A path the container controls is therefore
+// resolved in the container's own view, with its own privileges. Every op
+// is killed after OpTimeout (a path may cross a FUSE mount the container
+// never answers). Failures are *Error with the step and the errno, which
+// unwraps to the errno the container should see.
+//
+// When not to use this package: for FUSE helpers (mountproxy's fusejail
+// starts those in a jail of their own), or for anything that can be done
+// from the supervisor with file descriptors alone.
+package nsexec

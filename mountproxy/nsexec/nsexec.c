@@ -1,0 +1,217 @@
+/*
+ * nsexec: the part of loopvisor that must run before the Go runtime starts.
+ *
+ * setns(2) into a mount namespace fails in a multithreaded process, and every
+ * Go process is one. When loopvisor re-executes itself with _LOOPVISOR_NSEXEC
+ * in the environment, this constructor joins the sandbox's namespaces while
+ * the process is still single-threaded, becomes the sandbox's root (never
+ * host root), does one small job and exits; Go's main never runs.
+ *
+ * Protocol (file descriptors set up by mountproxy/nsexec.go):
+ *   fd 3  pidfd of a task of the sandbox: its user and mount namespaces
+ *   fd 4  the caller's root directory (O_PATH, from /proc/PID/root)
+ *   fd 5  the caller's working directory (O_PATH, from /proc/PID/cwd)
+ *   fd 6  a detached mount (op "move" only)
+ *   env   _LOOPVISOR_NSEXEC=OP
+ *   argv  loopvisor-nsexec ARGS...
+ * Ops:
+ *   move TARGET         attach fd 6 on TARGET (move_mount)
+ *   lockmove TARGET     attach fd 6 on TARGET with its flags locked, as
+ *                       if the sandbox had inherited it (see lockmove())
+ *   umount TARGET FLAGS umount2(TARGET, FLAGS)
+ *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
+ *                       file if it does not exist (a device node for /dev)
+ *   unbind TARGET       detach what is mounted on TARGET and remove it
+ * FUSE helpers are started by fusejail.c, not here.
+ * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
+ * in Go), a message on stderr and exit status 120.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+
+static void die(int err, const char *what) {
+	dprintf(1, "%d %s\n", err, what);
+	dprintf(2, "nsexec: %d %s: %s\n", err, what, strerror(err));
+	_exit(120);
+}
+
+static void enter(void) {
+	/* Host root's supplementary groups go first: inside a user namespace
+	 * whose setgroups is denied they could no longer be dropped. */
+	if (setgroups(0, NULL) < 0)
+		die(errno, "setgroups");
+	if (setns(3, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		die(errno, "setns");
+	if (setresgid(0, 0, 0) < 0)
+		die(errno, "setresgid");
+	if (setresuid(0, 0, 0) < 0)
+		die(errno, "setresuid");
+	if (getuid() != 0 || geteuid() != 0)
+		die(EPERM, "not the sandbox's root");
+	if (fchdir(4) < 0)
+		die(errno, "fchdir root");
+	if (chroot(".") < 0)
+		die(errno, "chroot");
+	if (fchdir(5) < 0)
+		die(errno, "fchdir cwd");
+	close(3);
+	close(4);
+	close(5);
+}
+
+/* attach moves the detached mount on fd 6 onto the target fd t (from
+ * open(2); < 0 is its error) and ends the process. */
+static void attach(int t) {
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, 6, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOUNT_ATTR_NODEV
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+struct lv_mount_attr {
+	unsigned long long attr_set, attr_clr, propagation, userns_fd;
+};
+
+/*
+ * lockmove attaches the detached mount on fd 6 (made by host root, e.g. with
+ * fsmount) on target in the sandbox's mount namespace with its flags locked:
+ * the sandbox cannot remount it without nosuid, nodev, noexec or ro (when
+ * set), nor change its atime flags, exactly as for a mount it inherited.
+ *
+ * The kernel sets MNT_LOCK_* only when it copies mounts into a mount
+ * namespace owned by a less privileged user namespace (copy_mnt_ns ->
+ * lock_mnt_tree) or propagates them into one; a mount moved in by host root
+ * is not locked. So: attach the mount in a private mount namespace of our
+ * own (still the host's user namespace), join the sandbox's user namespace,
+ * unshare the mount namespace again (the copy belongs to the sandbox's user
+ * namespace: every copied mount is locked), clone the locked copy with
+ * open_tree (lock flags are part of the mount's flags and survive the
+ * clone), join the sandbox's mount namespace and attach the clone. An
+ * idmapping must be set on fd 6 before: mount_setattr refuses to idmap an
+ * attached mount, and the copy and the clone keep it.
+ * Preconditions: single-threaded, host root, fds 3-6 as for "move".
+ */
+static void lockmove(const char *target) {
+	if (unshare(CLONE_NEWNS) < 0)
+		die(errno, "unshare mount namespace");
+	/* Nothing done here may propagate to the host's mount table. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die(errno, "make / rprivate");
+	if (syscall(SYS_move_mount, 6, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		die(errno, "move_mount to the private namespace");
+	/* unshare carries the cwd over to the copy of its mount. */
+	if (fchdir(6) < 0)
+		die(errno, "fchdir mount");
+	close(6);
+	if (setns(3, CLONE_NEWUSER) < 0)
+		die(errno, "setns user");
+	if (unshare(CLONE_NEWNS) < 0)
+		die(errno, "unshare mount namespace in the sandbox's user namespace");
+	int m = syscall(SYS_open_tree, AT_FDCWD, ".", OPEN_TREE_CLONE | O_CLOEXEC);
+	if (m < 0)
+		die(errno, "open_tree");
+	/* Check that the kernel locked it: clearing nodev must fail. */
+	struct lv_mount_attr a = {.attr_clr = MOUNT_ATTR_NODEV};
+	if (syscall(SYS_mount_setattr, m, "", AT_EMPTY_PATH, &a, sizeof a) == 0)
+		die(EPERM, "the kernel did not lock the mount's flags");
+	if (errno != EPERM)
+		die(errno, "mount_setattr check");
+	if (setns(3, CLONE_NEWNS) < 0)
+		die(errno, "setns mount");
+	if (setresgid(0, 0, 0) < 0)
+		die(errno, "setresgid");
+	if (setgroups(0, NULL) < 0 && errno != EPERM)
+		die(errno, "setgroups");
+	if (setresuid(0, 0, 0) < 0)
+		die(errno, "setresuid");
+	if (getuid() != 0 || geteuid() != 0)
+		die(EPERM, "not the sandbox's root");
+	if (fchdir(4) < 0)
+		die(errno, "fchdir root");
+	if (chroot(".") < 0)
+		die(errno, "chroot");
+	if (fchdir(5) < 0)
+		die(errno, "fchdir cwd");
+	close(3);
+	close(4);
+	close(5);
+	int t = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, m, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
+__attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
+	const char *op = getenv("_LOOPVISOR_NSEXEC");
+	if (!op)
+		return;
+	unsetenv("_LOOPVISOR_NSEXEC");
+	if (argc < 2)
+		die(EINVAL, "usage");
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (!strcmp(op, "move")) {
+		enter();
+		attach(open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC));
+	}
+	if (!strcmp(op, "lockmove"))
+		lockmove(argv[1]);
+	if (!strcmp(op, "bind")) {
+		enter();
+		int t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (t < 0 && errno == ENOENT) {
+			int c = open(argv[1], O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+			if (c < 0)
+				die(errno, "create target");
+			close(c);
+			t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		}
+		attach(t);
+	}
+	if (!strcmp(op, "unbind")) {
+		enter();
+		while (umount2(argv[1], MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+			;
+		if (unlink(argv[1]) < 0 && errno != ENOENT)
+			die(errno, "unlink");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	if (!strcmp(op, "umount") && argc >= 3) {
+		enter();
+		if (umount2(argv[1], atoi(argv[2])) < 0)
+			die(errno, "umount2");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	die(EINVAL, "unknown op");
+}

@@ -1,0 +1,69 @@
+package notify
+
+import (
+	"runtime"
+	"testing"
+)
+
+// Decode knows the trapped calls by their real x86 numbers in every ABI
+// the filter traps, masks compat arguments to 32 bits, and turns i386
+// umount into umount2(target, 0).
+func TestDecode(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("x86 numbers")
+	}
+	high := uint64(0xdeadbeef00000000)
+	tests := []struct {
+		name   string
+		arch   uint32
+		nr     int32
+		ok     bool
+		sys    Syscall
+		compat bool
+	}{
+		{"ioctl", AuditArchX86_64, 16, true, SysIoctl, false},
+		{"mount", AuditArchX86_64, 165, true, SysMount, false},
+		{"umount2", AuditArchX86_64, 166, true, SysUmount2, false},
+		{"fsopen", AuditArchX86_64, 430, true, SysFsopen, false},
+		{"x32 ioctl is compat_sys_ioctl", AuditArchX86_64, x32Bit | 514, true, SysIoctl, true},
+		{"x32 mount", AuditArchX86_64, x32Bit | 165, true, SysMount, true},
+		{"x32 umount2", AuditArchX86_64, x32Bit | 166, true, SysUmount2, true},
+		{"x32 fsopen", AuditArchX86_64, x32Bit | 430, true, SysFsopen, true},
+		{"i386 ioctl", AuditArchI386, 54, true, SysIoctl, true},
+		{"i386 mount", AuditArchI386, 21, true, SysMount, true},
+		{"i386 umount2", AuditArchI386, 52, true, SysUmount2, true},
+		{"i386 umount", AuditArchI386, 22, true, SysUmount2, true},
+		{"i386 fsopen", AuditArchI386, 430, true, SysFsopen, true},
+		{"read", AuditArchX86_64, 0, false, SysUnknown, false},
+		{"x32 bit with native ioctl nr", AuditArchX86_64, x32Bit | 16, false, SysUnknown, false},
+		{"i386 with native nr 16", AuditArchI386, 16, false, SysUnknown, false},
+		{"native with i386 nr 54", AuditArchX86_64, 54, false, SysUnknown, false},
+		{"unknown arch", AuditArchAArch64, 29, false, SysUnknown, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := Request{Arch: tt.arch, Nr: tt.nr, Args: [6]uint64{high | 3, high | 0x4C00, high | 0x1000, 1, 2, 3}}
+			c, ok := Decode(&req)
+			if ok != tt.ok || c.Syscall != tt.sys || c.Compat != tt.compat {
+				t.Fatalf("Decode = %v %v compat %v, want %v %v compat %v", c.Syscall, ok, c.Compat, tt.sys, tt.ok, tt.compat)
+			}
+			if !ok {
+				return
+			}
+			wantArg0 := req.Args[0]
+			if tt.compat {
+				wantArg0 &= 0xffffffff
+			}
+			if c.Args[0] != wantArg0 {
+				t.Errorf("arg0 %#x, want %#x", c.Args[0], wantArg0)
+			}
+			if tt.nr == 22 && c.Args[1] != 0 {
+				t.Errorf("i386 umount flags %#x, want 0", c.Args[1])
+			}
+		})
+	}
+	// Every trapped pair is one of the above.
+	if n := len(syscalls); n != 13 {
+		t.Errorf("%d trapped (arch, nr) pairs, want 13", n)
+	}
+}

@@ -1,0 +1,321 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loopvisor/loopvisor/tests/oci"
+)
+
+// Hostile suite, issue 8, attacks 8 and 9: `loopvisor agent`.
+
+// TestAttack8SameIDTwoRuntimes: runc and crun each run a container called
+// "demo" at once (each runtime has its own state root, so nothing stops
+// that) against one agent. The agent must not take the id for the
+// container: each gets its own instance, a device attached in one never
+// shows in the other's /dev or losetup -a, and killing one releases only
+// its own device. The devices are attached from exec'd processes, so both
+// ways a runtime names an exec'd process are covered: runc sends its pid,
+// crun sends pid 0.
+func TestAttack8SameIDTwoRuntimes(t *testing.T) {
+	hostGuard(t)
+	a := startAgent(t, stateDir(t))
+	const id = "demo"
+	type ctr struct {
+		name string
+		c    *oci.Container
+		dev  string
+	}
+	var cs []*ctr
+	for _, name := range oci.Runtimes {
+		rt, cleanup, err := oci.New(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cleanup)
+		b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
+		// Both runtimes derive the default cgroup from the id: /demo for
+		// both, and `kill --all` would kill the other runtime's demo too.
+		b.Spec.Set("linux.cgroupsPath", fmt.Sprintf("/loopvisor-attack8-%s-%d", name, os.Getpid()))
+		if err := b.Save(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := rt.StartID(b, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+		cs = append(cs, &ctr{name: name, c: c})
+	}
+	for _, x := range cs {
+		var res oci.Result
+		var err error
+		for try := 0; try < 50; try++ { // the init writes a.img
+			res, err = x.c.Exec("losetup", "-f", "--show", "/tmp/a.img")
+			if err == nil && res.Code == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil || res.Code != 0 {
+			t.Errorf("%s %s: exec losetup: %v\n%s", x.name, id, err, res)
+			continue
+		}
+		x.dev = strings.TrimSpace(res.Stdout)
+	}
+	st := run(t, "/", loopvisor, "status", "--socket", a.socket)
+	if n := strings.Count(st.Stdout, "container "+id+" "); n != 2 {
+		t.Errorf("want two instances for container id %s (one per runtime), got %d:\n%s", id, n, st)
+	}
+	for _, x := range cs {
+		res, _ := x.c.Exec("sh", "-c", "losetup -a | cut -d: -f1; echo --; ls /dev | grep '^loop[0-9]'")
+		want := "--\n"
+		if x.dev != "" {
+			want = x.dev + "\n--\n" + strings.TrimPrefix(x.dev, "/dev/") + "\n"
+		}
+		if res.Stdout != want {
+			t.Errorf("%s %s sees other devices (losetup -a, then /dev):\n%s\nwant only its own %q:\n%s", x.name, id, res.Stdout, x.dev, want)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("status:\n%s", run(t, "/", loopvisor, "status", "--socket", a.socket))
+	}
+	// Each keeps its own instance: killing runc's demo releases its device
+	// and leaves crun's.
+	cs[0].c.KillAll("KILL")
+	deadline := time.Now().Add(10 * time.Second)
+	for bound(cs[0].dev) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if bound(cs[0].dev) || !bound(cs[1].dev) {
+		t.Errorf("after killing %s's %s: %s bound %v (want false), %s bound %v (want true)",
+			cs[0].name, id, cs[0].dev, bound(cs[0].dev), cs[1].dev, bound(cs[1].dev))
+	}
+	res, _ := cs[1].c.Exec("sh", "-c", "losetup -a | cut -d: -f1")
+	if res.Stdout != cs[1].dev+"\n" {
+		t.Errorf("%s %s after the other one died: losetup -a %q, want %q", cs[1].name, id, res.Stdout, cs[1].dev)
+	}
+	cs[1].c.KillAll("KILL")
+	waitGone(t, a)
+	if log := a.logText(); !strings.Contains(log, "another container") {
+		t.Errorf("the agent did not log that two containers share the id:\n%s", log)
+	}
+}
+
+// burstContainers is how many containers TestAttack9ExitBurst hands the
+// agent; `make bench` uses the same program (bench/csrc/agentburst.c).
+const burstContainers = 1000
+
+// TestAttack9ExitBurst: 1,000 containers, each a process in its own user
+// and mount namespace with a notify filter, are handed to one agent as
+// runc hands them (ContainerProcessState + SCM_RIGHTS); they all make
+// trapped calls at once, then all exit at once. The agent must stay under
+// 64 OS threads and 100 MiB RSS throughout and afterwards (resource
+// bounds, not timings).
+func TestAttack9ExitBurst(t *testing.T) {
+	hostGuard(t)
+	prog := filepath.Join(binDir, "agentburst")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", prog, "../bench/csrc/agentburst.c").CombinedOutput(); err != nil {
+		t.Fatalf("compile agentburst: %v\n%s", err, out)
+	}
+	a := startAgent(t, stateDir(t), "--log-level", "warn") // 1,000 containers: 4,000 info lines
+	s := sampleProc(a.cmd.Process.Pid, 5*time.Millisecond)
+	b := startBurst(t, prog, a.socket)
+	b.do(t, fmt.Sprintf("spawn %d", burstContainers))
+	// Every container's first call waits until the agent serves it.
+	if f := b.do(t, "all 1"); f[3] != "0" {
+		t.Fatalf("calls not served: %v\n%s", f, a.logText())
+	}
+	if f := b.do(t, "all 20"); f[3] != "0" {
+		t.Fatalf("calls not served: %v", f)
+	}
+	attached := s.peak()
+	b.do(t, "exit")
+	waitGoneFor(t, a, 60*time.Second)
+	burst := s.peak()
+	time.Sleep(500 * time.Millisecond)
+	s.stop()
+	after := procStatus(a.cmd.Process.Pid)
+	t.Logf("%d containers: peak while attached and calling %d threads %d MiB; through the exit burst %d threads %d MiB; after %d threads %d MiB",
+		burstContainers, attached.threads, attached.rssKiB>>10, burst.threads, burst.rssKiB>>10, after.threads, after.rssKiB>>10)
+	if burst.threads > 64 || after.threads > 64 {
+		t.Errorf("agent threads: peak %d, after the burst %d; want <= 64", burst.threads, after.threads)
+	}
+	if burst.rssKiB >= 100<<10 {
+		t.Errorf("agent RSS peak %d KiB, want < 100 MiB", burst.rssKiB)
+	}
+}
+
+// waitGoneFor is waitGone with a longer deadline.
+func waitGoneFor(t *testing.T, a *agentProc, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		r := run(t, "/", loopvisor, "status", "--socket", a.socket)
+		if strings.Contains(r.Stdout, "no live instances") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := run(t, "/", loopvisor, "status", "--socket", a.socket)
+	t.Errorf("%d instances still live after %v", strings.Count(r.Stdout, "container "), d)
+}
+
+// burst drives bench/csrc/agentburst.
+type burst struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startBurst(t *testing.T, prog, socket string) *burst {
+	t.Helper()
+	cmd := exec.Command(prog, socket)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b := &burst{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
+	return b
+}
+
+// do sends one command and returns the fields of its answer.
+func (b *burst) do(t *testing.T, command string) []string {
+	t.Helper()
+	if _, err := fmt.Fprintln(b.in, command); err != nil {
+		t.Fatal(err)
+	}
+	line, err := b.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("agentburst %s: %v", command, err)
+	}
+	return strings.Fields(line)
+}
+
+// procSample is one reading of /proc/PID/status.
+type procSample struct {
+	threads int
+	rssKiB  int
+}
+
+func procStatus(pid int) procSample {
+	var s procSample
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return s
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Threads:":
+			s.threads, _ = strconv.Atoi(f[1])
+		case "VmRSS:":
+			s.rssKiB, _ = strconv.Atoi(f[1])
+		}
+	}
+	return s
+}
+
+// sampler records the peak thread count and RSS of a process.
+type sampler struct {
+	mu   sync.Mutex
+	max  procSample
+	quit chan struct{}
+	done chan struct{}
+}
+
+func sampleProc(pid int, every time.Duration) *sampler {
+	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			p := procStatus(pid)
+			s.mu.Lock()
+			s.max.threads = max(s.max.threads, p.threads)
+			s.max.rssKiB = max(s.max.rssKiB, p.rssKiB)
+			s.mu.Unlock()
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) peak() procSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.max
+}
+
+func (s *sampler) stop() { close(s.quit); <-s.done }
+
+// TestAttack8ForgedListeners: listeners that name an existing container's
+// id but come from processes outside it never join its instance. A
+// process in namespaces of its own claims container c1's init as its init
+// (runc exec's message), and another names no pid at all (crun exec's
+// message): both are refused, their trapped calls fail with ENOSYS, and
+// c1's own process is still served by the one instance of c1.
+func TestAttack8ForgedListeners(t *testing.T) {
+	hostGuard(t)
+	prog := filepath.Join(binDir, "agentburst")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", prog, "../bench/csrc/agentburst.c").CombinedOutput(); err != nil {
+		t.Fatalf("compile agentburst: %v\n%s", err, out)
+	}
+	a := startAgent(t, stateDir(t))
+	b := startBurst(t, prog, a.socket)
+	f := b.do(t, "spawnid c1 -1 -1") // c1's init
+	if f[0] != "spawned" || len(f) != 3 {
+		t.Fatalf("spawnid: %v", f)
+	}
+	init := f[2]
+	if f := b.do(t, "single 10 0"); f[2] != "0" {
+		t.Fatalf("c1's own process is not served: %v\n%s", f, a.logText())
+	}
+	b.do(t, "spawnid c1 "+init+" -1") // "I am an exec'd process of c1, whose init is INIT"
+	b.do(t, "spawnid c1 0 0")         // "I am an exec'd process of c1" (no pid)
+	for i, who := range []string{"names c1's init", "names no pid"} {
+		if f := b.do(t, fmt.Sprintf("single 10 %d", i+1)); f[3] != "ENOSYS" {
+			t.Errorf("a process in other namespaces that %s: its calls got %v, want ENOSYS (not served)", who, f)
+		}
+	}
+	if f := b.do(t, "single 10 0"); f[2] != "0" {
+		t.Errorf("c1's own process is no longer served: %v", f)
+	}
+	st := run(t, "/", loopvisor, "status", "--socket", a.socket)
+	if strings.Count(st.Stdout, "container c1 ") != 1 || !strings.Contains(st.Stdout, "pid "+init+"  processes 1 ") {
+		t.Errorf("want one instance of c1 with init %s and one process:\n%s", init, st)
+	}
+	log := a.logText()
+	for _, want := range []string{"refused: the process is not in the user, pid and mount namespaces of the container's init",
+		"refused: the runtime sent no pid and the process making the first trapped call is in the namespaces of no live container of this id"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q", want)
+		}
+	}
+	b.do(t, "exit")
+	waitGone(t, a)
+}

@@ -1,0 +1,294 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/loopvisor/loopvisor/tests/oci"
+)
+
+// stockDists are the Debian releases whose stock images (mmdebstrap
+// minbase + util-linux, mount, e2fsprogs, squashfs-tools, dosfstools,
+// fdisk; no FUSE helper) the stock-image tests run: bookworm (util-linux
+// 2.38, mount(2)) and trixie (2.41, fsopen and friends), or the list in
+// $LOOPVISOR_STOCK_DISTS (space or comma separated).
+var stockDists = func() []string {
+	if d := os.Getenv("LOOPVISOR_STOCK_DISTS"); d != "" {
+		return strings.Fields(strings.ReplaceAll(d, ",", " "))
+	}
+	return []string{"bookworm", "trixie"}
+}()
+
+// forStockDists runs f for each of stockDists as a subtest named after it.
+func forStockDists(t *testing.T, f func(t *testing.T, dist string)) {
+	for _, dist := range stockDists {
+		t.Run(dist, func(t *testing.T) { f(t, dist) })
+	}
+}
+
+// stockBundle makes a bundle in a new directory whose root file system is
+// a fresh copy of the stock image of dist (owners shifted to the
+// container's root), with programs (host paths) copied in, and nothing of
+// loopvisor applied: a plain userns container as `runc spec` writes it.
+func stockBundle(t *testing.T, dist string, args []string, programs ...string) *oci.Bundle {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := oci.NewStockBundle(dir, dist, args, programs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// stockOCIBundle is ociBundle on the stock image of the first of
+// stockDists: the probes loopctl and loopstress (C, glibc only) are copied
+// in at their host paths.
+func stockOCIBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
+	t.Helper()
+	b := stockBundle(t, stockDists[0], args, filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"))
+	ociConfig(t, a, b)
+	return b
+}
+
+// TestStockImage: the stock images hold what the tests run inside and no
+// FUSE helper, and the unpacked copy has its owners shifted, not
+// flattened: setuid programs and shadow-group files survive.
+func TestStockImage(t *testing.T) {
+	for _, dist := range []string{"bookworm", "trixie"} {
+		t.Run(dist, func(t *testing.T) {
+			img, err := oci.StockImage(dist)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := oci.CheckStockImage(img); err != nil {
+				t.Fatal(err)
+			}
+			dir, err := oci.StockRootfs(dist)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			for _, c := range []struct {
+				path     string
+				uid, gid int
+				mode     os.FileMode
+			}{
+				{".", 0, 0, os.ModeDir | 0o755},
+				{"usr/bin/mount", 0, 0, os.ModeSetuid | 0o755},
+				{"usr/bin/su", 0, 0, os.ModeSetuid | 0o755},
+				{"etc/shadow", 0, 42, 0o640},
+				{"usr/bin/chage", 0, 42, os.ModeSetgid | 0o755},
+				{"tmp", 0, 0, os.ModeDir | os.ModeSticky | 0o777},
+				{"root", 0, 0, os.ModeDir | 0o700},
+			} {
+				fi, err := os.Lstat(filepath.Join(dir, c.path))
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				st := fi.Sys().(*syscall.Stat_t)
+				if int(st.Uid) != c.uid+oci.HostID || int(st.Gid) != c.gid+oci.HostID || fi.Mode() != c.mode {
+					t.Errorf("%s: %d:%d %v, want %d:%d %v", c.path, st.Uid, st.Gid, fi.Mode(), c.uid+oci.HostID, c.gid+oci.HostID, c.mode)
+				}
+			}
+			if fi, err := os.Lstat(filepath.Join(dir, "bin")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+				t.Errorf("/bin should be a symlink (merged /usr): %v %v", fi, err)
+			}
+			for _, p := range []string{"usr/bin/fuse2fs", "usr/sbin/fuse2fs", "usr/bin/squashfuse", "usr/bin/fusefat", "usr/bin/fusermount3", "usr/bin/fusermount"} {
+				if _, err := os.Lstat(filepath.Join(dir, p)); err == nil {
+					t.Errorf("the stock image has %s", p)
+				}
+			}
+		})
+	}
+}
+
+// stockCase runs script (sh -c) in one bundle of dist's stock image under
+// rt twice. First
+// without loopvisor (runc spec with a user namespace, nothing else), where
+// it must fail with stderr matching bareErr; then with `loopvisor
+// oci-config` applied for agent a, where it must exit 0. prep, if not nil,
+// runs on the bundle before both. It returns the second run's result.
+func stockCase(t *testing.T, dist string, rt *oci.Runtime, a *agentProc, script string, bareErr *regexp.Regexp, prep func(b *oci.Bundle)) (oci.Result, *oci.Bundle) {
+	t.Helper()
+	b := stockBundle(t, dist, []string{"sh", "-c", script})
+	if prep != nil {
+		prep(b)
+	}
+	res, err := rt.Run(b, nil)
+	if err != nil {
+		t.Fatalf("container without loopvisor: %v\n%s", err, res)
+	}
+	if res.Code == 0 || !bareErr.MatchString(res.Stderr) {
+		t.Errorf("without loopvisor the script should fail with %q:\n%s", bareErr, res)
+	}
+	ociConfig(t, a, b)
+	res, err = rt.Run(b, nil)
+	if err != nil || res.Code != 0 {
+		t.Fatalf("container with loopvisor: %v\n%s", err, res)
+	}
+	return res, b
+}
+
+// TestStockLosetup: each stock image's own losetup (util-linux 2.38 in
+// bookworm, 2.41 in trixie) under runc and crun with only oci-config
+// applied: -f, --show, -a, -d. Without loopvisor losetup fails.
+func TestStockLosetup(t *testing.T) {
+	forStockDists(t, func(t *testing.T, dist string) {
+		runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+			hostGuard(t)
+			a := startAgent(t, stateDir(t))
+			res, _ := stockCase(t, dist, rt, a, `set -e
+cd /tmp
+rm -f disk.img
+truncate -s 32M disk.img
+echo "free $(losetup -f)"
+d=$(losetup -f --show disk.img)
+echo "attached $d"
+losetup -a
+echo "count $(losetup -a | wc -l)"
+losetup -d $d
+echo "left $(losetup -a | wc -l)"`, regexp.MustCompile(`losetup: `), nil)
+			if !regexp.MustCompile(`^free /dev/loop\d+\nattached (/dev/loop\d+)\n/dev/loop\d+: .*\(/tmp/disk\.img\)\ncount 1\nleft 0\n$`).MatchString(res.Stdout) {
+				t.Errorf("unexpected output:\n%s", res)
+			}
+			waitGone(t, a)
+		})
+	})
+}
+
+// fsLine is shell that prints "fs TYPE SOURCE" for the mount at $1.
+const fsLine = `fsline() { grep " $1 " /proc/self/mountinfo | sed 's/.* - //' | cut -d' ' -f1,2 | sed 's/^/fs /'; }`
+
+// stockMountCase is one file system type of TestStockMount.
+type stockMountCase struct {
+	name   string
+	script string
+	prep   func(t *testing.T, b *oci.Bundle)
+	check  func(t *testing.T, b *oci.Bundle, stdout string)
+}
+
+// TestStockMount: `mount -o loop` in each stock image, which has
+// no FUSE helper, under runc and crun with only oci-config applied and the
+// agent's default policy (FUSE helpers, the host's): ext4 (mkfs.ext4
+// inside, write, host e2fsck -fn and debugfs), squashfs (made on the host
+// with mksquashfs, read inside) and vfat (mkfs.vfat inside, write, host
+// fsck.vfat -n and mtools). Each mount names its loop device as source.
+// Without loopvisor each fails.
+func TestStockMount(t *testing.T) {
+	needTools(t, "e2fsck", "debugfs", "mksquashfs", "fsck.vfat", "mtype")
+	cases := []stockMountCase{
+		{
+			name: "ext4",
+			script: `set -e
+cd /tmp
+rm -f ext4.img
+truncate -s 32M ext4.img
+mkfs.ext4 -q ext4.img
+mkdir -p /mnt/m
+mount -o loop ext4.img /mnt/m
+fsline /mnt/m
+mkdir /mnt/m/dir
+echo written-in-stock > /mnt/m/dir/hello.txt
+cat /mnt/m/dir/hello.txt
+umount /mnt/m
+echo "left $(losetup -a | wc -l)"`,
+			check: func(t *testing.T, b *oci.Bundle, stdout string) {
+				img := filepath.Join(b.Rootfs, "tmp", "ext4.img")
+				hostFsck(t, img)
+				if got := debugfsCat(t, img, "/dir/hello.txt"); got != "written-in-stock\n" {
+					t.Errorf("host reads %q", got)
+				}
+			},
+		},
+		{
+			name: "squashfs",
+			script: `set -e
+mkdir -p /mnt/s
+mount -o loop,ro /tmp/x.sqfs /mnt/s
+fsline /mnt/s
+cat /mnt/s/sub/file.txt
+if touch /mnt/s/new 2>/dev/null; then echo writable; else echo read-only; fi
+umount /mnt/s
+echo "left $(losetup -a | wc -l)"`,
+			prep: func(t *testing.T, b *oci.Bundle) {
+				tree := filepath.Join(b.Dir, "tree")
+				must(os.MkdirAll(filepath.Join(tree, "sub"), 0o755))
+				must(os.WriteFile(filepath.Join(tree, "sub", "file.txt"), []byte("squash-content\n"), 0o644))
+				img := filepath.Join(b.Rootfs, "tmp", "x.sqfs")
+				if out, err := exec.Command("mksquashfs", tree, img, "-quiet", "-no-progress", "-all-root").CombinedOutput(); err != nil {
+					t.Fatalf("mksquashfs: %v\n%s", err, out)
+				}
+				must(os.Chown(img, SandboxUID, SandboxUID))
+				must(os.Chmod(img, 0o644))
+			},
+			check: func(t *testing.T, b *oci.Bundle, stdout string) {
+				if !strings.Contains(stdout, "squash-content\nread-only\n") {
+					t.Errorf("squashfs content or mode wrong:\n%s", stdout)
+				}
+			},
+		},
+		{
+			name: "vfat",
+			script: `set -e
+cd /tmp
+rm -f fat.img
+truncate -s 32M fat.img
+mkfs.vfat -n STOCK fat.img >/dev/null
+mkdir -p /mnt/f
+mount -o loop fat.img /mnt/f
+fsline /mnt/f
+mkdir /mnt/f/dir
+echo written-in-stock > /mnt/f/dir/hello.txt
+cat /mnt/f/dir/hello.txt
+umount /mnt/f
+echo "left $(losetup -a | wc -l)"`,
+			check: func(t *testing.T, b *oci.Bundle, stdout string) {
+				img := filepath.Join(b.Rootfs, "tmp", "fat.img")
+				if out, err := exec.Command("fsck.vfat", "-n", img).CombinedOutput(); err != nil {
+					t.Errorf("host fsck.vfat -n: %v\n%s", err, out)
+				}
+				cmd := exec.Command("mtype", "-i", img, "::dir/hello.txt")
+				cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+				if out, err := cmd.CombinedOutput(); err != nil || string(out) != "written-in-stock\n" {
+					t.Errorf("host mtype reads %q (%v)", out, err)
+				}
+			},
+		},
+	}
+	forStockDists(t, func(t *testing.T, dist string) {
+		runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+			hostGuard(t)
+			a := startAgent(t, stateDir(t))
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					hostGuard(t)
+					var prep func(*oci.Bundle)
+					if c.prep != nil {
+						prep = func(b *oci.Bundle) { c.prep(t, b) }
+					}
+					res, b := stockCase(t, dist, rt, a, fsLine+"\n"+c.script, regexp.MustCompile(`mount: `), prep)
+					src := regexp.MustCompile(`(?m)^fs (\S+) (\S+)$`).FindStringSubmatch(res.Stdout)
+					if src == nil || !regexp.MustCompile(`^/dev/loop\d+$`).MatchString(src[2]) {
+						t.Errorf("the mount should name its loop device as source (fs TYPE SOURCE):\n%s", res.Stdout)
+					}
+					if !strings.HasSuffix(res.Stdout, "left 0\n") {
+						t.Errorf("devices left after umount:\n%s", res)
+					}
+					c.check(t, b, res.Stdout)
+				})
+			}
+			waitGone(t, a)
+		})
+	})
+}
