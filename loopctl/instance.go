@@ -400,12 +400,12 @@ func (in *Instance) removeAndAdd(idx int) (kept bool, err error) {
 	}
 	defer unlock()
 	in.unclaim(idx)
-	if err := in.host.Remove(idx); err != nil && err != unix.ENODEV {
+	if err := in.host.Remove(idx); err != nil && !errors.Is(err, unix.ENODEV) {
 		in.claim(idx)
 		return false, err
 	}
 	got, err := in.host.Add(idx) // at once: the gap is what a stalled open could hit
-	if err == unix.EEXIST && !Bound(idx) {
+	if errors.Is(err, unix.EEXIST) && !Bound(idx) {
 		// Taken only if nobody else claims it: then nobody can bind it.
 		in.claim(idx)
 		if in.devs[idx] != nil {
@@ -588,7 +588,7 @@ func Tombstone(reg *Registry, idx int) {
 	if err != nil {
 		return
 	}
-	defer unix.Close(mfd)
+	defer func() { _ = unix.Close(mfd) }()
 	f, err := reg.OpenLoop(idx, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return

@@ -62,7 +62,7 @@ func TestNodeGrantRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestNodeGrantRevoke(t *testing.T) {
 	}
 	const root, disk = 100000, 100006 // sandbox root; the host's disk group, mapped
 	n := &nodeInode{f: os.NewFile(uintptr(fd), "loop9"), mode: 0o660, gid: disk, uid: root}
-	defer n.f.Close()
+	defer func() { _ = n.f.Close() }()
 	if err := n.grant(); err != nil {
 		if err == unix.EOPNOTSUPP || os.IsPermission(err) {
 			t.Skipf("no ACLs on %s: %v", dir, err)

@@ -188,7 +188,7 @@ func (v *View) Close() error {
 	for idx, ns := range v.nodes {
 		for _, n := range ns {
 			_ = n.revoke()
-			n.f.Close()
+			_ = n.f.Close()
 		}
 		delete(v.nodes, idx)
 	}
@@ -357,7 +357,7 @@ func (v *View) RemoveLoop(idx int) {
 	v.removeIfOurs(name, idx)
 	for _, n := range v.nodes[idx] {
 		_ = n.revoke()
-		n.f.Close()
+		_ = n.f.Close()
 	}
 	delete(v.nodes, idx)
 	v.remove(ViewSysBlock + "/" + name)
