@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loopvisor/loopvisor/tests/oci"
 )
 
 // Hostile suite, issue 8 attacks 3 and 4: a reference a sandbox keeps to
@@ -340,4 +342,53 @@ echo "parts $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
 			t.Errorf("want %q in\n%s", w, out)
 		}
 	}
+}
+
+// TestStaleNodeOCI: in a runc or crun container the agent bind-mounts each
+// node into the container's own /dev; references kept there die the same
+// way, and the index is the container's again with a fresh node.
+func TestStaleNodeOCI(t *testing.T) {
+	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
+		hostGuard(t)
+		a := startAgent(t, stateDir(t))
+		dir, err := os.MkdirTemp("", "loopvisor-bundle-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(os.Chmod(dir, 0o755))
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		// The probes are copied into the image at their host paths.
+		b, err := oci.NewBundle(dir, []string{"sh", "-c", `set -u
+PATH=` + binDir + `:$PATH
+cd /tmp
+r=$(loopctl getfree); n=${r#OK }
+stalenode /dev/loop$n go > stale.out &
+i=0; while ! grep -q held stale.out && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+: > bind.target
+if mount --bind /dev/loop$n bind.target; then echo "bind made"; else echo "bind refused"; fi
+echo "remove $(loopctl remove $n)"
+: > go; wait
+echo "--- stale"; cat stale.out
+echo "bindopen $(loopctl open bind.target)"
+echo "again $(loopctl getfree) $n"
+echo "node-again $(loopctl open /dev/loop$n)"`},
+			"grep", filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "stalenode"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ociConfig(t, a, b)
+		res, err := rt.Run(b, nil)
+		if err != nil || res.Code != 0 {
+			t.Fatalf("container: %v\n%s", err, res)
+		}
+		out := res.Stdout
+		t.Logf("container:\n%s", out)
+		checkRefsDead(t, out)
+		if !regexp.MustCompile(`again OK (\d+) (\d+)\n`).MatchString(out) || !strings.Contains(out, "node-again OK") {
+			t.Errorf("the kept index is not handed out again with a node that opens:\n%s", out)
+		} else if m := regexp.MustCompile(`again OK (\d+) (\d+)\n`).FindStringSubmatch(out); m[1] != m[2] {
+			t.Errorf("GET_FREE gave loop%s, not the kept loop%s:\n%s", m[1], m[2], out)
+		}
+		waitGone(t, a)
+	})
 }
