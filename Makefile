@@ -4,7 +4,9 @@ BIN     := bin/loopvisor
 PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./mountproxy/... ./cmd/...
 FUZZTIME ?= 15s
 
-.PHONY: help deps build demo test unit integration vet fmt fuzz bench clean
+LINT    ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
+
+.PHONY: help deps build demo test unit integration vet lint fmt fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,13 +24,17 @@ vet: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+lint: ## golangci-lint (errcheck, errorlint, staticcheck, unparam, forcetypeassert; see .golangci.yml)
+	@test -x $(LINT) || { echo "golangci-lint missing: run make deps"; exit 1; }
+	$(LINT) run ./...
+
 unit: ## unit and fuzz-seed tests (no root needed)
 	$(GO) test -count=1 $(PKGS)
 
 integration: build ## real-kernel tests (root): losetup, busybox, differential, isolation, limits, gc
 	$(GO) test -count=1 -p 1 -timeout 20m ./tests/...
 
-test: vet unit integration ## everything CI runs
+test: vet lint unit integration ## everything CI runs
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for p in ./loopctl/ ./supervisor/ ./mountproxy/; do \

@@ -63,7 +63,7 @@ func measureImageBuild(lv, dir, state string, rounds int) (*imageResults, error)
 		}
 	}
 	if out, err := exec.Command("chown", "-R", "100000:100000", work).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("chown: %v %s", err, out)
+		return nil, fmt.Errorf("chown: %w %s", err, out)
 	}
 	_ = os.Chmod(work, 0o755)
 	r := &imageResults{}
@@ -71,13 +71,13 @@ func measureImageBuild(lv, dir, state string, rounds int) (*imageResults, error)
 		t0 := time.Now()
 		if _, _, err := command(3*time.Minute, work, []string{"sh", "-c", imageBuildHost}); err != nil {
 			msg, _ := os.ReadFile(filepath.Join(work, "host-build.err"))
-			return nil, fmt.Errorf("host image build: %v\n%s", err, lastLines(string(msg), 40))
+			return nil, fmt.Errorf("host image build: %w\n%s", err, lastLines(string(msg), 40))
 		}
 		r.host = append(r.host, time.Since(t0))
 		t0 = time.Now()
 		argv := []string{lv, "run", "--state-dir", state, "--uid-map", "100000:65536", "--", "sh", "-c", imageBuildSandbox}
 		if _, serr, err := command(3*time.Minute, work, argv); err != nil {
-			return nil, fmt.Errorf("sandbox image build: %v\n%s", err, serr)
+			return nil, fmt.Errorf("sandbox image build: %w\n%s", err, serr)
 		}
 		r.sandbox = append(r.sandbox, time.Since(t0))
 	}

@@ -160,7 +160,11 @@ func run(loopvisor string, c config) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}()
 	// The probe must be reachable and executable by the sandbox's root
 	// (host uid 100000).
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -297,18 +301,20 @@ func lock() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == syscall.EWOULDBLOCK {
+	// Closing the file drops the lock; nothing is written to it, so a
+	// close error loses nothing.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
 		fmt.Fprintf(os.Stderr, "bench: waiting for %s (acceptance tests running?)\n", lockPath)
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 		if err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("flock %s: %w", lockPath, err)
 		}
 	} else if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("flock %s: %w", lockPath, err)
 	}
-	return func() { f.Close() }, nil
+	return func() { _ = f.Close() }, nil
 }
 
 // buildC compiles source into dir/name.
@@ -319,7 +325,7 @@ func buildC(dir, name string, source []byte) (string, error) {
 	}
 	out := filepath.Join(dir, name)
 	if o, err := exec.Command("gcc", "-O2", "-Wall", "-o", out, src).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("compile %s: %v\n%s", name, err, o)
+		return "", fmt.Errorf("compile %s: %w\n%s", name, err, o)
 	}
 	if err := os.Chmod(out, 0o755); err != nil {
 		return "", err
@@ -473,13 +479,14 @@ func command(timeout time.Duration, dir string, argv []string) (string, string, 
 		// loopvisor forwards SIGTERM to the sandbox and then releases its
 		// devices; kill only if it does not exit.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
+		var exit error
 		select {
-		case <-done:
+		case exit = <-done:
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-done
+			exit = <-done
 		}
-		err = fmt.Errorf("%s timed out after %v", filepath.Base(argv[0]), timeout)
+		err = errors.Join(fmt.Errorf("%s timed out after %v", filepath.Base(argv[0]), timeout), exit)
 	}
 	if err != nil {
 		return so.String(), se.String(), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, se.String())

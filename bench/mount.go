@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -155,10 +156,9 @@ func measureMount(lv, dir, state string, c mountConfig) (*mountResults, error) {
 	}
 
 	// Cycles. The warm-up brings binaries, the image and loop devices in.
-	const timeout = 2 * time.Minute
 	cycleCmd := func(s mountSetup, n int) string { return fmt.Sprintf("cycle %d cycle.img %s", n, s.mnt) }
 	for i, s := range setups {
-		if _, err := probers[i].do(timeout, cycleCmd(s, 2)); err != nil {
+		if _, err := probers[i].do(cycleCmd(s, 2)); err != nil {
 			return nil, err
 		}
 	}
@@ -166,7 +166,7 @@ func measureMount(lv, dir, state string, c mountConfig) (*mountResults, error) {
 		for j := range setups {
 			i := (round + j) % len(setups)
 			s := setups[i]
-			out, err := probers[i].do(timeout, cycleCmd(s, c.cycles))
+			out, err := probers[i].do(cycleCmd(s, c.cycles))
 			if err != nil {
 				return nil, err
 			}
@@ -197,7 +197,7 @@ func measureMount(lv, dir, state string, c mountConfig) (*mountResults, error) {
 			fmt.Sprintf("exec mount -t tmpfs -o size=%dm,mode=0755 tmpfs %s", ramMiB, s.ram),
 			fmt.Sprintf("exec cp read.img %s/read.img", s.ram),
 		} {
-			if _, err := probers[i].do(timeout, cmd); err != nil {
+			if _, err := probers[i].do(cmd); err != nil {
 				return nil, err
 			}
 		}
@@ -232,7 +232,7 @@ func measureMount(lv, dir, state string, c mountConfig) (*mountResults, error) {
 
 	for i, s := range setups {
 		p := probers[i]
-		if _, err := p.do(timeout, "exec umount "+s.ram); err != nil {
+		if _, err := p.do("exec umount " + s.ram); err != nil {
 			return nil, err
 		}
 		probers[i] = nil
@@ -257,13 +257,12 @@ type coldReadResult struct {
 // coldRead mounts img read-only on mnt through p, drops the page cache,
 // touches prefaultMiB of fresh memory, reads data.bin and unmounts.
 func coldRead(p *prober, img, mnt string, want int64, prefaultMiB int) (*coldReadResult, error) {
-	const timeout = 2 * time.Minute
-	if _, err := p.do(timeout, "exec mount -o loop,ro "+img+" "+mnt); err != nil {
+	if _, err := p.do("exec mount -o loop,ro " + img + " " + mnt); err != nil {
 		return nil, err
 	}
-	out, err := p.do(timeout, "fstype "+mnt)
+	out, err := p.do("fstype " + mnt)
 	if err != nil || len(out) != 1 {
-		return nil, fmt.Errorf("%s: fstype: %v %q", p.label, err, out)
+		return nil, fmt.Errorf("%s: fstype: %w %q", p.label, err, out)
 	}
 	cr := &coldReadResult{fstype: strings.TrimPrefix(out[0], "fstype ")}
 	if err := dropCaches(); err != nil {
@@ -271,7 +270,7 @@ func coldRead(p *prober, img, mnt string, want int64, prefaultMiB int) (*coldRea
 	}
 	prefault(prefaultMiB)
 	cpu0, _ := treeCPU(p.cmd.Process.Pid, helperComm)
-	out, err = p.do(timeout, "read "+mnt+"/data.bin")
+	out, err = p.do("read " + mnt + "/data.bin")
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +292,7 @@ func coldRead(p *prober, img, mnt string, want int64, prefaultMiB int) (*coldRea
 		return nil, fmt.Errorf("%s: read %d bytes of data.bin, want %d", p.label, size, want)
 	}
 	cr.mbs = float64(size) / ns * 1e3
-	if _, err := p.do(timeout, "exec umount "+mnt); err != nil {
+	if _, err := p.do("exec umount " + mnt); err != nil {
 		return nil, err
 	}
 	return cr, nil
@@ -370,7 +369,7 @@ func prepareImages(work string, c mountConfig) (int, error) {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(src)
+	defer func() { _ = os.RemoveAll(src) }() // a scratch tree in the bench's own temporary directory
 	if err := writeData(filepath.Join(src, "data.bin"), c.readMiB); err != nil {
 		return 0, err
 	}
@@ -389,14 +388,12 @@ func prepareImages(work string, c mountConfig) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		err = f.Truncate(int64(img.mib) << 20)
-		f.Close()
-		if err != nil {
+		if err := errors.Join(f.Truncate(int64(img.mib)<<20), f.Close()); err != nil {
 			return 0, err
 		}
 		argv := append(append([]string{"-q", "-F"}, img.args...), p)
 		if out, err := exec.Command("mkfs.ext4", argv...).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("mkfs.ext4 %s: %v\n%s", strings.Join(argv, " "), err, out)
+			return 0, fmt.Errorf("mkfs.ext4 %s: %w\n%s", strings.Join(argv, " "), err, out)
 		}
 		if err := os.Chown(p, sandboxUID, sandboxUID); err != nil {
 			return 0, err
@@ -417,8 +414,7 @@ func writeData(path string, mib int) error {
 	for i := 0; i < mib; i++ {
 		_, _ = rng.Read(buf)
 		if _, err := f.Write(buf); err != nil {
-			f.Close()
-			return err
+			return errors.Join(err, f.Close())
 		}
 	}
 	return f.Close()
@@ -485,12 +481,13 @@ type prober struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	done   chan error
+	done   chan struct{} // closed once the probe has exited; then err is its Wait
+	err    error
 	stderr *lockedBuffer
 }
 
 func startProber(label, dir string, argv []string) (*prober, error) {
-	p := &prober{label: label, lines: make(chan string, 256), done: make(chan error, 1), stderr: &lockedBuffer{}}
+	p := &prober{label: label, lines: make(chan string, 256), done: make(chan struct{}), stderr: &lockedBuffer{}}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Dir = dir
 	p.cmd.Stderr = p.stderr
@@ -511,18 +508,23 @@ func startProber(label, dir string, argv []string) (*prober, error) {
 			p.lines <- sc.Text()
 		}
 		close(p.lines)
-		p.done <- p.cmd.Wait()
+		p.err = p.cmd.Wait()
+		close(p.done)
 	}()
 	return p, nil
 }
 
-// do sends one command and returns the lines it printed before "ok".
-func (p *prober) do(timeout time.Duration, command string) ([]string, error) {
+// probeTimeout bounds one probe command.
+const probeTimeout = 2 * time.Minute
+
+// do sends one command and returns the lines it printed before "ok", or an
+// error after probeTimeout.
+func (p *prober) do(command string) ([]string, error) {
 	if _, err := io.WriteString(p.stdin, command+"\n"); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w\n%s", p.label, command, err, p.stderr.String())
 	}
 	var out []string
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(probeTimeout)
 	defer timer.Stop()
 	for {
 		select {
@@ -537,7 +539,7 @@ func (p *prober) do(timeout time.Duration, command string) ([]string, error) {
 			}
 			out = append(out, l)
 		case <-timer.C:
-			return nil, fmt.Errorf("%s: %s: timed out after %v\n%s", p.label, command, timeout, p.stderr.String())
+			return nil, fmt.Errorf("%s: %s: timed out after %v\n%s", p.label, command, probeTimeout, p.stderr.String())
 		}
 	}
 }
@@ -545,11 +547,12 @@ func (p *prober) do(timeout time.Duration, command string) ([]string, error) {
 // stop ends the probe (EOF on stdin) and waits for it; a sandbox then
 // releases its devices.
 func (p *prober) stop() error {
-	p.stdin.Close()
+	// A failed close shows as the probe not exiting at EOF.
+	_ = p.stdin.Close()
 	select {
-	case err := <-p.done:
-		if err != nil {
-			return fmt.Errorf("%s: %w\n%s", p.label, err, p.stderr.String())
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("%s: %w\n%s", p.label, p.err, p.stderr.String())
 		}
 		return nil
 	case <-time.After(30 * time.Second):
@@ -560,8 +563,11 @@ func (p *prober) stop() error {
 
 // kill ends the probe after a failure: EOF, then SIGTERM (loopvisor forwards
 // it and releases its devices), then SIGKILL.
+//
+// It is called after a failure that is already being reported: a failed
+// close or signal shows as the probe not exiting.
 func (p *prober) kill() {
-	p.stdin.Close()
+	_ = p.stdin.Close()
 	for _, sig := range []syscall.Signal{0, syscall.SIGTERM, syscall.SIGKILL} {
 		if sig != 0 {
 			_ = p.cmd.Process.Signal(sig)

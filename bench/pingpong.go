@@ -43,12 +43,16 @@ func pingPongChild(argv []string) error {
 	if err := unix.Sendmsg(childSockFD, []byte{'L'}, unix.UnixRights(lfd), nil, 0); err != nil {
 		return os.NewSyscallError("sendmsg", err)
 	}
-	unix.Close(lfd)
+	if err := unix.Close(lfd); err != nil {
+		return os.NewSyscallError("close", err)
+	}
 	ack := make([]byte, 1)
 	if n, err := unix.Read(childSockFD, ack); err != nil || n != 1 || ack[0] != 'A' {
 		return errors.New("the bench did not take the listener")
 	}
-	unix.Close(childSockFD)
+	if err := unix.Close(childSockFD); err != nil {
+		return os.NewSyscallError("close", err)
+	}
 	return unix.Exec(argv[0], argv, os.Environ())
 }
 
@@ -75,7 +79,7 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	}
 	ours := os.NewFile(uintptr(pair[0]), "bench-child")
 	theirs := os.NewFile(uintptr(pair[1]), "bench-parent")
-	defer ours.Close()
+	defer func() { _ = ours.Close() }() // the exchange is over by then
 
 	argv := append(append(append([]string{}, prefix...), self, childArg), probeArgv...)
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -83,16 +87,15 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.ExtraFiles = []*os.File{theirs}
 	err = cmd.Start()
-	theirs.Close()
+	_ = theirs.Close() // the child has its own copy, or failed to start
 	if err != nil {
 		return nil, fmt.Errorf("start ping-pong child: %w", err)
 	}
 	waitc := make(chan error, 1)
 	go func() { waitc <- cmd.Wait() }()
 	fail := func(err error) (*pingPong, error) {
-		_ = cmd.Process.Kill()
-		<-waitc
-		return nil, fmt.Errorf("%w\n%s", err, stderr.String())
+		_ = cmd.Process.Kill() // fails only if it has exited; Wait reports how
+		return nil, fmt.Errorf("%w\n%s", errors.Join(err, <-waitc), stderr.String())
 	}
 
 	lfdc := make(chan int, 1)
@@ -117,7 +120,7 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	if err != nil {
 		return fail(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // serving is over by then; Close is idempotent
 
 	type served struct {
 		n   int
@@ -152,17 +155,19 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	case werr = <-waitc:
 	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
-		<-waitc
-		return nil, fmt.Errorf("ping-pong probe timed out after %v\n%s", timeout, stderr.String())
+		err := errors.Join(fmt.Errorf("ping-pong probe timed out after %v", timeout), <-waitc)
+		return nil, fmt.Errorf("%w\n%s", err, stderr.String())
 	}
 	if werr != nil {
-		return nil, fmt.Errorf("ping-pong probe: %v\n%s", werr, stderr.String())
+		return nil, fmt.Errorf("ping-pong probe: %w\n%s", werr, stderr.String())
 	}
 	var s served
 	select {
 	case s = <-servec:
 	case <-time.After(5 * time.Second):
-		l.Close()
+		if err := l.Close(); err != nil {
+			return nil, fmt.Errorf("ping-pong supervisor: close listener: %w", err)
+		}
 		s = <-servec
 	}
 	if s.err != nil {

@@ -150,11 +150,14 @@ func exportBPF(f *seccomp.ScmpFilter) ([]unix.SockFilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // read end, drained or abandoned
 	errc := make(chan error, 1)
 	go func() {
-		errc <- f.ExportBPF(w)
-		w.Close()
+		err := f.ExportBPF(w)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		errc <- err
 	}()
 	raw, err := io.ReadAll(r)
 	if err != nil {

@@ -50,7 +50,7 @@ type Listener struct {
 // NewListener takes ownership of fd, a seccomp listener.
 func NewListener(fd int) (*Listener, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // we own fd and fail; nothing else uses it
 		return nil, os.NewSyscallError("fcntl(O_NONBLOCK)", err)
 	}
 	l := &Listener{fd: fd, pidfds: map[int]int{}}
@@ -60,7 +60,7 @@ func NewListener(fd int) (*Listener, error) {
 	l.f = os.NewFile(uintptr(fd), "seccomp-listener")
 	rc, err := l.f.SyscallConn()
 	if err != nil {
-		l.f.Close()
+		_ = l.f.Close() // the SyscallConn error is the one to report
 		return nil, err
 	}
 	l.rc = rc
@@ -75,7 +75,7 @@ func (l *Listener) Next() (Request, error) {
 	err := l.rc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if _, err := unix.Poll(pfd, 0); err != nil {
-			if err == unix.EINTR {
+			if errors.Is(err, unix.EINTR) {
 				return false
 			}
 			rerr = os.NewSyscallError("poll", err)
@@ -83,10 +83,10 @@ func (l *Listener) Next() (Request, error) {
 		}
 		if pfd[0].Revents&unix.POLLIN != 0 {
 			err := recvNotif(int(fd), &n)
-			switch err {
-			case nil:
+			switch {
+			case err == nil:
 				return true
-			case unix.ENOENT, unix.EAGAIN, unix.EINTR:
+			case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 				// The caller died or was signalled between the wake-up
 				// and our receive: nothing to answer.
 				return false
@@ -137,7 +137,7 @@ func (l *Listener) Respond(id uint64, r Reply) error {
 	if cerr != nil {
 		return cerr
 	}
-	if err == unix.ENOENT {
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if err != nil {
@@ -164,7 +164,7 @@ func (l *Listener) Close() error {
 	}
 	l.closed = true
 	for tid, fd := range l.pidfds {
-		unix.Close(fd)
+		_ = unix.Close(fd) // a cached pidfd: closing it cannot fail in a way that matters
 		delete(l.pidfds, tid)
 	}
 	return l.f.Close()

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"strconv"
 
@@ -46,7 +47,7 @@ func (l *Listener) Target(req *Request) (*Target, error) {
 func (t *Target) refresh() error {
 	l := t.l
 	pidfd, err := unix.PidfdOpen(t.req.Pid, unix.PIDFD_THREAD)
-	if err == unix.EINVAL {
+	if errors.Is(err, unix.EINVAL) {
 		// Kernels before 6.9 have no PIDFD_THREAD; fds are shared by the
 		// thread group in practice, so the leader will do.
 		pidfd, err = unix.PidfdOpen(t.req.Pid, 0)
@@ -57,16 +58,17 @@ func (t *Target) refresh() error {
 	// The tid could have been reused between RECV and pidfd_open: the ID
 	// check proves the pidfd names the trapped task.
 	if !l.Valid(t.req.ID) {
-		unix.Close(pidfd)
+		_ = unix.Close(pidfd) // unused pidfd; only its staleness matters
 		return ErrStale
 	}
 	l.mu.Lock()
+	// Dropping cached pidfds: a close error leaves nothing to undo.
 	if old, ok := l.pidfds[t.req.Pid]; ok {
-		unix.Close(old)
+		_ = unix.Close(old)
 	}
 	if len(l.pidfds) >= maxCachedPidfds {
 		for tid, fd := range l.pidfds {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			delete(l.pidfds, tid)
 		}
 	}
@@ -113,7 +115,7 @@ func (t *Target) GetFD(unsafeFD uint32) (FD, error) {
 		return FD{N: -1}, unix.EBADF
 	}
 	fd, err := unix.PidfdGetfd(t.pidfd, int(unsafeFD), 0)
-	if err == unix.ESRCH {
+	if errors.Is(err, unix.ESRCH) {
 		// A cached pidfd of a dead task that had the caller's tid.
 		if rerr := t.refresh(); rerr != nil {
 			return FD{N: -1}, rerr
@@ -121,17 +123,17 @@ func (t *Target) GetFD(unsafeFD uint32) (FD, error) {
 		fd, err = unix.PidfdGetfd(t.pidfd, int(unsafeFD), 0)
 	}
 	if err != nil {
-		switch err {
-		case unix.ESRCH:
+		switch {
+		case errors.Is(err, unix.ESRCH):
 			return FD{N: -1}, ErrStale
-		case unix.EMFILE, unix.ENFILE:
+		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
 			return FD{N: -1}, err
 		}
 		return FD{N: -1}, unix.EBADF
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil || fl&unix.O_PATH != 0 {
-		unix.Close(fd)
+		_ = unix.Close(fd) // our duplicate, refused before any use
 		return FD{N: -1}, unix.EBADF
 	}
 	return FD{N: fd, Flags: fl}, nil
@@ -145,7 +147,7 @@ func (t *Target) Read(unsafeAddr uint64, buf []byte) error {
 		return ErrStale
 	}
 	if err != nil {
-		if err == unix.ESRCH {
+		if errors.Is(err, unix.ESRCH) {
 			return ErrStale
 		}
 		return unix.EFAULT
@@ -159,7 +161,7 @@ func (t *Target) Write(unsafeAddr uint64, buf []byte) error {
 		return ErrStale
 	}
 	if err := writeMem(t.req.Pid, unsafeAddr, buf); err != nil {
-		if err == unix.ESRCH {
+		if errors.Is(err, unix.ESRCH) {
 			return ErrStale
 		}
 		return unix.EFAULT

@@ -25,4 +25,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v go >/dev/null || { echo "install-deps: Go is not on PATH (want 1.22 or newer)" >&2; exit 1; }
 go mod download
+# golangci-lint for `make lint` (part of `make test`), from the Go module
+# proxy, pinned; installed once into $(go env GOPATH)/bin.
+LINT_VERSION=v2.15.0
+lint="$(go env GOPATH)/bin/golangci-lint"
+if ! { [ -x "$lint" ] && "$lint" version 2>/dev/null | grep -q "version ${LINT_VERSION#v} "; }; then
+  echo "install-deps: installing golangci-lint $LINT_VERSION"
+  go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$LINT_VERSION"
+fi
 [ -e /dev/loop-control ] || modprobe loop || { echo "install-deps: no /dev/loop-control: load the loop module" >&2; exit 1; }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,11 +48,15 @@ func startAgent(t *testing.T, state string, flags ...string) *agentProc {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Cleanup(func() {
-		a.stop()
+		if err := a.stop(); err != nil {
+			t.Error(err)
+		}
 		if t.Failed() || os.Getenv("LOOPVISOR_TEST_LOGS") != "" {
 			t.Logf("agent log:\n%s", a.logText())
 		}
-		os.Remove(logf.Name())
+		if err := errors.Join(logf.Close(), os.Remove(logf.Name())); err != nil {
+			t.Error(err)
+		}
 	})
 	return a
 }
@@ -61,24 +66,69 @@ func (a *agentProc) logText() string {
 	return string(b)
 }
 
-func (a *agentProc) stop() {
+// stop ends the agent (SIGTERM, then SIGKILL after 5 s) and detaches the
+// /dev it may have left mounted in its state directory.
+func (a *agentProc) stop() error {
 	if a.cmd.ProcessState == nil {
-		a.cmd.Process.Signal(syscall.SIGTERM)
+		// Signal and Kill fail only once the agent has exited, which Wait
+		// then reports; its exit status says nothing its log does not.
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { a.cmd.Wait(); close(done) }()
+		go func() { _ = a.cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			a.cmd.Process.Kill()
+			_ = a.cmd.Process.Kill()
 			<-done
 		}
 	}
-	syscall.Unmount(filepath.Join(a.state, "dev"), syscall.MNT_DETACH)
+	err := syscall.Unmount(filepath.Join(a.state, "dev"), syscall.MNT_DETACH)
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("unmount the agent's dev: %w", err)
+	}
+	return nil
 }
 
+// kill SIGKILLs the agent and reaps it (its exit status is the signal).
 func (a *agentProc) kill() {
-	a.cmd.Process.Kill()
-	a.cmd.Wait()
+	_ = a.cmd.Process.Kill()
+	_ = a.cmd.Wait()
+}
+
+// removeContainer kills c, waits up to 10 s for it to stop and
+// force-deletes it, when the test is done with it. KillAll fails if the
+// container already stopped and Wait if it will not, which is fine: delete
+// -f ends what is left, and its error is reported.
+func removeContainer(t *testing.T, c *oci.Container) {
+	t.Helper()
+	_ = c.KillAll("KILL")
+	_ = c.Wait(10 * time.Second)
+	if err := c.Delete(); err != nil {
+		t.Error(err)
+	}
+}
+
+// killContainer kills every process of the running container c.
+func killContainer(t *testing.T, c *oci.Container) {
+	t.Helper()
+	if err := c.KillAll("KILL"); err != nil {
+		t.Error(err)
+	}
+}
+
+// tempBundleDir makes a bundle directory the container's root can reach,
+// removed when t ends.
+func tempBundleDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupDir(t, dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // ociBundle makes a bundle from `runc spec` with a user namespace (root ->
@@ -89,12 +139,7 @@ func (a *agentProc) kill() {
 // stock Debian image) instead.
 func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := tempBundleDir(t)
 	b, err := oci.NewBundle(dir, args, "fuse2fs", "truncate", "debugfs", "mkdir", "grep", "wc", "sed", "cut", "stat",
 		filepath.Join(binDir, "loopctl"), filepath.Join(binDir, "loopstress"), filepath.Join(binDir, "fusehang"))
 	if err != nil {
@@ -129,7 +174,7 @@ func runtimes(t *testing.T, f func(t *testing.T, rt *oci.Runtime)) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(cleanup)
+			cleanupRuntime(t, cleanup)
 			f(t, rt)
 		})
 	}
@@ -139,6 +184,7 @@ func runtimes(t *testing.T, f func(t *testing.T, rt *oci.Runtime)) {
 // losetup and mount -o loop of an ext4 image work inside (FUSE default,
 // fuse2fs from the image), the host finds the data and a clean file system.
 func TestAgentMountLoop(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		a := startAgent(t, stateDir(t))
@@ -187,11 +233,10 @@ func waitGone(t *testing.T, a *agentProc) {
 // TestAgentNoAgent: without the agent the same bundle does not start, and
 // without oci-config losetup fails inside.
 func TestAgentWithoutLoopvisor(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
-		dir, _ := os.MkdirTemp("", "loopvisor-bundle-")
-		os.Chmod(dir, 0o755)
-		defer os.RemoveAll(dir)
+		dir := tempBundleDir(t)
 		b, err := oci.NewBundle(dir, []string{"sh", "-c", "cd /tmp && truncate -s 8M x.img && losetup -f --show x.img"})
 		if err != nil {
 			t.Fatal(err)
@@ -222,6 +267,7 @@ func TestAgentWithoutLoopvisor(t *testing.T) {
 // containers cannot touch each other's devices; status lists them; killing
 // a container releases its devices.
 func TestAgentExecIsolationKill(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		a := startAgent(t, stateDir(t))
@@ -233,7 +279,7 @@ func TestAgentExecIsolationKill(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+			t.Cleanup(func() { removeContainer(t, c) })
 			cs = append(cs, c)
 			var res oci.Result
 			for try := 0; try < 50; try++ { // the init writes a.img
@@ -272,7 +318,7 @@ func TestAgentExecIsolationKill(t *testing.T) {
 			}
 		}
 		// Kill the first container: its device goes, the other's stays.
-		cs[0].KillAll("KILL")
+		killContainer(t, cs[0])
 		deadline := time.Now().Add(10 * time.Second)
 		for bound(devs[0]) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
@@ -280,7 +326,7 @@ func TestAgentExecIsolationKill(t *testing.T) {
 		if bound(devs[0]) || !bound(devs[1]) {
 			t.Errorf("after kill: %s bound %v (want false), %s bound %v (want true)", devs[0], bound(devs[0]), devs[1], bound(devs[1]))
 		}
-		cs[1].KillAll("KILL")
+		killContainer(t, cs[1])
 		waitGone(t, a)
 	})
 }
@@ -290,6 +336,7 @@ func TestAgentExecIsolationKill(t *testing.T) {
 // leaves it alone while the container runs and releases it once the
 // container is gone.
 func TestAgentRestart(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		state := stateDir(t)
@@ -299,7 +346,7 @@ func TestAgentRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+		t.Cleanup(func() { removeContainer(t, c) })
 		dev := waitFile(t, filepath.Join(b.Rootfs, "tmp", "dev"), 30*time.Second)
 		a.kill()
 		res, _ := c.Exec(filepath.Join(binDir, "loopctl"), "getfree")
@@ -311,8 +358,10 @@ func TestAgentRestart(t *testing.T) {
 		if !bound(dev) {
 			t.Fatalf("the new agent released %s of a live container:\n%s", dev, a2.logText())
 		}
-		c.KillAll("KILL")
-		c.Wait(10 * time.Second)
+		killContainer(t, c)
+		if err := c.Wait(10 * time.Second); err != nil {
+			t.Error(err)
+		}
 		// The container's processes die asynchronously: gc until released.
 		var r result
 		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
@@ -330,11 +379,12 @@ func TestAgentRestart(t *testing.T) {
 // many threads (and killed children); another container's loop calls still
 // complete, because each process's listener is served by its own queue.
 func TestAgentFlood(t *testing.T) {
+	needRoot(t)
 	rt, cleanup, err := oci.New("runc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cleanup)
+	cleanupRuntime(t, cleanup)
 	hostGuard(t)
 	a := startAgent(t, stateDir(t))
 	stress := filepath.Join(binDir, "loopstress")
@@ -343,7 +393,7 @@ func TestAgentFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.KillAll("KILL"); f.Delete() })
+	t.Cleanup(func() { removeContainer(t, f) })
 	waitFile(t, filepath.Join(flood.Rootfs, "tmp", "flood"), 30*time.Second)
 	lc := filepath.Join(binDir, "loopctl")
 	quiet := stockOCIBundle(t, a, "sh", "-c", "n=0; while [ $n -lt 200 ]; do "+lc+" getfree >/dev/null || exit 1; n=$((n+1)); done; echo done $n")
@@ -351,6 +401,6 @@ func TestAgentFlood(t *testing.T) {
 	if err != nil || res.Code != 0 || !strings.Contains(res.Stdout, "done 200") {
 		t.Fatalf("the quiet container's calls did not complete while the other floods: %v\n%s", err, res)
 	}
-	f.KillAll("KILL")
+	killContainer(t, f)
 	waitGone(t, a)
 }

@@ -2,11 +2,14 @@ package tests
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -22,55 +25,105 @@ var (
 	loopvisor string
 )
 
+// noRoot is why the suite cannot run here, or "" when it runs as root.
+var noRoot string
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
-		fmt.Println("tests: skipped: acceptance tests need root (real loop devices, user namespaces)")
-		os.Exit(0)
+		// No set-up: every test skips itself, visibly, in needRoot.
+		noRoot = "real loop devices, mounts and user namespaces; run as root"
+		os.Exit(m.Run())
 	}
+	os.Exit(runAsRoot(m))
+}
+
+// runAsRoot builds loopvisor and the probes, runs the tests holding the
+// suite's lock and checks that they left the host as they found it.
+func runAsRoot(m *testing.M) int {
 	// Loop devices are global to the machine: concurrent runs of the suite
 	// (or the benchmarks) would see each other's devices.
 	lock, err := os.OpenFile("/tmp/loopvisor-tests.lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		panic(err)
+		fmt.Println("tests:", err)
+		return 1
 	}
-	must(syscall.Flock(int(lock.Fd()), syscall.LOCK_EX))
+	// Closing the file drops the lock, so close it only at the end: the
+	// deferred close also keeps it reachable, else its finalizer would
+	// close it and drop the lock in the middle of the run.
+	defer func() { _ = lock.Close() }()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		fmt.Println("tests: flock /tmp/loopvisor-tests.lock:", err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "loopvisor-bin-")
 	if err != nil {
-		panic(err)
+		fmt.Println("tests:", err)
+		return 1
 	}
-	must(os.Chmod(dir, 0o755))
-	binDir = dir
-	loopvisor = filepath.Join(dir, "loopvisor")
-	if out, err := exec.Command("go", "build", "-o", loopvisor, "../cmd/loopvisor").CombinedOutput(); err != nil {
-		fmt.Printf("build loopvisor: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	srcs, _ := filepath.Glob("testdata/*.c")
-	for _, src := range srcs {
-		out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
-		if o, err := exec.Command("gcc", "-O2", "-Wall", "-pthread", "-o", out, src).CombinedOutput(); err != nil {
-			fmt.Printf("compile %s: %v\n%s", src, err, o)
-			os.Exit(1)
+	code := func() int {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Println("tests:", err)
+			return 1
 		}
-	}
-	before := snapshot()
-	code := m.Run()
-	after := waitSnapshot(before, 5*time.Second)
-	if after != before {
-		fmt.Printf("FAIL: the suite changed the host's loop devices or mounts\n--- before\n%s\n--- after\n%s\n", before, after)
+		binDir = dir
+		loopvisor = filepath.Join(dir, "loopvisor")
+		if out, err := exec.Command("go", "build", "-o", loopvisor, "../cmd/loopvisor").CombinedOutput(); err != nil {
+			fmt.Printf("build loopvisor: %v\n%s", err, out)
+			return 1
+		}
+		srcs, err := filepath.Glob("testdata/*.c")
+		if err != nil {
+			fmt.Println("tests:", err)
+			return 1
+		}
+		for _, src := range srcs {
+			out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
+			if o, err := exec.Command("gcc", "-O2", "-Wall", "-pthread", "-o", out, src).CombinedOutput(); err != nil {
+				fmt.Printf("compile %s: %v\n%s", src, err, o)
+				return 1
+			}
+		}
+		before := snapshot()
+		code := m.Run()
+		after := waitSnapshot(before, 5*time.Second)
+		if after != before {
+			fmt.Printf("FAIL: the suite changed the host's loop devices or mounts\n--- before\n%s\n--- after\n%s\n", before, after)
+			code = 1
+		}
+		return code
+	}()
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Println("tests: removing the build directory:", err)
 		code = 1
 	}
-	os.RemoveAll(dir)
-	// Without this the lock file is garbage once flocked: its finalizer
-	// closes the fd and drops the lock in the middle of the run.
-	runtime.KeepAlive(lock)
-	os.Exit(code)
+	return code
 }
 
-func must(err error) {
-	if err != nil {
-		panic(err)
+// needRoot skips t, saying why, when the suite does not run as root. Every
+// test calls it first: without root there is nothing to test, and a bare
+// "ok" would read as a pass.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if noRoot != "" {
+		t.Skip("requires root: " + noRoot)
 	}
+}
+
+// check fails t at once if err is set: for set-up steps the test cannot
+// go on without.
+func check(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// removeIfExists removes p; a p that does not exist is not an error.
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // snapshot describes the host state tests must not change: bound loop
@@ -129,9 +182,9 @@ func workDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(os.Chmod(dir, 0o755))
-	must(os.Chown(dir, SandboxUID, SandboxUID))
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	check(t, os.Chmod(dir, 0o755))
+	check(t, os.Chown(dir, SandboxUID, SandboxUID))
+	cleanupDir(t, dir)
 	return dir
 }
 
@@ -142,8 +195,19 @@ func stateDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	cleanupDir(t, dir)
 	return dir
+}
+
+// cleanupDir removes dir when t ends. Failing to is an error: it means a
+// mount or a busy file was left inside.
+func cleanupDir(t *testing.T, dir string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
 }
 
 // image creates a sparse file of size bytes owned by the sandbox's root.
@@ -154,9 +218,11 @@ func image(t *testing.T, dir, name string, size int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(f.Truncate(size))
-	f.Close()
-	must(os.Chown(p, SandboxUID, SandboxUID))
+	check(t, f.Truncate(size))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
 	return p
 }
 
@@ -172,9 +238,18 @@ func (r result) String() string {
 // sandbox runs script with sh -c inside `loopvisor run` in dir.
 func sandbox(t *testing.T, dir, state string, flags []string, script string) result {
 	t.Helper()
+	r, err := sandboxCommand(dir, state, flags, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// sandboxCommand is sandbox for goroutines other than the test's.
+func sandboxCommand(dir, state string, flags []string, script string) (result, error) {
 	args := append([]string{"run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--log-level", "info"}, flags...)
 	args = append(args, "--", "sh", "-c", script)
-	return run(t, dir, loopvisor, args...)
+	return command(dir, loopvisor, args...)
 }
 
 // bare runs script in the same namespaces without loopvisor.
@@ -183,26 +258,62 @@ func bare(t *testing.T, dir, state, script string) result {
 	return run(t, dir, loopvisor, "run", "--bare", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--", "sh", "-c", script)
 }
 
+// run runs name in dir with the test PATH and fails t if it cannot be
+// started or does not end within two minutes. Call it from the test's
+// goroutine only; other goroutines use command.
 func run(t *testing.T, dir, name string, args ...string) result {
 	t.Helper()
+	r, err := command(dir, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// command is run for any goroutine: it reports failures to start or to end
+// in time as an error and never touches a testing.T.
+func command(dir, name string, args ...string) (result, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return result{}, err
 	}
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{})
+	go func() {
+		// A non-zero exit is in ProcessState; other errors (copying
+		// output) leave nothing to report beyond the output itself.
+		_ = cmd.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
+		// Kill fails only if the process already ended: Wait says so.
+		_ = cmd.Process.Kill()
 		<-done
-		t.Fatalf("%s %v: timed out\n%s%s", name, args, so.String(), se.String())
+		return result{}, fmt.Errorf("%s %v: timed out\n%s%s", name, args, so.String(), se.String())
 	}
-	return result{Stdout: so.String(), Stderr: se.String(), Code: cmd.ProcessState.ExitCode()}
+	return result{Stdout: so.String(), Stderr: se.String(), Code: cmd.ProcessState.ExitCode()}, nil
+}
+
+// outcome is what sandboxAsync delivers.
+type outcome struct {
+	r   result
+	err error
+}
+
+// sandboxAsync runs sandboxCommand in a goroutine of its own. Only the
+// test's goroutine may fail the test: it receives the outcome and checks it.
+func sandboxAsync(dir, state string, flags []string, script string) <-chan outcome {
+	c := make(chan outcome, 1)
+	go func() {
+		r, err := sandboxCommand(dir, state, flags, script)
+		c <- outcome{r, err}
+	}()
+	return c
 }
 
 // sandboxOK runs script in a sandbox and fails t unless it exits 0.
@@ -222,4 +333,58 @@ func bareFails(t *testing.T, dir, state, script string) {
 	if r.Code == 0 {
 		t.Fatalf("without loopvisor the script should fail but exited 0:\n%s\n%s", script, r)
 	}
+}
+
+// TestEveryTestNeedsRoot keeps the rule that makes a run without root
+// visibly skip rather than pass: every test of the package calls needRoot
+// first.
+func TestEveryTestNeedsRoot(t *testing.T) {
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || !strings.HasPrefix(fn.Name.Name, "Test") ||
+				fn.Name.Name == "TestMain" || fn.Name.Name == "TestEveryTestNeedsRoot" {
+				continue
+			}
+			if !callsNeedRootFirst(fn) {
+				t.Errorf("%s: %s must call needRoot(t) first", fset.Position(fn.Pos()), fn.Name.Name)
+			}
+		}
+	}
+}
+
+func callsNeedRootFirst(fn *ast.FuncDecl) bool {
+	if fn.Body == nil || len(fn.Body.List) == 0 {
+		return false
+	}
+	es, ok := fn.Body.List[0].(*ast.ExprStmt)
+	if !ok {
+		return false
+	}
+	call, ok := es.X.(*ast.CallExpr)
+	if !ok {
+		return false
+	}
+	id, ok := call.Fun.(*ast.Ident)
+	return ok && id.Name == "needRoot"
+}
+
+// cleanupRuntime runs an oci.New cleanup when t ends and reports its error:
+// a container it could not delete is a leak.
+func cleanupRuntime(t *testing.T, cleanup func() error) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := cleanup(); err != nil {
+			t.Error(err)
+		}
+	})
 }

@@ -27,6 +27,7 @@ import (
 // ways a runtime names an exec'd process are covered: runc sends its pid,
 // crun sends pid 0.
 func TestAttack8SameIDTwoRuntimes(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	a := startAgent(t, stateDir(t))
 	const id = "demo"
@@ -41,7 +42,7 @@ func TestAttack8SameIDTwoRuntimes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(cleanup)
+		cleanupRuntime(t, cleanup)
 		b := ociBundle(t, a, "sh", "-c", "cd /tmp && truncate -s 8M a.img && sleep 1000")
 		// Both runtimes derive the default cgroup from the id: /demo for
 		// both, and `kill --all` would kill the other runtime's demo too.
@@ -53,7 +54,7 @@ func TestAttack8SameIDTwoRuntimes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.KillAll("KILL"); c.Delete() })
+		t.Cleanup(func() { removeContainer(t, c) })
 		cs = append(cs, &ctr{name: name, c: c})
 	}
 	for _, x := range cs {
@@ -91,7 +92,7 @@ func TestAttack8SameIDTwoRuntimes(t *testing.T) {
 	}
 	// Each keeps its own instance: killing runc's demo releases its device
 	// and leaves crun's.
-	cs[0].c.KillAll("KILL")
+	killContainer(t, cs[0].c)
 	deadline := time.Now().Add(10 * time.Second)
 	for bound(cs[0].dev) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -104,7 +105,7 @@ func TestAttack8SameIDTwoRuntimes(t *testing.T) {
 	if res.Stdout != cs[1].dev+"\n" {
 		t.Errorf("%s %s after the other one died: losetup -a %q, want %q", cs[1].name, id, res.Stdout, cs[1].dev)
 	}
-	cs[1].c.KillAll("KILL")
+	killContainer(t, cs[1].c)
 	waitGone(t, a)
 	if log := a.logText(); !strings.Contains(log, "another container") {
 		t.Errorf("the agent did not log that two containers share the id:\n%s", log)
@@ -122,6 +123,7 @@ const burstContainers = 1000
 // 64 OS threads and 100 MiB RSS throughout and afterwards (resource
 // bounds, not timings).
 func TestAttack9ExitBurst(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	prog := filepath.Join(binDir, "agentburst")
 	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", prog, "../bench/csrc/agentburst.c").CombinedOutput(); err != nil {
@@ -193,7 +195,9 @@ func startBurst(t *testing.T, prog, socket string) *burst {
 		t.Fatal(err)
 	}
 	b := &burst{cmd: cmd, in: in, out: bufio.NewReader(out)}
-	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
+	// The prober is killed: neither the pipe's close nor its exit status
+	// can tell anything.
+	t.Cleanup(func() { _ = in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return b
 }
 
@@ -280,6 +284,7 @@ func (s *sampler) stop() { close(s.quit); <-s.done }
 // message): both are refused, their trapped calls fail with ENOSYS, and
 // c1's own process is still served by the one instance of c1.
 func TestAttack8ForgedListeners(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	prog := filepath.Join(binDir, "agentburst")
 	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", prog, "../bench/csrc/agentburst.c").CombinedOutput(); err != nil {

@@ -118,16 +118,17 @@ func pidsNamed(name string) []int {
 // LOOP_CTL_REMOVE/ADD reached host devices. Now the host's fuse2fs serves
 // the mount and the sandbox's program never runs.
 func TestAttack1HelperSwap(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
 	image(t, dir, "disk.img", 32<<20)
 	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs: %v %s", err, out)
 	}
-	os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID)
+	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
 	evil := filepath.Join(dir, "evil")
-	must(os.WriteFile(evil, []byte("#!/bin/sh\ngrep -E 'Seccomp|CapEff' /proc/self/status > "+dir+"/evil.ran\nexit 1\n"), 0o755))
-	os.Chown(evil, SandboxUID, SandboxUID)
+	check(t, os.WriteFile(evil, []byte("#!/bin/sh\ngrep -E 'Seccomp|CapEff' /proc/self/status > "+dir+"/evil.ran\nexit 1\n"), 0o755))
+	check(t, os.Chown(evil, SandboxUID, SandboxUID))
 	fuse2fs, err := exec.LookPath("fuse2fs")
 	if err != nil {
 		t.Fatal(err)
@@ -153,26 +154,24 @@ umount mnt`, fuse2fs))
 // sandbox's namespaces, as its root, with no capability, no_new_privs and
 // the helper filter, in a jail.
 func TestAttack1HelperConfinedRun(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
 	image(t, dir, "disk.img", 32<<20)
 	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs: %v %s", err, out)
 	}
-	os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID)
+	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
 	fifo := filepath.Join(dir, "go")
-	must(exec.Command("mkfifo", fifo).Run())
-	os.Chown(fifo, SandboxUID, SandboxUID)
-	done := make(chan result, 1)
-	go func() {
-		done <- sandbox(t, dir, stateDir(t), nil, `set -e
+	check(t, exec.Command("mkfifo", fifo).Run())
+	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
+	done := sandboxAsync(dir, stateDir(t), nil, `set -e
 mkdir -p mnt
 mount -o loop disk.img mnt
 echo "sandbox $$"
 echo ready > ready
 read x < go
 umount mnt`)
-	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
@@ -201,10 +200,13 @@ umount mnt`)
 			}
 		}
 	}
-	must(os.WriteFile(fifo, []byte("go\n"), 0))
-	r := <-done
-	if r.Code != 0 {
-		t.Fatalf("sandbox:\n%s", r)
+	check(t, os.WriteFile(fifo, []byte("go\n"), 0))
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("sandbox: %v", o.err)
+	}
+	if o.r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", o.r)
 	}
 	if !checked {
 		t.Fatalf("no fuse2fs helper found in the sandbox's user namespace (helpers %v, sandbox sh %d)", helpers, ref)
@@ -217,6 +219,7 @@ umount mnt`)
 // namespaces, outside the container's cgroups, no seccomp), and the image's
 // own fuse2fs (replaced by a program that records its run) never runs.
 func TestAttack2HelperConfinedAgent(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		a := startAgent(t, stateDir(t))
@@ -234,16 +237,14 @@ sleep 1000`)
 		if _, err := os.Stat(imgHelper); err != nil {
 			imgHelper = filepath.Join(b.Rootfs, "usr", "bin", "fuse2fs")
 		}
-		os.Remove(imgHelper)
-		must(os.WriteFile(imgHelper, []byte("#!/bin/sh\necho ran > /tmp/evil.ran\nexit 1\n"), 0o755))
+		check(t, removeIfExists(imgHelper))
+		check(t, os.WriteFile(imgHelper, []byte("#!/bin/sh\necho ran > /tmp/evil.ran\nexit 1\n"), 0o755))
 		c, err := rt.Start(b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
-			c.KillAll("KILL")
-			c.Wait(10 * time.Second)
-			c.Delete()
+			removeContainer(t, c)
 			waitGone(t, a)
 		}()
 		deadline := time.Now().Add(30 * time.Second)

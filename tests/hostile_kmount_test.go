@@ -111,6 +111,7 @@ const (
 // kernel locks when it copies the mount namespace. Every call must give
 // the same result on both, and the node must never open.
 func TestAttack5KernelMountUnlocked(t *testing.T) {
+	needRoot(t)
 	needTools(t, "mkfs.ext4", "debugfs", "losetup")
 	hostGuard(t)
 	kmcallBin(t)
@@ -119,7 +120,7 @@ func TestAttack5KernelMountUnlocked(t *testing.T) {
 
 	// The host's device, with content the sandbox must never read.
 	secret := filepath.Join(t.TempDir(), "secret.bin")
-	must(os.WriteFile(secret, bytes.Repeat([]byte("HOST-SECRET-"), 4096), 0o600))
+	check(t, os.WriteFile(secret, bytes.Repeat([]byte("HOST-SECRET-"), 4096), 0o600))
 	n := unboundHostLoop(t)
 	dev := fmt.Sprintf("/dev/loop%d", n)
 	if r := run(t, dir, "losetup", "-r", dev, secret); r.Code != 0 {
@@ -133,7 +134,7 @@ func TestAttack5KernelMountUnlocked(t *testing.T) {
 
 	// The reference: a mount the sandbox inherits, locked by the kernel.
 	ref := filepath.Join(dir, "ref")
-	must(os.Mkdir(ref, 0o755))
+	check(t, os.Mkdir(ref, 0o755))
 	if err := unix.Mount("ref", ref, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +237,7 @@ losetup -a | wc -l
 // harmless options still mount. An image whose superblock asks for
 // errors=panic by default does not get it either.
 func TestAttack6KernelMountOptions(t *testing.T) {
+	needRoot(t)
 	needTools(t, "mkfs.ext4", "tune2fs", "mksquashfs")
 	hostGuard(t)
 	kmcallBin(t)
@@ -325,8 +327,8 @@ func hostOptionMounts(t *testing.T, opts []string) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "host.img")
-	must(os.WriteFile(img, nil, 0o600))
-	must(os.Truncate(img, 32<<20))
+	check(t, os.WriteFile(img, nil, 0o600))
+	check(t, os.Truncate(img, 32<<20))
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v %s", err, out)
 	}

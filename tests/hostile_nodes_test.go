@@ -52,6 +52,14 @@ r=$(loopctl getfree); n=${r#OK }
 [ "$r" = "OK $n" ] || { echo "getfree: $r"; exit 1; }
 `
 
+// touch creates the signal file p; tests fail if it cannot.
+func touch(t *testing.T, p string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte("x\n"), 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
 // loopDevices lists the host's loop devices.
 func loopDevices() []string {
 	devs, _ := filepath.Glob("/sys/devices/virtual/block/loop*")
@@ -112,18 +120,19 @@ func checkRefsDead(t *testing.T, out string) {
 // private image and gets loopN. None of A's references may read B's data
 // or write into B's image.
 func TestAttack3StaleNodeNextTenant(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	stray := removeStrays(t)
 	state, dirA := stateDir(t), workDir(t)
 	dirB := workDir(t)
-	must(os.Chown(dirB, OtherUID, OtherUID))
+	check(t, os.Chown(dirB, OtherUID, OtherUID))
 	secret := append([]byte("B-SECRET-DATA..."), make([]byte, 8<<20)...)
 	bImg := filepath.Join(dirB, "b.img")
-	must(os.WriteFile(bImg, secret, 0o600))
-	must(os.Chown(bImg, OtherUID, OtherUID))
+	check(t, os.WriteFile(bImg, secret, 0o600))
+	check(t, os.Chown(bImg, OtherUID, OtherUID))
 	// Whatever happens, neither sandbox waits for ever.
-	defer os.WriteFile(filepath.Join(dirA, "go"), []byte("x\n"), 0o644)
-	defer os.WriteFile(filepath.Join(dirB, "done"), []byte("x\n"), 0o644)
+	defer touch(t, filepath.Join(dirA, "go"))
+	defer touch(t, filepath.Join(dirB, "done"))
 
 	var wg sync.WaitGroup
 	var ra, rb result
@@ -147,7 +156,7 @@ while [ ! -f done ]; do sleep 0.02; done; losetup -d $d`)
 	// so B gets another one; the references must be dead either way.
 	devB := waitFile(t, filepath.Join(dirB, "dev"), time.Minute)
 	t.Logf("sandbox A gave back loop%s; sandbox B got %s", n, devB)
-	os.WriteFile(filepath.Join(dirA, "go"), []byte("x\n"), 0o644)
+	touch(t, filepath.Join(dirA, "go"))
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		b, _ := os.ReadFile(filepath.Join(dirA, "stale.out"))
 		if strings.Contains(string(b), "reopen") || time.Now().After(deadline) {
@@ -157,7 +166,7 @@ while [ ! -f done ]; do sleep 0.02; done; losetup -d $d`)
 	// B's image is checked while B still has it attached.
 	time.Sleep(100 * time.Millisecond)
 	img, _ := os.ReadFile(bImg)
-	os.WriteFile(filepath.Join(dirB, "done"), []byte("x\n"), 0o644)
+	touch(t, filepath.Join(dirB, "done"))
 	wg.Wait()
 	if ra.Code != 0 || rb.Code != 0 {
 		t.Fatalf("sandbox A:\n%s\nsandbox B:\n%s", ra, rb)
@@ -176,11 +185,12 @@ while [ ! -f done ]; do sleep 0.02; done; losetup -d $d`)
 // must not make the kernel create the device again: no new host device, none
 // past --max-loop, none left after exit.
 func TestAttack4StaleNodeAutoload(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	before := loopDevices()
 	stray := removeStrays(t)
 	state, dir := stateDir(t), workDir(t)
-	defer os.WriteFile(filepath.Join(dir, "checked"), []byte("x\n"), 0o644)
+	defer touch(t, filepath.Join(dir, "checked"))
 	var wg sync.WaitGroup
 	var r result
 	wg.Add(1)
@@ -208,7 +218,7 @@ echo "add $(loopctl add -1)"
 			}
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "checked"), []byte("x\n"), 0o644)
+	touch(t, filepath.Join(dir, "checked"))
 	wg.Wait()
 	if r.Code != 0 {
 		t.Fatalf("sandbox:\n%s", r)
@@ -240,6 +250,7 @@ echo "add $(loopctl add -1)"
 // EBUSY as on the host, and the node still opens afterwards; once the fd is
 // closed REMOVE succeeds and the node is gone.
 func TestStaleNodeOpenFD(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	script := func(sbox bool) string {
@@ -275,9 +286,10 @@ echo "remove-closed $(loopctl remove $n)"
 // not hand it out while the opener could read what the host attaches; gc
 // releases it once the opener is gone.
 func TestLeftDeviceTombstone(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
-	defer os.WriteFile(filepath.Join(dir, "held"), []byte("x\n"), 0o644)
+	defer touch(t, filepath.Join(dir, "held"))
 	done := make(chan result, 1)
 	go func() {
 		done <- sandbox(t, dir, state, nil, getFree+`echo $n > idx.tmp && mv idx.tmp idx
@@ -289,7 +301,7 @@ while [ ! -f held ]; do sleep 0.02; done`)
 		t.Fatal(err)
 	}
 	defer f.Close()
-	os.WriteFile(filepath.Join(dir, "held"), []byte("x\n"), 0o644)
+	touch(t, filepath.Join(dir, "held"))
 	if r := <-done; r.Code != 0 {
 		t.Fatalf("sandbox:\n%s", r)
 	}
@@ -307,7 +319,7 @@ while [ ! -f held ]; do sleep 0.02; done`)
 	if r := run(t, dir, loopvisor, "gc", "--state-dir", state); r.Code == 0 {
 		t.Errorf("gc released a device still open:\n%s", r)
 	}
-	f.Close()
+	check(t, f.Close())
 	if r := run(t, dir, loopvisor, "gc", "--state-dir", state, "--wait", "2s"); r.Code != 0 || !strings.Contains(r.Stdout, "released 1") {
 		t.Errorf("gc after the opener closed:\n%s", r)
 	}
@@ -316,6 +328,7 @@ while [ ! -f held ]; do sleep 0.02; done`)
 // TestStalePartitionNode: references kept to a partition node (loopNpM)
 // die with the partition, as those to a whole device do.
 func TestStalePartitionNode(t *testing.T) {
+	needRoot(t)
 	needTools(t, "sfdisk")
 	hostGuard(t)
 	stray := removeStrays(t)
@@ -348,15 +361,11 @@ echo "parts $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
 // node into the container's own /dev; references kept there die the same
 // way, and the index is the container's again with a fresh node.
 func TestStaleNodeOCI(t *testing.T) {
+	needRoot(t)
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		a := startAgent(t, stateDir(t))
-		dir, err := os.MkdirTemp("", "loopvisor-bundle-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		must(os.Chmod(dir, 0o755))
-		t.Cleanup(func() { os.RemoveAll(dir) })
+		dir := tempBundleDir(t)
 		// The probes are copied into the image at their host paths.
 		b, err := oci.NewBundle(dir, []string{"sh", "-c", `set -u
 PATH=` + binDir + `:$PATH

@@ -4,28 +4,56 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// unboundHostLoop returns the index of an existing, unbound host loop
-// device, creating none.
+// unboundHostLoop creates an unbound host loop device (LOOP_CTL_ADD, the
+// kernel picks the index) for the test to attack, and removes it when the
+// test ends: the test must not depend on the host having a spare one.
 func unboundHostLoop(t *testing.T) int {
 	t.Helper()
-	devs, _ := filepath.Glob("/sys/devices/virtual/block/loop*")
-	for _, d := range devs {
-		if _, err := os.Stat(d + "/loop"); err == nil {
-			continue
-		}
-		if n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "loop")); err == nil {
-			return n
-		}
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Skip("no unbound host loop device to test against")
-	return -1
+	// The ioctls are done; nothing depends on the close.
+	defer func() { _ = ctl.Close() }()
+	// LOOP_CTL_ADD takes the index as an int: -1 asks for any free one.
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_ADD, uintptr(^uint(0)))
+	if e != 0 {
+		t.Fatalf("LOOP_CTL_ADD: %v", e)
+	}
+	idx := int(r)
+	t.Cleanup(func() { removeHostLoop(t, idx) })
+	return idx
+}
+
+// removeHostLoop removes host loop device idx (LOOP_CTL_REMOVE), retrying
+// while something (udev's probe) still holds it open.
+func removeHostLoop(t *testing.T, idx int) {
+	t.Helper()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		t.Errorf("cannot remove loop%d: %v", idx, err)
+		return
+	}
+	defer func() { _ = ctl.Close() }()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
+		if e == 0 {
+			return
+		}
+		if (e != unix.EBUSY && e != unix.EINTR) || time.Now().After(deadline) {
+			t.Errorf("cannot remove loop%d, created by the test: %v", idx, e)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func waitFile(t *testing.T, p string, d time.Duration) string {
@@ -45,6 +73,7 @@ func waitFile(t *testing.T, p string, d time.Duration) string {
 // re-add or configure the other's devices or the host's, also with the
 // high bits of the ioctl cmd set; both devices stay bound throughout.
 func TestIsolation(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state := stateDir(t)
 	dir := workDir(t)
@@ -73,23 +102,20 @@ while [ ! -f host.checked ]; do sleep 0.02; done
 losetup -d $d
 `, me, other, hostIdx)
 	}
-	var wg sync.WaitGroup
-	res := map[string]result{}
-	var mu sync.Mutex
-	for _, p := range [][2]string{{"a", "b"}, {"b", "a"}} {
-		wg.Add(1)
-		go func(me, other string) {
-			defer wg.Done()
-			r := sandbox(t, dir, state, nil, script(me, other))
-			mu.Lock()
-			res[me] = r
-			mu.Unlock()
-		}(p[0], p[1])
+	done := map[string]<-chan outcome{
+		"a": sandboxAsync(dir, state, nil, script("a", "b")),
+		"b": sandboxAsync(dir, state, nil, script("b", "a")),
 	}
 	// While both sandboxes wait: both devices are still bound to their
 	// own images, and the host's device still exists.
 	func() {
-		defer os.WriteFile(filepath.Join(dir, "host.checked"), []byte("x\n"), 0o644)
+		// Releases both sandboxes; if it fails they time out in
+		// sandboxCommand and the test fails there.
+		defer func() {
+			if err := os.WriteFile(filepath.Join(dir, "host.checked"), []byte("x\n"), 0o644); err != nil {
+				t.Error(err)
+			}
+		}()
 		waitFile(t, filepath.Join(dir, "a.done"), time.Minute)
 		waitFile(t, filepath.Join(dir, "b.done"), time.Minute)
 		for _, me := range []string{"a", "b"} {
@@ -103,7 +129,14 @@ losetup -d $d
 			t.Errorf("the host's loop%d was removed from inside a sandbox", hostIdx)
 		}
 	}()
-	wg.Wait()
+	res := map[string]result{}
+	for me, c := range done {
+		o := <-c
+		if o.err != nil {
+			t.Fatalf("sandbox %s: %v", me, o.err)
+		}
+		res[me] = o.r
+	}
 	want := []string{
 		"open ERR ENOENT", "remove ERR ENODEV", "remove64 ERR ENODEV", "add ERR EEXIST",
 		"add64 ERR EEXIST", "hostremove ERR ENODEV", "hostremove64 ERR ENODEV",
@@ -127,14 +160,12 @@ losetup -d $d
 // bind a device whose node is in the sandbox. Host tools are far slower
 // than either path, so this checks the claim, not the uevent's latency.
 func TestHostCannotBindFreedDevice(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "a.img", 8<<20)
 	hostImg := image(t, dir, "host.img", 8<<20)
-	done := make(chan result, 1)
-	go func() {
-		done <- sandbox(t, dir, state, nil, `d=$(losetup -f --show a.img) && losetup -d $d && echo $d > dev.tmp && mv dev.tmp dev; while [ ! -f host.done ]; do sleep 0.02; done`)
-	}()
+	done := sandboxAsync(dir, state, nil, `d=$(losetup -f --show a.img) && losetup -d $d && echo $d > dev.tmp && mv dev.tmp dev; while [ ! -f host.done ]; do sleep 0.02; done`)
 	dev := waitFile(t, filepath.Join(dir, "dev"), time.Minute)
 	bound := 0
 	for i := 0; i < 20; i++ {
@@ -145,9 +176,13 @@ func TestHostCannotBindFreedDevice(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	os.WriteFile(filepath.Join(dir, "host.done"), []byte("x\n"), 0o644)
-	if r := <-done; r.Code != 0 {
-		t.Fatalf("sandbox:\n%s", r)
+	if err := os.WriteFile(filepath.Join(dir, "host.done"), []byte("x\n"), 0o644); err != nil {
+		t.Error(err) // the sandbox then times out in sandboxCommand
+	}
+	if o := <-done; o.err != nil {
+		t.Fatalf("sandbox: %v", o.err)
+	} else if o.r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", o.r)
 	}
 	if bound > 0 {
 		t.Errorf("the host bound %s, a device of a live sandbox, %d times out of 20", dev, bound)

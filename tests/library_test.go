@@ -20,12 +20,13 @@ import (
 // itself serves it with the supervisor package (NewAgent, Attach, Close),
 // the way ExampleAgent_Attach shows.
 func TestLibraryAttach(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	rt, cleanup, err := oci.New("runc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cleanup)
+	cleanupRuntime(t, cleanup)
 	state := stateDir(t)
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -42,7 +43,7 @@ func TestLibraryAttach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }() // unlinks the socket; nothing to lose
 	served := make(chan error, 1)
 	go func() {
 		st, files, err := ln.Accept(30 * time.Second)
@@ -57,7 +58,7 @@ func TestLibraryAttach(t *testing.T) {
 		}
 		fd, err := unix.Dup(int(f.Fd()))
 		for _, x := range files {
-			x.Close()
+			_ = x.Close() // received fds; the one needed is duplicated
 		}
 		if err != nil {
 			served <- err
@@ -66,9 +67,7 @@ func TestLibraryAttach(t *testing.T) {
 		served <- agent.Attach(st.State.ID, st.State.Pid, st.Metadata, st.State.Status, fd)
 	}()
 
-	dir, _ := os.MkdirTemp("", "loopvisor-bundle-")
-	os.Chmod(dir, 0o755)
-	defer os.RemoveAll(dir)
+	dir := tempBundleDir(t)
 	b, err := oci.NewBundle(dir, []string{"sh", "-c", "cd /tmp && truncate -s 8M a.img && losetup -f --show a.img && losetup -a | wc -l && losetup -D"}, "truncate", "wc")
 	if err != nil {
 		t.Fatal(err)

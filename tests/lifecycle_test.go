@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 // TestLimitPerInstance: beyond --max-loop the sandbox gets ENOSPC, as
 // loopfs gave.
 func TestLimitPerInstance(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	for _, n := range []string{"a", "b", "c"} {
@@ -36,21 +36,27 @@ losetup -D; echo "after-detach $(loopctl getfree | cut -c1-2)"`)
 // TestLimitPerUID: the per-host-uid limit spans sandboxes, so one user
 // cannot exhaust the host by starting many; another uid is not affected.
 func TestLimitPerUID(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "a.img", 8<<20)
 	image(t, dir, "b.img", 8<<20)
 	flags := []string{"--max-loop-per-uid", "3"}
-	var wg sync.WaitGroup
-	var holder result
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		holder = sandbox(t, dir, state, flags, `losetup -f --show a.img >/dev/null && losetup -f --show b.img >/dev/null && echo ok > held
+	held := sandboxAsync(dir, state, flags, `losetup -f --show a.img >/dev/null && losetup -f --show b.img >/dev/null && echo ok > held
 while [ ! -f release ]; do sleep 0.02; done; losetup -D`)
-	}()
-	defer wg.Wait()
-	defer os.WriteFile(filepath.Join(dir, "release"), []byte("x\n"), 0o644)
+	var holder outcome
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
+		if err := os.WriteFile(filepath.Join(dir, "release"), []byte("x\n"), 0o644); err != nil {
+			t.Error(err) // the holder then times out in sandboxCommand
+		}
+		holder = <-held
+	}
+	defer release()
 	waitFile(t, filepath.Join(dir, "held"), time.Minute)
 	out := sandboxOK(t, dir, state, flags, `losetup -f --show a.img >/dev/null && echo "first OK"; echo "second $(loopctl getfree)"; echo "add $(loopctl add -1)"; losetup -D`)
 	if !strings.Contains(out, "first OK\n") || !strings.Contains(out, "second ERR ENOSPC\n") || !strings.Contains(out, "add ERR ENOSPC\n") {
@@ -62,10 +68,9 @@ while [ ! -f release ]; do sleep 0.02; done; losetup -D`)
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "OK" {
 		t.Errorf("another uid should not be limited:\n%s", r)
 	}
-	os.WriteFile(filepath.Join(dir, "release"), []byte("x\n"), 0o644)
-	wg.Wait()
-	if holder.Code != 0 {
-		t.Errorf("holder sandbox failed:\n%s", holder)
+	release()
+	if holder.err != nil || holder.r.Code != 0 {
+		t.Errorf("holder sandbox failed: %v\n%s", holder.err, holder.r)
 	}
 }
 
@@ -73,6 +78,7 @@ while [ ! -f release ]; do sleep 0.02; done; losetup -D`)
 // open by a process that dies with it, one with autoclear, one merely
 // allocated) leaves nothing behind by the time run returns.
 func TestCleanupOnExit(t *testing.T) {
+	needRoot(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "a.img", 8<<20)
 	image(t, dir, "b.img", 8<<20)
@@ -100,7 +106,7 @@ losetup -a | wc -l`)
 // it returns once the device is bound, with the supervisor's process.
 func startHeld(t *testing.T, dir, state, img string) (*exec.Cmd, string) {
 	t.Helper()
-	os.Remove(filepath.Join(dir, "dev"))
+	check(t, removeIfExists(filepath.Join(dir, "dev")))
 	cmd := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--",
 		"sh", "-c", "losetup -f --show "+img+" > dev.tmp && mv dev.tmp dev; sleep 1000")
 	cmd.Dir = dir
@@ -122,17 +128,18 @@ func bound(dev string) bool {
 // device is mounted on the host; and a new `run` with the same state dir
 // does the same.
 func TestKillAndGC(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	img := image(t, dir, "fs.img", 32<<20)
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs: %v %s", err, out)
 	}
-	os.Chown(img, SandboxUID, SandboxUID)
+	check(t, os.Chown(img, SandboxUID, SandboxUID))
 
 	cmd, dev := startHeld(t, dir, state, "fs.img")
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	check(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait() // "signal: killed", as intended
 	time.Sleep(100 * time.Millisecond)
 	if !bound(dev) {
 		t.Fatalf("%s was released without gc: the test cannot tell whether gc works", dev)
@@ -148,7 +155,7 @@ func TestKillAndGC(t *testing.T) {
 		t.Fatalf("host mount: %v %s", err, out)
 	}
 	r := run(t, dir, loopvisor, "gc", "--state-dir", state)
-	exec.Command("umount", mnt).Run()
+	check(t, exec.Command("umount", mnt).Run())
 	if r.Code == 0 || !bound(dev) || !strings.Contains(r.Stdout, "1 still in use") {
 		t.Fatalf("gc detached a device mounted on the host:\n%s", r)
 	}
@@ -162,8 +169,8 @@ func TestKillAndGC(t *testing.T) {
 
 	// The next run with the same state dir cleans up too.
 	cmd, dev = startHeld(t, dir, state, "fs.img")
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	check(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait() // "signal: killed", as intended
 	time.Sleep(100 * time.Millisecond)
 	if !bound(dev) {
 		t.Fatalf("%s released without gc", dev)

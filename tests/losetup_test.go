@@ -43,6 +43,7 @@ func sameAsHost(t *testing.T, script string) {
 }
 
 func TestLosetupFindShow(t *testing.T) {
+	needRoot(t)
 	sameAsHost(t, `set -e
 d=$(losetup -f --show disk.img)
 echo "$d" | grep -q '^/dev/loop[0-9]*$'
@@ -53,6 +54,7 @@ losetup -d "$d"`)
 }
 
 func TestLosetupOffsetSizelimit(t *testing.T) {
+	needRoot(t)
 	sameAsHost(t, `set -e
 d=$(losetup -f --show --offset 1048576 --sizelimit 4194304 disk.img)
 losetup -n -O NAME,OFFSET,SIZELIMIT,RO --list "$d"
@@ -64,6 +66,7 @@ losetup -d "$d"`)
 }
 
 func TestLosetupReadOnly(t *testing.T) {
+	needRoot(t)
 	sameAsHost(t, `set -e
 d=$(losetup -f --show -r disk.img)
 losetup -n -O NAME,RO --list "$d"
@@ -73,6 +76,7 @@ losetup -d "$d"`)
 }
 
 func TestLosetupCapacity(t *testing.T) {
+	needRoot(t)
 	sameAsHost(t, `set -e
 d=$(losetup -f --show disk.img)
 blockdev --getsize64 "$d"
@@ -84,6 +88,7 @@ losetup -d "$d"`)
 }
 
 func TestLosetupDetachAll(t *testing.T) {
+	needRoot(t)
 	sameAsHost(t, `set -e
 cp disk.img b.img
 a=$(losetup -f --show disk.img)
@@ -98,6 +103,7 @@ rm b.img`)
 // TestLosetupListSandbox checks what only the sandbox can show: its own
 // devices and nothing else in losetup -a, --list, lsblk and /dev.
 func TestLosetupListOnlyOwn(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state := stateDir(t)
 	dir := workDir(t)
@@ -156,6 +162,7 @@ func section(out, name string) string {
 }
 
 func TestBusyboxLosetup(t *testing.T) {
+	needRoot(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("busybox not installed (make deps)")
 	}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,14 +47,15 @@ func debugfsCat(t *testing.T, img, path string) string {
 // TestMountLoopExt4: mkfs.ext4 inside, mount -o loop, write, umount; the
 // host finds a clean file system holding the data, with both policies.
 func TestMountLoopExt4(t *testing.T) {
+	needRoot(t)
 	needTools(t, "mkfs.ext4", "fuse2fs", "e2fsck", "debugfs")
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
 			state, dir := stateDir(t), workDir(t)
 			img := image(t, dir, "fs.img", 64<<20)
-			os.Mkdir(filepath.Join(dir, "mnt"), 0o755)
-			os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID)
+			check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
+			check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
 			script := `set -e
 mkfs.ext4 -q -F fs.img
 mount -o loop fs.img mnt
@@ -96,6 +98,7 @@ losetup -a | wc -l`
 // TestMountSquashfs: mksquashfs on the host side of the sandbox, mounted
 // read-only with -o loop and read back.
 func TestMountSquashfs(t *testing.T) {
+	needRoot(t)
 	needTools(t, "mksquashfs", "squashfuse")
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
@@ -121,6 +124,7 @@ losetup -a | wc -l`)
 // TestMountOptions: ro, noexec, nosuid and nodev are honoured; an option
 // the FUSE helper cannot honour is refused, not dropped.
 func TestMountOptions(t *testing.T) {
+	needRoot(t)
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
@@ -156,6 +160,7 @@ losetup -a | wc -l`)
 // kernel gives root; a device that is not the instance's gives EPERM as
 // without loopvisor.
 func TestMountErrors(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
@@ -164,18 +169,28 @@ func TestMountErrors(t *testing.T) {
 			if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
 				t.Fatal(err, string(out))
 			}
-			// Corrupt the superblock magic, and make a truncated copy.
-			f, _ := os.OpenFile(img, os.O_RDWR, 0)
-			f.WriteAt([]byte{0, 0}, 1024+0x38)
-			f.Close()
+			// Corrupt the superblock magic, and make a truncated copy. Set-up
+			// must not fail silently: with intact images host and sandbox
+			// would mount alike and the comparison below would pass.
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			check(t, err)
+			if _, err := f.WriteAt([]byte{0, 0}, 1024+0x38); err != nil {
+				t.Fatal(errors.Join(err, f.Close()))
+			}
+			check(t, f.Close())
 			good := image(t, dir, "good.img", 16<<20)
-			exec.Command("mkfs.ext4", "-q", "-F", good).Run()
-			exec.Command("truncate", "-s", "1M", good).Run()
-			os.Rename(good, filepath.Join(dir, "trunc.img"))
-			os.Mkdir(filepath.Join(dir, "mnt"), 0o755)
+			check(t, exec.Command("mkfs.ext4", "-q", "-F", good).Run())
+			check(t, exec.Command("truncate", "-s", "1M", good).Run())
+			check(t, os.Rename(good, filepath.Join(dir, "trunc.img")))
+			check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
 			script := `for i in bad trunc; do d=$(losetup -f --show $i.img); echo "$i $(newapimount ext4 $d mnt | tail -1)"; losetup -d $d; done
 echo "zero $(newapimount ext4 /dev/zero mnt | tail -1)"`
-			host := run(t, dir, "sh", "-c", strings.ReplaceAll(script, "/dev/zero", "/dev/zero"))
+			host := run(t, dir, "sh", "-c", script)
+			for _, img := range []string{"bad", "trunc"} {
+				if h := lineWith(host.Stdout, img+" "); !strings.Contains(h, " ERR E") {
+					t.Fatalf("set-up: the host (root) should fail to mount the %s image with an errno, got %q\n%s", img, h, host)
+				}
+			}
 			sb := sandbox(t, dir, state, p.flags, script)
 			if sb.Code != 0 && sb.Stdout == "" {
 				t.Fatal(sb)
@@ -207,6 +222,7 @@ func lineWith(out, prefix string) string {
 // TestMountNewAPIClient: a client that tries fsopen first (util-linux >=
 // 2.39) falls back to mount(2) and succeeds.
 func TestMountNewAPIClient(t *testing.T) {
+	needRoot(t)
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
@@ -234,6 +250,7 @@ echo "tmpfs $(newapimount tmpfs none mnt | head -1)"; umount mnt`)
 // TestMountUnprivilegedCaller: a process in the sandbox without
 // CAP_SYS_ADMIN cannot mount the instance's devices, as on the host.
 func TestMountUnprivilegedCaller(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "fs.img", 32<<20)
@@ -255,6 +272,7 @@ losetup -d $d`)
 // directory and a symlink to elsewhere; loopvisor mounts only where the
 // caller's own view points, never in the host's mount table.
 func TestMountSymlinkRace(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "fs.img", 32<<20)
@@ -285,6 +303,7 @@ echo "left $(grep -c ' - fuse' /proc/self/mountinfo) $(losetup -a | wc -l)"`)
 // TestMountKilledSandbox: a sandbox killed while mounted and writing leaves
 // no helper, no mount and no device, and an image e2fsck can repair.
 func TestMountKilledSandbox(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	img := image(t, dir, "fs.img", 64<<20)
@@ -298,9 +317,9 @@ while :; do head -c 65536 /dev/urandom > mnt/f.$((n=n+1)); done`)
 	}
 	waitFileExists(t, filepath.Join(dir, "ready"))
 	time.Sleep(300 * time.Millisecond)
-	cmd.Process.Signal(os.Interrupt) // SIGINT is forwarded: the sandbox dies mid-write
-	cmd.Process.Kill()
-	cmd.Wait()
+	check(t, cmd.Process.Signal(os.Interrupt)) // SIGINT is forwarded: the sandbox dies mid-write
+	_ = cmd.Process.Kill()                     // fails only if SIGINT already ended it
+	_ = cmd.Wait()                             // killed, as intended
 	// The supervisor was SIGKILLed too: the next run (or gc) releases.
 	r := run(t, dir, loopvisor, "gc", "--state-dir", state)
 	if r.Code != 0 {
@@ -312,7 +331,8 @@ while :; do head -c 65536 /dev/urandom > mnt/f.$((n=n+1)); done`)
 	}
 	if out, err := exec.Command("e2fsck", "-fy", img).CombinedOutput(); err != nil {
 		// exit 1: errors corrected is fine; anything above is not.
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() > 1 {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
 			t.Fatalf("e2fsck could not repair the image: %v\n%s", err, out)
 		}
 	}

@@ -49,17 +49,18 @@ func extract(t *testing.T, img string, n int) string {
 // partition parsers; the host then finds a valid table, clean file systems
 // and the copied tree.
 func TestPartitionedImageBuild(t *testing.T) {
+	needRoot(t)
 	needTools(t, "sfdisk", "mkfs.vfat", "fsck.vfat", "fusefat", "mtype")
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
-	os.MkdirAll(filepath.Join(dir, "tree", "etc"), 0o755)
-	os.MkdirAll(filepath.Join(dir, "tree", "usr", "bin"), 0o755)
-	os.WriteFile(filepath.Join(dir, "tree", "etc", "hostname"), []byte("built-in-a-sandbox\n"), 0o644)
+	check(t, os.MkdirAll(filepath.Join(dir, "tree", "etc"), 0o755))
+	check(t, os.MkdirAll(filepath.Join(dir, "tree", "usr", "bin"), 0o755))
+	check(t, os.WriteFile(filepath.Join(dir, "tree", "etc", "hostname"), []byte("built-in-a-sandbox\n"), 0o644))
 	for _, b := range []string{"/bin/sh", "/usr/bin/ls", "/usr/sbin/sfdisk"} {
 		data, _ := os.ReadFile(b)
-		os.WriteFile(filepath.Join(dir, "tree", "usr", "bin", filepath.Base(b)), data, 0o755)
+		check(t, os.WriteFile(filepath.Join(dir, "tree", "usr", "bin", filepath.Base(b)), data, 0o755))
 	}
-	exec.Command("chown", "-R", "100000:100000", filepath.Join(dir, "tree")).Run()
+	check(t, exec.Command("chown", "-R", "100000:100000", filepath.Join(dir, "tree")).Run())
 	script := `set -e
 truncate -s 128M disk.img
 printf 'label: gpt\n,32M,U\n,,L\n' | sfdisk -q disk.img
@@ -86,7 +87,7 @@ echo "left $(losetup -a | wc -l) $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`
 	hostFsck(t, root)
 	// The copied tree, byte for byte, read back by debugfs without mounting.
 	back := filepath.Join(dir, "back")
-	os.Mkdir(back, 0o755)
+	check(t, os.Mkdir(back, 0o755))
 	for _, d := range []string{"/etc", "/usr"} {
 		if o, err := exec.Command("debugfs", "-R", "rdump "+d+" "+back, root).CombinedOutput(); err != nil {
 			t.Fatalf("debugfs rdump %s: %v %s", d, err, o)
@@ -107,6 +108,7 @@ echo "left $(losetup -a | wc -l) $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`
 // TestRepartitionAttached: partitions added to and removed from an attached
 // device appear and vanish in /dev (sfdisk's BLKRRPART, partx's BLKPG).
 func TestRepartitionAttached(t *testing.T) {
+	needRoot(t)
 	needTools(t, "sfdisk", "partx")
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
@@ -138,6 +140,7 @@ echo "after: $(ls /dev | grep -c 'loop[0-9]*p[0-9]')"`)
 // TestPartitionsKilled: partitions go with their device when the
 // supervisor is killed (gc), and are never visible to another sandbox.
 func TestPartitionsKilled(t *testing.T) {
+	needRoot(t)
 	needTools(t, "sfdisk")
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
@@ -147,7 +150,7 @@ func TestPartitionsKilled(t *testing.T) {
 	if o, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk: %v %s", err, o)
 	}
-	os.Remove(filepath.Join(dir, "dev"))
+	check(t, removeIfExists(filepath.Join(dir, "dev")))
 	held := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", "100000:65536", "--",
 		"sh", "-c", "losetup -P -f --show disk.img > dev.tmp && ls /dev/*p[0-9] >> dev.tmp && mv dev.tmp dev; sleep 1000")
 	held.Dir = dir
@@ -164,8 +167,8 @@ func TestPartitionsKilled(t *testing.T) {
 	if other != "0\n0\n" {
 		t.Errorf("another sandbox sees devices:\n%s", other)
 	}
-	held.Process.Kill()
-	held.Wait()
+	check(t, held.Process.Kill())
+	_ = held.Wait() // "signal: killed", as intended
 	r := run(t, dir, loopvisor, "gc", "--state-dir", state)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "released 3") {
 		t.Fatalf("gc should release the device and its two partitions:\n%s", r)

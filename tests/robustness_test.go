@@ -9,6 +9,7 @@ import (
 // and children killed in the middle of them must neither crash nor wedge
 // the supervisor, and the sandbox keeps working afterwards.
 func TestStress(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "a.img", 8<<20)
@@ -32,6 +33,7 @@ e=$(losetup -f --show a.img) && losetup -d "$e" && echo still-works`)
 // with trapped calls in flight; run reports 128+9 and releases everything
 // (hostGuard).
 func TestDyingSandbox(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	image(t, dir, "a.img", 8<<20)

@@ -37,12 +37,7 @@ func forStockDists(t *testing.T, f func(t *testing.T, dist string)) {
 // loopvisor applied: a plain userns container as `runc spec` writes it.
 func stockBundle(t *testing.T, dist string, args []string, programs ...string) *oci.Bundle {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "loopvisor-bundle-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := tempBundleDir(t)
 	b, err := oci.NewStockBundle(dir, dist, args, programs...)
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +59,7 @@ func stockOCIBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 // FUSE helper, and the unpacked copy has its owners shifted, not
 // flattened: setuid programs and shadow-group files survive.
 func TestStockImage(t *testing.T) {
+	needRoot(t)
 	for _, dist := range []string{"bookworm", "trixie"} {
 		t.Run(dist, func(t *testing.T) {
 			img, err := oci.StockImage(dist)
@@ -77,7 +73,7 @@ func TestStockImage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer os.RemoveAll(dir)
+			cleanupDir(t, dir)
 			for _, c := range []struct {
 				path     string
 				uid, gid int
@@ -96,7 +92,10 @@ func TestStockImage(t *testing.T) {
 					t.Error(err)
 					continue
 				}
-				st := fi.Sys().(*syscall.Stat_t)
+				st, ok := fi.Sys().(*syscall.Stat_t)
+				if !ok {
+					t.Fatalf("%s: no syscall.Stat_t in %T", c.path, fi.Sys())
+				}
 				if int(st.Uid) != c.uid+oci.HostID || int(st.Gid) != c.gid+oci.HostID || fi.Mode() != c.mode {
 					t.Errorf("%s: %d:%d %v, want %d:%d %v", c.path, st.Uid, st.Gid, fi.Mode(), c.uid+oci.HostID, c.gid+oci.HostID, c.mode)
 				}
@@ -144,6 +143,7 @@ func stockCase(t *testing.T, dist string, rt *oci.Runtime, a *agentProc, script 
 // bookworm, 2.41 in trixie) under runc and crun with only oci-config
 // applied: -f, --show, -a, -d. Without loopvisor losetup fails.
 func TestStockLosetup(t *testing.T) {
+	needRoot(t)
 	forStockDists(t, func(t *testing.T, dist string) {
 		runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 			hostGuard(t)
@@ -186,6 +186,7 @@ type stockMountCase struct {
 // fsck.vfat -n and mtools). Each mount names its loop device as source.
 // Without loopvisor each fails.
 func TestStockMount(t *testing.T) {
+	needRoot(t)
 	needTools(t, "e2fsck", "debugfs", "mksquashfs", "fsck.vfat", "mtype")
 	cases := []stockMountCase{
 		{
@@ -223,14 +224,14 @@ umount /mnt/s
 echo "left $(losetup -a | wc -l)"`,
 			prep: func(t *testing.T, b *oci.Bundle) {
 				tree := filepath.Join(b.Dir, "tree")
-				must(os.MkdirAll(filepath.Join(tree, "sub"), 0o755))
-				must(os.WriteFile(filepath.Join(tree, "sub", "file.txt"), []byte("squash-content\n"), 0o644))
+				check(t, os.MkdirAll(filepath.Join(tree, "sub"), 0o755))
+				check(t, os.WriteFile(filepath.Join(tree, "sub", "file.txt"), []byte("squash-content\n"), 0o644))
 				img := filepath.Join(b.Rootfs, "tmp", "x.sqfs")
 				if out, err := exec.Command("mksquashfs", tree, img, "-quiet", "-no-progress", "-all-root").CombinedOutput(); err != nil {
 					t.Fatalf("mksquashfs: %v\n%s", err, out)
 				}
-				must(os.Chown(img, SandboxUID, SandboxUID))
-				must(os.Chmod(img, 0o644))
+				check(t, os.Chown(img, SandboxUID, SandboxUID))
+				check(t, os.Chmod(img, 0o644))
 			},
 			check: func(t *testing.T, b *oci.Bundle, stdout string) {
 				if !strings.Contains(stdout, "squash-content\nread-only\n") {

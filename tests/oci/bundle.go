@@ -3,6 +3,7 @@ package oci
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -155,14 +156,14 @@ func NewBundle(dir string, args []string, extra ...string) (*Bundle, error) {
 // 1.1.5: ociVersion 1.0.2-dev, terminal true, args [sh], pid, network, ipc,
 // uts and mount namespaces, /proc, /dev tmpfs, devpts, shm, mqueue, sysfs
 // and cgroup mounts, devices "deny all").
-func DefaultSpec() (Spec, error) {
+func DefaultSpec() (_ Spec, err error) {
 	tmp, err := os.MkdirTemp("", "oci-spec-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { err = errors.Join(err, os.RemoveAll(tmp)) }()
 	if out, err := exec.Command("runc", "spec", "--bundle", tmp).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("oci: runc spec: %v: %s", err, bytes.TrimSpace(out))
+		return nil, fmt.Errorf("oci: runc spec: %w: %s", err, bytes.TrimSpace(out))
 	}
 	data, err := os.ReadFile(filepath.Join(tmp, "config.json"))
 	if err != nil {

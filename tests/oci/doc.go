@@ -12,7 +12,7 @@
 // Typical use (as host root):
 //
 //	rt, cleanup, err := oci.New("crun") // or "runc"
-//	defer cleanup()                      // delete -f every container, remove --root
+//	defer func() { err = cleanup() }()   // delete -f every container, remove --root
 //	b, err := oci.NewBundle("/tmp/x-123", []string{"sleep", "100"})
 //	b.SetCapabilities(oci.AllCapabilities...)
 //	b.AllowLoopDevices()

@@ -39,7 +39,7 @@ func TestSpecEdit(t *testing.T) {
 	s.Set("process.terminal", false)
 	s.Set("linux.seccomp", NotifySeccomp("/tmp/a.sock", "m", IoctlNotify(0x4C82)...))
 	s.Set("x-big", uint64(0xffffffffffffff01))
-	if s.Get("process.args").([]any)[0] != "sh" || s.Get("x-unknown.keep") != json.Number("1") {
+	if args, ok := s.Get("process.args").([]any); !ok || len(args) == 0 || args[0] != "sh" || s.Get("x-unknown.keep") != json.Number("1") {
 		t.Fatalf("lost fields: %v", s)
 	}
 	s.Delete("process.args")

@@ -3,6 +3,7 @@ package oci
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -157,7 +158,7 @@ func Libraries(path string) ([]string, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("oci: ldd %s: %v: %s", path, err, strings.TrimSpace(all))
+		return nil, fmt.Errorf("oci: ldd %s: %w: %s", path, err, strings.TrimSpace(all))
 	}
 	return parseLdd(stdout.String())
 }
@@ -201,7 +202,7 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	fi, err := in.Stat()
 	if err != nil {
 		return err
@@ -215,17 +216,13 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return err
+		return errors.Join(err, out.Close(), os.Remove(tmp))
 	}
 	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return err
+		return errors.Join(err, os.Remove(tmp))
 	}
 	if err := os.Chmod(tmp, fi.Mode().Perm()); err != nil { // umask
-		os.Remove(tmp)
-		return err
+		return errors.Join(err, os.Remove(tmp))
 	}
 	return os.Rename(tmp, dst)
 }

@@ -45,9 +45,9 @@ var Runtimes = []string{"runc", "crun"}
 
 // New returns runtime name ("runc" or "crun") with a fresh --root
 // directory /tmp/oci-NAME-XXXX and a cleanup func that force-deletes every
-// container left in it and removes the directory. Call cleanup even when
-// a test fails (t.Cleanup).
-func New(name string) (*Runtime, func(), error) {
+// container left in it and removes the directory (Runtime.Cleanup). Call
+// cleanup even when a test fails (t.Cleanup), and report its error.
+func New(name string) (*Runtime, func() error, error) {
 	path, err := exec.LookPath(name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("oci: %s is not installed (apt-get install -y runc crun): %w", name, err)
@@ -57,7 +57,7 @@ func New(name string) (*Runtime, func(), error) {
 		return nil, nil, err
 	}
 	r := &Runtime{Name: name, Path: path, Root: root, PrivateCgroupNS: name == "crun" && HybridCgroups()}
-	return r, func() { r.Cleanup() }, nil
+	return r, r.Cleanup, nil
 }
 
 // HybridCgroups reports whether the host mounts cgroup v1 controllers with
@@ -153,10 +153,15 @@ func NewID(prefix string) string {
 // Run runs the bundle in the foreground (`run --bundle DIR ID`) with a new
 // unique id, waits for the container to exit and returns its output and
 // exit status (runc and crun exit with the container's status). stdin may
-// be nil. The container is deleted afterwards even if it failed.
-func (r *Runtime) Run(b *Bundle, stdin io.Reader) (Result, error) {
+// be nil. The container is deleted afterwards even if it failed; an error
+// deleting it is returned if the run itself gave none.
+func (r *Runtime) Run(b *Bundle, stdin io.Reader) (res Result, err error) {
 	id := NewID("oci")
-	defer r.Delete(id)
+	defer func() {
+		if derr := r.Delete(id); err == nil {
+			err = derr
+		}
+	}()
 	return r.run(stdin, "run", "--bundle", b.Dir, id)
 }
 
@@ -191,23 +196,28 @@ func (r *Runtime) Start(b *Bundle) (*Container, error) {
 func (r *Runtime) StartID(b *Bundle, id string) (*Container, error) {
 	c := &Container{ID: id, Runtime: r, Bundle: b}
 	stdin, w, err := os.Pipe()
+	// Our copies of the container's stdio are closed once the runtime has
+	// passed them on; nothing is written through them, so a close error
+	// loses nothing.
 	if err != nil {
 		return nil, err
 	}
-	w.Close()
-	defer stdin.Close()
+	defer func() { _ = stdin.Close() }()
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
 	c.Stdout = filepath.Join(b.Dir, c.ID+".stdout")
 	c.Stderr = filepath.Join(b.Dir, c.ID+".stderr")
 	so, err := os.Create(c.Stdout)
 	if err != nil {
 		return nil, err
 	}
-	defer so.Close()
+	defer func() { _ = so.Close() }()
 	se, err := os.Create(c.Stderr)
 	if err != nil {
 		return nil, err
 	}
-	defer se.Close()
+	defer func() { _ = se.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
 	cmd := r.Command(ctx, "run", "-d", "--bundle", b.Dir, c.ID)
@@ -215,8 +225,7 @@ func (r *Runtime) StartID(b *Bundle, id string) (*Container, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, so, se
 	if err := cmd.Run(); err != nil {
 		msg, _ := os.ReadFile(c.Stderr)
-		r.Delete(c.ID)
-		return nil, fmt.Errorf("oci: %s run -d %s: %v\n%s", r.Name, c.ID, err, msg)
+		return nil, errors.Join(fmt.Errorf("oci: %s run -d %s: %w\n%s", r.Name, c.ID, err, msg), r.Delete(c.ID))
 	}
 	return c, nil
 }

@@ -132,9 +132,11 @@ func RecvProcessState(conn *net.UnixConn) (*ContainerProcessState, []*os.File, e
 			}
 		}
 	}
+	// On a bad message the received fds are dropped unused: closing
+	// them cannot fail in a way that matters.
 	closeAll := func() {
 		for _, f := range files {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 	// Both runtimes send the JSON with one sendmsg (runc compact, crun
@@ -182,7 +184,9 @@ type AgentSocket struct {
 
 // ListenAgent listens on path (an existing socket file there is replaced).
 func ListenAgent(path string) (*AgentSocket, error) {
-	os.Remove(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, err
@@ -202,7 +206,8 @@ func (a *AgentSocket) Accept(timeout time.Duration) (*ContainerProcessState, []*
 	if err != nil {
 		return nil, nil, err
 	}
-	defer conn.Close()
+	// The runtime waits for no answer: a close error changes nothing.
+	defer func() { _ = conn.Close() }()
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, nil, err
 	}

@@ -82,7 +82,7 @@ func StockImagePath(dist string) string {
 	pkgs := append([]string(nil), StockPackages...)
 	sort.Strings(pkgs)
 	h := sha256.New()
-	fmt.Fprintf(h, "format=%s\ndist=%s\nvariant=minbase\narch=%s\nmirror=%s\npackages=%s\ndpkgopts=%s\n",
+	_, _ = fmt.Fprintf(h, "format=%s\ndist=%s\nvariant=minbase\narch=%s\nmirror=%s\npackages=%s\ndpkgopts=%s\n",
 		stockFormat, dist, runtime.GOARCH, Mirror(), strings.Join(pkgs, ","), strings.Join(stockDpkgOpts, ","))
 	return filepath.Join(CacheDir(), fmt.Sprintf("debian-%s-%s.tar", dist, hex.EncodeToString(h.Sum(nil))[:12]))
 }
@@ -107,7 +107,7 @@ func StockImage(dist string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
+	defer func() { _ = lock.Close() }() // drops the flock; nothing was written
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return "", err
 	}
@@ -129,12 +129,12 @@ var BuildTimeout = 10 * time.Minute
 //
 // (with the documentation left out, see stockDpkgOpts) into a temporary
 // file next to out, checks it with CheckStockImage and renames it to out.
-func BuildStockImage(dist, out string) error {
+func BuildStockImage(dist, out string) (err error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return fmt.Errorf("oci: mmdebstrap is not installed (apt-get install -y mmdebstrap): %w", err)
 	}
 	tmp := fmt.Sprintf("%s.partial-%d", out, os.Getpid())
-	defer os.Remove(tmp)
+	defer func() { err = errors.Join(err, removeStale(tmp)) }()
 	args := []string{"--variant=minbase", "--include=" + strings.Join(StockPackages, ","), "--format=tar", "--quiet"}
 	for _, o := range stockDpkgOpts {
 		args = append(args, "--dpkgopt="+o)
@@ -156,7 +156,7 @@ func BuildStockImage(dist, out string) error {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("timed out after %v", BuildTimeout)
 		}
-		return fmt.Errorf("oci: mmdebstrap %s: %v\n%s", strings.Join(args, " "), err, output.Bytes())
+		return fmt.Errorf("oci: mmdebstrap %s: %w\n%s", strings.Join(args, " "), err, output.Bytes())
 	}
 	if err := CheckStockImage(tmp); err != nil {
 		return err
@@ -173,7 +173,7 @@ func CheckStockImage(tarball string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	have := map[string]bool{}
 	var helpers []string
 	tr := tar.NewReader(bufio.NewReaderSize(f, 1<<20))
@@ -217,7 +217,7 @@ func UnpackShifted(tarball, dir string, shift int) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func UnpackShifted(tarball, dir string, shift int) error {
 	tr := tar.NewReader(bufio.NewReaderSize(f, 1<<20))
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -258,7 +258,10 @@ func UnpackShifted(tarball, dir string, shift int) error {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if fi, err := os.Lstat(p); err == nil && !fi.IsDir() {
-				os.Remove(p) // chmod would follow a symlink
+				// chmod would follow a symlink
+				if err := removeStale(p); err != nil {
+					return err
+				}
 			}
 			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return err
@@ -275,7 +278,9 @@ func UnpackShifted(tarball, dir string, shift int) error {
 			}
 			setTime(p, h.ModTime)
 		case tar.TypeSymlink:
-			os.Remove(p)
+			if err := removeStale(p); err != nil {
+				return err
+			}
 			if err := os.Symlink(h.Linkname, p); err != nil {
 				return err
 			}
@@ -288,7 +293,9 @@ func UnpackShifted(tarball, dir string, shift int) error {
 			if err != nil {
 				return err
 			}
-			os.Remove(p)
+			if err := removeStale(p); err != nil {
+				return err
+			}
 			if err := os.Link(target, p); err != nil {
 				return err
 			}
@@ -301,24 +308,31 @@ func UnpackShifted(tarball, dir string, shift int) error {
 }
 
 func writeFile(p string, r io.Reader, buf []byte, uid, gid int, mode uint32) error {
-	os.Remove(p)
+	if err := removeStale(p); err != nil {
+		return err
+	}
 	out, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	if _, err := io.CopyBuffer(out, r, buf); err != nil {
-		out.Close()
-		return err
+		return errors.Join(err, out.Close())
 	}
 	if err := out.Chown(uid, gid); err != nil {
-		out.Close()
-		return err
+		return errors.Join(err, out.Close())
 	}
 	if err := syscall.Fchmod(int(out.Fd()), mode); err != nil { // after chown: setuid survives
-		out.Close()
-		return err
+		return errors.Join(err, out.Close())
 	}
 	return out.Close()
+}
+
+// removeStale removes p if it exists.
+func removeStale(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // setTime sets p's access and modification times to t, not following a
@@ -341,12 +355,10 @@ func StockRootfs(dist string) (string, error) {
 		return "", err
 	}
 	if err := UnpackShifted(img, dir, HostID); err != nil {
-		os.RemoveAll(dir)
-		return "", err
+		return "", errors.Join(err, os.RemoveAll(dir))
 	}
 	if err := CheckReachable(dir); err != nil {
-		os.RemoveAll(dir)
-		return "", err
+		return "", errors.Join(err, os.RemoveAll(dir))
 	}
 	return dir, nil
 }

@@ -28,7 +28,9 @@ func tarball(t *testing.T, dir string, entries []*tar.Header, content map[string
 			t.Fatal(err)
 		}
 		if h.Typeflag == tar.TypeReg {
-			tw.Write([]byte(content[h.Name]))
+			if _, err := tw.Write([]byte(content[h.Name])); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -84,7 +86,10 @@ func TestUnpackShifted(t *testing.T) {
 			t.Error(err)
 			continue
 		}
-		st := fi.Sys().(*syscall.Stat_t)
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			t.Fatalf("%s: no syscall.Stat_t in %T", c.path, fi.Sys())
+		}
 		if int(st.Uid) != c.uid+HostID || int(st.Gid) != c.gid+HostID || fi.Mode() != c.mode {
 			t.Errorf("%s: %d:%d %v, want %d:%d %v", c.path, st.Uid, st.Gid, fi.Mode(), c.uid+HostID, c.gid+HostID, c.mode)
 		}
