@@ -488,7 +488,7 @@ func (v *View) addNode(name string, idx int) error {
 	n := &nodeInode{f: os.NewFile(uintptr(fd), name), mode: mode, gid: v.gid + gid, uid: v.uid}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		n.f.Close()
+		_ = n.f.Close()
 		v.remove(tmp)
 		return err
 	}
