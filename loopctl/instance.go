@@ -86,12 +86,12 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 	}
 	if c.ContainerPid > 0 {
 		if in.containerSt, err = ProcStartTime(c.ContainerPid); err != nil {
-			v.Close()
+			_ = v.Close()
 			return nil, err
 		}
 	}
 	if err := in.writeJournal(true); err != nil {
-		v.Close()
+		_ = v.Close()
 		return nil, err
 	}
 	subscribe(in)
@@ -162,7 +162,7 @@ func (in *Instance) claim(idx int) {
 		return
 	}
 	if Bound(idx) {
-		f.Close()
+		_ = f.Close()
 		return
 	}
 	in.devs[idx] = f
@@ -171,7 +171,7 @@ func (in *Instance) claim(idx int) {
 // unclaim drops the hold. Preconditions: in.mu held.
 func (in *Instance) unclaim(idx int) {
 	if f := in.devs[idx]; f != nil {
-		f.Close()
+		_ = f.Close()
 		in.devs[idx] = nil
 	}
 }
@@ -495,8 +495,8 @@ func (in *Instance) Close(timeout time.Duration) error {
 		left = left[:0]
 		for idx := range in.devs {
 			in.unclaim(idx)
-			switch err := ReleaseDevice(in.host, in.reg, idx); {
-			case err == nil:
+			switch err := ReleaseDevice(in.host, in.reg, idx); err {
+			case nil:
 				delete(in.devs, idx)
 				in.reg.DropNode(idx)
 				in.View.RemoveLoop(idx)
@@ -523,7 +523,7 @@ func (in *Instance) Close(timeout time.Duration) error {
 	for _, idx := range left {
 		Tombstone(in.reg, idx)
 	}
-	in.View.Close()
+	_ = in.View.Close()
 	if len(left) > 0 {
 		in.log.WithField("loops", left).Warn("devices still in use outside the instance; left for loopvisor gc")
 		return fmt.Errorf("%d loop devices still in use; run loopvisor gc later", len(left))
@@ -540,7 +540,7 @@ func ReleaseDevice(h *Host, reg *Registry, idx int) error {
 	if err := DetachDevice(reg, idx); err != nil || !Exists(idx) {
 		return err
 	}
-	if err := h.Remove(idx); err != nil && err != unix.ENODEV {
+	if err := h.Remove(idx); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
 	}
 	return nil
@@ -555,9 +555,9 @@ func DetachDevice(reg *Registry, idx int) error {
 	}
 	f, err := reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)
 	switch {
-	case err == unix.EBUSY:
+	case errors.Is(err, unix.EBUSY):
 		return ErrInUse // mounted or held O_EXCL by someone else
-	case err == unix.ENXIO:
+	case errors.Is(err, unix.ENXIO):
 		return unix.EAGAIN // rundown: an opener still has to close it
 	case err != nil:
 		if !Exists(idx) {
@@ -565,9 +565,9 @@ func DetachDevice(reg *Registry, idx int) error {
 		}
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if Bound(idx) {
-		if _, err := Ioctl(f.Fd(), unix.LOOP_CLR_FD, 0); err != nil && err != unix.ENXIO {
+		if _, err := Ioctl(f.Fd(), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
 			return err
 		}
 	}
@@ -593,7 +593,7 @@ func Tombstone(reg *Registry, idx int) {
 	if err != nil {
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	cfg := make([]byte, SizeofLoopConfig)
 	binary.LittleEndian.PutUint32(cfg[0:], uint32(mfd))
 	binary.LittleEndian.PutUint32(cfg[8+52:], loFlagsReadOnly) // lo_flags

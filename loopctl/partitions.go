@@ -2,6 +2,7 @@ package loopctl
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -98,7 +99,7 @@ func (in *Instance) readTable(idx int) ([]Partition, error) {
 			c <- res{err: err}
 			return
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		size, err := f.Seek(0, 2)
 		if err != nil {
 			c <- res{err: err}
@@ -109,7 +110,7 @@ func (in *Instance) readTable(idx int) ([]Partition, error) {
 			sector = 512
 		}
 		parts, err := ReadPartitions(f, size, int64(sector))
-		if err == ErrNoTable {
+		if errors.Is(err, ErrNoTable) {
 			err = nil
 		}
 		c <- res{parts, err}
@@ -180,7 +181,7 @@ func (in *Instance) addPartition(idx int, p Partition) error {
 		in.freeChild(child)
 		return err
 	}
-	defer parent.Close()
+	defer func() { _ = parent.Close() }()
 	dev, err := in.reg.OpenLoop(child, unix.O_RDWR)
 	if err != nil {
 		in.freeChild(child)
@@ -195,7 +196,7 @@ func (in *Instance) addPartition(idx int, p Partition) error {
 	le.PutUint32(cfg[8+52:], flags)           // lo_flags
 	copy(cfg[8+56:8+56+63], fmt.Sprintf("%s (partition %d)", BackingFile(idx), p.Number))
 	_, err = IoctlBuf(dev.Fd(), cmdConfigure, cfg)
-	dev.Close()
+	_ = dev.Close()
 	if err != nil {
 		in.freeChild(child)
 		return err

@@ -2,6 +2,7 @@ package loopctl
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,8 +54,8 @@ func TestReadPartitionsAgainstSfdisk(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "d.img")
 			f, _ := os.Create(img)
-			f.Truncate(64 << 20)
-			f.Close()
+			_ = f.Truncate(64 << 20)
+			_ = f.Close()
 			cmd := exec.Command("sfdisk", "-q", img)
 			cmd.Stdin = strings.NewReader(layout)
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -62,7 +63,7 @@ func TestReadPartitionsAgainstSfdisk(t *testing.T) {
 			}
 			want := sfdiskParts(t, img)
 			f, _ = os.Open(img)
-			defer f.Close()
+			defer func() { _ = f.Close() }()
 			got, err := ReadPartitions(f, 64<<20, 512)
 			if err != nil {
 				t.Fatal(err)
@@ -88,10 +89,10 @@ func TestReadPartitionsAgainstSfdisk(t *testing.T) {
 }
 
 func TestReadPartitionsNone(t *testing.T) {
-	if _, err := ReadPartitions(bytes.NewReader(make([]byte, 4096)), 4096, 512); err != ErrNoTable {
+	if _, err := ReadPartitions(bytes.NewReader(make([]byte, 4096)), 4096, 512); !errors.Is(err, ErrNoTable) {
 		t.Errorf("blank disk: %v", err)
 	}
-	if _, err := ReadPartitions(bytes.NewReader(nil), 0, 512); err != ErrNoTable {
+	if _, err := ReadPartitions(bytes.NewReader(nil), 0, 512); !errors.Is(err, ErrNoTable) {
 		t.Errorf("empty disk: %v", err)
 	}
 }

@@ -59,15 +59,15 @@ func (r *Registry) Lock() (func(), error) {
 	}
 	for {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, os.NewSyscallError("flock", err)
 	}
-	return func() { f.Close() }, nil
+	return func() { _ = f.Close() }, nil
 }
 
 func (r *Registry) path(id string) string {
@@ -88,7 +88,7 @@ func (r *Registry) Write(j *Journal) error {
 	f, err := os.Open(tmp)
 	if err == nil {
 		_ = f.Sync()
-		f.Close()
+		_ = f.Close()
 	}
 	return os.Rename(tmp, r.path(j.ID))
 }

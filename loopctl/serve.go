@@ -122,7 +122,7 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 	if err != nil {
 		return fail(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fail(err)
@@ -222,7 +222,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if err != nil {
 			return fail(err)
 		}
-		defer backing.Close()
+		defer func() { _ = backing.Close() }()
 		if !c.Valid() {
 			return fail(ErrStale)
 		}
@@ -246,7 +246,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if err != nil {
 			return fail(err)
 		}
-		defer backing.Close()
+		defer func() { _ = backing.Close() }()
 		if err := SetConfigFD(buf, uint32(backing.Fd())); err != nil {
 			return fail(err)
 		}

@@ -39,7 +39,7 @@ func TestErrno(t *testing.T) {
 		{"os.ErrPermission wrapped", fmt.Errorf("x: %w", os.ErrPermission), unix.EPERM},
 		{"ErrShort", ErrShort, unix.EIO},
 		{"plain", errors.New("something"), unix.EIO},
-		{"fmt without %w", fmt.Errorf("ioctl: %v", unix.EBUSY), unix.EIO},
+		{"text of an errno, not wrapped", errors.New("ioctl: " + unix.EBUSY.Error()), unix.EIO},
 		{"os.ErrClosed", os.ErrClosed, unix.EIO},
 		{"context.Canceled", context.Canceled, unix.EIO},
 		{"joined", errors.Join(errors.New("a"), unix.EROFS), unix.EROFS},

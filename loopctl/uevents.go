@@ -44,7 +44,7 @@ func startUevents() {
 		return
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd)
 		return
 	}
 	go func() {

@@ -78,7 +78,7 @@ func (v *View) enqueue(name string, node *os.File) {
 	defer v.pubMu.Unlock()
 	if v.pubStop {
 		if node != nil {
-			node.Close()
+			_ = node.Close()
 		}
 		return
 	}
@@ -117,9 +117,9 @@ func (v *View) publisher() {
 			if err := v.Publish(op.name, op.node); err != nil {
 				_ = err // the container's /dev refused it; its problem, logged by Publish
 			}
-			op.node.Close()
+			_ = op.node.Close()
 		case op.node != nil:
-			op.node.Close()
+			_ = op.node.Close()
 		case !stopping && v.Unpublish != nil:
 			v.Unpublish(op.name)
 		}
@@ -158,7 +158,7 @@ func NewView(uid, gid int) (*View, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fsopen(tmpfs)", err)
 	}
-	defer unix.Close(fsfd)
+	defer func() { _ = unix.Close(fsfd) }()
 	if err := unix.FsconfigSetString(fsfd, "mode", "0755"); err != nil {
 		return nil, os.NewSyscallError("fsconfig(mode)", err)
 	}
@@ -174,7 +174,7 @@ func NewView(uid, gid int) (*View, error) {
 	}
 	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}}
 	if err := v.populate(); err != nil {
-		v.Close()
+		_ = v.Close()
 		return nil, err
 	}
 	return v, nil

@@ -300,7 +300,7 @@ while [ ! -f held ]; do sleep 0.02; done`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	touch(t, filepath.Join(dir, "held"))
 	if r := <-done; r.Code != 0 {
 		t.Fatalf("sandbox:\n%s", r)
