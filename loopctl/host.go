@@ -5,9 +5,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 )
 
 // SysRoot is where sysfs is mounted; tests may point it elsewhere.
@@ -37,17 +38,8 @@ func OpenHost() (*Host, error) {
 // Close releases /dev/loop-control.
 func (h *Host) Close() error { return h.ctl.Close() }
 
-func (h *Host) ctlIoctl(cmd uintptr, arg uintptr) (int, error) {
-	for {
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, h.ctl.Fd(), cmd, arg)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(r), nil
-	}
+func (h *Host) ctlIoctl(cmd uint32, arg uintptr) (int, error) {
+	return linux.Ioctl(h.ctl.Fd(), cmd, arg)
 }
 
 // Add creates loop device idx (LOOP_CTL_ADD); idx < 0 lets the kernel pick
@@ -88,7 +80,7 @@ func BackingFile(idx int) string {
 // Index returns the loop index of a block device number, or -1 if dev is
 // not a whole loop device.
 func Index(rdev uint64) int {
-	if unix.Major(rdev) != LoopMajor {
+	if unix.Major(rdev) != linux.LoopMajor {
 		return -1
 	}
 	// part_shift is 0 unless the module was loaded with max_part; sysfs
@@ -108,42 +100,16 @@ func Index(rdev uint64) int {
 // IsLoopControl reports whether st describes /dev/loop-control.
 func IsLoopControl(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR &&
-		unix.Major(st.Rdev) == MiscMajor && unix.Minor(st.Rdev) == LoopCtlMinor
+		unix.Major(st.Rdev) == linux.MiscMajor && unix.Minor(st.Rdev) == linux.LoopCtlMinor
 }
 
 // IsLoopDevice reports whether st describes a whole loop block device.
 func IsLoopDevice(st *unix.Stat_t) bool {
-	return st.Mode&unix.S_IFMT == unix.S_IFBLK && unix.Major(st.Rdev) == LoopMajor
+	return st.Mode&unix.S_IFMT == unix.S_IFBLK && unix.Major(st.Rdev) == linux.LoopMajor
 }
 
-// Ioctl issues a raw ioctl with an integer argument, retrying EINTR.
-func Ioctl(fd uintptr, cmd uint32, arg uintptr) (int, error) {
-	for {
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(cmd), arg)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(r), nil
-	}
-}
-
-// IoctlBuf issues an ioctl whose argument points at buf (or NULL if buf is
-// nil), retrying EINTR.
-func IoctlBuf(fd uintptr, cmd uint32, buf []byte) (int, error) {
-	if len(buf) == 0 {
-		return Ioctl(fd, cmd, 0)
-	}
-	for {
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(cmd), uintptr(unsafe.Pointer(&buf[0])))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(r), nil
-	}
-}
+// Ioctl and IoctlBuf are the EINTR-retrying wrappers of internal/linux.
+var (
+	Ioctl    = linux.Ioctl
+	IoctlBuf = linux.IoctlBuf
+)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"strconv"
 	"sync"
@@ -594,7 +595,7 @@ func Tombstone(reg *Registry, idx int) {
 		return
 	}
 	defer func() { _ = f.Close() }()
-	cfg := make([]byte, SizeofLoopConfig)
+	cfg := make([]byte, linux.SizeofLoopConfig)
 	binary.LittleEndian.PutUint32(cfg[0:], uint32(mfd))
 	binary.LittleEndian.PutUint32(cfg[8+52:], loFlagsReadOnly) // lo_flags
 	copy(cfg[8+56:8+56+63], "loopvisor-tombstone")

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"sort"
 	"strconv"
@@ -39,15 +40,15 @@ type partDev struct {
 
 // Block ioctls the instance serves on its own devices.
 const (
-	blkRRPart = 0x125F // BLKRRPART
-	blkPG     = 0x1269 // BLKPG
+	blkRRPart = linux.BlkRRPart
+	blkPG     = linux.BlkPG
 
 	blkpgAddPartition    = 1
 	blkpgDelPartition    = 2
 	blkpgResizePartition = 3
 
-	loFlagsReadOnly = 1
-	loFlagsPartscan = 8
+	loFlagsReadOnly = linux.LoFlagsReadOnly
+	loFlagsPartscan = linux.LoFlagsPartscan
 )
 
 // partName is the node name of partition num of loop device idx.
@@ -188,7 +189,7 @@ func (in *Instance) addPartition(idx int, p Partition) error {
 		return err
 	}
 	in.unclaim(child)
-	cfg := make([]byte, SizeofLoopConfig)
+	cfg := make([]byte, linux.SizeofLoopConfig)
 	le := binary.LittleEndian
 	le.PutUint32(cfg[0:], uint32(parent.Fd()))
 	le.PutUint64(cfg[8+24:], uint64(p.Start)) // lo_offset

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"path/filepath"
 	"sort"
@@ -183,7 +184,7 @@ func (r *Registry) NodePath(idx int) (string, error) {
 		return "", err
 	}
 	p := filepath.Join(dir, "loop"+strconv.Itoa(idx))
-	want := unix.Mkdev(LoopMajor, uint32(idx))
+	want := unix.Mkdev(linux.LoopMajor, uint32(idx))
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != want {
 		_ = os.Remove(p)

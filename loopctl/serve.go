@@ -2,6 +2,7 @@ package loopctl
 
 import (
 	"errors"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"strconv"
 	"syscall"
@@ -12,22 +13,22 @@ import (
 	"github.com/loopvisor/loopvisor/notify"
 )
 
-// Loop ioctl commands (include/uapi/linux/loop.h).
+// Loop ioctl commands, from internal/linux.
 const (
-	cmdSetFD        = 0x4C00
-	cmdClrFD        = 0x4C01
-	cmdSetStatus    = 0x4C02
-	cmdGetStatus    = 0x4C03
-	cmdSetStatus64  = 0x4C04
-	cmdGetStatus64  = 0x4C05
-	cmdChangeFD     = 0x4C06
-	cmdSetCapacity  = 0x4C07
-	cmdSetDirectIO  = 0x4C08
-	cmdSetBlockSize = 0x4C09
-	cmdConfigure    = 0x4C0A
-	cmdCtlAdd       = 0x4C80
-	cmdCtlRemove    = 0x4C81
-	cmdCtlGetFree   = 0x4C82
+	cmdSetFD        = linux.LoopSetFD
+	cmdClrFD        = linux.LoopClrFD
+	cmdSetStatus    = linux.LoopSetStatus
+	cmdGetStatus    = linux.LoopGetStatus
+	cmdSetStatus64  = linux.LoopSetStatus64
+	cmdGetStatus64  = linux.LoopGetStatus64
+	cmdChangeFD     = linux.LoopChangeFD
+	cmdSetCapacity  = linux.LoopSetCapacity
+	cmdSetDirectIO  = linux.LoopSetDirectIO
+	cmdSetBlockSize = linux.LoopSetBlockSize
+	cmdConfigure    = linux.LoopConfigure
+	cmdCtlAdd       = linux.LoopCtlAdd
+	cmdCtlRemove    = linux.LoopCtlRemove
+	cmdCtlGetFree   = linux.LoopCtlGetFree
 )
 
 // CmdName names a loop ioctl command for logs.
@@ -234,11 +235,11 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		logBind(log, r, backing)
 		return r
 	case cmdConfigure:
-		buf := make([]byte, SizeofLoopConfig)
+		buf := make([]byte, linux.SizeofLoopConfig)
 		if err := c.Read(arg, buf); err != nil {
 			return fail(err)
 		}
-		cfg, err := DecodeLoopConfig(buf)
+		cfg, err := linux.DecodeLoopConfig(buf)
 		if err != nil {
 			return fail(unix.EFAULT)
 		}
@@ -247,7 +248,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 			return fail(err)
 		}
 		defer func() { _ = backing.Close() }()
-		if err := SetConfigFD(buf, uint32(backing.Fd())); err != nil {
+		if err := linux.SetConfigFD(buf, uint32(backing.Fd())); err != nil {
 			return fail(err)
 		}
 		if !c.Valid() {
@@ -290,9 +291,9 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if r, denied := adminCheck(c, f, log); denied {
 			return r
 		}
-		size := SizeofLoopInfo64
+		size := linux.SizeofLoopInfo64
 		if cmd == cmdSetStatus {
-			size = SizeofLoopInfo
+			size = linux.SizeofLoopInfo
 		}
 		buf := make([]byte, size)
 		if err := c.Read(arg, buf); err != nil {
@@ -300,7 +301,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		}
 		r := value(IoctlBuf(f.Fd(), cmd, buf))
 		if r.Errno == 0 && cmd == cmdSetStatus64 {
-			if info, err := DecodeLoopInfo64(buf); err == nil && info.Flags&loFlagsPartscan != 0 {
+			if info, err := linux.DecodeLoopInfo64(buf); err == nil && info.Flags&loFlagsPartscan != 0 {
 				in.scanLater(idx)
 			}
 		}
@@ -309,9 +310,9 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if arg == 0 {
 			return value(Ioctl(f.Fd(), cmd, 0)) // the kernel's EINVAL
 		}
-		size := SizeofLoopInfo64
+		size := linux.SizeofLoopInfo64
 		if cmd == cmdGetStatus {
-			size = SizeofLoopInfo
+			size = linux.SizeofLoopInfo
 		}
 		buf := make([]byte, size)
 		r, err := IoctlBuf(f.Fd(), cmd, buf)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func TestErrno(t *testing.T) {
 		{"fs.ErrNotExist wrapped", fmt.Errorf("journal: %w", fs.ErrNotExist), unix.ENOENT},
 		{"os.ErrPermission", os.ErrPermission, unix.EPERM},
 		{"os.ErrPermission wrapped", fmt.Errorf("x: %w", os.ErrPermission), unix.EPERM},
-		{"ErrShort", ErrShort, unix.EIO},
+		{"linux.ErrShort", linux.ErrShort, unix.EIO},
 		{"plain", errors.New("something"), unix.EIO},
 		{"text of an errno, not wrapped", errors.New("ioctl: " + unix.EBUSY.Error()), unix.EIO},
 		{"os.ErrClosed", os.ErrClosed, unix.EIO},

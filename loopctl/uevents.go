@@ -2,6 +2,7 @@ package loopctl
 
 import (
 	"bytes"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,7 +93,7 @@ func ParseLoopUevent(msg []byte) (int, bool) {
 		return -1, false
 	}
 	n, err := strconv.Atoi(path[len(prefix):])
-	if err != nil || n < 0 || n > maxLoopMinor {
+	if err != nil || n < 0 || n > linux.MaxLoopMinor {
 		return -1, false
 	}
 	return n, true

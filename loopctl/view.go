@@ -3,6 +3,7 @@ package loopctl
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -232,11 +233,11 @@ func (v *View) populate() error {
 	// /dev/fuse is what a FUSE helper needs; the host decides whether it
 	// exists.
 	if _, err := os.Stat("/dev/fuse"); err == nil {
-		if err := v.mknod(ViewDev+"/fuse", unix.S_IFCHR|0o666, 10, 229, v.uid, v.gid); err != nil {
+		if err := v.mknod(ViewDev+"/fuse", unix.S_IFCHR|0o666, linux.FuseMajor, linux.FuseMinor, v.uid, v.gid); err != nil {
 			return err
 		}
 	}
-	if err := v.mknod(ViewDev+"/loop-control", unix.S_IFCHR|0o600, MiscMajor, LoopCtlMinor, v.uid, v.gid); err != nil {
+	if err := v.mknod(ViewDev+"/loop-control", unix.S_IFCHR|0o600, linux.MiscMajor, linux.LoopCtlMinor, v.uid, v.gid); err != nil {
 		return err
 	}
 	for _, d := range []string{"pts", "shm"} {
@@ -336,7 +337,7 @@ func (v *View) AddLoop(idx int) error {
 	for _, l := range []struct{ path, target string }{
 		{ViewSysBlock + "/" + name, "../devices/virtual/block/" + name},
 		{ViewSysClass + "/" + name, "../../devices/virtual/block/" + name},
-		{fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx), "../../devices/virtual/block/" + name},
+		{fmt.Sprintf("%s/%d:%d", ViewSysDev, linux.LoopMajor, idx), "../../devices/virtual/block/" + name},
 	} {
 		if err := v.symlink(l.target, l.path); err != nil {
 			return err
@@ -362,7 +363,7 @@ func (v *View) RemoveLoop(idx int) {
 	delete(v.nodes, idx)
 	v.remove(ViewSysBlock + "/" + name)
 	v.remove(ViewSysClass + "/" + name)
-	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, LoopMajor, idx))
+	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, linux.LoopMajor, idx))
 }
 
 // Clone returns a detached mount of path in the view (a directory of
@@ -477,7 +478,7 @@ func (v *View) addNode(name string, idx int) error {
 	tmp := viewNodes + "/" + name
 	v.remove(tmp)
 	// Mode 0 until granted; mknod's umask does not matter.
-	if err := unix.Mknodat(v.fd(), tmp, unix.S_IFBLK, int(unix.Mkdev(LoopMajor, uint32(idx)))); err != nil {
+	if err := unix.Mknodat(v.fd(), tmp, unix.S_IFBLK, int(unix.Mkdev(linux.LoopMajor, uint32(idx)))); err != nil {
 		return os.NewSyscallError("mknod "+tmp, err)
 	}
 	fd, err := unix.Openat(v.fd(), tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/notify"
 )
@@ -233,7 +234,7 @@ func (p *Proxy) helperNode(idx, uid, gid int, readOnly bool) (*os.File, string, 
 	if readOnly {
 		mode = 0o400
 	}
-	if err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(loopctl.LoopMajor, uint32(idx)))); err != nil {
+	if err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(linux.LoopMajor, uint32(idx)))); err != nil {
 		return nil, "", os.NewSyscallError("mknod "+path, err)
 	}
 	if err := unix.Chmod(path, mode); err != nil {
@@ -260,7 +261,7 @@ func (p *Proxy) fuseNode(idx int) (*os.File, error) {
 		return nil, err
 	}
 	path := filepath.Join(filepath.Dir(ref), "fuse")
-	want := unix.Mkdev(10, 229)
+	want := unix.Mkdev(linux.FuseMajor, linux.FuseMinor)
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != want || st.Mode&0o777 != 0o666 {
 		_ = os.Remove(path)

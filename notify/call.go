@@ -4,6 +4,8 @@ import (
 	"runtime"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 )
 
 // Syscall names a system call the filter traps, whatever its number in
@@ -31,11 +33,11 @@ func (s Syscall) String() string {
 	return "unknown"
 }
 
-// Audit arches of the ABIs the filter traps (include/uapi/linux/audit.h).
+// Audit arches of the ABIs the filter traps, from internal/linux.
 const (
-	AuditArchX86_64  = 0xc000003e
-	AuditArchI386    = 0x40000003
-	AuditArchAArch64 = 0xc00000b7
+	AuditArchX86_64  = linux.AuditArchX86_64
+	AuditArchI386    = linux.AuditArchI386
+	AuditArchAArch64 = linux.AuditArchAArch64
 )
 
 // Call is a trapped system call, decoded: which call it is in any ABI, and

@@ -5,35 +5,31 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"unsafe"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 )
 
-// Loop ioctl command numbers (include/uapi/linux/loop.h).
+// Loop and block ioctl command numbers, from internal/linux.
 const (
-	LoopSetFD        = 0x4C00
-	LoopClrFD        = 0x4C01
-	LoopSetStatus    = 0x4C02
-	LoopGetStatus    = 0x4C03
-	LoopSetStatus64  = 0x4C04
-	LoopGetStatus64  = 0x4C05
-	LoopChangeFD     = 0x4C06
-	LoopSetCapacity  = 0x4C07
-	LoopSetDirectIO  = 0x4C08
-	LoopSetBlockSize = 0x4C09
-	LoopConfigure    = 0x4C0A
-	LoopCtlAdd       = 0x4C80
-	LoopCtlRemove    = 0x4C81
-	LoopCtlGetFree   = 0x4C82
-)
-
-// Block ioctls the filter traps so that partitions of an instance's
-// devices can be served (include/uapi/linux/fs.h).
-const (
-	BlkRRPart = 0x125F
-	BlkPG     = 0x1269
+	LoopSetFD        = linux.LoopSetFD
+	LoopClrFD        = linux.LoopClrFD
+	LoopSetStatus    = linux.LoopSetStatus
+	LoopGetStatus    = linux.LoopGetStatus
+	LoopSetStatus64  = linux.LoopSetStatus64
+	LoopGetStatus64  = linux.LoopGetStatus64
+	LoopChangeFD     = linux.LoopChangeFD
+	LoopSetCapacity  = linux.LoopSetCapacity
+	LoopSetDirectIO  = linux.LoopSetDirectIO
+	LoopSetBlockSize = linux.LoopSetBlockSize
+	LoopConfigure    = linux.LoopConfigure
+	LoopCtlAdd       = linux.LoopCtlAdd
+	LoopCtlRemove    = linux.LoopCtlRemove
+	LoopCtlGetFree   = linux.LoopCtlGetFree
+	BlkRRPart        = linux.BlkRRPart
+	BlkPG            = linux.BlkPG
 )
 
 // LoopCommands is every ioctl command the filter traps.
@@ -166,38 +162,5 @@ func exportBPF(f *seccomp.ScmpFilter) ([]unix.SockFilter, error) {
 	if err := <-errc; err != nil {
 		return nil, fmt.Errorf("seccomp: export bpf: %w", err)
 	}
-	const insn = int(unsafe.Sizeof(unix.SockFilter{}))
-	if len(raw)%insn != 0 || len(raw) == 0 {
-		return nil, fmt.Errorf("seccomp: exported program has %d bytes", len(raw))
-	}
-	prog := make([]unix.SockFilter, len(raw)/insn)
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(raw)), raw)
-	return prog, nil
-}
-
-// Install loads prog into the calling process (all threads) and returns the
-// listener fd. It asks for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV where the
-// kernel has it, so that SIGURG and friends cannot livelock a trapped call.
-//
-// Preconditions: the caller has CAP_SYS_ADMIN in its user namespace or has
-// set no_new_privs.
-func Install(prog []unix.SockFilter) (int, error) {
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	flags := []uintptr{
-		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH | filterFlagWaitKillableRecv,
-		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH,
-	}
-	var lastErr error
-	for _, fl := range flags {
-		r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, fl, uintptr(unsafe.Pointer(&fprog)))
-		runtime.KeepAlive(prog)
-		if e == 0 {
-			return int(r), nil
-		}
-		lastErr = e
-		if e != unix.EINVAL {
-			break
-		}
-	}
-	return -1, os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", lastErr)
+	return progFromBytes(raw)
 }

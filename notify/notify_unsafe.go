@@ -1,6 +1,9 @@
 package notify
 
 import (
+	"fmt"
+	"os"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -109,4 +112,42 @@ func progBytes(prog []unix.SockFilter) []byte {
 	}
 	n := len(prog) * int(unsafe.Sizeof(prog[0]))
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), n)...)
+}
+
+// progFromBytes decodes an exported BPF program (struct sock_filter[]).
+func progFromBytes(raw []byte) ([]unix.SockFilter, error) {
+	const insn = int(unsafe.Sizeof(unix.SockFilter{}))
+	if len(raw)%insn != 0 || len(raw) == 0 {
+		return nil, fmt.Errorf("seccomp: exported program has %d bytes", len(raw))
+	}
+	prog := make([]unix.SockFilter, len(raw)/insn)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(raw)), raw)
+	return prog, nil
+}
+
+// Install loads prog into the calling process (all threads) and returns the
+// listener fd. It asks for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV where the
+// kernel has it, so that SIGURG and friends cannot livelock a trapped call.
+//
+// Preconditions: the caller has CAP_SYS_ADMIN in its user namespace or has
+// set no_new_privs.
+func Install(prog []unix.SockFilter) (int, error) {
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	flags := []uintptr{
+		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH | filterFlagWaitKillableRecv,
+		filterFlagNewListener | filterFlagTSync | filterFlagTSyncESRCH,
+	}
+	var lastErr error
+	for _, fl := range flags {
+		r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, fl, uintptr(unsafe.Pointer(&fprog)))
+		runtime.KeepAlive(prog)
+		if e == 0 {
+			return int(r), nil
+		}
+		lastErr = e
+		if e != unix.EINVAL {
+			break
+		}
+	}
+	return -1, os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", lastErr)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
@@ -741,7 +742,7 @@ func ensureLoopControlNode(stateDir string) error {
 	for _, n := range []struct {
 		name         string
 		major, minor uint32
-	}{{"loop-control", loopctl.MiscMajor, loopctl.LoopCtlMinor}, {"fuse", 10, 229}} {
+	}{{"loop-control", linux.MiscMajor, linux.LoopCtlMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
 		node := filepath.Join(dir, n.name)
 		var st unix.Stat_t
 		if unix.Lstat(node, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(n.major, n.minor) {

@@ -1,31 +1,22 @@
-package loopctl
+package linux
 
 import (
 	"encoding/binary"
 	"errors"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // Device numbers of the loop driver.
 const (
-	LoopMajor        = 7   // block major of /dev/loopN
-	MiscMajor        = 10  // char major of misc devices
-	LoopCtlMinor     = 237 // minor of /dev/loop-control
-	maxLoopMinor     = 1<<20 - 1
-	loFlagsAutoclear = 4
-)
-
-// Sizes of the structures loop ioctls copy from and to user memory.
-var (
-	SizeofLoopInfo64 = int(unsafe.Sizeof(unix.LoopInfo64{})) // struct loop_info64: 232 on every ABI
-	SizeofLoopConfig = int(unsafe.Sizeof(unix.LoopConfig{})) // struct loop_config: 304
-	SizeofLoopInfo   = int(unsafe.Sizeof(unix.LoopInfo{}))   // struct loop_info (native ABI)
+	LoopMajor    = 7         // block major of /dev/loopN
+	MiscMajor    = 10        // char major of misc devices
+	LoopCtlMinor = 237       // minor of /dev/loop-control
+	MaxLoopMinor = 1<<20 - 1 // the block layer's 20-bit minors
+	FuseMajor    = 10        // char major of /dev/fuse
+	FuseMinor    = 229       // char minor of /dev/fuse
 )
 
 // ErrShort is returned by decoders given fewer bytes than the structure.
-var ErrShort = errors.New("loopctl: short structure")
+var ErrShort = errors.New("linux: short structure")
 
 // LoopConfig is the part of struct loop_config loopvisor needs to look at.
 // The rest is passed to the kernel untouched.
@@ -92,13 +83,4 @@ func CString(b []byte) string {
 		}
 	}
 	return string(b)
-}
-
-func init() {
-	// The kernel ABI is little-endian on every architecture this builds for
-	// (amd64, arm64); the decoders above rely on it.
-	var x uint16 = 1
-	if *(*byte)(unsafe.Pointer(&x)) != 1 {
-		panic("loopctl: big-endian hosts are not supported")
-	}
 }

@@ -1,0 +1,40 @@
+package linux
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ioctl issues ioctl(fd, cmd, arg) with an integer argument, retrying
+// EINTR.
+func Ioctl(fd uintptr, cmd uint32, arg uintptr) (int, error) {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(cmd), arg)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(r), nil
+	}
+}
+
+// IoctlBuf issues an ioctl whose argument points at buf (NULL if buf is
+// empty), retrying EINTR.
+func IoctlBuf(fd uintptr, cmd uint32, buf []byte) (int, error) {
+	if len(buf) == 0 {
+		return Ioctl(fd, cmd, 0)
+	}
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(cmd), uintptr(unsafe.Pointer(&buf[0])))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(r), nil
+	}
+}
