@@ -1,7 +1,7 @@
 # loopvisor: private loop devices for unprivileged containers.
 GO      ?= go
 BIN     := bin/loopvisor
-PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./mountproxy/... ./cmd/...
+PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./mountproxy/... ./cmd/... ./internal/...
 FUZZTIME ?= 15s
 
 LINT    ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
@@ -37,7 +37,7 @@ integration: build ## real-kernel tests (root): losetup, busybox, differential, 
 test: vet lint unit integration ## everything CI runs
 
 fuzz: ## run every fuzz target for FUZZTIME each
-	@for p in ./loopctl/ ./supervisor/ ./mountproxy/; do \
+	@for p in ./internal/linux/ ./loopctl/ ./loopctl/parttable/ ./notify/ ./supervisor/ ./mountproxy/; do \
 		for t in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
 			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 		done; done

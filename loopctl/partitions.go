@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/loopvisor/loopvisor/internal/linux"
+	"github.com/loopvisor/loopvisor/loopctl/parttable"
 	"os"
 	"sort"
 	"strconv"
@@ -20,7 +21,7 @@ import (
 // The kernels of many machines (this project's CI among them) are built
 // without partition parsers, so `losetup -P` yields no loopNpM at all. The
 // instance provides them itself: it reads the GPT or MBR of a device
-// attached with LO_FLAGS_PARTSCAN (ReadPartitions) and attaches one more
+// attached with LO_FLAGS_PARTSCAN (parttable.Read) and attaches one more
 // loop device of the instance per partition, backed by the whole device
 // with the partition's offset and size, and shows it in the sandbox as
 // /dev/loopNpM. It refreshes them on BLKRRPART and follows BLKPG (partx,
@@ -88,9 +89,9 @@ func (in *Instance) Rescan(idx int) error {
 }
 
 // readTable reads idx's partition table within ScanTimeout.
-func (in *Instance) readTable(idx int) ([]Partition, error) {
+func (in *Instance) readTable(idx int) ([]parttable.Partition, error) {
 	type res struct {
-		parts []Partition
+		parts []parttable.Partition
 		err   error
 	}
 	c := make(chan res, 1)
@@ -110,8 +111,8 @@ func (in *Instance) readTable(idx int) ([]Partition, error) {
 		if err != nil {
 			sector = 512
 		}
-		parts, err := ReadPartitions(f, size, int64(sector))
-		if errors.Is(err, ErrNoTable) {
+		parts, err := parttable.Read(f, size, int64(sector))
+		if errors.Is(err, parttable.ErrNoTable) {
 			err = nil
 		}
 		c <- res{parts, err}
@@ -129,8 +130,8 @@ func (in *Instance) readTable(idx int) ([]Partition, error) {
 
 // setPartitions makes idx's partition devices exactly parts.
 // Preconditions: in.mu held.
-func (in *Instance) setPartitions(idx int, parts []Partition) error {
-	want := map[int]Partition{}
+func (in *Instance) setPartitions(idx int, parts []parttable.Partition) error {
+	want := map[int]parttable.Partition{}
 	for _, p := range parts {
 		want[p.Number] = p
 	}
@@ -165,7 +166,7 @@ func (in *Instance) setPartitions(idx int, parts []Partition) error {
 
 // addPartition attaches a loop device of the instance for partition p of
 // idx. Preconditions: in.mu held.
-func (in *Instance) addPartition(idx int, p Partition) error {
+func (in *Instance) addPartition(idx int, p parttable.Partition) error {
 	child, err := in.take()
 	if err != nil {
 		in.log.WithError(err).WithField("partition", partName(idx, p.Number)).Warn("no loop device for a partition")
@@ -272,7 +273,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 	}
 	start, length := int64(le.Uint64(p[0:])), int64(le.Uint64(p[8:]))
 	pno := int(int32(le.Uint32(p[16:])))
-	if pno <= 0 || pno > maxPartitions || start < 0 || length < 0 {
+	if pno <= 0 || pno > parttable.MaxPartitions || start < 0 || length < 0 {
 		return Result{Errno: unix.EINVAL}
 	}
 	if !c.Valid() {
@@ -295,7 +296,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 		if length == 0 || start+length > size {
 			return Result{Errno: unix.EINVAL}
 		}
-		if err := in.addPartition(idx, Partition{Number: pno, Start: start, Size: length}); err != nil {
+		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
 		}
 	case blkpgDelPartition:
@@ -318,7 +319,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 			return Result{Errno: unix.EBUSY}
 		}
 		in.removePartEntry(idx, pno)
-		if err := in.addPartition(idx, Partition{Number: pno, Start: start, Size: length}); err != nil {
+		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
 		}
 	default:

@@ -1,4 +1,4 @@
-package loopctl
+package parttable
 
 import (
 	"bytes"
@@ -64,7 +64,7 @@ func TestReadPartitionsAgainstSfdisk(t *testing.T) {
 			want := sfdiskParts(t, img)
 			f, _ = os.Open(img)
 			defer func() { _ = f.Close() }()
-			got, err := ReadPartitions(f, 64<<20, 512)
+			got, err := Read(f, 64<<20, 512)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,10 +89,10 @@ func TestReadPartitionsAgainstSfdisk(t *testing.T) {
 }
 
 func TestReadPartitionsNone(t *testing.T) {
-	if _, err := ReadPartitions(bytes.NewReader(make([]byte, 4096)), 4096, 512); !errors.Is(err, ErrNoTable) {
+	if _, err := Read(bytes.NewReader(make([]byte, 4096)), 4096, 512); !errors.Is(err, ErrNoTable) {
 		t.Errorf("blank disk: %v", err)
 	}
-	if _, err := ReadPartitions(bytes.NewReader(nil), 0, 512); !errors.Is(err, ErrNoTable) {
+	if _, err := Read(bytes.NewReader(nil), 0, 512); !errors.Is(err, ErrNoTable) {
 		t.Errorf("empty disk: %v", err)
 	}
 }
@@ -109,8 +109,8 @@ func FuzzReadPartitions(f *testing.F) {
 	copy(gpt[512:], "EFI PART")
 	f.Add(gpt)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		parts, _ := ReadPartitions(bytes.NewReader(b), int64(len(b)), 512)
-		if len(parts) > maxPartitions+4 {
+		parts, _ := Read(bytes.NewReader(b), int64(len(b)), 512)
+		if len(parts) > MaxPartitions+4 {
 			t.Fatalf("%d partitions", len(parts))
 		}
 		for _, p := range parts {

@@ -1,4 +1,4 @@
-package loopctl
+package parttable
 
 import (
 	"bytes"
@@ -15,9 +15,9 @@ type Partition struct {
 	Size   int64
 }
 
-// Limits of what ReadPartitions accepts from an untrusted image.
+// Limits of what Read accepts from an untrusted image.
 const (
-	maxPartitions  = 256
+	MaxPartitions  = 256
 	maxLogical     = 128
 	maxGPTEntryLen = 4096
 )
@@ -25,12 +25,12 @@ const (
 // ErrNoTable means the disk has neither a GPT nor an MBR partition table.
 var ErrNoTable = errors.New("no partition table")
 
-// ReadPartitions reads the partition table of a disk of size bytes with
+// Read reads the partition table of a disk of size bytes with
 // logical sector size sector (512 or 4096), as the kernel's efi and msdos
 // parsers would: GPT if the protective MBR says so and a header (primary or
 // backup) checks out, else MBR with extended partitions. It is a decoder of
 // untrusted image data: every offset and count is bounded by the disk.
-func ReadPartitions(r io.ReaderAt, size int64, sector int64) ([]Partition, error) {
+func Read(r io.ReaderAt, size int64, sector int64) ([]Partition, error) {
 	if sector != 512 && sector != 1024 && sector != 2048 && sector != 4096 {
 		return nil, errors.New("unsupported sector size")
 	}
@@ -172,7 +172,7 @@ func readGPTAt(r io.ReaderAt, lba, size, sector int64) ([]Partition, error) {
 	entLBA := int64(le.Uint64(hdr[72:]))
 	count := int64(le.Uint32(hdr[80:]))
 	esize := int64(le.Uint32(hdr[84:]))
-	if esize < 128 || esize > maxGPTEntryLen || esize%8 != 0 || count <= 0 || count > maxPartitions*4 {
+	if esize < 128 || esize > maxGPTEntryLen || esize%8 != 0 || count <= 0 || count > MaxPartitions*4 {
 		return nil, errors.New("bad gpt entry array")
 	}
 	if entLBA < 0 || entLBA > size/sector || !within(entLBA*sector, count*esize, size) {
@@ -187,7 +187,7 @@ func readGPTAt(r io.ReaderAt, lba, size, sector int64) ([]Partition, error) {
 	}
 	var parts []Partition
 	zero := make([]byte, 16)
-	for i := int64(0); i < count && len(parts) < maxPartitions; i++ {
+	for i := int64(0); i < count && len(parts) < MaxPartitions; i++ {
 		e := ents[i*esize:]
 		if bytes.Equal(e[:16], zero) {
 			continue
