@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/loopvisor/loopvisor/internal/linux"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"os"
 	"strconv"
 	"sync"
@@ -43,7 +44,7 @@ type Instance struct {
 	HostUID      int
 	limits       Limits
 	host         *Host
-	reg          *Registry
+	reg          *registry.Registry
 	View         *View
 	log          *logrus.Entry
 
@@ -66,7 +67,7 @@ type Instance struct {
 }
 
 // NewInstance creates an instance with its view and journal.
-func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
+func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if c.Limits.MaxLoop <= 0 {
 		c.Limits.MaxLoop = DefaultLimits.MaxLoop
 	}
@@ -86,7 +87,7 @@ func NewInstance(h *Host, reg *Registry, c Config) (*Instance, error) {
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {
-		if in.containerSt, err = ProcStartTime(c.ContainerPid); err != nil {
+		if in.containerSt, err = registry.ProcStartTime(c.ContainerPid); err != nil {
 			_ = v.Close()
 			return nil, err
 		}
@@ -108,11 +109,11 @@ func (in *Instance) writeJournal(lock bool) error {
 		}
 		defer unlock()
 	}
-	st, err := ProcStartTime(os.Getpid())
+	st, err := registry.ProcStartTime(os.Getpid())
 	if err != nil {
 		return err
 	}
-	j := &Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
+	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
 		ContainerPid: in.containerPid, ContainerStart: in.containerSt}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
@@ -537,7 +538,7 @@ var ErrInUse = errors.New("loop device in use outside the instance")
 
 // ReleaseDevice detaches and removes loop device idx, unless something else
 // still uses it.
-func ReleaseDevice(h *Host, reg *Registry, idx int) error {
+func ReleaseDevice(h *Host, reg *registry.Registry, idx int) error {
 	if err := DetachDevice(reg, idx); err != nil || !Exists(idx) {
 		return err
 	}
@@ -550,7 +551,7 @@ func ReleaseDevice(h *Host, reg *Registry, idx int) error {
 // DetachDevice detaches loop device idx (if it exists and is bound), unless
 // something else still uses it: mounted or claimed (ErrInUse), or in
 // rundown (EAGAIN).
-func DetachDevice(reg *Registry, idx int) error {
+func DetachDevice(reg *registry.Registry, idx int) error {
 	if !Exists(idx) {
 		return nil
 	}
@@ -581,7 +582,7 @@ func DetachDevice(reg *Registry, idx int) error {
 // binds it to an empty, read-only memfd so the kernel skips it while the
 // opener lives; the journal keeps it for gc. Best effort: if it fails the
 // device stays as it was (and in its journal).
-func Tombstone(reg *Registry, idx int) {
+func Tombstone(reg *registry.Registry, idx int) {
 	if !Exists(idx) || Bound(idx) {
 		return
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
@@ -43,7 +44,7 @@ type AgentConfig struct {
 type Agent struct {
 	cfg   AgentConfig
 	host  *loopctl.Host
-	reg   *loopctl.Registry
+	reg   *registry.Registry
 	log   *logrus.Entry
 	work  *workPool // bounds setting up and releasing containers
 	ident *workPool // bounds reading the namespaces of a runtime's processes
@@ -101,7 +102,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := loopctl.OpenRegistry(cfg.StateDir)
+	reg, err := registry.Open(cfg.StateDir)
 	if err != nil {
 		_ = host.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 )
 
 // GC releases what supervisors that died left behind in reg: for every
@@ -18,7 +19,7 @@ import (
 // A sandbox dies asynchronously after its supervisor: its FUSE helpers and
 // last openers may still hold a device for a moment. GC retries a busy
 // device for up to wait before it leaves it.
-func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Duration) (released, left int) {
+func GC(h *loopctl.Host, reg *registry.Registry, log *logrus.Entry, wait time.Duration) (released, left int) {
 	// The registry lock is held only to read journals and to claim or
 	// update one, never while devices are released: a release may wait for
 	// a dying sandbox (up to wait) or for its backing file, and every other
@@ -34,8 +35,8 @@ func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Dur
 	for _, err := range errs {
 		log.WithError(err).Warn("gc: unreadable journal left alone")
 	}
-	self, serr := loopctl.ProcStartTime(os.Getpid())
-	var mine []*loopctl.Journal
+	self, serr := registry.ProcStartTime(os.Getpid())
+	var mine []*registry.Journal
 	for _, j := range js {
 		if j.Alive() || serr != nil {
 			continue
@@ -61,7 +62,7 @@ func GC(h *loopctl.Host, reg *loopctl.Registry, log *logrus.Entry, wait time.Dur
 // gcJournal releases the devices of one claimed journal and then deletes or
 // rewrites it. Preconditions: j is claimed by this process; the registry
 // lock is not held.
-func gcJournal(h *loopctl.Host, reg *loopctl.Registry, j *loopctl.Journal, log *logrus.Entry, wait time.Duration) (released, left int) {
+func gcJournal(h *loopctl.Host, reg *registry.Registry, j *registry.Journal, log *logrus.Entry, wait time.Duration) (released, left int) {
 	jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
 	// Release in rounds: a partition device holds its whole device open,
 	// so the whole device goes only after its partitions.

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/notify"
 	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
@@ -62,7 +63,7 @@ func Run(cfg RunConfig) (int, error) {
 		return 0, err
 	}
 	defer func() { _ = host.Close() }()
-	reg, err := loopctl.OpenRegistry(cfg.StateDir)
+	reg, err := registry.Open(cfg.StateDir)
 	if err != nil {
 		return 0, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/supervisor"
 	"github.com/loopvisor/loopvisor/supervisor/ociconfig"
@@ -147,7 +148,7 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.stateDir, "state-dir", loopctl.DefaultStateDir, "state directory")
+	fs.StringVar(&c.stateDir, "state-dir", registry.DefaultStateDir, "state directory")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 }
@@ -256,7 +257,7 @@ func cmdGC(args []string) int {
 		return fail(err)
 	}
 	defer func() { _ = host.Close() }()
-	reg, err := loopctl.OpenRegistry(c.stateDir)
+	reg, err := registry.Open(c.stateDir)
 	if err != nil {
 		return fail(err)
 	}
@@ -355,7 +356,7 @@ func cmdOCIConfig(args []string) int {
 	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
 	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
 	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
-	stateDir := fs.String("state-dir", loopctl.DefaultStateDir, "the agent's state directory")
+	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -8,7 +8,7 @@ import (
 	"os"
 	"sort"
 
-	"github.com/loopvisor/loopvisor/loopctl"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -336,7 +336,7 @@ func mergeDevices(linux jsonObj) {
 // container's first /dev/NAME (loop-control, fuse).
 func AgentNode(stateDir, name string) string {
 	if stateDir == "" {
-		stateDir = loopctl.DefaultStateDir
+		stateDir = registry.DefaultStateDir
 	}
 	return stateDir + "/dev/" + name
 }

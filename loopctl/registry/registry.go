@@ -1,4 +1,4 @@
-package loopctl
+package registry
 
 import (
 	"encoding/json"
@@ -37,8 +37,8 @@ type Registry struct {
 	Dir string
 }
 
-// OpenRegistry creates dir (mode 0700) if needed.
-func OpenRegistry(dir string) (*Registry, error) {
+// Open creates dir (mode 0700) if needed.
+func Open(dir string) (*Registry, error) {
 	if dir == "" {
 		dir = DefaultStateDir
 	}

@@ -1,4 +1,4 @@
-package loopctl
+package registry
 
 import (
 	"os"
@@ -12,16 +12,16 @@ import (
 func openTestRegistry(t *testing.T) *Registry {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
-	r, err := OpenRegistry(dir)
+	r, err := Open(dir)
 	if err != nil {
-		t.Fatalf("OpenRegistry: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	return r
 }
 
 func TestOpenRegistry(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
-	r, err := OpenRegistry(dir)
+	r, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestOpenRegistry(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenRegistry(dir); err != nil {
+	if _, err := Open(dir); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
@@ -53,8 +53,8 @@ func TestOpenRegistry(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenRegistry(file); err == nil {
-		t.Errorf("OpenRegistry on a regular file succeeded")
+	if _, err := Open(file); err == nil {
+		t.Errorf("Open on a regular file succeeded")
 	}
 }
 
