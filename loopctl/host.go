@@ -11,9 +11,6 @@ import (
 	"github.com/loopvisor/loopvisor/internal/linux"
 )
 
-// SysRoot is where sysfs is mounted; tests may point it elsewhere.
-var SysRoot = "/sys"
-
 // Host is the machine's loop driver, as host root sees it.
 type Host struct {
 	ctl *os.File // /dev/loop-control
@@ -53,7 +50,7 @@ func (h *Host) Remove(idx int) error {
 }
 
 func loopSysDir(idx int) string {
-	return SysRoot + "/devices/virtual/block/loop" + strconv.Itoa(idx)
+	return linux.SysRoot + "/devices/virtual/block/loop" + strconv.Itoa(idx)
 }
 
 // Exists reports whether loop device idx exists on the host.
@@ -85,7 +82,7 @@ func Index(rdev uint64) int {
 	}
 	// part_shift is 0 unless the module was loaded with max_part; sysfs
 	// knows the name either way.
-	link, err := os.Readlink(fmt.Sprintf("%s/dev/block/%d:%d", SysRoot, unix.Major(rdev), unix.Minor(rdev)))
+	link, err := os.Readlink(fmt.Sprintf("%s/dev/block/%d:%d", linux.SysRoot, unix.Major(rdev), unix.Minor(rdev)))
 	if err != nil {
 		return int(unix.Minor(rdev))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/loopctl/registry"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 	"os"
 	"strconv"
 	"sync"
@@ -45,7 +46,7 @@ type Instance struct {
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
-	View         *View
+	View         *view.View
 	log          *logrus.Entry
 
 	mu      sync.Mutex
@@ -77,7 +78,7 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if c.Log == nil {
 		c.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	v, err := NewView(c.HostUID, c.HostGID)
+	v, err := view.New(c.HostUID, c.HostGID)
 	if err != nil {
 		return nil, err
 	}

@@ -151,12 +151,12 @@ func TestIsLoopControlDevice(t *testing.T) {
 	}
 }
 
-// withSysRoot points SysRoot at dir for the test.
+// withSysRoot points linux.SysRoot at dir for the test.
 func withSysRoot(t *testing.T, dir string) {
 	t.Helper()
-	old := SysRoot
-	SysRoot = dir
-	t.Cleanup(func() { SysRoot = old })
+	old := linux.SysRoot
+	linux.SysRoot = dir
+	t.Cleanup(func() { linux.SysRoot = old })
 }
 
 func TestIndex(t *testing.T) {

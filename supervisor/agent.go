@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 	"net"
 	"os"
 	"path/filepath"
@@ -544,7 +545,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 // publishStatic puts the instance's /dev/loop-control and sysfs views into
 // the container.
 func (c *container) publishStatic() error {
-	node, err := c.in.View.Clone(loopctl.ViewDev + "/loop-control")
+	node, err := c.in.View.Clone(view.Dev + "/loop-control")
 	if err != nil {
 		return err
 	}
@@ -552,7 +553,7 @@ func (c *container) publishStatic() error {
 	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
 	}
-	for _, m := range loopctl.ViewMounts[1:] { // /sys/...: /dev is the container's own
+	for _, m := range view.Mounts[1:] { // /sys/...: /dev is the container's own
 		v, err := c.in.View.Clone(m.Dir)
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -101,7 +102,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	defer func() { _ = ours.Close() }()
 
 	extra := []*os.File{theirs}
-	for _, m := range loopctl.ViewMounts {
+	for _, m := range view.Mounts {
 		f, err := in.View.Clone(m.Dir)
 		if err != nil {
 			_ = theirs.Close()

@@ -2,6 +2,7 @@ package sandboxinit
 
 import (
 	"fmt"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -9,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -19,7 +19,7 @@ const Arg = "__sandbox-init"
 // File descriptors the supervisor hands the sandbox init.
 const (
 	SockFD  = 3 // unix socket to the supervisor
-	ViewFD0 = 4 // first of len(loopctl.ViewMounts) detached view mounts
+	ViewFD0 = 4 // first of len(view.Mounts) detached view mounts
 )
 
 // Maybe runs the sandbox init and never returns if this process was
@@ -95,7 +95,7 @@ func setupMounts(bare bool) error {
 	if bare {
 		return mountProc()
 	}
-	for i, m := range loopctl.ViewMounts {
+	for i, m := range view.Mounts {
 		fd := ViewFD0 + i
 		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))

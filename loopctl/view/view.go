@@ -1,4 +1,4 @@
-package loopctl
+package view
 
 import (
 	"encoding/binary"
@@ -17,19 +17,19 @@ import (
 // View directories inside the view's tmpfs, and where a sandbox attaches
 // them.
 const (
-	ViewDev      = "dev"
-	ViewSysBlock = "sys-block"
-	ViewSysClass = "sys-class-block"
-	ViewSysDev   = "sys-dev-block"
-	viewNodes    = "nodes" // supervisor-only: loop nodes are made here, then moved into dev/
+	Dev       = "dev"
+	SysBlock  = "sys-block"
+	SysClass  = "sys-class-block"
+	SysDev    = "sys-dev-block"
+	viewNodes = "nodes" // supervisor-only: loop nodes are made here, then moved into dev/
 )
 
-// ViewMounts maps each view directory to the path a sandbox attaches it on.
-var ViewMounts = []struct{ Dir, Target string }{
-	{ViewDev, "/dev"},
-	{ViewSysBlock, "/sys/block"},
-	{ViewSysClass, "/sys/class/block"},
-	{ViewSysDev, "/sys/dev/block"},
+// Mounts maps each view directory to the path a sandbox attaches it on.
+var Mounts = []struct{ Dir, Target string }{
+	{Dev, "/dev"},
+	{SysBlock, "/sys/block"},
+	{SysClass, "/sys/class/block"},
+	{SysDev, "/sys/dev/block"},
 }
 
 // View is an instance's private /dev and sysfs block directories on a
@@ -154,7 +154,7 @@ func (v *View) WaitPublished(name string, d time.Duration) bool {
 
 // NewView creates the tmpfs and the usual container device nodes, owned by
 // the host uid/gid the sandbox's root maps to.
-func NewView(uid, gid int) (*View, error) {
+func New(uid, gid int) (*View, error) {
 	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("fsopen(tmpfs)", err)
@@ -206,7 +206,7 @@ func (v *View) Close() error {
 func (v *View) fd() int { return int(v.root.Fd()) }
 
 func (v *View) populate() error {
-	for _, d := range []string{ViewDev, ViewSysBlock, ViewSysClass, ViewSysDev} {
+	for _, d := range []string{Dev, SysBlock, SysClass, SysDev} {
 		if err := unix.Mkdirat(v.fd(), d, 0o755); err != nil {
 			return os.NewSyscallError("mkdir "+d, err)
 		}
@@ -214,7 +214,7 @@ func (v *View) populate() error {
 	if err := unix.Mkdirat(v.fd(), viewNodes, 0o700); err != nil {
 		return os.NewSyscallError("mkdir "+viewNodes, err)
 	}
-	if err := unix.Fchownat(v.fd(), ViewDev, v.uid, v.gid, 0); err != nil {
+	if err := unix.Fchownat(v.fd(), Dev, v.uid, v.gid, 0); err != nil {
 		return err
 	}
 	type node struct {
@@ -226,25 +226,25 @@ func (v *View) populate() error {
 		{"null", 1, 3, 0o666}, {"zero", 1, 5, 0o666}, {"full", 1, 7, 0o666},
 		{"random", 1, 8, 0o666}, {"urandom", 1, 9, 0o666}, {"tty", 5, 0, 0o666},
 	} {
-		if err := v.mknod(ViewDev+"/"+n.name, unix.S_IFCHR|n.mode, n.major, n.minor, v.uid, v.gid); err != nil {
+		if err := v.mknod(Dev+"/"+n.name, unix.S_IFCHR|n.mode, n.major, n.minor, v.uid, v.gid); err != nil {
 			return err
 		}
 	}
 	// /dev/fuse is what a FUSE helper needs; the host decides whether it
 	// exists.
 	if _, err := os.Stat("/dev/fuse"); err == nil {
-		if err := v.mknod(ViewDev+"/fuse", unix.S_IFCHR|0o666, linux.FuseMajor, linux.FuseMinor, v.uid, v.gid); err != nil {
+		if err := v.mknod(Dev+"/fuse", unix.S_IFCHR|0o666, linux.FuseMajor, linux.FuseMinor, v.uid, v.gid); err != nil {
 			return err
 		}
 	}
-	if err := v.mknod(ViewDev+"/loop-control", unix.S_IFCHR|0o600, linux.MiscMajor, linux.LoopCtlMinor, v.uid, v.gid); err != nil {
+	if err := v.mknod(Dev+"/loop-control", unix.S_IFCHR|0o600, linux.MiscMajor, linux.LoopCtlMinor, v.uid, v.gid); err != nil {
 		return err
 	}
 	for _, d := range []string{"pts", "shm"} {
-		if err := unix.Mkdirat(v.fd(), ViewDev+"/"+d, 0o755); err != nil {
+		if err := unix.Mkdirat(v.fd(), Dev+"/"+d, 0o755); err != nil {
 			return err
 		}
-		if err := unix.Fchownat(v.fd(), ViewDev+"/"+d, v.uid, v.gid, 0); err != nil {
+		if err := unix.Fchownat(v.fd(), Dev+"/"+d, v.uid, v.gid, 0); err != nil {
 			return err
 		}
 	}
@@ -252,7 +252,7 @@ func (v *View) populate() error {
 		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
 		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore",
 	} {
-		if err := v.symlink(target, ViewDev+"/"+name); err != nil {
+		if err := v.symlink(target, Dev+"/"+name); err != nil {
 			return err
 		}
 	}
@@ -260,14 +260,14 @@ func (v *View) populate() error {
 	// process on the host; loop devices appear only when the instance owns
 	// them.
 	for _, d := range []struct{ view, sys string }{
-		{ViewSysBlock, "block"}, {ViewSysClass, "class/block"}, {ViewSysDev, "dev/block"},
+		{SysBlock, "block"}, {SysClass, "class/block"}, {SysDev, "dev/block"},
 	} {
-		ents, err := os.ReadDir(filepath.Join(SysRoot, d.sys))
+		ents, err := os.ReadDir(filepath.Join(linux.SysRoot, d.sys))
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			link, err := os.Readlink(filepath.Join(SysRoot, d.sys, e.Name()))
+			link, err := os.Readlink(filepath.Join(linux.SysRoot, d.sys, e.Name()))
 			if err != nil || strings.Contains(link, "/block/loop") {
 				continue
 			}
@@ -297,7 +297,7 @@ func (v *View) symlink(target, path string) error {
 	if err := unix.Symlinkat(target, v.fd(), path); err != nil && err != unix.EEXIST {
 		return os.NewSyscallError("symlink "+path, err)
 	}
-	if strings.HasPrefix(path, ViewDev+"/") {
+	if strings.HasPrefix(path, Dev+"/") {
 		return unix.Fchownat(v.fd(), path, v.uid, v.gid, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return nil
@@ -314,12 +314,12 @@ func (v *View) remove(path string) {
 // there). Preconditions: v.mu held.
 func (v *View) removeIfOurs(name string, idx int) {
 	var st unix.Stat_t
-	if unix.Fstatat(v.fd(), ViewDev+"/"+name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+	if unix.Fstatat(v.fd(), Dev+"/"+name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return
 	}
 	for _, n := range v.nodes[idx] {
 		if n.ino == st.Ino {
-			v.remove(ViewDev + "/" + name)
+			v.remove(Dev + "/" + name)
 			return
 		}
 	}
@@ -335,9 +335,9 @@ func (v *View) AddLoop(idx int) error {
 		return err
 	}
 	for _, l := range []struct{ path, target string }{
-		{ViewSysBlock + "/" + name, "../devices/virtual/block/" + name},
-		{ViewSysClass + "/" + name, "../../devices/virtual/block/" + name},
-		{fmt.Sprintf("%s/%d:%d", ViewSysDev, linux.LoopMajor, idx), "../../devices/virtual/block/" + name},
+		{SysBlock + "/" + name, "../devices/virtual/block/" + name},
+		{SysClass + "/" + name, "../../devices/virtual/block/" + name},
+		{fmt.Sprintf("%s/%d:%d", SysDev, linux.LoopMajor, idx), "../../devices/virtual/block/" + name},
 	} {
 		if err := v.symlink(l.target, l.path); err != nil {
 			return err
@@ -361,13 +361,13 @@ func (v *View) RemoveLoop(idx int) {
 		_ = n.f.Close()
 	}
 	delete(v.nodes, idx)
-	v.remove(ViewSysBlock + "/" + name)
-	v.remove(ViewSysClass + "/" + name)
-	v.remove(fmt.Sprintf("%s/%d:%d", ViewSysDev, linux.LoopMajor, idx))
+	v.remove(SysBlock + "/" + name)
+	v.remove(SysClass + "/" + name)
+	v.remove(fmt.Sprintf("%s/%d:%d", SysDev, linux.LoopMajor, idx))
 }
 
 // Clone returns a detached mount of path in the view (a directory of
-// ViewMounts or a node under dev/), for the sandbox to attach with
+// Mounts or a node under dev/), for the sandbox to attach with
 // move_mount.
 func (v *View) Clone(dir string) (*os.File, error) {
 	fd, err := unix.OpenTree(v.fd(), dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
@@ -499,8 +499,8 @@ func (v *View) addNode(name string, idx int) error {
 		v.remove(tmp)
 		return err
 	}
-	v.remove(ViewDev + "/" + name)
-	if err := unix.Renameat(v.fd(), tmp, v.fd(), ViewDev+"/"+name); err != nil {
+	v.remove(Dev + "/" + name)
+	if err := unix.Renameat(v.fd(), tmp, v.fd(), Dev+"/"+name); err != nil {
 		v.remove(tmp)
 		return os.NewSyscallError("rename "+name, err)
 	}
