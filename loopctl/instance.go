@@ -4,13 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/loopvisor/loopvisor/internal/linux"
-	"github.com/loopvisor/loopvisor/loopctl/registry"
-	"github.com/loopvisor/loopvisor/loopctl/view"
 	"os"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
+	"github.com/loopvisor/loopvisor/loopctl/registry"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"

@@ -4,13 +4,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/loopvisor/loopvisor/internal/linux"
-	"github.com/loopvisor/loopvisor/loopctl/parttable"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
+	"github.com/loopvisor/loopvisor/loopctl/parttable"
+	"github.com/loopvisor/loopvisor/notify"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -255,7 +257,7 @@ func (in *Instance) DropPartitions(idx int) error {
 const sizeofBlkpgPartition = 8 + 8 + 4 + 64 + 64 + 4 // start, length, pno, devname, volname, padding
 
 // blkpg serves BLKPG on device idx: arg points at struct blkpg_ioctl_arg.
-func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
+func (in *Instance) blkpg(c Caller, idx int, arg uint64) notify.Reply {
 	hdr := make([]byte, 24) // int op, int flags, int datalen, (pad), void *data
 	if err := c.Read(arg, hdr); err != nil {
 		return fail(err)
@@ -265,7 +267,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 	datalen := int32(le.Uint32(hdr[8:]))
 	data := le.Uint64(hdr[16:])
 	if datalen < int32(sizeofBlkpgPartition)-4 {
-		return Result{Errno: unix.EINVAL}
+		return notify.Errno(unix.EINVAL)
 	}
 	p := make([]byte, sizeofBlkpgPartition-4)
 	if err := c.Read(data, p); err != nil {
@@ -274,7 +276,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 	start, length := int64(le.Uint64(p[0:])), int64(le.Uint64(p[8:]))
 	pno := int(int32(le.Uint32(p[16:])))
 	if pno <= 0 || pno > parttable.MaxPartitions || start < 0 || length < 0 {
-		return Result{Errno: unix.EINVAL}
+		return notify.Errno(unix.EINVAL)
 	}
 	if !c.Valid() {
 		return fail(ErrStale)
@@ -291,41 +293,41 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) Result {
 	switch op {
 	case blkpgAddPartition:
 		if cur != nil {
-			return Result{Errno: unix.EBUSY}
+			return notify.Errno(unix.EBUSY)
 		}
 		if length == 0 || start+length > size {
-			return Result{Errno: unix.EINVAL}
+			return notify.Errno(unix.EINVAL)
 		}
 		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
 		}
 	case blkpgDelPartition:
 		if cur == nil {
-			return Result{Errno: unix.ENXIO}
+			return notify.Errno(unix.ENXIO)
 		}
 		if err := in.dropPartition(idx, *cur); err != nil {
-			return Result{Errno: unix.EBUSY}
+			return notify.Errno(unix.EBUSY)
 		}
 		in.removePartEntry(idx, pno)
 	case blkpgResizePartition:
 		if cur == nil {
-			return Result{Errno: unix.ENXIO}
+			return notify.Errno(unix.ENXIO)
 		}
 		if start != cur.start || length == 0 || start+length > size {
-			return Result{Errno: unix.EINVAL}
+			return notify.Errno(unix.EINVAL)
 		}
 		old := *cur
 		if err := in.dropPartition(idx, old); err != nil {
-			return Result{Errno: unix.EBUSY}
+			return notify.Errno(unix.EBUSY)
 		}
 		in.removePartEntry(idx, pno)
 		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
 		}
 	default:
-		return Result{Errno: unix.EINVAL}
+		return notify.Errno(unix.EINVAL)
 	}
-	return Result{}
+	return notify.Reply{}
 }
 
 func (in *Instance) removePartEntry(idx, pno int) {
@@ -339,23 +341,23 @@ func (in *Instance) removePartEntry(idx, pno int) {
 }
 
 // rrpart serves BLKRRPART on device idx.
-func (in *Instance) rrpart(c Caller, idx int) Result {
+func (in *Instance) rrpart(c Caller, idx int) notify.Reply {
 	ok, err := c.Privileged()
 	if err != nil {
 		return fail(err)
 	}
 	if !ok {
-		return Result{Errno: unix.EACCES}
+		return notify.Errno(unix.EACCES)
 	}
 	if !partscan(idx) {
-		return Result{Errno: unix.EINVAL} // the kernel: no partition scanning on this disk
+		return notify.Errno(unix.EINVAL) // the kernel: no partition scanning on this disk
 	}
 	if !c.Valid() {
 		return fail(ErrStale)
 	}
 	if err := in.Rescan(idx); err != nil {
 		in.log.WithError(err).WithField("loop", idx).Warn("BLKRRPART: partitions in use or no devices left")
-		return Result{Errno: unix.EBUSY}
+		return notify.Errno(unix.EBUSY)
 	}
-	return Result{}
+	return notify.Reply{}
 }

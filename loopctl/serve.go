@@ -1,11 +1,10 @@
 package loopctl
 
 import (
-	"errors"
-	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"strconv"
-	"syscall"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -78,47 +77,21 @@ type Caller interface {
 	Valid() bool
 }
 
-// ErrStale means the trapped call is no longer pending: do nothing.
-var ErrStale = unix.ENOENT
+// ErrStale is notify.ErrStale: the trapped call is no longer pending.
+var ErrStale = notify.ErrStale
 
-// Result is the answer to a trapped call.
-type Result struct {
-	Val      int64
-	Errno    syscall.Errno
-	Continue bool // not loopvisor's to decide: the kernel runs it with the caller's credentials
-}
+func fail(err error) notify.Reply { return notify.Fail(err) }
 
-// Errno maps an error to the errno the container sees. It is the only
-// place that does so.
-func Errno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) && e != 0 {
-		return e
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		return unix.ENOENT
-	}
-	if errors.Is(err, os.ErrPermission) {
-		return unix.EPERM
-	}
-	return unix.EIO
-}
-
-func fail(err error) Result { return Result{Errno: Errno(err)} }
-
-func value(v int, err error) Result {
+func value(v int, err error) notify.Reply {
 	if err != nil {
-		return fail(err)
+		return notify.Fail(err)
 	}
-	return Result{Val: int64(v)}
+	return notify.Value(int64(v))
 }
 
 // Ioctl serves ioctl(unsafeFD, cmd, arg) trapped in the instance's sandbox.
 // cmd has already been truncated to 32 bits as the kernel does.
-func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Result {
+func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) notify.Reply {
 	f, err := c.GetFD(unsafeFD)
 	if err != nil {
 		return fail(err)
@@ -138,22 +111,22 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) Res
 		idx := Index(st.Rdev)
 		if !in.Owns(idx) {
 			log().WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
-			return Result{Errno: unix.EPERM}
+			return notify.Errno(unix.EPERM)
 		}
 		return in.device(c, log, f, idx, cmd, arg)
 	case cmd == blkRRPart || cmd == blkPG:
-		return Result{Continue: true} // another block device: the kernel's business
+		return notify.Continue // another block device: the kernel's business
 	case cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree:
 		// Never CONTINUE a loop-control command: the caller could swap a
 		// real loop-control fd in after this check. The argument is an
 		// integer, so running it on our copy gives the kernel's answer.
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	default:
-		return Result{Continue: true}
+		return notify.Continue
 	}
 }
 
-func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) Result {
+func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) notify.Reply {
 	switch cmd {
 	case cmdCtlGetFree:
 		// GET_FREE may create a device: not for a call that is gone.
@@ -202,19 +175,19 @@ func mayAdmin(c Caller, f notify.FD) (bool, error) {
 
 // adminCheck applies mayAdmin and says what to answer if the caller may
 // not: the kernel's EPERM, logged.
-func adminCheck(c Caller, f notify.FD, log func() *logrus.Entry) (Result, bool) {
+func adminCheck(c Caller, f notify.FD, log func() *logrus.Entry) (notify.Reply, bool) {
 	ok, err := mayAdmin(c, f)
 	if err != nil {
 		return fail(err), true
 	}
 	if !ok {
 		log().Info("caller neither opened the device for writing nor has CAP_SYS_ADMIN: EPERM")
-		return Result{Errno: unix.EPERM}, true
+		return notify.Errno(unix.EPERM), true
 	}
-	return Result{}, false
+	return notify.Reply{}, false
 }
 
-func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64) Result {
+func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64) notify.Reply {
 	log := func() *logrus.Entry { return logf().WithField("loop", idx) }
 	switch cmd {
 	case cmdSetFD, cmdChangeFD:
@@ -270,7 +243,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 			return fail(err)
 		}
 		if !ok {
-			return Result{Errno: unix.EACCES}
+			return notify.Errno(unix.EACCES)
 		}
 		return in.blkpg(c, idx, arg)
 	case cmdClrFD:
@@ -322,7 +295,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if err := c.Write(arg, buf); err != nil {
 			return fail(err)
 		}
-		return Result{Val: int64(r)}
+		return notify.Reply{Val: int64(r)}
 	case cmdSetCapacity, cmdSetDirectIO, cmdSetBlockSize:
 		if r, denied := adminCheck(c, f, log); denied {
 			return r
@@ -341,7 +314,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 	}
 }
 
-func logBind(log func() *logrus.Entry, r Result, backing notify.FD) {
+func logBind(log func() *logrus.Entry, r notify.Reply, backing notify.FD) {
 	if r.Errno != 0 {
 		return
 	}

@@ -1,56 +1,14 @@
 package loopctl
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"github.com/loopvisor/loopvisor/internal/linux"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 
 	"golang.org/x/sys/unix"
 )
-
-func TestErrno(t *testing.T) {
-	tests := []struct {
-		name string
-		err  error
-		want syscall.Errno
-	}{
-		{"nil", nil, 0},
-		{"EBADF", syscall.EBADF, unix.EBADF},
-		{"EFAULT", unix.EFAULT, unix.EFAULT},
-		{"ENOSPC", unix.ENOSPC, unix.ENOSPC},
-		{"EBUSY", unix.EBUSY, unix.EBUSY},
-		{"EINVAL", unix.EINVAL, unix.EINVAL},
-		{"EPERM", unix.EPERM, unix.EPERM},
-		{"ENXIO", unix.ENXIO, unix.ENXIO},
-		{"ErrStale", ErrStale, unix.ENOENT},
-		{"wrapped EBUSY", fmt.Errorf("ioctl: %w", unix.EBUSY), unix.EBUSY},
-		{"double wrapped ENOSPC", fmt.Errorf("a: %w", fmt.Errorf("b: %w", unix.ENOSPC)), unix.ENOSPC},
-		{"SyscallError", os.NewSyscallError("ioctl", unix.ENOTTY), unix.ENOTTY},
-		{"PathError EACCES", &fs.PathError{Op: "open", Path: "/x", Err: unix.EACCES}, unix.EACCES},
-		{"PathError ENOENT", &fs.PathError{Op: "open", Path: "/x", Err: unix.ENOENT}, unix.ENOENT},
-		{"os.ErrNotExist", os.ErrNotExist, unix.ENOENT},
-		{"fs.ErrNotExist wrapped", fmt.Errorf("journal: %w", fs.ErrNotExist), unix.ENOENT},
-		{"os.ErrPermission", os.ErrPermission, unix.EPERM},
-		{"os.ErrPermission wrapped", fmt.Errorf("x: %w", os.ErrPermission), unix.EPERM},
-		{"linux.ErrShort", linux.ErrShort, unix.EIO},
-		{"plain", errors.New("something"), unix.EIO},
-		{"text of an errno, not wrapped", errors.New("ioctl: " + unix.EBUSY.Error()), unix.EIO},
-		{"os.ErrClosed", os.ErrClosed, unix.EIO},
-		{"context.Canceled", context.Canceled, unix.EIO},
-		{"joined", errors.Join(errors.New("a"), unix.EROFS), unix.EROFS},
-	}
-	for _, tt := range tests {
-		if got := Errno(tt.err); got != tt.want {
-			t.Errorf("%s: Errno(%v) = %v (%d), want %v (%d)", tt.name, tt.err, got, int(got), tt.want, int(tt.want))
-		}
-	}
-}
 
 func TestFailAndValue(t *testing.T) {
 	if r := fail(unix.EBUSY); r.Errno != unix.EBUSY || r.Val != 0 || r.Continue {

@@ -2,11 +2,12 @@ package loopctl
 
 import (
 	"bytes"
-	"github.com/loopvisor/loopvisor/internal/linux"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 
 	"golang.org/x/sys/unix"
 )

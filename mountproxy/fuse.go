@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/internal/linux"
-	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -299,17 +298,17 @@ func fuseAttrs(flags uint64) uint64 {
 // the host's helper binary, the container's namespaces and cgroups, its
 // root's ids, no capabilities, the helper seccomp filter, and a mount
 // made by loopvisor from the container's user namespace.
-func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
 	helper := p.pol.Fuse[a.fstype]
 	path, err := jailHelper(helper)
 	if err != nil {
 		log.WithError(err).Error("no usable FUSE helper on the host: ENODEV")
-		return loopctl.Result{Errno: unix.ENODEV}
+		return notify.Errno(unix.ENODEV)
 	}
 	opts, err := fuseOptions(helper, a.flags, a.data)
 	if err != nil {
 		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
-		return loopctl.Result{Errno: unix.EINVAL}
+		return notify.Errno(unix.EINVAL)
 	}
 	if node, err := p.dev.NodePath(idx); err != nil {
 		return fail(err)
@@ -320,12 +319,12 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	prog, err := helperProgram()
 	if err != nil {
 		log.WithError(err).Error("cannot build the helper's seccomp filter")
-		return loopctl.Result{Errno: unix.EIO}
+		return notify.Errno(unix.EIO)
 	}
 	uid, gid, err := hostRootIDs(c.Pid())
 	if err != nil {
 		log.WithError(err).Warn("caller's user namespace unusable for a helper: EPERM")
-		return loopctl.Result{Errno: unix.EPERM}
+		return notify.Errno(unix.EPERM)
 	}
 	nsflags, err := nsToJoin(c.Pid())
 	if err != nil {
@@ -335,14 +334,14 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	node, nodePath, err := p.helperNode(idx, uid, gid, readOnly)
 	if err != nil {
 		log.WithError(err).Error("cannot make the helper's device node")
-		return loopctl.Result{Errno: unix.EIO}
+		return notify.Errno(unix.EIO)
 	}
 	defer func() { _ = os.Remove(nodePath) }()
 	defer func() { _ = node.Close() }()
 	fuseNode, err := p.fuseNode(idx)
 	if err != nil {
 		log.WithError(err).Error("cannot make the helper's /dev/fuse node")
-		return loopctl.Result{Errno: unix.EIO}
+		return notify.Errno(unix.EIO)
 	}
 	defer func() { _ = fuseNode.Close() }()
 	ns, err := callerNS(c)
@@ -418,7 +417,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	if err := joinCgroups(c.Pid(), cmd.Process.Pid); err != nil {
 		abort()
 		log.WithError(err).Error("cannot move the FUSE helper into the container's cgroups: EIO")
-		return loopctl.Result{Errno: unix.EIO}
+		return notify.Errno(unix.EIO)
 	}
 	if _, err := ctlW.Write([]byte{1}); err != nil {
 		abort()
@@ -440,7 +439,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 	case <-time.After(p.pol.Timeout):
 		abort()
 		log.WithFields(logrus.Fields{"timeout": p.pol.Timeout, "stderr": stderr.String()}).Error("FUSE helper did not come up in time; killed: ETIMEDOUT")
-		return loopctl.Result{Errno: unix.ETIMEDOUT}
+		return notify.Errno(unix.ETIMEDOUT)
 	}
 	f := strings.Fields(st.line)
 	if len(f) == 3 && f[0] == "mounted" {
@@ -464,17 +463,17 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loo
 		}
 	}
 	log.WithFields(logrus.Fields{"helper": helper, "step": step, "stderr": stderr.String(), "errno": e.Error()}).Warn("FUSE mount failed")
-	return loopctl.Result{Errno: e}
+	return notify.Errno(e)
 }
 
 // track records a live FUSE mount until its helper exits.
-func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) loopctl.Result {
+func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
-		return loopctl.Result{Errno: unix.ENODEV}
+		return notify.Errno(unix.ENODEV)
 	}
 	p.fuse[fm.mntID] = fm
 	p.mu.Unlock()
@@ -486,5 +485,5 @@ func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) loopctl.Result {
 		log.Info("FUSE helper exited")
 	}()
 	log.Info("mounted through a jailed FUSE helper")
-	return loopctl.Result{}
+	return notify.Reply{}
 }

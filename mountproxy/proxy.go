@@ -15,6 +15,7 @@ import (
 
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
+	"github.com/loopvisor/loopvisor/notify"
 )
 
 // Caller is the trapped task, as the supervisor reaches it.
@@ -75,7 +76,7 @@ func New(pol Policy, dev Devices, userNS *os.File, log *logrus.Entry) *Proxy {
 	return &Proxy{pol: pol, dev: dev, log: log, userNS: userNS, fuse: map[uint64]*fuseMount{}}
 }
 
-var cont = loopctl.Result{Continue: true}
+var cont = notify.Continue // not loopvisor's: the kernel decides
 
 // callerNS opens what nsexec needs to act as the caller, and checks that
 // the call is still pending before anything is done on its behalf.
@@ -86,12 +87,12 @@ func callerNS(c Caller) (*nsexec.NS, error) {
 	}
 	if !c.Valid() {
 		ns.Close()
-		return nil, loopctl.ErrStale
+		return nil, notify.ErrStale
 	}
 	return ns, nil
 }
 
-func fail(err error) loopctl.Result { return loopctl.Result{Errno: loopctl.Errno(err)} }
+func fail(err error) notify.Reply { return notify.Fail(err) }
 
 // resolve opens path as the caller sees it (its root and cwd) with O_PATH.
 //
@@ -141,7 +142,7 @@ func sameRoot(procRoot string) bool {
 
 // Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
 // libmount falls back to mount(2), which loopvisor can see whole.
-func (p *Proxy) Fsopen(c Caller, args [6]uint64) loopctl.Result {
+func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 	fstype, err := c.ReadString(args[0], pathMax)
 	if err != nil {
 		return cont
@@ -151,7 +152,7 @@ func (p *Proxy) Fsopen(c Caller, args [6]uint64) loopctl.Result {
 	}
 	if p.pol.Serves(fstype) {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype}).Debug("ENOSYS: served through mount(2)")
-		return loopctl.Result{Errno: unix.ENOSYS}
+		return notify.Errno(unix.ENOSYS)
 	}
 	return cont
 }
@@ -164,7 +165,7 @@ type mountArgs struct {
 }
 
 // Mount serves mount(2) for the instance's loop devices.
-func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
+func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 	flags := CleanFlags(args[3])
 	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
 		return cont
@@ -195,7 +196,7 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 	// kernel's may_mount() comes first.
 	if ok, err := c.Privileged(); err != nil || !ok {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
-		return loopctl.Result{Errno: unix.EPERM}
+		return notify.Errno(unix.EPERM)
 	}
 	target, err := c.ReadString(args[1], pathMax)
 	if err != nil {
@@ -210,13 +211,13 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) loopctl.Result {
 		a.data = ParseData(data)
 	}
 	if !c.Valid() {
-		return fail(loopctl.ErrStale)
+		return fail(notify.ErrStale)
 	}
 	log := p.log.WithFields(logrus.Fields{
 		"pid": c.Pid(), "syscall": "mount", "loop": idx, "source": source, "target": target,
 		"fstype": fstype, "flags": FlagString(flags), "data": strings.Join(a.data, ","),
 	})
-	var r loopctl.Result
+	var r notify.Reply
 	if p.pol.Kernel[fstype] {
 		r = p.kernelMount(c, idx, a, log)
 	} else {
@@ -323,7 +324,7 @@ func helperErrno(msg string) unix.Errno {
 // nodev, idmapped to the sandbox's user namespace where supported, with
 // file system options from the type's allow-list and the mount's flags
 // locked as those of a mount the sandbox inherited.
-func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) loopctl.Result {
+func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
 	opts, err := KernelOptions(a.fstype, a.data)
 	if err != nil {
 		var oe *OptionError
@@ -331,7 +332,7 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 			log = log.WithField("option", oe.Option)
 		}
 		log.WithError(err).Warn("file system option refused for a kernel mount: EINVAL")
-		return loopctl.Result{Errno: unix.EINVAL}
+		return notify.Errno(unix.EINVAL)
 	}
 	a.data = opts
 	node, err := p.dev.NodePath(idx)
@@ -362,12 +363,12 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) l
 		l = l.WithField("note", a.fstype+" cannot be idmapped: files keep their host owners (root-owned files show as nobody)")
 	}
 	l.Info("mounted by the kernel on the sandbox's behalf")
-	return loopctl.Result{}
+	return notify.Reply{}
 }
 
 // Umount serves umount2(2) of a FUSE mount, answering only after its
 // helper has written everything back and exited.
-func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
+func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	p.mu.Lock()
 	none := len(p.fuse) == 0
 	p.mu.Unlock()
@@ -398,7 +399,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 		return cont
 	}
 	if ok, err := c.Privileged(); err != nil || !ok {
-		return loopctl.Result{Errno: unix.EPERM}
+		return notify.Errno(unix.EPERM)
 	}
 	ns, err := callerNS(c)
 	if err != nil {
@@ -417,7 +418,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) loopctl.Result {
 		}
 	}
 	log.Info("unmounted FUSE mount; helper finished")
-	return loopctl.Result{}
+	return notify.Reply{}
 }
 
 // Close kills every helper of the instance and waits for them.

@@ -20,10 +20,6 @@ type Target struct {
 	pidfd int
 }
 
-// ErrStale means the notification is no longer pending (the caller died or
-// was interrupted); nothing must be done on its behalf.
-var ErrStale = unix.ENOENT
-
 // Target opens the caller of req. Close it when the request is answered.
 //
 // Pidfds are cached per thread id: a pidfd stays bound to one task, so a

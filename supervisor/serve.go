@@ -55,31 +55,23 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 		}
 	}
 	if call.Syscall != notify.SysIoctl && sb.Mounts == nil {
-		return notify.Reply{Continue: true}
+		return notify.Continue
 	}
 	t, err := l.Target(req)
 	if err != nil {
 		return notify.Errno(unix.ENOENT) // nobody left to read it
 	}
 	defer t.Close()
-	var r loopctl.Result
 	c := caller{Target: t, userNS: sb.Instance.UserNS}
 	switch call.Syscall {
 	case notify.SysIoctl:
-		r = sb.Instance.Ioctl(c, uint32(args[0]), uint32(args[1]), args[2])
+		return sb.Instance.Ioctl(c, uint32(args[0]), uint32(args[1]), args[2])
 	case notify.SysMount:
-		r = sb.Mounts.Mount(c, args)
+		return sb.Mounts.Mount(c, args)
 	case notify.SysUmount2:
-		r = sb.Mounts.Umount(c, args)
+		return sb.Mounts.Umount(c, args)
 	case notify.SysFsopen:
-		r = sb.Mounts.Fsopen(c, args)
+		return sb.Mounts.Fsopen(c, args)
 	}
-	switch {
-	case r.Continue:
-		return notify.Reply{Continue: true}
-	case r.Errno != 0:
-		return notify.Errno(r.Errno)
-	default:
-		return notify.Value(r.Val)
-	}
+	return notify.Errno(unix.ENOSYS)
 }
