@@ -7,8 +7,8 @@
 //     host's, so sysfs stays consistent. Every device of an instance was
 //     created for it with LOOP_CTL_ADD (or, rarely, taken over the instant
 //     after the kernel removed it for the instance: see below) and is
-//     removed with LOOP_CTL_REMOVE when the instance ends. Devices of other instances and of the host are
-//     never handed out.
+//     removed with LOOP_CTL_REMOVE when the instance ends. Devices of other
+//     instances and of the host are never handed out.
 //   - While an instance device is unbound the supervisor holds it open with
 //     O_EXCL. The host's LOOP_CTL_GET_FREE may still name it, but nobody
 //     outside the instance can bind it (LOOP_CONFIGURE claims the device
@@ -25,13 +25,12 @@
 //     that the instance's root passes the CAP_SYS_ADMIN checks of
 //     LOOP_SET_STATUS*, LOOP_SET_CAPACITY, LOOP_SET_DIRECT_IO and
 //     LOOP_SET_BLOCK_SIZE, and an unprivileged caller does not.
-//   - A View is the instance's private /dev and sysfs block directories: a
-//     tmpfs created by the supervisor in the initial user namespace (so its
-//     device nodes open) and never attached to the host's mount table. The
-//     sandbox receives detached clones (open_tree) of its subdirectories and
-//     attaches them over /dev, /sys/block, /sys/class/block and
-//     /sys/dev/block. Nodes and links appear and vanish as the instance gets
-//     and gives back devices.
+//   - The instance's private /dev and sysfs block directories are a
+//     view.View (package loopctl/view); the state directory is a
+//     registry.Registry (loopctl/registry); GPT/MBR tables are read by
+//     loopctl/parttable. loopctl itself holds the driver (host.go), the
+//     instance and its partitions (instance.go, partitions.go, uevents.go)
+//     and request serving (serve.go, which answers with notify.Reply).
 //   - Device references die with the device's ownership. A loop node's
 //     dev_t outlives the device: an O_PATH fd (reopened through
 //     /proc/self/fd), a bind mount or a hard link of the node would open
@@ -86,11 +85,12 @@
 //     partition, backed by the whole device with the partition's offset
 //     and size, shown as loopNpM; BLKRRPART and BLKPG are served. This works
 //     on kernels without partition parsers.
-//   - A Registry is the state directory: one journal per instance (which
-//     devices it owns, which supervisor holds it), a lock, and the per-host-uid
-//     limit across all instances of all supervisors. GC releases what a dead
-//     supervisor left behind, never touching a device that is still mounted
-//     or claimed by someone else.
+//   - No lock shared between containers (the registry's flock) is held
+//     across work that can block on a container: publishing nodes into its
+//     /dev (the view's publisher goroutine), reading its backing files
+//     (partition tables within ScanTimeout, without the instance's lock).
+//     ReleaseDevice (used by Close and supervisor.GC) never touches a
+//     device that is still mounted or claimed by someone else.
 //
 // When not to use this package: for loop devices the host itself manages;
 // loopctl only ever acts on devices it created.

@@ -3,6 +3,15 @@
 // calls against a loopctl.Instance, and releases everything when the
 // sandbox's last process is gone.
 //
+// One way through for every request (serve.go): notify.Listener receives
+// it, notify.Decode says which call it is in which ABI, handle decides
+// whose it is (loopctl.Instance.Ioctl for loop and block ioctls,
+// mountproxy.Proxy for mount, umount2 and fsopen), the handler acts on its
+// own copies of the arguments and returns a notify.Reply, and Serve sends
+// it. Sub-packages hold what is not lifecycle: ociconfig (rewriting a
+// runtime's config.json), ociproto (the runtime's wire protocol to the
+// agent), sandboxinit (the init of a `loopvisor run` sandbox).
+//
 // Process model of `loopvisor run`:
 //
 //	supervisor (host root)                 sandbox init (root of a new userns,
@@ -49,7 +58,7 @@
 // exit burst of a thousand containers costs a few OS threads, not one each;
 // the agent's mutex covers only its map of containers.
 //
-// Errors a container sees are computed in one place, loopctl.Errno. Logs
+// Errors a container sees are computed in one place, notify.ErrnoOf. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall
 // and the result.
 package supervisor
