@@ -4,7 +4,7 @@ BIN     := bin/loopvisor
 PKGS    := ./notify/... ./loopctl/... ./supervisor/... ./mountproxy/... ./cmd/... ./internal/...
 FUZZTIME ?= 15s
 
-LINT    ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
+GOLANGCI ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 .PHONY: help deps build demo test unit integration vet lint fmt fuzz bench clean
 
@@ -25,8 +25,8 @@ vet: ## gofmt and go vet
 	$(GO) vet ./...
 
 lint: ## golangci-lint (errcheck, errorlint, staticcheck, unparam, forcetypeassert; see .golangci.yml)
-	@test -x $(LINT) || { echo "golangci-lint missing: run make deps"; exit 1; }
-	$(LINT) run ./...
+	@test -x $(GOLANGCI) || { echo "golangci-lint missing: run make deps"; exit 1; }
+	$(GOLANGCI) run ./...
 
 unit: ## unit and fuzz-seed tests (no root needed)
 	$(GO) test -count=1 $(PKGS)
