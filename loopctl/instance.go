@@ -139,6 +139,16 @@ func (in *Instance) MaxLoop() int { return in.limits.MaxLoop }
 // NodePath returns a supervisor-only node of loop device idx.
 func (in *Instance) NodePath(idx int) (string, error) { return in.reg.NodePath(idx) }
 
+// HelperNode makes a node of idx that only a FUSE helper running as the
+// sandbox's root can open (see view.View.HelperNode), for a device the
+// instance owns.
+func (in *Instance) HelperNode(idx int, readOnly bool) (*os.File, func(), error) {
+	if !in.Owns(idx) {
+		return nil, nil, unix.EPERM
+	}
+	return in.View.HelperNode(idx, readOnly)
+}
+
 // Devices returns the owned indices.
 func (in *Instance) Devices() []int {
 	in.mu.Lock()

@@ -2,8 +2,6 @@ package mountproxy
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -216,42 +214,6 @@ func (b *limitedBuffer) String() string {
 	return strings.TrimSpace(string(b.buf))
 }
 
-// helperNode makes a device node for idx that only the helper can open:
-// owned by the container's root, 0600 (0400 for a read-only mount), in
-// the supervisor-only state directory. The caller removes it.
-func (p *Proxy) helperNode(idx, uid, gid int, readOnly bool) (*os.File, string, error) {
-	ref, err := p.dev.NodePath(idx)
-	if err != nil {
-		return nil, "", err
-	}
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, "", err
-	}
-	path := filepath.Join(filepath.Dir(ref), "helper-loop"+strconv.Itoa(idx)+"-"+hex.EncodeToString(rnd[:]))
-	mode := uint32(0o600)
-	if readOnly {
-		mode = 0o400
-	}
-	if err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(linux.LoopMajor, uint32(idx)))); err != nil {
-		return nil, "", os.NewSyscallError("mknod "+path, err)
-	}
-	if err := unix.Chmod(path, mode); err != nil {
-		_ = os.Remove(path)
-		return nil, "", err
-	}
-	if err := unix.Lchown(path, uid, gid); err != nil {
-		_ = os.Remove(path)
-		return nil, "", err
-	}
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		_ = os.Remove(path)
-		return nil, "", err
-	}
-	return os.NewFile(uintptr(fd), path), path, nil
-}
-
 // fuseNode returns an O_PATH fd of a /dev/fuse node anyone may open (the
 // host's may be 0600), in the supervisor-only state directory.
 func (p *Proxy) fuseNode(idx int) (*os.File, error) {
@@ -321,8 +283,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Error("cannot build the helper's seccomp filter")
 		return notify.Errno(unix.EIO)
 	}
-	uid, gid, err := hostRootIDs(c.Pid())
-	if err != nil {
+	if _, _, err := hostRootIDs(c.Pid()); err != nil {
 		log.WithError(err).Warn("caller's user namespace unusable for a helper: EPERM")
 		return notify.Errno(unix.EPERM)
 	}
@@ -331,12 +292,21 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		return fail(err)
 	}
 	readOnly := a.flags&unix.MS_RDONLY != 0
-	node, nodePath, err := p.helperNode(idx, uid, gid, readOnly)
+	// The helper's node is the instance's, revoked when the helper exits
+	// and, like every node of idx, before the device leaves the instance:
+	// the sandbox can reach it through /proc/HELPER/root while the helper
+	// runs, and must not keep it.
+	node, release, err := p.dev.HelperNode(idx, readOnly)
 	if err != nil {
 		log.WithError(err).Error("cannot make the helper's device node")
 		return notify.Errno(unix.EIO)
 	}
-	defer func() { _ = os.Remove(nodePath) }()
+	tracked := false
+	defer func() {
+		if !tracked {
+			release()
+		}
+	}()
 	defer func() { _ = node.Close() }()
 	fuseNode, err := p.fuseNode(idx)
 	if err != nil {
@@ -379,9 +349,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	if err != nil {
 		return fail(err)
 	}
-	defer func() { _ = statR.Close() }()
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
+		_ = statR.Close()
 		_ = statW.Close()
 		return fail(err)
 	}
@@ -398,7 +368,12 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	}
 	stderr := &limitedBuffer{max: 16 << 10}
 	cmd.Stderr = stderr
+	// A helper inherits the stderr pipe (for its messages); a container
+	// may take it (pidfd_getfd) and hold it open: Wait must not wait for
+	// that.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
+		_ = statR.Close()
 		_ = statW.Close()
 		_ = ctlR.Close()
 		return fail(err)
@@ -406,7 +381,21 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	_ = statW.Close()
 	_ = ctlR.Close()
 	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
+	type status struct {
+		line string
+		err  error
+	}
+	lines := make(chan status, 1)
+	// The launcher keeps its status pipe open as long as it (and so the
+	// helper) lives. Reading it to EOF parks a goroutine in the netpoller;
+	// only then is the launcher reaped, so a live helper costs no OS
+	// thread (a Wait per helper would hold one each).
 	go func() {
+		r := bufio.NewReader(statR)
+		l, err := r.ReadString('\n')
+		lines <- status{strings.TrimSpace(l), err}
+		_, _ = io.Copy(io.Discard, r)
+		_ = statR.Close()
 		_ = cmd.Wait()
 		close(fm.done)
 	}()
@@ -423,16 +412,6 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		abort()
 		return fail(err)
 	}
-
-	type status struct {
-		line string
-		err  error
-	}
-	lines := make(chan status, 1)
-	go func() {
-		l, err := bufio.NewReader(io.LimitReader(statR, 256)).ReadString('\n')
-		lines <- status{strings.TrimSpace(l), err}
-	}()
 	var st status
 	select {
 	case st = <-lines:
@@ -446,7 +425,8 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		id, err1 := strconv.ParseUint(f[1], 10, 64)
 		hpid, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil {
-			fm.mntID, fm.helperPid = id, hpid
+			fm.mntID, fm.helperPid, fm.release = id, hpid, release
+			tracked = true
 			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))
 		}
 	}
@@ -473,12 +453,14 @@ func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 		p.mu.Unlock()
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
+		fm.release()
 		return notify.Errno(unix.ENODEV)
 	}
 	p.fuse[fm.mntID] = fm
 	p.mu.Unlock()
 	go func() {
 		<-fm.done
+		fm.release()
 		p.mu.Lock()
 		delete(p.fuse, fm.mntID)
 		p.mu.Unlock()

@@ -11,20 +11,23 @@
  *     container must not reach by path: the helper's device node (fd 6,
  *     owned by the container's root, 0600 or 0400), a /dev/fuse node
  *     (fd 7) and the loopvisor binary, which serves as fusermount.
- *  3. Drop supplementary groups (host root's), join the caller's net, ipc,
- *     uts, cgroup, pid and time namespaces where they differ from ours,
- *     then its user namespace, and become its root (uid/gid 0 there).
- *  4. unshare(CLONE_NEWNS): a copy of the host's mount table in a mount
- *     namespace owned by the container's user namespace (every copied
- *     mount is locked). A tmpfs over /tmp becomes the jail: the host's
- *     /usr, /bin, /sbin, /lib* read-only, nosuid, nodev; /etc/ld.so.cache;
+ *  3. Drop supplementary groups (host root's) and, still host root,
+ *     unshare(CLONE_NEWNS): a mount namespace owned by the initial user
+ *     namespace, which the container can neither enter nor remount. A
+ *     tmpfs over /tmp becomes the jail: the host's /usr, /bin, /sbin,
+ *     /lib* read-only, nosuid, nodev; /etc/ld.so.cache;
  *     /dev/{null,zero,full,random,urandom}, /dev/fuse and the device node
  *     (/dev/DEVNAME); an empty /mnt; fusermount and fusermount3 replaced
  *     by loopvisor. pivot_root into it; the host's tree is detached.
- *  5. Open /dev/fuse and make the FUSE superblock with fsopen/fsconfig
- *     from the container's user namespace (so its superblock belongs to
- *     that namespace: device nodes in the image never open), source
- *     /dev/DEVNAME, subtype SUBTYPE; fsmount it detached with ATTRS.
+ *  4. Join the caller's net, ipc, uts, cgroup, pid and time namespaces
+ *     where they differ from ours, then its user namespace, become its
+ *     root (uid/gid 0 there) and open /dev/fuse.
+ *  5. Fork Q into the caller's mount namespace (owned by the container's
+ *     user namespace) and root: it makes the FUSE superblock with
+ *     fsopen/fsconfig (so the superblock belongs to the container's user
+ *     namespace: device nodes in the image never open), source
+ *     /dev/DEVNAME, subtype SUBTYPE, fsmounts it detached with ATTRS and
+ *     reports the mount id.
  *  6. Fork the helper H into the container's pid namespace: fd 3 is the
  *     /dev/fuse fd, stdio /dev/null + L's stderr, every other fd closed,
  *     empty environment but PATH, no_new_privs, every capability dropped
@@ -34,13 +37,13 @@
  *     cannot mount (no capability, and the filter answers EPERM), so it
  *     runs "fusermount", which is loopvisor: it passes fd 3 back over
  *     _FUSE_COMMFD, exactly as the real fusermount would pass a new mount.
- *  7. fstatfs on the detached mount: returns once the helper has answered
- *     INIT and STATFS, fails (ENOTCONN) if it died on the image.
- *  8. Fork Q: setns into the caller's mount namespace, chroot to its root
- *     (fd 4), chdir to its cwd (fd 5), move_mount onto TARGET. The mount
- *     appears in the container only once the helper serves it.
- *  9. Report "mounted MNTID HELPERPID" on fd 9, close everything but the
- *     helper's bookkeeping, wait for H and exit with its status. SIGTERM
+ *  7. Q's fstatfs on the detached mount returns once the helper has
+ *     answered INIT and STATFS, and fails (ENOTCONN) if it died on the
+ *     image; then Q attaches it on TARGET (resolved in the caller's root
+ *     and cwd). The mount appears in the container only once the helper
+ *     serves it.
+ *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
+ *     wait for H and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
  *     the supervisor unless _LOOPVISOR_NSEXEC_KEEP=1.
  * Any failure: "error ERRNO STEP" on fd 9, exit 120.
@@ -311,19 +314,11 @@ static void jail_main(int argc, char **argv) {
 	if (flen == 0 || flen % sizeof(struct sock_filter))
 		jfail(EINVAL, "seccomp program");
 
-	/* 3. the container's namespaces and its root */
+	/* 3. the jail: a mount namespace owned by the initial user namespace,
+	 * built while we are host root, so that the container (which can
+	 * see the helper's /proc entry) can neither enter it nor remount it. */
 	if (setgroups(0, NULL) < 0)
 		jfail(errno, "setgroups");
-	if (nsflags && setns(3, nsflags) < 0)
-		jfail(errno, "setns");
-	if (setns(3, CLONE_NEWUSER) < 0)
-		jfail(errno, "setns user");
-	if (setresgid(0, 0, 0) < 0)
-		jfail(errno, "setresgid");
-	if (setresuid(0, 0, 0) < 0)
-		jfail(errno, "setresuid");
-
-	/* 4. the jail */
 	if (unshare(CLONE_NEWNS) < 0)
 		jfail(errno, "unshare mount");
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -363,35 +358,89 @@ static void jail_main(int argc, char **argv) {
 	if (chdir("/") < 0)
 		jfail(errno, "chdir /");
 
-	/* 5. the FUSE superblock, from the container's user namespace */
+	/* 4. the container's namespaces and its root */
+	if (nsflags && setns(3, nsflags) < 0)
+		jfail(errno, "setns");
+	if (setns(3, CLONE_NEWUSER) < 0)
+		jfail(errno, "setns user");
+	if (setresgid(0, 0, 0) < 0)
+		jfail(errno, "setresgid");
+	if (setresuid(0, 0, 0) < 0)
+		jfail(errno, "setresuid");
+	/* Opened as the container's root: the FUSE superblock must belong to
+	 * the user namespace the fd was opened in. */
 	int fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 	if (fuse < 0)
 		jfail(errno, "open /dev/fuse");
-	int fs = j_fsopen("fuse", FSOPEN_CLOEXEC);
-	if (fs < 0)
-		jfail(errno, "fsopen fuse");
-	char num[32];
-	snprintf(num, sizeof(num), "%d", fuse);
-	if (j_fsconfig(fs, FSCONFIG_SET_STRING, "fd", num, 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_STRING, "rootmode", "40000", 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_STRING, "user_id", "0", 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_STRING, "group_id", "0", 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_FLAG, "allow_other", NULL, 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_FLAG, "default_permissions", NULL, 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_STRING, "source", source, 0) < 0 ||
-	    j_fsconfig(fs, FSCONFIG_SET_STRING, "subtype", subtype, 0) < 0)
-		jfail(errno, "fsconfig fuse");
-	if (ro && j_fsconfig(fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
-		jfail(errno, "fsconfig ro");
-	if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		jfail(errno, "fsconfig create");
-	int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
-	if (mnt < 0)
-		jfail(errno, "fsmount");
-	close(fs);
-	struct statx sx;
-	if (statx(mnt, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0)
-		jfail(errno, "statx mount");
+
+	/* 5. Q makes the FUSE superblock in the caller's mount namespace (owned
+	 * by the container's user namespace: the superblock is then the
+	 * container's and device nodes in the image never open), waits until
+	 * the helper serves it and attaches it on the target. */
+	int qp[2];
+	if (pipe2(qp, O_CLOEXEC) < 0)
+		jfail(errno, "pipe");
+	pid_t q = fork();
+	if (q < 0)
+		jfail(errno, "fork attach");
+	if (q == 0) {
+		close(qp[0]);
+		if (setns(3, CLONE_NEWNS) < 0)
+			jfail(errno, "setns mount");
+		if (fchdir(4) < 0 || chroot(".") < 0 || fchdir(5) < 0)
+			jfail(errno, "enter caller's root");
+		int fs = j_fsopen("fuse", FSOPEN_CLOEXEC);
+		if (fs < 0)
+			jfail(errno, "fsopen fuse");
+		char num[32];
+		snprintf(num, sizeof(num), "%d", fuse);
+		if (j_fsconfig(fs, FSCONFIG_SET_STRING, "fd", num, 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_STRING, "rootmode", "40000", 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_STRING, "user_id", "0", 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_STRING, "group_id", "0", 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_FLAG, "allow_other", NULL, 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_FLAG, "default_permissions", NULL, 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_STRING, "source", source, 0) < 0 ||
+		    j_fsconfig(fs, FSCONFIG_SET_STRING, "subtype", subtype, 0) < 0)
+			jfail(errno, "fsconfig fuse");
+		if (ro && j_fsconfig(fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
+			jfail(errno, "fsconfig ro");
+		if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+			jfail(errno, "fsconfig create");
+		int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+		if (mnt < 0)
+			jfail(errno, "fsmount");
+		close(fs);
+		/* Only the helper may hold the FUSE device: if it dies, the
+		 * connection aborts and fstatfs fails instead of waiting. */
+		close(fuse);
+		struct statx sx;
+		if (statx(mnt, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0)
+			jfail(errno, "statx mount");
+		dprintf(qp[1], "%llu\n", (unsigned long long)sx.stx_mnt_id);
+		close(qp[1]);
+		struct statfs sf;
+		while (fstatfs(mnt, &sf) < 0) {
+			if (errno != EINTR)
+				jfail(errno, "helper did not serve the mount");
+		}
+		if (j_move_mount(mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			jfail(errno, "move_mount");
+		_exit(0);
+	}
+	close(qp[1]);
+	char idbuf[32];
+	ssize_t idn = read(qp[0], idbuf, sizeof(idbuf) - 1);
+	close(qp[0]);
+	if (idn <= 0) {
+		close(fuse);
+		int qst;
+		while (waitpid(q, &qst, 0) < 0 && errno == EINTR)
+			;
+		_exit(120); /* Q reported */
+	}
+	idbuf[idn] = 0;
+	unsigned long long mntid = strtoull(idbuf, NULL, 10);
 
 	/* 6. the helper */
 	int errp[2];
@@ -425,8 +474,6 @@ static void jail_main(int argc, char **argv) {
 	}
 	close(errp[1]);
 	close(devnull);
-	/* Only the helper may hold the FUSE device: if it dies, the
-	 * connection aborts and step 7 fails instead of waiting forever. */
 	close(fuse);
 	free(fbuf);
 	/* A helper that failed before exec says why on errp. */
@@ -435,33 +482,12 @@ static void jail_main(int argc, char **argv) {
 	close(errp[0]);
 	if (en > 0) {
 		ebuf[en] = 0;
+		kill(q, SIGKILL);
 		dprintf(status_fd, "%s", ebuf);
 		_exit(120);
 	}
 
-	/* 7. wait for the helper to serve */
-	struct statfs sf;
-	while (fstatfs(mnt, &sf) < 0) {
-		if (errno == EINTR)
-			continue;
-		int e = errno;
-		kill(h, SIGKILL);
-		jfail(e, "helper did not serve the mount");
-	}
-
-	/* 8. attach in the caller's mount namespace */
-	pid_t q = fork();
-	if (q < 0)
-		jfail(errno, "fork attach");
-	if (q == 0) {
-		if (setns(3, CLONE_NEWNS) < 0)
-			jfail(errno, "setns mount");
-		if (fchdir(4) < 0 || chroot(".") < 0 || fchdir(5) < 0)
-			jfail(errno, "enter caller's root");
-		if (j_move_mount(mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-			jfail(errno, "move_mount");
-		_exit(0);
-	}
+	/* 7. Q reports whether the helper served and the mount is attached */
 	int qst;
 	while (waitpid(q, &qst, 0) < 0)
 		if (errno != EINTR)
@@ -470,12 +496,12 @@ static void jail_main(int argc, char **argv) {
 		kill(h, SIGKILL);
 		_exit(120); /* Q reported */
 	}
-	close(mnt);
 	close(3);
 	close(4);
 	close(5);
-	dprintf(status_fd, "mounted %llu %d\n", (unsigned long long)sx.stx_mnt_id, (int)h);
-	close(status_fd);
+	dprintf(status_fd, "mounted %llu %d\n", mntid, (int)h);
+	/* status_fd stays open until we exit: its EOF tells the supervisor
+	 * the helper is gone without a thread blocked in wait. */
 
 	/* 9. live as long as the helper */
 	sigset_t set;

@@ -37,6 +37,9 @@ type Devices interface {
 	// NodePath returns a host path of a device node for idx that only
 	// the supervisor can reach.
 	NodePath(idx int) (string, error)
+	// HelperNode returns an O_PATH fd of a node of idx that only a helper
+	// running as the sandbox's root can open, and a func that revokes it.
+	HelperNode(idx int, readOnly bool) (*os.File, func(), error)
 }
 
 const (
@@ -50,6 +53,7 @@ type fuseMount struct {
 	target    string
 	helper    string
 	helperPid int       // in the host's pid namespace
+	release   func()    // revokes the helper's device node
 	cmd       *exec.Cmd // the jail's launcher; the helper dies with it
 	done      chan struct{}
 }

@@ -45,6 +45,8 @@ type View struct {
 	// instance: Revoke reaches the inode through it whatever the sandbox
 	// did to the names (renamed, hard-linked, bind-mounted, unlinked).
 	nodes map[int][]*nodeInode
+	// helperSeq names helper nodes uniquely.
+	helperSeq int
 
 	// Publish, if set, is called after a device node appears in the view
 	// with a detached mount of it (the caller owns it), and Unpublish
@@ -555,4 +557,62 @@ func (v *View) Grant(idx int) error {
 		}
 	}
 	return first
+}
+
+// HelperNode makes a node of loop device idx for a FUSE helper serving it:
+// a fresh inode in the supervisor-only directory, owned by host root with
+// an ACL entry that lets the sandbox's root (the helper's identity) read
+// it, and write it unless readOnly; nobody else may open it, and the
+// sandbox cannot chmod it. It is one of idx's inodes, so Revoke(idx) kills
+// it before the device leaves the instance; release revokes and unlinks it
+// at once (call it when the helper has exited). The returned O_PATH fd is
+// the caller's.
+func (v *View) HelperNode(idx int, readOnly bool) (node *os.File, release func(), err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.helperSeq++
+	name := "helper-loop" + strconv.Itoa(idx) + "-" + strconv.Itoa(v.helperSeq)
+	tmp := viewNodes + "/" + name
+	if err := unix.Mknodat(v.fd(), tmp, unix.S_IFBLK, int(unix.Mkdev(linux.LoopMajor, uint32(idx)))); err != nil {
+		return nil, nil, os.NewSyscallError("mknod "+tmp, err)
+	}
+	fd, err := unix.Openat(v.fd(), tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		v.remove(tmp)
+		return nil, nil, os.NewSyscallError("open "+tmp, err)
+	}
+	mode := uint32(0o600)
+	if readOnly {
+		mode = 0o400
+	}
+	n := &nodeInode{f: os.NewFile(uintptr(fd), name), mode: mode, gid: 0, uid: v.uid}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = n.f.Close()
+		v.remove(tmp)
+		return nil, nil, err
+	}
+	n.ino = st.Ino
+	v.nodes[idx] = append(v.nodes[idx], n)
+	if err := n.grant(); err != nil {
+		_ = n.revoke()
+		v.remove(tmp)
+		return nil, nil, err
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		_ = n.revoke()
+		v.remove(tmp)
+		return nil, nil, err
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			_ = n.revoke() // stays in v.nodes[idx]: Revoke(idx) covers it again
+			v.remove(tmp)
+		})
+	}
+	return os.NewFile(uintptr(dup), name), release, nil
 }
