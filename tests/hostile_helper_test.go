@@ -290,3 +290,38 @@ sleep 1000`)
 		}
 	})
 }
+
+// TestAttack3HelperNode: the helper's own device node is reachable from
+// the sandbox through /proc/HELPER/root while the helper runs. Before the
+// fix it belonged to the sandbox's root (chmod 0666 worked) and was never
+// revoked, so a kept reference reopened whatever device got the index
+// next. Now the sandbox cannot chmod it and a reopen after the helper
+// exited fails.
+func TestAttack3HelperNode(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	image(t, dir, "disk.img", 32<<20)
+	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
+	r := sandbox(t, dir, stateDir(t), nil, `mkdir -p mnt
+mount -o loop disk.img mnt || exit 1
+h=$(pgrep -x fuse2fs)
+n=$(ls /proc/$h/root/dev/ | grep '^loop')
+if chmod 0666 /proc/$h/root/dev/$n 2>/dev/null; then echo chmod-ok; else echo chmod-refused; fi
+exec 7</proc/$h/root/dev/$n || exit 1
+umount mnt
+sleep 0.5
+if head -c1 /proc/self/fd/7 >/dev/null 2>&1; then echo reopen-ok; else echo reopen-refused; fi`)
+	if r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	if !strings.Contains(r.Stdout, "chmod-refused") {
+		t.Errorf("the sandbox could chmod its helper's node:\n%s", r)
+	}
+	if !strings.Contains(r.Stdout, "reopen-refused") {
+		t.Errorf("a kept reference to the helper's node reopened after the helper exited:\n%s", r)
+	}
+}
