@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 )
 
 // seccompData mirrors struct seccomp_data (include/uapi/linux/seccomp.h).
@@ -33,18 +35,8 @@ type seccompNotifResp struct {
 	Flags uint32
 }
 
-func ioctlPtr(fd int, req uint, p unsafe.Pointer) error {
-	for {
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(p))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return e
-		}
-		return nil
-	}
-}
+// ioctlPtr is internal/linux's EINTR-retrying pointer ioctl.
+func ioctlPtr(fd int, req uint, p unsafe.Pointer) error { return linux.IoctlPtr(uintptr(fd), req, p) }
 
 func recvNotif(fd int, n *seccompNotif) error {
 	*n = seccompNotif{}

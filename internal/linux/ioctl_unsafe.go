@@ -38,3 +38,18 @@ func IoctlBuf(fd uintptr, cmd uint32, buf []byte) (int, error) {
 		return int(r), nil
 	}
 }
+
+// IoctlPtr issues an ioctl whose argument is a pointer to a kernel
+// structure the caller keeps alive, retrying EINTR.
+func IoctlPtr(fd uintptr, cmd uint, p unsafe.Pointer) error {
+	for {
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(cmd), uintptr(p))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+}

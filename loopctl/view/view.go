@@ -305,10 +305,11 @@ func (v *View) symlink(target, path string) error {
 	return nil
 }
 
+// remove unlinks path in the view. An error is ignored: the sandbox may
+// have removed or replaced the name (its /dev is its own), and nothing
+// depends on the name any more (inodes are revoked through their fds).
 func (v *View) remove(path string) {
-	if err := unix.Unlinkat(v.fd(), path, 0); err != nil && err != unix.ENOENT {
-		_ = err // the sandbox may have removed or replaced it; nothing to do
-	}
+	_ = unix.Unlinkat(v.fd(), path, 0)
 }
 
 // removeIfOurs unlinks dev/name if it is still one of the inodes made for
