@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a runc/crun bundle whose root is mapped to host uid 100000, from a
 # stock `runc spec`, with a small rootfs made of this host's own binaries
-# (losetup, mount, mkfs.ext4, fuse2fs, ...), then applies `loopvisor
+# (losetup, mount, mkfs.ext4, ...), then applies `loopvisor
 # oci-config` and nothing else.
 #
 #   examples/runc/make-bundle.sh BUNDLE_DIR [SOCKET] [STATE_DIR]
@@ -22,7 +22,7 @@ copy() { # copy a program and its libraries into the rootfs, at the same paths
   install -D "$p" "$rootfs$p"
   ldd "$p" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do install -D "$lib" "$rootfs$lib"; done
 }
-for prog in sh busybox losetup mount umount mkfs.ext4 e2fsck fuse2fs truncate ls cat sleep mkdir; do copy "$prog"; done
+for prog in sh busybox losetup mount umount mkfs.ext4 e2fsck truncate ls cat sleep mkdir; do copy "$prog"; done
 mkdir -p rootfs/{dev,proc,sys,tmp,mnt,etc}
 chown 100000:100000 rootfs/tmp rootfs/mnt
 
