@@ -318,12 +318,12 @@ static unsigned long pick_index(struct th *t, uint64_t r, int remove, const char
 	}
 }
 
-/* a file descriptor for a loop ioctl's target */
+/* a file descriptor for a loop ioctl's target: dev > 0 one of a slot's device fds, dev < 0 never a device */
 static int pick_target(struct th *t, uint64_t r, int dev, const char **cls)
 {
 	struct slot *s = &t->s[(r >> 8) % NSLOT];
 
-	switch (dev ? 13 : r % 20) {
+	switch (dev > 0 ? 13 : dev < 0 ? r % 13 : r % 20) {
 	case 0: case 1: *cls = "fd=ctl"; return ctl;
 	case 2: *cls = "fd=ctl-ro"; return ctlro;
 	case 3: *cls = "fd=ctl-path"; return ctlpath;
@@ -663,7 +663,13 @@ static unsigned long pick_mflags(uint64_t r, const char **cls)
 
 static int heavy_mask = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10) |
 			 (1 << 11) | (1 << 12) | (1 << 14) | (1 << 15);
-static int heavy_one_in = 12;
+/* 1 in N of these keeps its device target (fuzz mode): measured here, a
+ * SET_STATUS(64), SET_DIRECT_IO or SET_BLOCK_SIZE of a bound device takes
+ * 3-10 ms (queue freeze), LOOP_CTL_ADD/REMOVE 15-50 ms */
+static const int heavy_one_in[16] = {
+	[0] = 12, [2] = 48, [4] = 48, [6] = 12, [8] = 48, [9] = 48, [10] = 12,
+	[11] = 64, [12] = 64, [14] = 12, [15] = 12,
+};
 
 static const unsigned long loopcmds[] = {
 	LOOP_SET_FD, LOOP_CLR_FD, LOOP_SET_STATUS, LOOP_GET_STATUS, LOOP_SET_STATUS64,
@@ -682,7 +688,7 @@ static void ioctl_call(struct th *t, uint64_t *r, int abi)
 	int ci = r[1] % 16;
 	unsigned long cmd = loopcmds[ci];
 	const char *fcls, *acls = "", *bcls = "";
-	int fd, unpriv = (r[0] >> 20) % 16 == 0;
+	int fd, unpriv = (r[0] >> 20) % 16 == 0, nodev = 0;
 	unsigned long arg = 0, fdarg;
 	char cls[200];
 	long ret;
@@ -694,18 +700,20 @@ static void ioctl_call(struct th *t, uint64_t *r, int abi)
 	 * issues them; most of them get a target on which they fail fast, so
 	 * that 10^6 calls fit in minutes. Replay keeps the full mix.
 	 */
-	if (!replay && ((1 << ci) & heavy_mask) && r[9] % (ci == 11 || ci == 12 ? 64 : heavy_one_in) != 0) {
+	if (!replay && ((1 << ci) & heavy_mask) && r[9] % heavy_one_in[ci] != 0) {
 		static const int cheap[] = {3, 5, 1, 7, 13}; /* GET_STATUS, GET_STATUS64, CLR_FD, SET_CAPACITY, GET_FREE */
 
 		if (r[9] % 3 == 0) {
 			ci = cheap[(r[9] >> 8) % 5];
 			cmd = loopcmds[ci];
 		} else {
-			r[2] = (r[2] & ~3UL) | 0; /* any target, mostly not a device */
+			nodev = 1; /* same command, a target that is not a device */
 		}
 	}
 	/* loop-control commands mostly on loop-control, device commands mostly on devices */
-	if (ci >= 11 && ci <= 13 && r[2] % 4 != 0) {
+	if (nodev) {
+		fd = pick_target(t, r[2] >> 2, -1, &fcls);
+	} else if (ci >= 11 && ci <= 13 && r[2] % 4 != 0) {
 		fd = (r[2] >> 4) % 8 ? ctl : ctlro;
 		fcls = fd == ctl ? "fd=ctl" : "fd=ctl-ro";
 	} else {
