@@ -149,7 +149,7 @@ int main(int argc, char **argv)
 			ioctl(dev, BLKPG, &d);
 		}
 	} else if (!strcmp(c, "blkpg-nopartscan")) {
-		/* a device without LO_FLAGS_PARTSCAN has GENHD_FL_NO_PART: EINVAL */
+		/* a partition on a device without LO_FLAGS_PARTSCAN: the kernel adds it */
 		struct blkpg_part q = {.start = 0, .length = 1 << 20, .pno = 1};
 		struct blkpg_arg a = {BLKPG_ADD_PARTITION, 0, sizeof(q), &q};
 
@@ -160,17 +160,21 @@ int main(int argc, char **argv)
 
 			ioctl(dev, BLKPG, &d);
 		}
-	} else if (!strcmp(c, "blkpg-resize-order")) {
-		/* the kernel checks length > 0 before it looks for the partition */
-		struct blkpg_part q = {.start = 0, .length = -1, .pno = 1};
+	} else if (!strcmp(c, "blkpg-resize-unaligned")) {
+		/* the kernel checks alignment to the logical block size before it
+		 * looks for the partition: EINVAL, not ENXIO */
+		struct blkpg_part q = {.start = 1000, .length = 1 << 20, .pno = 1};
 		struct blkpg_arg a = {BLKPG_RESIZE_PARTITION, 0, sizeof(q), &q};
 
 		device(argv[2], 0, 0);
 		r = ioctl(dev, BLKPG, &a);
-	} else if (!strcmp(c, "blkrrpart-bs1024")) {
-		/* no partition table, 1 KiB blocks: the kernel finds nothing, answers 0 */
-		device(argv[2], LO_FLAGS_PARTSCAN, 1024);
-		r = ioctl(dev, BLKRRPART, 0);
+	} else if (!strcmp(c, "blkrrpart-bs64k")) {
+		/* no partition table, 64 KiB logical blocks (accepted since Linux
+		 * 6.11): the kernel finds nothing, answers 0 */
+		device(argv[2], LO_FLAGS_PARTSCAN, 0);
+		r = ioctl(dev, LOOP_SET_BLOCK_SIZE, 65536);
+		if (r == 0)
+			r = ioctl(dev, BLKRRPART, 0);
 	} else if (!strcmp(c, "x32-ioctl")) {
 		/* this kernel has no CONFIG_X86_X32_ABI: ENOSYS */
 		ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
