@@ -24,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -51,8 +52,20 @@ static const char *res(long r)
 
 static int ctl = -1, dev = -1, idx = -1;
 
-/* device gets loop INDEX, bound to DIR/img with cfg's flags and block size */
-static void device(const char *dir, uint32_t flags, uint32_t bs)
+/* setup failed after LOOP_CTL_ADD: give the device back, then exit */
+static void undo(const char *what)
+{
+	perror(what);
+	if (dev >= 0)
+		close(dev);
+	if (ioctl(ctl, LOOP_CTL_REMOVE, idx) == 0)
+		fprintf(stderr, "# loopprobe: removed loop%d\n", idx);
+	exit(2);
+}
+
+/* devimg gets loop INDEX, bound to DIR/NAME (a new zeroed 4 MiB file if
+ * name is "img") with the given flags, block size and offset */
+static void devimg(const char *dir, const char *name, uint32_t flags, uint32_t bs, uint64_t off)
 {
 	char p[600];
 	struct loop_config c;
@@ -64,23 +77,57 @@ static void device(const char *dir, uint32_t flags, uint32_t bs)
 		exit(2);
 	}
 	fprintf(stderr, "# loopprobe: created loop%d by LOOP_CTL_ADD\n", idx);
-	snprintf(p, sizeof(p), "%s/img", dir);
-	img = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (img < 0 || ftruncate(img, 4 << 20) < 0) {
-		perror(p);
-		exit(2);
-	}
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	if (strcmp(name, "img") == 0)
+		img = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	else
+		img = open(p, O_RDWR | O_CLOEXEC);
+	if (img < 0 || (strcmp(name, "img") == 0 && ftruncate(img, 4 << 20) < 0))
+		undo(p);
 	snprintf(p, sizeof(p), "/dev/loop%d", idx);
 	dev = open(p, O_RDWR | O_CLOEXEC);
 	memset(&c, 0, sizeof(c));
 	c.fd = img;
 	c.block_size = bs;
 	c.info.lo_flags = flags;
-	if (dev < 0 || ioctl(dev, LOOP_CONFIGURE, &c) < 0) {
-		perror("LOOP_CONFIGURE");
-		exit(2);
-	}
+	c.info.lo_offset = off;
+	if (dev < 0 || ioctl(dev, LOOP_CONFIGURE, &c) < 0)
+		undo("LOOP_CONFIGURE");
 	close(img);
+}
+
+static void device(const char *dir, uint32_t flags, uint32_t bs)
+{
+	devimg(dir, "img", flags, bs, 0);
+}
+
+/* int $0x80: the i386 ABI; pointers must be below 4 GiB */
+static long sys32(long nr, long a, long b, long c)
+{
+	long ret;
+	register long r8 asm("r8");
+	register long r9 asm("r9");
+	register long r10 asm("r10");
+	register long r11 asm("r11");
+
+	asm volatile("push %%rbp\n\tint $0x80\n\tpop %%rbp"
+		     : "=a"(ret), "=r"(r8), "=r"(r9), "=r"(r10), "=r"(r11)
+		     : "a"(nr), "b"(a), "c"(b), "d"(c)
+		     : "memory", "cc");
+	if (ret < 0 && ret > -4096) {
+		errno = -ret;
+		return -1;
+	}
+	return ret;
+}
+
+static char *mountat(const char *dir, const char *name)
+{
+	static char p[600];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	mkdir(p, 0755);
+	return p;
 }
 
 static void release(void)
@@ -175,6 +222,86 @@ int main(int argc, char **argv)
 		r = ioctl(dev, LOOP_SET_BLOCK_SIZE, 65536);
 		if (r == 0)
 			r = ioctl(dev, BLKRRPART, 0);
+	} else if (!strcmp(c, "mount-ro-device")) {
+		/* a read-only device mounted read-write: the kernel says EACCES */
+		char src[64];
+
+		devimg(argv[2], "ext3.img", LO_FLAGS_READ_ONLY, 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext4", 0, NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
+	} else if (!strcmp(c, "mount-ext2-of-ext4")) {
+		/* the kernel's ext2 driver refuses an ext4 image (extents, 64bit):
+		 * EINVAL; fuse2fs mounts it */
+		char src[64];
+
+		devimg(argv[2], "ext4.img", 0, 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext2", MS_RDONLY, NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
+	} else if (!strcmp(c, "mount-nouser")) {
+		/* MS_NOUSER (1<<31) is refused by path_mount: EINVAL */
+		char src[64];
+
+		devimg(argv[2], "ext3.img", 0, 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext4", MS_RDONLY | (1UL << 31), NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
+	} else if (!strncmp(c, "mount-flags=", 12)) {
+		/* mount(2) of a good ext3 image with the given flags: the kernel
+		 * honours every MS_* flag; so must the FUSE helper */
+		char src[64];
+
+		devimg(argv[2], "ext3.img", 0, 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext4", strtoul(c + 12, NULL, 0), NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
+	} else if (!strcmp(c, "mount-empty-device")) {
+		/* a bound device of size 0 (offset at the end of the file) */
+		char src[64];
+
+		devimg(argv[2], "ext3.img", 0, 0, 4 << 20);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext4", 0, NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
+	} else if (!strcmp(c, "mount-data-before-target")) {
+		/* the kernel copies the data page before it looks the target up */
+		char src[64], tgt[5000];
+
+		device(argv[2], 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		memset(tgt, 'y', sizeof(tgt) - 1);
+		tgt[sizeof(tgt) - 1] = 0;
+		r = mount(src, tgt, "ext4", 0, (void *)1);
+	} else if (!strcmp(c, "i386-ctl-on-device")) {
+		/* lo_compat_ioctl knows no LOOP_CTL_*: ENOTTY (native: EINVAL) */
+		device(argv[2], 0, 0);
+		r = sys32(54 /* ioctl */, dev, LOOP_CTL_GET_FREE, 0);
+	} else if (!strcmp(c, "blkpg-i386")) {
+		/* struct compat_blkpg_ioctl_arg: op, flags, datalen, u32 data (16 bytes) */
+		char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+		int *a = (int *)m;
+		struct blkpg_part *q = (struct blkpg_part *)(m + 1024);
+
+		memset(m, 0, 4096);
+		q->start = 0;
+		q->length = 1 << 20;
+		q->pno = 1;
+		a[0] = BLKPG_ADD_PARTITION;
+		a[2] = sizeof(*q);
+		a[3] = (int)(unsigned long)q;
+		device(argv[2], LO_FLAGS_PARTSCAN, 0);
+		r = sys32(54 /* ioctl */, dev, BLKPG, (long)a);
+		if (r == 0) {
+			struct blkpg_arg d = {BLKPG_DEL_PARTITION, 0, sizeof(*q), q};
+
+			ioctl(dev, BLKPG, &d);
+		}
 	} else if (!strcmp(c, "x32-ioctl")) {
 		/* this kernel has no CONFIG_X86_X32_ABI: ENOSYS */
 		ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);

@@ -883,6 +883,33 @@ static void mount_call(struct th *t, uint64_t *r, int abi)
 
 	if (replay && abi == 0)
 		src = NULL, scls = "src=NULL";
+	/*
+	 * Replay: a proc mount in a user namespace must keep the atime flags
+	 * of the proc mount already visible (mount_too_revealing: EPERM), host
+	 * root need not; the host's mount would then sit on the target and
+	 * every later call there would differ. Keep relatime.
+	 */
+	if (replay && type && (unsigned long)type > 4096 && strcmp(type, "proc") == 0)
+		flags &= ~(unsigned long)(MS_NOATIME | MS_NODIRATIME | MS_STRICTATIME);
+	/*
+	 * Replay: a mount loopvisor serves with a FUSE helper succeeds or fails
+	 * on other grounds than the kernel's (options the helper cannot
+	 * honour; MS_NOUSER and MS_NODIRATIME, known divergences, see
+	 * divrepro.c): keep to the flags and options both honour, or one side
+	 * would hold a mount the other has not.
+	 */
+	if (replay && type && (unsigned long)type > 4096 && strcmp(scls, "src=own-loop") == 0 &&
+	    (!strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4") ||
+	     !strcmp(type, "squashfs") || !strcmp(type, "vfat"))) {
+		if (strcmp(fcls, "flags=rand") == 0) {
+			flags &= MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_SYNCHRONOUS | MS_DIRSYNC;
+			fcls = "flags=fuse-honoured";
+		}
+		if (strcmp(dcls, "data=opts") == 0) {
+			data = (r[6] >> 8) % 2 ? "ro" : "rw";
+			dcls = "data=ro-or-rw";
+		}
+	}
 	if (tgt == longbuf && type == longbuf) /* both long: keep the type */
 		tgt = pathin(tbuf, "m0"), tcls = "tgt=m0";
 	if (abi == 32) {
@@ -922,6 +949,11 @@ static void umount_call(struct th *t, uint64_t *r, int abi)
 	static const int fl[] = {0, MNT_FORCE, MNT_DETACH, MNT_EXPIRE, UMOUNT_NOFOLLOW, 0x10, MNT_DETACH | UMOUNT_NOFOLLOW, 0};
 	int flags = fl[r[3] % 8];
 	int unpriv = (r[0] >> 20) % 16 == 0;
+
+	/* Replay: MNT_FORCE needs CAP_SYS_ADMIN in the initial user namespace
+	 * (do_umount): host root would unmount what the sandbox's root cannot */
+	if (replay && flags == MNT_FORCE)
+		flags = 0;
 	long ret;
 	int e;
 
