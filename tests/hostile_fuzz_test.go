@@ -193,14 +193,23 @@ func TestHostileFuzz(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "fuzz done") || !strings.Contains(r.Stdout, "health ok") {
 		t.Fatalf("the hostile client did not finish cleanly (run must exit with its status 0):\n--- stdout\n%s--- stderr\n%s", tail(r.Stdout, 60), tail(r.Stderr, 60))
 	}
-	if m := fuzzBadLog.FindAllString(r.Stderr, 5); m != nil {
-		var lines []string
-		for _, l := range strings.Split(r.Stderr, "\n") {
-			if fuzzBadLog.MatchString(l) {
-				lines = append(lines, l)
-			}
+	var bad, slow []string
+	for _, l := range strings.Split(r.Stderr, "\n") {
+		switch {
+		case strings.Contains(l, `msg="FUSE helper did not come up in time; killed"`):
+			// The designed bound on a helper the hostile client got
+			// stuck (seen with fusefat, about once per 10^6 calls; the
+			// sandbox's trapped calls wait --fuse-timeout meanwhile).
+			slow = append(slow, l)
+		case fuzzBadLog.MatchString(l):
+			bad = append(bad, l)
 		}
-		t.Errorf("the supervisor's log shows a crash or an internal error (%d lines):\n%s", len(lines), tail(strings.Join(lines, "\n"), 30))
+	}
+	if len(slow) > 0 {
+		t.Logf("FUSE helpers killed at --fuse-timeout (%d):\n%s", len(slow), tail(strings.Join(slow, "\n"), 5))
+	}
+	if len(bad) > 0 {
+		t.Errorf("the supervisor's log shows a crash or an internal error (%d lines):\n%s", len(bad), tail(strings.Join(bad, "\n"), 30))
 	}
 	t.Logf("errno histogram (op errno count):\n%s", fuzzHistogram(r.Stdout))
 	if p := os.Getenv("LOOPVISOR_FUZZ_TRACE"); p != "" {
