@@ -231,6 +231,10 @@ func TestHostileFuzz(t *testing.T) {
 	} else if _, err := os.Lstat(fmt.Sprintf("/sys/devices/virtual/block/loop%d/loop", decoy)); err == nil {
 		t.Errorf("decoy loop%d (a host device outside the instance) got bound", decoy)
 	}
+	// No process of the sandbox (FUSE helper, nsexec, killed child) is left.
+	if left := processesMentioning(dir); len(left) > 0 {
+		t.Errorf("processes of the sandbox outlive it:\n%s", strings.Join(left, "\n"))
+	}
 	// Nothing left in the state dir.
 	for _, sub := range []string{"instances", "nodes"} {
 		ents, _ := os.ReadDir(filepath.Join(state, sub))
@@ -238,6 +242,23 @@ func TestHostileFuzz(t *testing.T) {
 			t.Errorf("state dir not clean after the sandbox ended: %s/%s", sub, e.Name())
 		}
 	}
+}
+
+// processesMentioning lists live processes whose command line contains s.
+func processesMentioning(s string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(b, []byte(s)) {
+			continue
+		}
+		out = append(out, e.Name()+": "+strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
+	}
+	return out
 }
 
 // fuzzHistogram condenses the client's "hist OP ERRNO N" lines.
