@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,11 +47,11 @@ func envInt(t *testing.T, name string, def int64) int64 {
 }
 
 // runFor is run with a timeout of its own and extra environment.
-func runFor(t *testing.T, timeout time.Duration, dir string, env []string, name string, args ...string) result {
+func runFor(t *testing.T, timeout time.Duration, dir string, name string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin"), env...)
+	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Start(); err != nil {
@@ -59,11 +60,15 @@ func runFor(t *testing.T, timeout time.Duration, dir string, env []string, name 
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case werr := <-done:
+		var exitErr *exec.ExitError
+		if werr != nil && !errors.As(werr, &exitErr) {
+			t.Fatalf("%s %v: %v", name, args, werr)
+		}
 	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%s %v: timed out after %v\n%s%s", name, args, timeout, tail(so.String(), 40), tail(se.String(), 40))
+		_ = cmd.Process.Kill()
+		werr := <-done
+		t.Fatalf("%s %v: timed out after %v (%v)\n%s%s", name, args, timeout, werr, tail(so.String(), 40), tail(se.String(), 40))
 	}
 	return result{Stdout: so.String(), Stderr: se.String(), Code: cmd.ProcessState.ExitCode()}
 }
@@ -109,7 +114,7 @@ func hostDecoy(t *testing.T, idx int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ctl.Close()
+	defer func() { _ = ctl.Close() }()
 	r, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_ADD, uintptr(idx))
 	if e != 0 || int(r) != idx {
 		t.Fatalf("cannot create decoy loop%d: %v", idx, e)
@@ -120,7 +125,7 @@ func hostDecoy(t *testing.T, idx int) {
 			t.Error(err)
 			return
 		}
-		defer ctl.Close()
+		defer func() { _ = ctl.Close() }()
 		deadline := time.Now().Add(3 * time.Second)
 		for {
 			_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
@@ -149,7 +154,7 @@ func extImage(t *testing.T, dir, name, mkfs string) {
 	if out, err := exec.Command(mkfs, "-q", "-F", p).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", mkfs, err, out)
 	}
-	must(os.Chown(p, SandboxUID, SandboxUID))
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
 }
 
 // fuzzKnownLog are supervisor log lines the hostile client provokes that
@@ -178,6 +183,7 @@ var fuzzBadLog = regexp.MustCompile(`(?m)^panic:|^fatal error:|^goroutine \d+ \[
 // untouched, and nothing may leak: no loop device or mount on the host
 // (hostGuard), no journal or node in the state dir.
 func TestHostileFuzz(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	calls := envInt(t, "LOOPVISOR_FUZZ_CALLS", fuzzDefaultCalls)
 	seed := envInt(t, "LOOPVISOR_FUZZ_SEED", 1)
@@ -188,7 +194,7 @@ func TestHostileFuzz(t *testing.T) {
 	hostDecoy(t, decoy)
 
 	start := time.Now()
-	r := runFor(t, 2*time.Minute+time.Duration(calls)*500*time.Microsecond, dir, nil, loopvisor,
+	r := runFor(t, 2*time.Minute+time.Duration(calls)*500*time.Microsecond, dir, loopvisor,
 		"run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--log-level", "warn", "--",
 		"hostilefuzz", "fuzz", strconv.FormatInt(seed, 10), strconv.FormatInt(calls, 10), dir,
 		strconv.Itoa(base), strconv.Itoa(decoy), strconv.Itoa(fuzzThreads))
@@ -484,6 +490,7 @@ var replayKnown = []replayRule{
 // purpose (replayByDesign) are excluded, each with its reason; known real
 // divergences (replayKnown) are reported as skipped subtests.
 func TestHostileReplay(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	n := envInt(t, "LOOPVISOR_FUZZ_REPLAY", replayDefaultCalls)
 	seed := envInt(t, "LOOPVISOR_FUZZ_SEED", 1)
@@ -510,7 +517,7 @@ func TestHostileReplay(t *testing.T) {
 			probeRestoreHost(t, before, hostDir, "")
 		}
 	})
-	hr := runFor(t, timeout, hostDir, nil, "unshare", append([]string{"--mount", "--propagation", "private", probe}, args(hostDir)...)...)
+	hr := runFor(t, timeout, hostDir, "unshare", append([]string{"--mount", "--propagation", "private", probe}, args(hostDir)...)...)
 	probeRestoreHost(t, before, hostDir, hr.Stderr)
 	restored = true
 	if hr.Code != 0 || !strings.Contains(hr.Stdout, "replay done") {
@@ -520,7 +527,7 @@ func TestHostileReplay(t *testing.T) {
 	// Sandbox root. Limits high enough not to be reached: the host has none.
 	sbDir := workDir(t)
 	extImage(t, sbDir, "ext.img", "mkfs.ext3")
-	sr := runFor(t, timeout, sbDir, nil, loopvisor, append([]string{"run", "--state-dir", stateDir(t),
+	sr := runFor(t, timeout, sbDir, loopvisor, append([]string{"run", "--state-dir", stateDir(t),
 		"--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--max-loop", "64", "--max-loop-per-uid", "256", "--", "hostilefuzz"}, args(sbDir)...)...)
 	if sr.Code != 0 || !strings.Contains(sr.Stdout, "replay done") {
 		t.Fatalf("replay in the sandbox failed:\n--- stdout\n%s--- stderr\n%s", tail(sr.Stdout, 30), tail(sr.Stderr, 30))
@@ -615,6 +622,7 @@ var replayRepro = []struct{ rule, repro string }{
 // Each subtest is skipped with its diagnosis while the divergence is not
 // fixed; LOOPVISOR_KNOWN_DIVERGENCES=1 runs them (they fail until fixed).
 func TestHostileDivergences(t *testing.T) {
+	needRoot(t)
 	hostGuard(t)
 	runAll := os.Getenv("LOOPVISOR_KNOWN_DIVERGENCES") == "1"
 	reasons := map[string]string{}
@@ -640,7 +648,7 @@ func TestHostileDivergences(t *testing.T) {
 					probeRestoreHost(t, before, hostDir, "")
 				}
 			})
-			hr := runFor(t, time.Minute, hostDir, nil, "unshare", "--mount", "--propagation", "private",
+			hr := runFor(t, time.Minute, hostDir, "unshare", "--mount", "--propagation", "private",
 				filepath.Join(binDir, "divrepro"), c.repro, hostDir, strconv.Itoa(idx))
 			probeRestoreHost(t, before, hostDir, hr.Stderr)
 			restored = true
