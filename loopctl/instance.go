@@ -149,6 +149,9 @@ func (in *Instance) HelperNode(idx int, readOnly bool) (*os.File, func(), error)
 	return in.View.HelperNode(idx, readOnly)
 }
 
+// FuseNode returns the view's /dev/fuse node for FUSE helpers.
+func (in *Instance) FuseNode() (*os.File, error) { return in.View.FuseNode() }
+
 // Devices returns the owned indices.
 func (in *Instance) Devices() []int {
 	in.mu.Lock()

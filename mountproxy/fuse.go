@@ -16,7 +16,6 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -214,32 +213,6 @@ func (b *limitedBuffer) String() string {
 	return strings.TrimSpace(string(b.buf))
 }
 
-// fuseNode returns an O_PATH fd of a /dev/fuse node anyone may open (the
-// host's may be 0600), in the supervisor-only state directory.
-func (p *Proxy) fuseNode(idx int) (*os.File, error) {
-	ref, err := p.dev.NodePath(idx)
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(filepath.Dir(ref), "fuse")
-	want := unix.Mkdev(linux.FuseMajor, linux.FuseMinor)
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != want || st.Mode&0o777 != 0o666 {
-		_ = os.Remove(path)
-		if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(want)); err != nil && err != unix.EEXIST {
-			return nil, os.NewSyscallError("mknod "+path, err)
-		}
-		if err := unix.Chmod(path, 0o666); err != nil {
-			return nil, err
-		}
-	}
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
-
 // fuseAttrs maps mount(2) flags to fsmount's MOUNT_ATTR_* bits; nosuid and
 // nodev always.
 func fuseAttrs(flags uint64) uint64 {
@@ -308,7 +281,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		}
 	}()
 	defer func() { _ = node.Close() }()
-	fuseNode, err := p.fuseNode(idx)
+	fuseNode, err := p.dev.FuseNode()
 	if err != nil {
 		log.WithError(err).Error("cannot make the helper's /dev/fuse node")
 		return notify.Errno(unix.EIO)
@@ -405,6 +378,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	}
 	if err := joinCgroups(c.Pid(), cmd.Process.Pid); err != nil {
 		abort()
+		if !c.Valid() {
+			return fail(notify.ErrStale) // the caller died: nobody to answer
+		}
 		log.WithError(err).Error("cannot move the FUSE helper into the container's cgroups: EIO")
 		return notify.Errno(unix.EIO)
 	}
@@ -441,6 +417,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		if step == "helper did not serve the mount" || step == "exec helper" {
 			e = helperErrno(stderr.String())
 		}
+	}
+	if !c.Valid() {
+		return fail(notify.ErrStale) // the caller died mid-mount (its namespaces went with it)
 	}
 	log.WithFields(logrus.Fields{"helper": helper, "step": step, "stderr": stderr.String(), "errno": e.Error()}).Warn("FUSE mount failed")
 	return notify.Errno(e)

@@ -50,6 +50,7 @@ func (noDevices) NodePath(int) (string, error) { return "", unix.ENOENT }
 func (noDevices) HelperNode(int, bool) (*os.File, func(), error) {
 	return nil, nil, unix.ENOENT
 }
+func (noDevices) FuseNode() (*os.File, error) { return nil, unix.ENOENT }
 
 // Proxy.Mount with a fake caller: mounts that are not of an instance's
 // device are the kernel's (CONTINUE), whatever the type, flags or paths;

@@ -40,6 +40,8 @@ type Devices interface {
 	// HelperNode returns an O_PATH fd of a node of idx that only a helper
 	// running as the sandbox's root can open, and a func that revokes it.
 	HelperNode(idx int, readOnly bool) (*os.File, func(), error)
+	// FuseNode returns an O_PATH fd of a /dev/fuse node a helper opens.
+	FuseNode() (*os.File, error)
 }
 
 const (

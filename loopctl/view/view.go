@@ -617,3 +617,28 @@ func (v *View) HelperNode(idx int, readOnly bool) (node *os.File, release func()
 	}
 	return os.NewFile(uintptr(dup), name), release, nil
 }
+
+// FuseNode returns an O_PATH fd of a /dev/fuse node in the view's
+// supervisor-only directory (owned by host root, mode 0666: what a FUSE
+// helper opens). It is made on first use and goes with the view.
+func (v *View) FuseNode() (*os.File, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	path := viewNodes + "/fuse"
+	want := unix.Mkdev(linux.FuseMajor, linux.FuseMinor)
+	var st unix.Stat_t
+	if err := unix.Fstatat(v.fd(), path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Rdev != want {
+		v.remove(path)
+		if err := unix.Mknodat(v.fd(), path, unix.S_IFCHR|0o666, int(want)); err != nil {
+			return nil, os.NewSyscallError("mknod "+path, err)
+		}
+		if err := unix.Fchmodat(v.fd(), path, 0o666, 0); err != nil {
+			return nil, os.NewSyscallError("chmod "+path, err)
+		}
+	}
+	fd, err := unix.Openat(v.fd(), path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("open "+path, err)
+	}
+	return os.NewFile(uintptr(fd), "fuse"), nil
+}
