@@ -41,29 +41,34 @@
 //     supervisor's (fuse.go, fusejail.c). The binary is the host's, chosen
 //     by the supervisor (nothing is looked up in the container's view, so
 //     binding another program over fuse2fs inside changes nothing, and
-//     images without helpers work). A launcher joins the caller's user,
-//     pid, net, ipc, uts, cgroup and time namespaces and its cgroups,
-//     becomes its root with no supplementary groups, and builds a jail: a
-//     mount namespace owned by the container's user namespace that holds
-//     only the host's system directories (read-only, nosuid, nodev),
-//     /etc/ld.so.cache, null/zero/full/random/urandom, /dev/fuse and the
-//     one device node it serves (owned by the container's root, 0400 for a
-//     read-only mount). The launcher makes the FUSE superblock itself, from
-//     the container's user namespace (so device nodes in the image never
-//     open, whatever flags a later remount sets), with the device as its
-//     source, and starts the helper with the /dev/fuse fd, no capability
-//     (SECBIT_NOROOT locked), no_new_privs, an empty environment and the
-//     helper seccomp filter (notify.HelperProgram: no loop ioctls, no mount
-//     or namespace calls). libfuse cannot mount and runs "fusermount",
-//     which in the jail is loopvisor: it hands back the fd it was given,
-//     so libfuse2 helpers (fuse2fs 1.47.0, fusefat) and libfuse3 helpers
-//     (squashfuse) work alike. The mount is attached at the caller's target
-//     only once the helper has answered (fstatfs on the detached mount), so
-//     a helper that fails on an image leaves nothing behind. The helper
-//     dies with its launcher, the launcher with the supervisor (not in the
-//     agent: containers outlive it) and both with the container's pid
-//     namespace. umount2 of a FUSE mount is served and answered only after
-//     the helper has exited, so every byte written is in the image.
+//     images without helpers work). A launcher, still host root, builds a
+//     jail: a mount namespace owned by the initial user namespace (the
+//     container can neither enter nor remount it) that holds the host's
+//     system directories (/usr, /bin, /sbin, /lib*; read-only, nosuid,
+//     nodev), /etc/ld.so.cache, null/zero/full/random/urandom, /dev/fuse
+//     and the one device node it serves (a view node: host root's, an ACL
+//     entry for the container's root, read-only for a read-only mount,
+//     revoked when the helper exits). It then joins the caller's user, pid,
+//     net, ipc, uts, cgroup and time namespaces and its cgroups and becomes
+//     its root with no supplementary groups. A child in the caller's mount
+//     namespace makes the FUSE superblock from the container's user
+//     namespace (so device nodes in the image never open, whatever flags a
+//     later remount sets) with the device as its source. The helper starts
+//     with the /dev/fuse fd, no capability (SECBIT_NOROOT locked),
+//     no_new_privs, an empty environment and the helper seccomp filter
+//     (notify.HelperProgram: no loop ioctls, no mount or namespace calls).
+//     libfuse cannot mount and runs "fusermount", which in the jail is
+//     loopvisor: it hands back the fd it was given, so libfuse2 helpers
+//     (fuse2fs 1.47.0, fusefat) and libfuse3 helpers (squashfuse) work
+//     alike. The mount is attached at the caller's target only once the
+//     helper has answered (fstatfs on the detached mount), so a helper that
+//     fails on an image leaves nothing behind. The helper dies with its
+//     launcher, the launcher with the supervisor (not in the agent:
+//     containers outlive it) and both with the container's pid namespace.
+//     A live helper costs no OS thread: the supervisor waits on the
+//     launcher's status pipe. umount2 of a FUSE mount is served and
+//     answered only after the helper has exited, so every byte written is
+//     in the image.
 //   - fsopen(2) of a served type answers ENOSYS, so util-linux >= 2.39 falls
 //     back to mount(2) as libmount does on kernels without the new API.
 //
