@@ -43,9 +43,10 @@
 //     binding another program over fuse2fs inside changes nothing, and
 //     images without helpers work). A launcher, still host root, builds a
 //     jail: a mount namespace owned by the initial user namespace (the
-//     container can neither enter nor remount it) that holds the host's
-//     system directories (/usr, /bin, /sbin, /lib*; read-only, nosuid,
-//     nodev), /etc/ld.so.cache, null/zero/full/random/urandom, /dev/fuse
+//     container can neither enter nor remount it) that holds only the
+//     helper's own files (its binary, loopvisor as fusermount, the
+//     libraries ldd names for them and libgcc_s, which glibc loads for
+//     pthread_cancel; read-only, nosuid, nodev), /etc/ld.so.cache, null/zero/full/random/urandom, /dev/fuse
 //     and the one device node it serves (a view node: host root's, an ACL
 //     entry for the container's root, read-only for a read-only mount,
 //     revoked when the helper exits). It then joins the caller's user, pid,

@@ -51,7 +51,103 @@ func jailHelper(helper string) (string, error) {
 			return real, nil
 		}
 	}
-	return "", fmt.Errorf("FUSE helper %s (%s) is outside %s: a helper's jail shows only the host's system directories", helper, real, strings.Join(jailDirs, " "))
+	return "", fmt.Errorf("FUSE helper %s (%s) is outside %s: a helper must be one of the host's installed programs", helper, real, strings.Join(jailDirs, " "))
+}
+
+var (
+	jailFilesMu    sync.Mutex
+	jailFilesCache = map[string][]string{}
+)
+
+// dlopened are libraries a helper loads at run time, which ldd does not
+// name: glibc loads libgcc_s for pthread_cancel (libfuse's multi-threaded
+// loop cancels its workers at unmount; without it the helper aborts before
+// it has written its data back).
+var dlopened = []string{"libgcc_s.so.1"}
+
+// jailFiles lists what a helper's jail holds of the host: the helper and
+// loopvisor (fusermount in the jail), the shared libraries ldd names for
+// them and the dlopened ones, each under the path it is asked for by and
+// the path it resolves to. Nothing else of the host is in the jail.
+func jailFiles(helper string) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	key := helper + "\x00" + exe
+	jailFilesMu.Lock()
+	defer jailFilesMu.Unlock()
+	if fs, ok := jailFilesCache[key]; ok {
+		return fs, nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(p string) {
+		for _, q := range []string{p, evalOrSelf(p)} {
+			if !seen[q] {
+				seen[q] = true
+				out = append(out, q)
+			}
+		}
+	}
+	add(helper)
+	var dirs []string
+	for _, bin := range []string{helper, exe} {
+		libs, err := lddPaths(bin)
+		if err != nil {
+			return nil, fmt.Errorf("libraries of %s: %w", bin, err)
+		}
+		for _, l := range libs {
+			add(l)
+			dirs = append(dirs, filepath.Dir(l), filepath.Dir(evalOrSelf(l)))
+		}
+	}
+	for _, name := range dlopened {
+		for _, d := range dirs {
+			if p := filepath.Join(d, name); fileExists(p) {
+				add(p)
+			}
+		}
+	}
+	jailFilesCache[key] = out
+	return out, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+func evalOrSelf(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
+
+// lddPaths returns the absolute paths of the shared objects ldd lists for
+// bin (the dynamic loader included).
+func lddPaths(bin string) ([]string, error) {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		if strings.Contains(string(out), "not a dynamic executable") {
+			return nil, nil // static: nothing to add
+		}
+		return nil, err
+	}
+	var paths []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && f[2] == "not":
+			return nil, fmt.Errorf("%s: %s not found", bin, f[0])
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			paths = append(paths, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			paths = append(paths, f[0])
+		}
+	}
+	return paths, nil
 }
 
 // hostRootIDs returns the host uid and gid that root of pid's user
@@ -251,6 +347,11 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Warn("image refused as the kernel would refuse it")
 		return fail(err)
 	}
+	files, err := jailFiles(path)
+	if err != nil {
+		log.WithError(err).Error("cannot list the helper's files: ENODEV")
+		return notify.Errno(unix.ENODEV)
+	}
 	prog, err := helperProgram()
 	if err != nil {
 		log.WithError(err).Error("cannot build the helper's seccomp filter")
@@ -328,12 +429,39 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		_ = statW.Close()
 		return fail(err)
 	}
+	filesR, filesW, err := os.Pipe()
+	if err != nil {
+		_ = statR.Close()
+		_ = statW.Close()
+		_ = ctlR.Close()
+		_ = ctlW.Close()
+		return fail(err)
+	}
+	defer func() { _ = filesR.Close() }()
+	list := strings.Join(files, "\n") + "\n"
+	if len(list) > 60<<10 { // written before the launcher reads: must fit the pipe
+		_ = filesW.Close()
+		_ = statR.Close()
+		_ = statW.Close()
+		_ = ctlR.Close()
+		_ = ctlW.Close()
+		return notify.Errno(unix.E2BIG)
+	}
+	_, werr := filesW.WriteString(list)
+	_ = filesW.Close()
+	if werr != nil {
+		_ = statR.Close()
+		_ = statW.Close()
+		_ = ctlR.Close()
+		_ = ctlW.Close()
+		return fail(werr)
+	}
 	defer func() { _ = ctlW.Close() }()
 
 	cmd := exec.Command("/proc/self/exe", args...)
 	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
 	cmd.Env = []string{"_LOOPVISOR_FUSEJAIL=1"}
-	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR}
+	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	if p.KeepHelpers {
 		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")

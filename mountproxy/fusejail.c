@@ -14,8 +14,10 @@
  *  3. Drop supplementary groups (host root's) and, still host root,
  *     unshare(CLONE_NEWNS): a mount namespace owned by the initial user
  *     namespace, which the container can neither enter nor remount. A
- *     tmpfs over /tmp becomes the jail: the host's /usr, /bin, /sbin,
- *     /lib* read-only, nosuid, nodev; /etc/ld.so.cache;
+ *     tmpfs over /tmp becomes the jail: the files listed on fd 11 (the
+ *     helper, loopvisor, the libraries ldd names for them and libgcc_s,
+ *     which glibc loads for pthread_cancel) read-only, nosuid, nodev, each
+ *     at its own path; /etc/ld.so.cache;
  *     /dev/{null,zero,full,random,urandom}, /dev/fuse and the device node
  *     (/dev/DEVNAME); an empty /mnt; fusermount and fusermount3 replaced
  *     by loopvisor. pivot_root into it; the host's tree is detached.
@@ -161,6 +163,39 @@ static void bind_host(const char *src, const char *dst, int dev_ok) {
 	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | (dev_ok ? 0 : MOUNT_ATTR_NODEV)};
 	if (j_mount_setattr(AT_FDCWD, dst, AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &a) < 0)
 		jfail(errno, dst);
+}
+
+/* bind_file binds the regular file src (symlinks followed) read-only,
+ * nosuid, nodev on dst, created as an empty file; a dst that exists
+ * already (listed twice) is left alone. */
+static void bind_file(const char *src, const char *dst) {
+	struct stat st;
+	if (stat(src, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	int f = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (f < 0 && errno == EEXIST)
+		return;
+	if (f < 0)
+		jfail(errno, dst);
+	close(f);
+	if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+		jfail(errno, src);
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (j_mount_setattr(AT_FDCWD, dst, AT_SYMLINK_NOFOLLOW, &a) < 0)
+		jfail(errno, dst);
+}
+
+/* mkdir_parents creates the directories of relative path p (not p). */
+static void mkdir_parents(const char *p) {
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", p) >= (int)sizeof(buf))
+		jfail(ENAMETOOLONG, p);
+	for (char *s = strchr(buf, '/'); s; s = strchr(s + 1, '/')) {
+		*s = 0;
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			jfail(errno, buf);
+		*s = '/';
+	}
 }
 
 /* fake_fusermount puts the loopvisor binary (detached mount exe) at
@@ -311,6 +346,11 @@ static void jail_main(int argc, char **argv) {
 	size_t flen;
 	char *fbuf = read_all(8, &flen);
 	close(8);
+	size_t fileslen;
+	char *files = read_all(11, &fileslen);
+	close(11);
+	files = realloc(files, fileslen + 1);
+	files[fileslen] = 0;
 	if (flen == 0 || flen % sizeof(struct sock_filter))
 		jfail(EINVAL, "seccomp program");
 
@@ -327,16 +367,23 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "mount jail tmpfs");
 	if (chdir("/tmp") < 0)
 		jfail(errno, "chdir jail");
-	bind_host("/usr", "usr", 0);
-	bind_host("/bin", "bin", 0);
-	bind_host("/sbin", "sbin", 0);
-	bind_host("/lib", "lib", 0);
-	bind_host("/lib32", "lib32", 0);
-	bind_host("/lib64", "lib64", 0);
-	bind_host("/libx32", "libx32", 0);
 	if (mkdir("etc", 0755) < 0 || mkdir("dev", 0755) < 0 || mkdir("mnt", 0755) < 0 || mkdir("tmp", 0755) < 0 ||
 	    chmod("tmp", 01777) < 0)
 		jfail(errno, "mkdir jail");
+	/* Only the files the helper (and fusermount, which is loopvisor) runs
+	 * with: the binaries and the libraries they load, each at its own
+	 * path, read-only. The container, which can look into the jail
+	 * through the helper's /proc entry, sees nothing else of the host. */
+	for (char *line = files; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		if (line[0] == '/' && !strstr(line, "/../")) {
+			mkdir_parents(line + 1);
+			bind_file(line, line + 1);
+		}
+		line = nl ? nl + 1 : NULL;
+	}
 	bind_host("/etc/ld.so.cache", "etc/ld.so.cache", 0);
 	static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
 	for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {

@@ -87,7 +87,9 @@ func helperConfinement(t *testing.T, helper, ref int, hostUID int) {
 			t.Errorf("helper's jail shows /%s", e.Name())
 		}
 	}
-	for _, p := range []string{"etc/passwd", "etc/shadow", "tmp/disk.img", "root", "run", "proc", "sys", "home", "work"} {
+	// Only the helper's own files: no shell, no other host program.
+	for _, p := range []string{"etc/passwd", "etc/shadow", "tmp/disk.img", "root", "run", "proc", "sys", "home", "work",
+		"usr/bin/sh", "bin/sh", "usr/bin/ls", "usr/sbin/runc", "usr/bin/runc", "usr/bin/umount"} {
 		if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
 			t.Errorf("helper's jail has /%s", p)
 		}
