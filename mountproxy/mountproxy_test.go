@@ -45,7 +45,7 @@ func TestFuseOptions(t *testing.T) {
 		err    string
 	}{
 		{"fuse2fs", 0, "", "nosuid,nodev,allow_other,default_permissions,nonempty", ""},
-		{"/usr/bin/fuse2fs", unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOATIME, "", "nosuid,nodev,allow_other,default_permissions,nonempty,ro,noexec,noatime", ""},
+		{"/usr/bin/fuse2fs", unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOATIME, "", "nosuid,nodev,allow_other,default_permissions,nonempty,ro,noexec", ""},
 		{"fuse2fs", 0, "errors=panic,noload", "nosuid,nodev,allow_other,default_permissions,nonempty,errors=panic,norecovery", ""},
 		{"fuse2fs", 0, "data=journal", "", "data=journal"},
 		{"fuse2fs", 0, "errors=remount-ro", "", "errors=remount-ro"},

@@ -78,8 +78,10 @@ var fuseFlagOptions = []struct {
 	bit uint64
 	opt string
 }{
-	{unix.MS_RDONLY, "ro"}, {unix.MS_NOEXEC, "noexec"}, {unix.MS_NOATIME, "noatime"},
-	{unix.MS_NODIRATIME, "nodiratime"}, {unix.MS_SYNCHRONOUS, "sync"}, {unix.MS_DIRSYNC, "dirsync"},
+	// noatime and nodiratime are the mount's own attributes (fuseAttrs):
+	// the mount is loopvisor's, and libfuse refuses "nodiratime".
+	{unix.MS_RDONLY, "ro"}, {unix.MS_NOEXEC, "noexec"},
+	{unix.MS_SYNCHRONOUS, "sync"}, {unix.MS_DIRSYNC, "dirsync"},
 }
 
 // helperOptions lists the file system options each helper understands: a

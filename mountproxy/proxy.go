@@ -149,6 +149,11 @@ func sameRoot(procRoot string) bool {
 // Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
 // libmount falls back to mount(2), which loopvisor can see whole.
 func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
+	// The kernel checks the flags first (EINVAL); so must loopvisor,
+	// before it answers ENOSYS for a served type.
+	if args[1]&^uint64(unix.FSOPEN_CLOEXEC) != 0 {
+		return cont
+	}
 	fstype, err := c.ReadString(args[0], pathMax)
 	if err != nil {
 		return cont
@@ -172,6 +177,11 @@ type mountArgs struct {
 
 // Mount serves mount(2) for the instance's loop devices.
 func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
+	// MS_NOUSER is the kernel's own: path_mount refuses it (EINVAL) before
+	// anything else is done.
+	if args[3]&(1<<31) != 0 {
+		return cont
+	}
 	flags := CleanFlags(args[3])
 	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
 		return cont

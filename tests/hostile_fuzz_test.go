@@ -415,13 +415,6 @@ var replayByDesign = []replayRule{
 // once the supervisor is fixed (the test then fails if it comes back).
 var replayKnown = []replayRule{
 	{
-		name: "fsopen-flags-order",
-		match: func(call, sb, host string) bool {
-			return isFsopen(call) && sb == "ENOSYS" && host == "EINVAL"
-		},
-		reason: "mountproxy.Proxy.Fsopen answers ENOSYS for a served type before the kernel's flag check: fsopen(\"ext4\", 2) gives ENOSYS in a sandbox, EINVAL on the host",
-	},
-	{
 		name: "mount-checks-order",
 		match: func(call, sb, host string) bool {
 			served := has(call, "src=own-loop") && hasAny(call, servedTypes...)
@@ -444,12 +437,7 @@ var replayKnown = []replayRule{
 			served := has(call, "src=own-loop") && hasAny(call, servedTypes...)
 			return isMount(call) && served && sb == "OK" && host != "OK"
 		},
-		reason: "a FUSE-served mount succeeds where the kernel refuses it: MS_NOUSER (path_mount: EINVAL) is ignored, and fuse2fs mounts an ext4 image (extents, 64bit) as ext2 where the kernel's ext2 driver refuses it (EINVAL); the sandbox then holds a mount the host would not have",
-	},
-	{
-		name:   "fuse-nodiratime",
-		match:  nil, // kept out of the replay (it would leave a mount on the host only): see the reproducer
-		reason: "mountproxy passes MS_NODIRATIME to the FUSE helper as -o nodiratime, which libfuse refuses (\"fuse: unknown option `nodiratime'\"): mount -o loop,nodiratime of an ext4 image fails with EINVAL in a sandbox, works on the host (README promises nodiratime)",
+		reason: "a FUSE-served mount succeeds where the kernel refuses it: fuse2fs mounts an ext4 image (extents, 64bit) as ext2 where the kernel's ext2 driver refuses it (EINVAL); the sandbox then holds a mount the host would not have",
 	},
 	{
 		name: "i386-ctl-on-device",
@@ -605,14 +593,14 @@ func matchRule(rules []replayRule, call, sb, host string) *replayRule {
 // divergences, by the replayKnown rule they belong to, and (rule "") of
 // cases that agree and must keep agreeing.
 var replayRepro = []struct{ rule, repro string }{
-	{"fsopen-flags-order", "fsopen-flags"},
+	{"", "fsopen-flags"}, // fixed: the flags are checked before ENOSYS
 	{"mount-checks-order", "mount-target"},
 	{"mount-checks-order", "mount-data-before-target"},
 	{"served-mount-errno", "mount-ro-device"},
 	{"served-mount-errno", "mount-empty-device"},
-	{"served-mount-accepts-too-much", "mount-nouser"},
+	{"", "mount-nouser"}, // fixed: MS_NOUSER is left to the kernel
 	{"served-mount-accepts-too-much", "mount-ext2-of-ext4"},
-	{"fuse-nodiratime", "mount-flags=0x800"},
+	{"", "mount-flags=0x800"}, // fixed: MS_NODIRATIME is a mount attribute
 	{"", "mount-flags=0x400"}, // MS_NOATIME works
 	{"i386-ctl-on-device", "i386-ctl-on-device"},
 	{"i386-ctl-on-device", "blkpg-i386"},
