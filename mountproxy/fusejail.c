@@ -132,45 +132,13 @@ static void put_file(int m, const char *path) {
 	close(m);
 }
 
-/* bind_host binds the host path src (as seen in the jail's copy of the
- * host's mount table) on dst: directories recursively, read-only, nosuid,
- * nodev; symlinks are reproduced. Missing paths are skipped. */
-static void bind_host(const char *src, const char *dst, int dev_ok) {
+/* bind_file binds the host file src (symlinks followed: a regular file, or
+ * a character device when dev_ok) read-only and nosuid, and nodev unless
+ * dev_ok, on dst, created as an empty file. A missing src is skipped; a
+ * dst that exists already (listed twice) is left alone. */
+static void bind_file(const char *src, const char *dst, int dev_ok) {
 	struct stat st;
-	if (lstat(src, &st) < 0)
-		return;
-	if (S_ISLNK(st.st_mode)) {
-		char buf[4096];
-		ssize_t n = readlink(src, buf, sizeof(buf) - 1);
-		if (n < 0)
-			jfail(errno, src);
-		buf[n] = 0;
-		if (symlink(buf, dst) < 0)
-			jfail(errno, dst);
-		return;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		if (mkdir(dst, 0755) < 0)
-			jfail(errno, dst);
-	} else {
-		int f = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (f < 0)
-			jfail(errno, dst);
-		close(f);
-	}
-	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
-		jfail(errno, src);
-	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | (dev_ok ? 0 : MOUNT_ATTR_NODEV)};
-	if (j_mount_setattr(AT_FDCWD, dst, AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &a) < 0)
-		jfail(errno, dst);
-}
-
-/* bind_file binds the regular file src (symlinks followed) read-only,
- * nosuid, nodev on dst, created as an empty file; a dst that exists
- * already (listed twice) is left alone. */
-static void bind_file(const char *src, const char *dst) {
-	struct stat st;
-	if (stat(src, &st) < 0 || !S_ISREG(st.st_mode))
+	if (stat(src, &st) < 0 || !(S_ISREG(st.st_mode) || (dev_ok && S_ISCHR(st.st_mode))))
 		return;
 	int f = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (f < 0 && errno == EEXIST)
@@ -180,7 +148,7 @@ static void bind_file(const char *src, const char *dst) {
 	close(f);
 	if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
 		jfail(errno, src);
-	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | (dev_ok ? 0 : MOUNT_ATTR_NODEV)};
 	if (j_mount_setattr(AT_FDCWD, dst, AT_SYMLINK_NOFOLLOW, &a) < 0)
 		jfail(errno, dst);
 }
@@ -380,17 +348,17 @@ static void jail_main(int argc, char **argv) {
 			*nl = 0;
 		if (line[0] == '/' && !strstr(line, "/../")) {
 			mkdir_parents(line + 1);
-			bind_file(line, line + 1);
+			bind_file(line, line + 1, 0);
 		}
 		line = nl ? nl + 1 : NULL;
 	}
-	bind_host("/etc/ld.so.cache", "etc/ld.so.cache", 0);
+	bind_file("/etc/ld.so.cache", "etc/ld.so.cache", 0);
 	static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
 	for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
 		char src[64], dst[64];
 		snprintf(src, sizeof(src), "/dev/%s", devs[i]);
 		snprintf(dst, sizeof(dst), "dev/%s", devs[i]);
-		bind_host(src, dst, 1);
+		bind_file(src, dst, 1);
 	}
 	char devpath[256];
 	if (strchr(devname, '/') || snprintf(devpath, sizeof(devpath), "dev/%s", devname) >= (int)sizeof(devpath))

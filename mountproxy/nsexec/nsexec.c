@@ -54,13 +54,18 @@ static void die(int err, const char *what) {
 	_exit(120);
 }
 
-static void enter(void) {
-	/* Host root's supplementary groups go first: inside a user namespace
-	 * whose setgroups is denied they could no longer be dropped. */
+/* drop_groups drops host root's supplementary groups: first, because
+ * inside a user namespace whose setgroups is denied they could no longer be
+ * dropped. */
+static void drop_groups(void) {
 	if (setgroups(0, NULL) < 0)
 		die(errno, "setgroups");
-	if (setns(3, CLONE_NEWUSER | CLONE_NEWNS) < 0)
-		die(errno, "setns");
+}
+
+/* become_caller makes the process the sandbox's root (never host root),
+ * chrooted to the caller's root (fd 4) in its cwd (fd 5). Preconditions:
+ * in the sandbox's user and mount namespaces. */
+static void become_caller(void) {
 	if (setresgid(0, 0, 0) < 0)
 		die(errno, "setresgid");
 	if (setresuid(0, 0, 0) < 0)
@@ -76,6 +81,13 @@ static void enter(void) {
 	close(3);
 	close(4);
 	close(5);
+}
+
+static void enter(void) {
+	drop_groups();
+	if (setns(3, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		die(errno, "setns");
+	become_caller();
 }
 
 /* attach moves the detached mount on fd 6 onto the target fd t (from
@@ -130,6 +142,7 @@ static void lockmove(const char *target) {
 	if (fchdir(6) < 0)
 		die(errno, "fchdir mount");
 	close(6);
+	drop_groups();
 	if (setns(3, CLONE_NEWUSER) < 0)
 		die(errno, "setns user");
 	if (unshare(CLONE_NEWNS) < 0)
@@ -145,23 +158,7 @@ static void lockmove(const char *target) {
 		die(errno, "mount_setattr check");
 	if (setns(3, CLONE_NEWNS) < 0)
 		die(errno, "setns mount");
-	if (setresgid(0, 0, 0) < 0)
-		die(errno, "setresgid");
-	if (setgroups(0, NULL) < 0 && errno != EPERM)
-		die(errno, "setgroups");
-	if (setresuid(0, 0, 0) < 0)
-		die(errno, "setresuid");
-	if (getuid() != 0 || geteuid() != 0)
-		die(EPERM, "not the sandbox's root");
-	if (fchdir(4) < 0)
-		die(errno, "fchdir root");
-	if (chroot(".") < 0)
-		die(errno, "chroot");
-	if (fchdir(5) < 0)
-		die(errno, "fchdir cwd");
-	close(3);
-	close(4);
-	close(5);
+	become_caller();
 	int t = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (t < 0)
 		die(errno, "open target");
