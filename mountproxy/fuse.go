@@ -309,6 +309,28 @@ func (b *limitedBuffer) String() string {
 	return strings.TrimSpace(string(b.buf))
 }
 
+// filledPipe returns the read end of a pipe that holds data and whose write
+// end is closed: the launcher reads it to EOF. data is written before the
+// launcher runs, so it must fit the pipe's buffer (E2BIG otherwise).
+func filledPipe(data []byte) (*os.File, error) {
+	if len(data) > 60<<10 {
+		return nil, unix.E2BIG
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	_, err = w.Write(data)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
 // fuseAttrs maps mount(2) flags to fsmount's MOUNT_ATTR_* bits; nosuid and
 // nodev always.
 func fuseAttrs(flags uint64) uint64 {
@@ -409,16 +431,16 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, "/dev/" + devName,
 		strconv.FormatUint(fuseAttrs(a.flags), 10), ro, "--"}, hargv...)
 
-	progR, progW, err := os.Pipe()
+	progR, err := filledPipe(prog)
 	if err != nil {
 		return fail(err)
 	}
 	defer func() { _ = progR.Close() }()
-	if _, err := progW.Write(prog); err != nil { // a few KiB: fits the pipe
-		_ = progW.Close()
+	filesR, err := filledPipe([]byte(strings.Join(files, "\n") + "\n"))
+	if err != nil {
 		return fail(err)
 	}
-	_ = progW.Close()
+	defer func() { _ = filesR.Close() }()
 	statR, statW, err := os.Pipe()
 	if err != nil {
 		return fail(err)
@@ -428,33 +450,6 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		_ = statR.Close()
 		_ = statW.Close()
 		return fail(err)
-	}
-	filesR, filesW, err := os.Pipe()
-	if err != nil {
-		_ = statR.Close()
-		_ = statW.Close()
-		_ = ctlR.Close()
-		_ = ctlW.Close()
-		return fail(err)
-	}
-	defer func() { _ = filesR.Close() }()
-	list := strings.Join(files, "\n") + "\n"
-	if len(list) > 60<<10 { // written before the launcher reads: must fit the pipe
-		_ = filesW.Close()
-		_ = statR.Close()
-		_ = statW.Close()
-		_ = ctlR.Close()
-		_ = ctlW.Close()
-		return notify.Errno(unix.E2BIG)
-	}
-	_, werr := filesW.WriteString(list)
-	_ = filesW.Close()
-	if werr != nil {
-		_ = statR.Close()
-		_ = statW.Close()
-		_ = ctlR.Close()
-		_ = ctlW.Close()
-		return fail(werr)
 	}
 	defer func() { _ = ctlW.Close() }()
 

@@ -80,21 +80,11 @@ type Options struct {
 // (and, with opts.Mount, the mount calls) with SCMP_ACT_NOTIFY and allows
 // everything else.
 func Program(opts Options) ([]unix.SockFilter, error) {
-	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	f, err := newFilter()
 	if err != nil {
-		return nil, fmt.Errorf("seccomp: new filter: %w", err)
+		return nil, err
 	}
 	defer f.Release()
-	// Compat ABIs must be trapped too, or a 32-bit ioctl walks around the
-	// filter; refusing them (the default bad-arch action) would kill every
-	// 32-bit program in the sandbox.
-	for _, a := range []seccomp.ScmpArch{seccomp.ArchX86, seccomp.ArchX32} {
-		if runtime.GOARCH == "amd64" {
-			if err := f.AddArch(a); err != nil {
-				return nil, fmt.Errorf("seccomp: add arch %v: %w", a, err)
-			}
-		}
-	}
 	ioctl, err := seccomp.GetSyscallFromName("ioctl")
 	if err != nil {
 		return nil, err
@@ -114,6 +104,26 @@ func Program(opts Options) ([]unix.SockFilter, error) {
 		}
 	}
 	return exportBPF(f)
+}
+
+// newFilter returns an allow-by-default filter for the native ABI and, on
+// amd64, the compat ABIs: they must be filtered too, or a 32-bit call walks
+// around the rules; refusing them (the default bad-arch action) would kill
+// every 32-bit program.
+func newFilter() (*seccomp.ScmpFilter, error) {
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: new filter: %w", err)
+	}
+	if runtime.GOARCH == "amd64" {
+		for _, a := range []seccomp.ScmpArch{seccomp.ArchX86, seccomp.ArchX32} {
+			if err := f.AddArch(a); err != nil {
+				f.Release()
+				return nil, fmt.Errorf("seccomp: add arch %v: %w", a, err)
+			}
+		}
+	}
+	return f, nil
 }
 
 func addMountRules(f *seccomp.ScmpFilter) error {

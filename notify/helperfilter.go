@@ -2,7 +2,6 @@ package notify
 
 import (
 	"fmt"
-	"runtime"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
@@ -40,18 +39,11 @@ var helperDenied = []string{
 // the filter can see). It is stricter than the container's own filter for
 // everything loopvisor serves: the helper cannot even ask loopvisor.
 func HelperProgram() ([]byte, error) {
-	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	f, err := newFilter()
 	if err != nil {
-		return nil, fmt.Errorf("seccomp: new filter: %w", err)
+		return nil, err
 	}
 	defer f.Release()
-	if runtime.GOARCH == "amd64" {
-		for _, a := range []seccomp.ScmpArch{seccomp.ArchX86, seccomp.ArchX32} {
-			if err := f.AddArch(a); err != nil {
-				return nil, fmt.Errorf("seccomp: add arch %v: %w", a, err)
-			}
-		}
-	}
 	eperm := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
 	for _, name := range helperDenied {
 		nr, err := seccomp.GetSyscallFromName(name)
