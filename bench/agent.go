@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/loopvisor/loopvisor/internal/procstat"
 )
 
 // The agent figures: N containers handed to one `loopvisor agent` the way
@@ -49,71 +50,11 @@ type agentResults struct {
 	n                    int
 	alone, crowd         []float64 // ns per call: only container; N-1 idle
 	attach               time.Duration
-	attachPeak           procSample
+	attachPeak           procstat.Stat
 	allCalls             int64
 	allTime              time.Duration
-	attached, burst, end procSample
+	attached, burst, end procstat.Stat
 }
-
-type procSample struct{ threads, rssKiB int }
-
-func readProcSample(pid int) procSample {
-	var s procSample
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return s
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "Threads:":
-			s.threads, _ = strconv.Atoi(f[1])
-		case "VmRSS:":
-			s.rssKiB, _ = strconv.Atoi(f[1])
-		}
-	}
-	return s
-}
-
-// peakSampler records the peak threads and RSS of a process.
-type peakSampler struct {
-	mu         sync.Mutex
-	max        procSample
-	quit, done chan struct{}
-}
-
-func samplePeak(pid int) *peakSampler {
-	s := &peakSampler{quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			p := readProcSample(pid)
-			s.mu.Lock()
-			s.max.threads = max(s.max.threads, p.threads)
-			s.max.rssKiB = max(s.max.rssKiB, p.rssKiB)
-			s.mu.Unlock()
-			select {
-			case <-s.quit:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *peakSampler) peak() procSample {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.max
-}
-
-func (s *peakSampler) stop() { close(s.quit); <-s.done }
 
 // burstProc drives csrc/agentburst.
 type burstProc struct {
@@ -174,8 +115,8 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 	}
 	agentLog := func() string { b, _ := os.ReadFile(logf.Name()); return lastLines(string(b), 20) }
 
-	s := samplePeak(agent.Process.Pid)
-	defer s.stop()
+	s := procstat.Sample(agent.Process.Pid, 5*time.Millisecond)
+	defer s.Stop()
 	cmd := exec.Command(prog, sock)
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -238,14 +179,14 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 		return nil, err
 	}
 	r.attach = time.Since(t0)
-	r.attachPeak = s.peak()
+	r.attachPeak = s.Peak()
 	if err := single(&r.crowd); err != nil {
 		return nil, err
 	}
 	if r.allCalls, r.allTime, err = all(c.calls); err != nil {
 		return nil, err
 	}
-	r.attached = s.peak()
+	r.attached = s.Peak()
 	if _, err := b.do("exit"); err != nil {
 		return nil, err
 	}
@@ -258,9 +199,9 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 			return nil, fmt.Errorf("instances still live 2 minutes after the containers exited\n%s", agentLog())
 		}
 	}
-	r.burst = s.peak()
+	r.burst = s.Peak()
 	time.Sleep(time.Second)
-	r.end = readProcSample(agent.Process.Pid)
+	r.end = procstat.Read(agent.Process.Pid)
 	return r, nil
 }
 
@@ -274,12 +215,12 @@ func reportAgent(r *agentResults, c agentConfig) {
 	fmt.Println()
 	fmt.Printf("loopvisor agent with %d containers (each a process in its own user and mount namespace, handed over as runc does)\n", r.n)
 	fmt.Printf("  all %d attached and served (first trapped call of each answered): %.1f s\n", r.n, r.attach.Seconds())
-	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak while they attach", r.attachPeak.threads, float64(r.attachPeak.rssKiB)/1024)
-	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak after all of them called at once", r.attached.threads, float64(r.attached.rssKiB)/1024)
-	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak through their exit, all at once", r.burst.threads, float64(r.burst.rssKiB)/1024)
-	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent 1 s after the last instance was released", r.end.threads, float64(r.end.rssKiB)/1024)
-	fmt.Printf("  target <= %d threads: %s; target < %d MiB RSS: %s\n", agentMaxThreads, met(r.burst.threads <= agentMaxThreads && r.end.threads <= agentMaxThreads),
-		agentMaxRSSMiB, met(r.burst.rssKiB < agentMaxRSSMiB<<10))
+	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak while they attach", r.attachPeak.Threads, float64(r.attachPeak.RSSKiB)/1024)
+	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak after all of them called at once", r.attached.Threads, float64(r.attached.RSSKiB)/1024)
+	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent peak through their exit, all at once", r.burst.Threads, float64(r.burst.RSSKiB)/1024)
+	fmt.Printf("  %-58s %5d threads  %5.1f MiB\n", "agent 1 s after the last instance was released", r.end.Threads, float64(r.end.RSSKiB)/1024)
+	fmt.Printf("  target <= %d threads: %s; target < %d MiB RSS: %s\n", agentMaxThreads, met(r.burst.Threads <= agentMaxThreads && r.end.Threads <= agentMaxThreads),
+		agentMaxRSSMiB, met(r.burst.RSSKiB < agentMaxRSSMiB<<10))
 	alone, crowd := median(r.alone), median(r.crowd)
 	fmt.Printf("  trapped ioctl(/dev/null, LOOP_CTL_GET_FREE), ns/op, median of %d batches x %d calls:\n", c.batches, c.single)
 	fmt.Printf("    the only container                 %8.0f\n", alone)

@@ -7,12 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/loopvisor/loopvisor/internal/procstat"
 	"github.com/loopvisor/loopvisor/tests/oci"
 )
 
@@ -130,7 +129,7 @@ func TestAttack9ExitBurst(t *testing.T) {
 		t.Fatalf("compile agentburst: %v\n%s", err, out)
 	}
 	a := startAgent(t, stateDir(t), "--log-level", "warn") // 1,000 containers: 4,000 info lines
-	s := sampleProc(a.cmd.Process.Pid, 5*time.Millisecond)
+	s := procstat.Sample(a.cmd.Process.Pid, 5*time.Millisecond)
 	b := startBurst(t, prog, a.socket)
 	b.do(t, fmt.Sprintf("spawn %d", burstContainers))
 	// Every container's first call waits until the agent serves it.
@@ -140,20 +139,20 @@ func TestAttack9ExitBurst(t *testing.T) {
 	if f := b.do(t, "all 20"); f[3] != "0" {
 		t.Fatalf("calls not served: %v", f)
 	}
-	attached := s.peak()
+	attached := s.Peak()
 	b.do(t, "exit")
 	waitGoneFor(t, a, 60*time.Second)
-	burst := s.peak()
+	burst := s.Peak()
 	time.Sleep(500 * time.Millisecond)
-	s.stop()
-	after := procStatus(a.cmd.Process.Pid)
+	s.Stop()
+	after := procstat.Read(a.cmd.Process.Pid)
 	t.Logf("%d containers: peak while attached and calling %d threads %d MiB; through the exit burst %d threads %d MiB; after %d threads %d MiB",
-		burstContainers, attached.threads, attached.rssKiB>>10, burst.threads, burst.rssKiB>>10, after.threads, after.rssKiB>>10)
-	if burst.threads > 64 || after.threads > 64 {
-		t.Errorf("agent threads: peak %d, after the burst %d; want <= 64", burst.threads, after.threads)
+		burstContainers, attached.Threads, attached.RSSKiB>>10, burst.Threads, burst.RSSKiB>>10, after.Threads, after.RSSKiB>>10)
+	if burst.Threads > 64 || after.Threads > 64 {
+		t.Errorf("agent threads: peak %d, after the burst %d; want <= 64", burst.Threads, after.Threads)
 	}
-	if burst.rssKiB >= 100<<10 {
-		t.Errorf("agent RSS peak %d KiB, want < 100 MiB", burst.rssKiB)
+	if burst.RSSKiB >= 100<<10 {
+		t.Errorf("agent RSS peak %d KiB, want < 100 MiB", burst.RSSKiB)
 	}
 }
 
@@ -213,69 +212,6 @@ func (b *burst) do(t *testing.T, command string) []string {
 	}
 	return strings.Fields(line)
 }
-
-// procSample is one reading of /proc/PID/status.
-type procSample struct {
-	threads int
-	rssKiB  int
-}
-
-func procStatus(pid int) procSample {
-	var s procSample
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return s
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "Threads:":
-			s.threads, _ = strconv.Atoi(f[1])
-		case "VmRSS:":
-			s.rssKiB, _ = strconv.Atoi(f[1])
-		}
-	}
-	return s
-}
-
-// sampler records the peak thread count and RSS of a process.
-type sampler struct {
-	mu   sync.Mutex
-	max  procSample
-	quit chan struct{}
-	done chan struct{}
-}
-
-func sampleProc(pid int, every time.Duration) *sampler {
-	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for {
-			p := procStatus(pid)
-			s.mu.Lock()
-			s.max.threads = max(s.max.threads, p.threads)
-			s.max.rssKiB = max(s.max.rssKiB, p.rssKiB)
-			s.mu.Unlock()
-			select {
-			case <-s.quit:
-				return
-			case <-time.After(every):
-			}
-		}
-	}()
-	return s
-}
-
-func (s *sampler) peak() procSample {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.max
-}
-
-func (s *sampler) stop() { close(s.quit); <-s.done }
 
 // TestAttack8ForgedListeners: listeners that name an existing container's
 // id but come from processes outside it never join its instance. A
