@@ -226,6 +226,17 @@ func image(t *testing.T, dir, name string, size int64) string {
 	return p
 }
 
+// fsImage makes a file system of size bytes at dir/name with mkfs
+// (mkfs.ext4, mkfs.ext3), owned by the sandbox's root.
+func fsImage(t *testing.T, dir, name, mkfs string, size int64) {
+	t.Helper()
+	p := image(t, dir, name, size)
+	if out, err := exec.Command(mkfs, "-q", "-F", p).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs, err, out)
+	}
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
+}
+
 type result struct {
 	Stdout, Stderr string
 	Code           int

@@ -145,18 +145,6 @@ func hostDecoy(t *testing.T, idx int) {
 	})
 }
 
-// extImage makes a 4 MiB file system at dir/name with mkfs (mkfs.ext3,
-// mkfs.ext4). The client copies dir/ext.img into its own tmpfs and attaches
-// and mounts it at random.
-func extImage(t *testing.T, dir, name, mkfs string) {
-	t.Helper()
-	p := image(t, dir, name, 4<<20)
-	if out, err := exec.Command(mkfs, "-q", "-F", p).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", mkfs, err, out)
-	}
-	check(t, os.Chown(p, SandboxUID, SandboxUID))
-}
-
 // fuzzKnownLog are supervisor log lines the hostile client provokes that
 // point at a known, unfixed issue; they are reported as skipped subtests.
 var fuzzKnownLog = []struct{ name, substr, reason string }{
@@ -188,7 +176,7 @@ func TestHostileFuzz(t *testing.T) {
 	calls := envInt(t, "LOOPVISOR_FUZZ_CALLS", fuzzDefaultCalls)
 	seed := envInt(t, "LOOPVISOR_FUZZ_SEED", 1)
 	state, dir := stateDir(t), workDir(t)
-	extImage(t, dir, "ext.img", "mkfs.ext4")
+	fsImage(t, dir, "ext.img", "mkfs.ext4", 4<<20)
 	base := freeIndexRange(t, 30)
 	decoy := base + 20
 	hostDecoy(t, decoy)
@@ -504,7 +492,7 @@ func TestHostileReplay(t *testing.T) {
 	// TestHostileDivergences/mount-ext2-of-ext4, that would leave a mount
 	// in the sandbox only).
 	hostDir := workDir(t)
-	extImage(t, hostDir, "ext.img", "mkfs.ext3")
+	fsImage(t, hostDir, "ext.img", "mkfs.ext3", 4<<20)
 	before := probeHostLoops()
 	restored := false
 	t.Cleanup(func() {
@@ -521,7 +509,7 @@ func TestHostileReplay(t *testing.T) {
 
 	// Sandbox root. Limits high enough not to be reached: the host has none.
 	sbDir := workDir(t)
-	extImage(t, sbDir, "ext.img", "mkfs.ext3")
+	fsImage(t, sbDir, "ext.img", "mkfs.ext3", 4<<20)
 	sr := runFor(t, timeout, sbDir, loopvisor, append([]string{"run", "--state-dir", stateDir(t),
 		"--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--max-loop", "64", "--max-loop-per-uid", "256", "--", "hostilefuzz"}, args(sbDir)...)...)
 	if sr.Code != 0 || !strings.Contains(sr.Stdout, "replay done") {
@@ -633,8 +621,8 @@ func TestHostileDivergences(t *testing.T) {
 			idx := freeIndexRange(t, 1)
 			hostDir, sbDir := workDir(t), workDir(t)
 			for _, d := range []string{hostDir, sbDir} {
-				extImage(t, d, "ext3.img", "mkfs.ext3")
-				extImage(t, d, "ext4.img", "mkfs.ext4")
+				fsImage(t, d, "ext3.img", "mkfs.ext3", 4<<20)
+				fsImage(t, d, "ext4.img", "mkfs.ext4", 4<<20)
 			}
 			before := probeHostLoops()
 			restored := false

@@ -123,11 +123,7 @@ func TestAttack1HelperSwap(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
-	image(t, dir, "disk.img", 32<<20)
-	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs: %v %s", err, out)
-	}
-	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
 	evil := filepath.Join(dir, "evil")
 	check(t, os.WriteFile(evil, []byte("#!/bin/sh\ngrep -E 'Seccomp|CapEff' /proc/self/status > "+dir+"/evil.ran\nexit 1\n"), 0o755))
 	check(t, os.Chown(evil, SandboxUID, SandboxUID))
@@ -159,11 +155,7 @@ func TestAttack1HelperConfinedRun(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
-	image(t, dir, "disk.img", 32<<20)
-	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs: %v %s", err, out)
-	}
-	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
 	fifo := filepath.Join(dir, "go")
 	check(t, exec.Command("mkfifo", fifo).Run())
 	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
@@ -303,11 +295,7 @@ func TestAttack3HelperNode(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
-	image(t, dir, "disk.img", 32<<20)
-	if out, err := exec.Command("mkfs.ext4", "-q", filepath.Join(dir, "disk.img")).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs: %v %s", err, out)
-	}
-	check(t, os.Chown(filepath.Join(dir, "disk.img"), SandboxUID, SandboxUID))
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
 	r := sandbox(t, dir, stateDir(t), nil, `mkdir -p mnt
 mount -o loop disk.img mnt || exit 1
 h=$(pgrep -x fuse2fs)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/loopvisor/loopvisor/tests/oci"
@@ -74,31 +73,16 @@ func TestStockImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			cleanupDir(t, dir)
-			for _, c := range []struct {
-				path     string
-				uid, gid int
-				mode     os.FileMode
-			}{
-				{".", 0, 0, os.ModeDir | 0o755},
-				{"usr/bin/mount", 0, 0, os.ModeSetuid | 0o755},
-				{"usr/bin/su", 0, 0, os.ModeSetuid | 0o755},
-				{"etc/shadow", 0, 42, 0o640},
-				{"usr/bin/chage", 0, 42, os.ModeSetgid | 0o755},
-				{"tmp", 0, 0, os.ModeDir | os.ModeSticky | 0o777},
-				{"root", 0, 0, os.ModeDir | 0o700},
-			} {
-				fi, err := os.Lstat(filepath.Join(dir, c.path))
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				st, ok := fi.Sys().(*syscall.Stat_t)
-				if !ok {
-					t.Fatalf("%s: no syscall.Stat_t in %T", c.path, fi.Sys())
-				}
-				if int(st.Uid) != c.uid+oci.HostID || int(st.Gid) != c.gid+oci.HostID || fi.Mode() != c.mode {
-					t.Errorf("%s: %d:%d %v, want %d:%d %v", c.path, st.Uid, st.Gid, fi.Mode(), c.uid+oci.HostID, c.gid+oci.HostID, c.mode)
-				}
+			for _, msg := range oci.CheckShifted(dir, []oci.Owner{
+				{Path: ".", UID: 0, GID: 0, Mode: os.ModeDir | 0o755},
+				{Path: "usr/bin/mount", UID: 0, GID: 0, Mode: os.ModeSetuid | 0o755},
+				{Path: "usr/bin/su", UID: 0, GID: 0, Mode: os.ModeSetuid | 0o755},
+				{Path: "etc/shadow", UID: 0, GID: 42, Mode: 0o640},
+				{Path: "usr/bin/chage", UID: 0, GID: 42, Mode: os.ModeSetgid | 0o755},
+				{Path: "tmp", UID: 0, GID: 0, Mode: os.ModeDir | os.ModeSticky | 0o777},
+				{Path: "root", UID: 0, GID: 0, Mode: os.ModeDir | 0o700},
+			}) {
+				t.Error(msg)
 			}
 			if fi, err := os.Lstat(filepath.Join(dir, "bin")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 				t.Errorf("/bin should be a symlink (merged /usr): %v %v", fi, err)

@@ -140,16 +140,22 @@ func NewBundle(dir string, args []string, extra ...string) (*Bundle, error) {
 	if err := BuildRootfs(b.Rootfs, extra...); err != nil {
 		return nil, err
 	}
+	return b, b.writeDefaultSpec(args)
+}
+
+// writeDefaultSpec gives b the config.json of `runc spec` running args, on
+// its rootfs, in a user namespace mapping root to HostID, and saves it.
+func (b *Bundle) writeDefaultSpec(args []string) error {
 	spec, err := DefaultSpec()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	b.Spec = spec
 	b.Spec.Set("process.terminal", false)
 	b.SetArgs(args...)
 	b.Spec.Set("root", map[string]any{"path": "rootfs", "readonly": false})
 	b.SetUserNS(HostID, IDMapSize)
-	return b, b.Save()
+	return b.Save()
 }
 
 // DefaultSpec returns the config.json that `runc spec` writes (runc

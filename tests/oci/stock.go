@@ -396,14 +396,35 @@ func NewStockBundle(dir, dist string, args []string, programs ...string) (*Bundl
 			return nil, err
 		}
 	}
-	spec, err := DefaultSpec()
-	if err != nil {
-		return nil, err
+	return b, b.writeDefaultSpec(args)
+}
+
+// Owner is what a path in a shifted root file system must be: its owner
+// and group inside the container (HostID is added) and its mode.
+type Owner struct {
+	Path     string
+	UID, GID int
+	Mode     os.FileMode
+}
+
+// CheckShifted returns what differs between the paths under root and
+// want, one message per path; an unreadable path is a message too.
+func CheckShifted(root string, want []Owner) []string {
+	var bad []string
+	for _, c := range want {
+		fi, err := os.Lstat(filepath.Join(root, c.Path))
+		if err != nil {
+			bad = append(bad, err.Error())
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			bad = append(bad, fmt.Sprintf("%s: no syscall.Stat_t in %T", c.Path, fi.Sys()))
+			continue
+		}
+		if int(st.Uid) != c.UID+HostID || int(st.Gid) != c.GID+HostID || fi.Mode() != c.Mode {
+			bad = append(bad, fmt.Sprintf("%s: %d:%d %v, want %d:%d %v", c.Path, st.Uid, st.Gid, fi.Mode(), c.UID+HostID, c.GID+HostID, c.Mode))
+		}
 	}
-	b.Spec = spec
-	b.Spec.Set("process.terminal", false)
-	b.SetArgs(args...)
-	b.Spec.Set("root", map[string]any{"path": "rootfs", "readonly": false})
-	b.SetUserNS(HostID, IDMapSize)
-	return b, b.Save()
+	return bad
 }

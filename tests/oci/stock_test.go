@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -69,30 +68,15 @@ func TestUnpackShifted(t *testing.T) {
 	if err := UnpackShifted(img, root, HostID); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		path     string
-		uid, gid int
-		mode     os.FileMode
-	}{
+	for _, msg := range CheckShifted(root, []Owner{
 		{".", 0, 0, os.ModeDir | 0o755},
 		{"usr/bin/mount", 0, 0, os.ModeSetuid | 0o755},
 		{"usr/bin/chage", 0, 42, os.ModeSetgid | 0o755},
 		{"tmp", 0, 0, os.ModeDir | os.ModeSticky | 0o777},
 		{"home/u", 1000, 1000, os.ModeDir | 0o700},
 		{"bin", 0, 0, os.ModeSymlink | 0o777},
-	} {
-		fi, err := os.Lstat(filepath.Join(root, c.path))
-		if err != nil {
-			t.Error(err)
-			continue
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			t.Fatalf("%s: no syscall.Stat_t in %T", c.path, fi.Sys())
-		}
-		if int(st.Uid) != c.uid+HostID || int(st.Gid) != c.gid+HostID || fi.Mode() != c.mode {
-			t.Errorf("%s: %d:%d %v, want %d:%d %v", c.path, st.Uid, st.Gid, fi.Mode(), c.uid+HostID, c.gid+HostID, c.mode)
-		}
+	}) {
+		t.Error(msg)
 	}
 	a, _ := os.Stat(filepath.Join(root, "usr/bin/mount"))
 	b, _ := os.Stat(filepath.Join(root, "usr/bin/perl5"))
