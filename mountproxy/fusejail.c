@@ -44,6 +44,10 @@
  *     image; then Q attaches it on TARGET (resolved in the caller's root
  *     and cwd). The mount appears in the container only once the helper
  *     serves it.
+ *     With an empty TARGET (the new mount API) Q stops after
+ *     FSCONFIG_CMD_CREATE: it sends the created context over the unix
+ *     socket on fd 12 (the supervisor hands it to the caller, whose own
+ *     fsmount makes the mount), reports mount id 0 and exits.
  *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
  *     wait for H and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
@@ -266,6 +270,23 @@ static void fusermount_main(int argc, char **argv) {
 	_exit(0);
 }
 
+/* send_fd passes fd m to the supervisor over the unix socket on fd 12. */
+static void send_fd(int m) {
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &m, sizeof(int));
+	while (sendmsg(12, &msg, 0) < 0)
+		if (errno != EINTR)
+			jfail(errno, "send context");
+}
+
 static void jail_main(int argc, char **argv) {
 	if (argc < 10 || strcmp(argv[8], "--"))
 		jfail(EINVAL, "usage");
@@ -422,6 +443,14 @@ static void jail_main(int argc, char **argv) {
 			jfail(errno, "fsconfig ro");
 		if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 			jfail(errno, "fsconfig create");
+		if (!*target) {
+			/* The new mount API: the created context goes to the
+			 * caller, whose own fsmount makes the mount. */
+			close(fuse);
+			send_fd(fs);
+			dprintf(qp[1], "0\n");
+			_exit(0);
+		}
 		int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
 		if (mnt < 0)
 			jfail(errno, "fsmount");

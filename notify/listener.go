@@ -23,11 +23,20 @@ type Request struct {
 	Args [6]uint64
 }
 
-// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue.
+// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue,
+// or FD.
 type Reply struct {
 	Val      int64
 	Errno    syscall.Errno
 	Continue bool
+	// FD, if set, is installed in the caller (SECCOMP_IOCTL_NOTIF_ADDFD)
+	// and its number is the call's result; Respond closes it.
+	FD      *os.File
+	Cloexec bool // FD gets O_CLOEXEC in the caller
+	// SetFD installs FD at descriptor NewFD instead (replacing what is
+	// there, as dup2), and the call then gets Val.
+	SetFD bool
+	NewFD int
 }
 
 // Errno makes a Reply that fails the call with e.
@@ -123,6 +132,9 @@ func (l *Listener) Next() (Request, error) {
 // restarted its call after a signal) is not an error: there is nobody left to
 // answer.
 func (l *Listener) Respond(id uint64, r Reply) error {
+	if r.FD != nil {
+		return l.respondFD(id, r)
+	}
 	resp := seccompNotifResp{ID: id}
 	switch {
 	case r.Continue:

@@ -34,7 +34,7 @@ type Options struct {
 }
 
 // mountSyscalls are the calls loopvisor traps for `mount -o loop`.
-var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen"}
+var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
 
 type jsonObj = map[string]any
 
