@@ -31,7 +31,8 @@
  *     /dev/DEVNAME, subtype SUBTYPE, fsmounts it detached with ATTRS and
  *     reports the mount id.
  *  6. Fork the helper H into the container's pid namespace: fd 3 is the
- *     /dev/fuse fd, stdio /dev/null + L's stderr, every other fd closed,
+ *     /dev/fuse fd, fd 5 a pipe fusermount writes a byte to when called,
+ *     stdio /dev/null + L's stderr, every other fd closed,
  *     empty environment but PATH, no_new_privs, every capability dropped
  *     (SECBIT_NOROOT locked: exec gives uid 0 no capabilities), the
  *     seccomp program read from fd 8 (built by the supervisor), then exec
@@ -248,6 +249,14 @@ static void fusermount_main(int argc, char **argv) {
 	if (fstat(3, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229)) {
 		fprintf(stderr, "fusermount (loopvisor): fd 3 is not the FUSE device\n");
 		_exit(1);
+	}
+	struct stat rst;
+	if (fstat(5, &rst) == 0 && S_ISFIFO(rst.st_mode)) {
+		/* Nobody reads it for a mount(2): EPIPE, not SIGPIPE. */
+		signal(SIGPIPE, SIG_IGN);
+		char r = 1;
+		while (write(5, &r, 1) < 0 && errno == EINTR)
+			;
 	}
 	int sock = atoi(comm);
 	char byte = 0;
@@ -487,8 +496,8 @@ static void jail_main(int argc, char **argv) {
 	unsigned long long mntid = strtoull(idbuf, NULL, 10);
 
 	/* 6. the helper */
-	int errp[2];
-	if (pipe2(errp, O_CLOEXEC) < 0)
+	int errp[2], readyp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(readyp, O_CLOEXEC) < 0)
 		jfail(errno, "pipe");
 	pid_t h = fork();
 	if (h < 0)
@@ -504,7 +513,11 @@ static void jail_main(int argc, char **argv) {
 				jfail(errno, "dup3");
 			status_fd = 4;
 		}
-		syscall(SYS_close_range, 5, ~0U, 0);
+		/* fd 5: fusermount (loopvisor) writes a byte here once the
+		 * helper asks for its FUSE fd, i.e. has opened the image. */
+		if (dup2(readyp[1], 5) != 5)
+			jfail(errno, "dup2 ready");
+		syscall(SYS_close_range, 6, ~0U, 0);
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			jfail(errno, "no_new_privs");
 		drop_caps();
@@ -517,6 +530,7 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "exec helper");
 	}
 	close(errp[1]);
+	close(readyp[1]);
 	close(devnull);
 	close(fuse);
 	free(fbuf);
@@ -530,6 +544,25 @@ static void jail_main(int argc, char **argv) {
 		dprintf(status_fd, "%s", ebuf);
 		_exit(120);
 	}
+
+	/* The new mount API's create returns before anything is attached, so
+	 * it cannot wait for the helper to serve: it waits until the helper
+	 * has opened and accepted the image and asks for its FUSE fd (the
+	 * caller may close its loop device then: the helper holds it), or
+	 * has exited (the image is refused, as the kernel would refuse it). */
+	if (!*target) {
+		char r;
+		ssize_t rn;
+		do
+			rn = read(readyp[0], &r, 1);
+		while (rn < 0 && errno == EINTR);
+		if (rn != 1) {
+			kill(q, SIGKILL);
+			kill(h, SIGKILL);
+			jfail(EINVAL, "helper did not serve the mount");
+		}
+	}
+	close(readyp[0]);
 
 	/* 7. Q reports whether the helper served and the mount is attached */
 	int qst;
