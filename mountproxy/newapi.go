@@ -169,7 +169,7 @@ func kcmpWorks() bool {
 // kcmp), so that libmount falls back to mount(2).
 func (p *Proxy) fsopenServed(c Caller, fstype string, flags uint64) notify.Reply {
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype})
-	if _, ok := c.(fdCaller); !ok || p.pol.Kernel[fstype] || !kcmpWorks() {
+	if _, ok := c.(fdCaller); !ok || !p.pol.NewAPI || p.pol.Kernel[fstype] || !kcmpWorks() {
 		log.Debug("ENOSYS: served through mount(2)")
 		return notify.Errno(unix.ENOSYS)
 	}

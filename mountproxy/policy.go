@@ -17,6 +17,10 @@ type Policy struct {
 	Kernel map[string]bool
 	// Timeout bounds how long a FUSE helper may take to come up.
 	Timeout time.Duration
+	// NewAPI serves fsopen, fsconfig and fsmount of FUSE-served types
+	// (newapi.go); the filter must trap all three. Without it fsopen of
+	// a served type answers ENOSYS and libmount falls back to mount(2).
+	NewAPI bool
 }
 
 // Packages names the Debian package of each known helper, for error

@@ -148,8 +148,9 @@ func sameRoot(procRoot string) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
-// Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
-// libmount falls back to mount(2), which loopvisor can see whole.
+// Fsopen serves fsopen(2) of a type loopvisor serves: a context of the
+// new mount API (newapi.go), or ENOSYS where that is not served, so that
+// libmount falls back to mount(2).
 func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 	// The kernel checks the flags first (EINVAL); so must loopvisor,
 	// before it answers ENOSYS for a served type.

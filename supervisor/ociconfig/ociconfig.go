@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/notify"
@@ -32,6 +33,10 @@ type Options struct {
 	// namespace it is the namespace's, not the host's.
 	NoCapSysAdmin bool
 }
+
+// newAPIMetadata tells the agent that the filter traps fsopen, fsconfig
+// and fsmount, so it may serve the new mount API.
+const newAPIMetadata = "mount-api=new"
 
 // mountSyscalls are the calls loopvisor traps for `mount -o loop`.
 var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
@@ -238,6 +243,7 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 		ours = append(ours, jsonObj{"names": []any{"ioctl"}, "action": "SCMP_ACT_NOTIFY",
 			"args": []any{jsonObj{"index": 1, "value": uint64(0xffffffff), "valueTwo": cmd, "op": "SCMP_CMP_MASKED_EQ"}}})
 	}
+	metadata := o.Metadata
 	if !o.NoMount {
 		var trap []string
 		for _, n := range mountSyscalls {
@@ -250,11 +256,21 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 		if len(trap) > 0 {
 			ours = append(ours, jsonObj{"names": anyList(trap), "action": "SCMP_ACT_NOTIFY"})
 		}
+		// The agent serves the new mount API only to filters that trap
+		// all of it; an fsopen answered without its fsconfig would strand
+		// the caller.
+		if contains(trap, "fsopen") && contains(trap, "fsconfig") && contains(trap, "fsmount") &&
+			!contains(strings.Split(metadata, ";"), newAPIMetadata) {
+			if metadata != "" {
+				metadata += ";"
+			}
+			metadata += newAPIMetadata
+		}
 	}
 	sc["syscalls"] = append(kept, ours...)
 	sc["listenerPath"] = o.Listener
-	if o.Metadata != "" {
-		sc["listenerMetadata"] = o.Metadata
+	if metadata != "" {
+		sc["listenerMetadata"] = metadata
 	}
 	flags := strList(sc["flags"])
 	for _, f := range o.Flags {

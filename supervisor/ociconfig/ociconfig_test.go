@@ -72,7 +72,7 @@ func TestOCIConfigNoProfile(t *testing.T) {
 	}
 	m := decode(t, out)
 	sc := obj(t, obj(t, m, "linux"), "seccomp")
-	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4" {
+	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4;mount-api=new" {
 		t.Errorf("seccomp: %v", sc)
 	}
 	if m["x-unknown"] == nil {
