@@ -521,7 +521,13 @@ func (n *newAPI) unattached(idx int) uint64 {
 	if n.pending == nil {
 		n.pending = map[int][]uint64{}
 	}
-	n.pending[idx] = append(n.pending[idx], key)
+	// Keys of helpers that are gone are pruned by adoptMount; a sandbox
+	// that never attaches its mounts must not grow the list for ever.
+	keys := append(n.pending[idx], key)
+	if len(keys) > maxContexts*4 {
+		keys = keys[len(keys)-maxContexts*4:]
+	}
+	n.pending[idx] = keys
 	return key
 }
 
