@@ -29,8 +29,10 @@ func helloImage(t *testing.T, dir, name string) {
 // without a source and after a failed one, create twice, fsmount before
 // create and twice, bad fsmount flags) give host root's errnos, and the
 // same context then mounts through the new API (fsmount, openat through
-// the detached mount, move_mount, umount) as on the host. Without
-// loopvisor the create fails with EPERM.
+// the detached mount, move_mount, umount) as on the host. A descriptor
+// number of a closed context, reused by a tmpfs context, is the kernel's
+// tmpfs context; so are tmpfs contexts throughout. Without loopvisor the
+// create fails with EPERM.
 func TestNewAPIErrnos(t *testing.T) {
 	needRoot(t)
 	needTools(t, "debugfs")

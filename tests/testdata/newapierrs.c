@@ -101,5 +101,18 @@ int main(int argc, char **argv) {
 	if (a >= 0)
 		close(a);
 	report("umount", umount2(mnt, 0));
+
+	/* Descriptor numbers are the caller's: a context of the served type,
+	 * closed, and a tmpfs context that gets its number must be the
+	 * kernel's tmpfs context. */
+	int c = report("fsopen-3", fsopen_(type, FSOPEN_CLOEXEC));
+	close(c);
+	int b = report("fsopen-tmpfs", fsopen_("tmpfs", FSOPEN_CLOEXEC));
+	report("same-number", b == c ? 0 : (errno = EBADF, -1));
+	report("reused-size", fsconfig_(b, FSCONFIG_SET_STRING, "size", "1m", 0));
+	report("reused-create", fsconfig_(b, FSCONFIG_CMD_CREATE, NULL, NULL, 0));
+	int rm = report("reused-fsmount", fsmount_(b, FSMOUNT_CLOEXEC, 0));
+	close(rm);
+	close(b);
 	return 0;
 }
