@@ -506,8 +506,8 @@ func (p *Proxy) Fsmount(c Caller, args [6]uint64) notify.Reply {
 	if x.phase != phaseAwaitingMount {
 		return notify.Errno(unix.EINVAL) // no superblock
 	}
-	// A copy of the descriptor made before create still names the
-	// placeholder, whose superblock went to the first one.
+	// Created: the superblock went to the descriptor of the create, and
+	// x is being forgotten (a copy made before is then the kernel's).
 	return notify.Errno(unix.EBUSY)
 }
 
