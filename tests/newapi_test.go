@@ -109,10 +109,12 @@ echo "left $(losetup -a | grep -c fs.img)"`
 
 // TestStockNewAPIMount: Debian trixie's util-linux 2.41 (runc and crun with
 // only oci-config applied) mounts with the new API and does not fall back
-// to mount(2): `mount -o loop` and `mount /dev/loopN` of an ext4 image,
+// to mount(2): `mount -o loop`, `mount /dev/loopN` and `mount -o
+// loop,ro,noexec` (flags set by libmount's mount_setattr) of an ext4 image,
 // as libmount's debug output shows (fsopen, a created superblock,
-// move_mount; no mount(2) call); files written through the mount reach the image, which
-// the host's e2fsck finds clean. Without loopvisor the mount fails.
+// move_mount; no mount(2) call); files written through the mount reach
+// the image, which the host's e2fsck finds clean. Without loopvisor the
+// mount fails.
 func TestStockNewAPIMount(t *testing.T) {
 	needRoot(t)
 	needTools(t, "e2fsck", "debugfs")
@@ -133,12 +135,17 @@ grep -o 'fsopen(ext4)\|create FS done \[rc=0\|move_mount(to=\|mount(2) \[source'
 cat /mnt/m/file.txt
 umount /mnt/m
 losetup -d $d
+LIBMOUNT_DEBUG=hook mount -o loop,ro,noexec ext4.img /mnt/m 2>/tmp/debug3 || { grep -v libmount: /tmp/debug3 >&2; exit 32; }
+grep -o 'fsopen(ext4)\|create FS done \[rc=0\|move_mount(to=\|mount(2) \[source\|mount_setattr(' /tmp/debug3 | sort -u | sed 's/^/three /'
+grep " /mnt/m " /proc/self/mountinfo | cut -d' ' -f6 | tr ',' '\n' | grep -x 'ro\|noexec' | sed 's/^/flag /'
+if touch /mnt/m/new 2>/dev/null; then echo writable; else echo read-only; fi
+umount /mnt/m
 echo "left $(losetup -a | wc -l)"`
 	runtimes(t, func(t *testing.T, rt *oci.Runtime) {
 		hostGuard(t)
 		a := startAgent(t, stateDir(t))
 		res, b := stockCase(t, "trixie", rt, a, script, regexp.MustCompile(`mount: `), nil)
-		for _, n := range []string{"one", "two"} {
+		for _, n := range []string{"one", "two", "three"} {
 			for _, want := range []string{n + " fsopen(ext4)\n", n + " create FS done [rc=0\n", n + " move_mount(to=\n"} {
 				if !strings.Contains(res.Stdout, want) {
 					t.Errorf("libmount should use the new API (want %q):\n%s", want, res)
@@ -150,6 +157,11 @@ echo "left $(losetup -a | wc -l)"`
 		}
 		if !regexp.MustCompile(`(?m)^fs fuse\.ext4 /dev/loop\d+$`).MatchString(res.Stdout) {
 			t.Errorf("the mount should be served by fuse2fs with its loop device as source:\n%s", res.Stdout)
+		}
+		// Per-mount flags are set by libmount's own mount_setattr on the
+		// detached mount, before move_mount: the kernel's.
+		if !strings.Contains(res.Stdout, "three mount_setattr(\n") || !strings.Contains(res.Stdout, "flag ro\nflag noexec\nread-only\n") {
+			t.Errorf("mount -o loop,ro,noexec: want mount_setattr, ro and noexec on the mount and no writes:\n%s", res)
 		}
 		if !strings.Contains(res.Stdout, "new-api-written\n") || !strings.HasSuffix(res.Stdout, "left 0\n") {
 			t.Errorf("unexpected output:\n%s", res)
