@@ -533,28 +533,36 @@ func (n *newAPI) unattached(idx int) uint64 {
 
 // adoptMount returns the helper of mount id of pid's mount table if that
 // mount is one the caller's fsmount made of a context loopvisor created
-// (a FUSE mount whose source is the instance's /dev/loopN), and files it
-// under id, so that umount waits for the helper as for mount(2).
+// (a FUSE mount whose source is the instance's /dev/loopN) and the last
+// mount of its superblock there, and files it under id, so that umount
+// waits for the helper as for mount(2).
 func (p *Proxy) adoptMount(pid int, id uint64) *fuseMount {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
 	if err != nil {
 		return nil
 	}
-	idx := -1
+	idx, dev := -1, ""
+	devs := map[string]int{} // mounts of each superblock
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		_, rest, ok := strings.Cut(line, " - ")
 		rf := strings.Fields(rest)
-		if !ok || len(f) < 1 || f[0] != strconv.FormatUint(id, 10) || len(rf) < 2 || !strings.HasPrefix(rf[0], "fuse.") {
+		if !ok || len(f) < 3 || len(rf) < 2 {
+			continue
+		}
+		devs[f[2]]++
+		if f[0] != strconv.FormatUint(id, 10) || !strings.HasPrefix(rf[0], "fuse.") {
 			continue
 		}
 		if n, ok := strings.CutPrefix(rf[1], "/dev/loop"); ok {
 			if i, err := strconv.Atoi(n); err == nil {
-				idx = i
+				idx, dev = i, f[2]
 			}
 		}
 	}
-	if idx < 0 {
+	// Only the last mount of the superblock the caller sees ends its
+	// helper: a bind of it, unmounted first, is the kernel's alone.
+	if idx < 0 || devs[dev] != 1 {
 		return nil
 	}
 	p.api.mu.Lock()

@@ -83,7 +83,9 @@ func at(s []string, i int) string {
 // fsmount and never attached serves its files through the mount fd
 // (openat), as on the host; when the fd is closed the FUSE helper exits
 // and the loop device is free: losetup -d then leaves nothing attached.
-// Without loopvisor the create fails.
+// Attached with move_mount and bound elsewhere, the bind unmounts alone
+// and the umount of the mount waits for its helper, so the image is
+// complete. Without loopvisor the create fails.
 func TestNewAPIDetached(t *testing.T) {
 	needRoot(t)
 	needTools(t, "debugfs")
@@ -98,9 +100,35 @@ echo "left $(losetup -a | grep -c fs.img)"`
 	if !strings.Contains(host.Stdout, "read new-api-hello\n") {
 		t.Fatalf("set-up: the host (root) should read the file through the detached mount:\n%s", host)
 	}
-	out := sandboxOK(t, dir, state, nil, script)
+	// Attached, bound elsewhere: unmounting the bind leaves the helper to
+	// the first mount; unmounting that waits for the helper (umount(8)
+	// then finds none), as for mount(2).
+	for _, d := range []string{"mnt", "bind"} {
+		check(t, os.Mkdir(filepath.Join(dir, d), 0o755))
+		check(t, os.Chown(filepath.Join(dir, d), SandboxUID, SandboxUID))
+	}
+	attached := `
+d=$(losetup -f --show fs.img) || exit 1
+newapimount ext4 $d mnt | tr '\n' ' '; echo
+mount --bind mnt bind && umount bind
+cat mnt/hello
+echo written > mnt/x
+umount mnt
+echo "helpers-umount $(grep -lx fuse2fs /proc/[0-9]*/comm 2>/dev/null | wc -l)"
+losetup -d $d`
+	r := sandbox(t, dir, state, nil, script+attached)
+	if r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	out := r.Stdout
 	if !strings.Contains(out, "read new-api-hello\nhelpers 1\nhelpers-after 0\nleft 0\n") {
 		t.Errorf("want the file read through the detached mount, one helper while the fd is open, none after, and the device free:\n%s", out)
+	}
+	if !strings.Contains(out, "new-api OK \nnew-api-hello\nhelpers-umount 0\n") || strings.Contains(r.Stderr, "still running") {
+		t.Errorf("want the attached mount served, its bind unmounted alone, and umount to wait for the helper:\n%s", r)
+	}
+	if got := debugfsCat(t, filepath.Join(dir, "fs.img"), "/x"); got != "written\n" {
+		t.Errorf("host reads %q", got)
 	}
 	if b := bare(t, dir, state, "newapidetach ext4 fs.img hello fuse2fs"); !strings.Contains(b.Stdout, "ERR fsconfig-create EPERM") {
 		t.Errorf("without loopvisor the create should fail with EPERM:\n%s", b)
