@@ -102,6 +102,7 @@ func main() {
 	flag.IntVar(&c.m.imgMiB, "mount-image-mib", 64, "size of the ext4 image mounted in the cycles (MiB)")
 	flag.IntVar(&c.m.readRounds, "read-rounds", 9, "cold reads per set-up and image placement (disk, tmpfs), after a warm-up read")
 	flag.IntVar(&c.m.readMiB, "read-mib", 256, "size of the file read (MiB)")
+	flag.DurationVar(&c.deadline, "deadline", 9*time.Minute, "overall bound: past it the bench stops what it started, says what it was measuring and exits 1")
 	flag.Var((*argsFlag)(&c.m.fuse2fsArgs), "fuse2fs-args", "also measure a FUSE sandbox whose fuse2fs gets these arguments added, e.g. \"-o max_read=131072 -s\" (repeatable)")
 	flag.Parse()
 	if err := run(*loopvisor, c); err != nil {
@@ -125,6 +126,7 @@ type config struct {
 	m                mountConfig
 	imageRounds      int
 	agent            agentConfig
+	deadline         time.Duration
 }
 
 func run(loopvisor string, c config) error {
@@ -155,6 +157,11 @@ func run(loopvisor string, c config) error {
 		return err
 	}
 	defer unlock()
+	// The deadline counts from here: waiting for the lock is not the
+	// bench's time.
+	if c.deadline > 0 {
+		watchdog(c.deadline)
+	}
 
 	dir, err := os.MkdirTemp("", "loopvisor-bench-")
 	if err != nil {
@@ -178,6 +185,8 @@ func run(loopvisor string, c config) error {
 	// Journals of a supervisor that did not finish must not vanish with
 	// the temporary state dir: let loopvisor gc release what they list.
 	defer gcState(lv, state)
+	atDeadline(func() { _ = os.RemoveAll(dir) })
+	atDeadline(func() { gcState(lv, state) })
 
 	before := snapshot()
 	load0, cpu0 := loadAvg(), cpuTimes()
@@ -185,14 +194,17 @@ func run(loopvisor string, c config) error {
 	var res *results
 	var mres *mountResults
 	if c.syscalls {
+		setPhase("measuring trapped and plain system calls")
 		res, err = measure(lv, probe, state, dir, fifo, c)
 	}
 	if err == nil && c.mount {
+		setPhase("measuring mount cycles and FUSE reads")
 		mres, err = measureMount(lv, dir, state, c.m)
 	}
 	var ires *imageResults
 	if err == nil && c.imageRounds > 0 {
 		var ierr error
+		setPhase("measuring the partitioned image build")
 		if ires, ierr = measureImageBuild(lv, dir, state, c.imageRounds); ierr != nil {
 			fmt.Fprintf(os.Stderr, "bench: partitioned image build not measured: %v\n", ierr)
 		}
@@ -202,6 +214,7 @@ func run(loopvisor string, c config) error {
 		if c.agent.single < 1 || c.agent.batches < 1 || c.agent.calls < 1 {
 			return errors.New("-agent-single, -agent-batches and -agent-calls must be at least 1")
 		}
+		setPhase(fmt.Sprintf("measuring the agent with %d containers", c.agent.n))
 		ares, err = measureAgent(lv, dir, c.agent)
 	}
 	after := waitSnapshot(before, 5*time.Second)
@@ -467,7 +480,7 @@ func command(timeout time.Duration, dir string, argv []string) (string, string, 
 	cmd.Dir = dir
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		return "", "", err
 	}
 	done := make(chan error, 1)

@@ -481,6 +481,7 @@ type prober struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
+	stdout *os.File
 	done   chan struct{} // closed once the probe has exited; then err is its Wait
 	err    error
 	stderr *lockedBuffer
@@ -495,19 +496,29 @@ func startProber(label, dir string, argv []string) (*prober, error) {
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	stdout, err := p.cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe: the probe's children (a
+	// FUSE helper, a sandbox's processes) may keep its write end open
+	// after the probe is gone, and the reader must not hold up Wait.
+	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
+	p.stdout = r
+	p.cmd.Stdout = w
+	err = start(p.cmd)
+	_ = w.Close() // the probe has its own copy, or failed to start
+	if err != nil {
+		_ = r.Close()
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			p.lines <- sc.Text()
 		}
 		close(p.lines)
+	}()
+	go func() {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
@@ -528,10 +539,12 @@ func (p *prober) do(command string) ([]string, error) {
 	defer timer.Stop()
 	for {
 		select {
+		case <-p.done:
+			return nil, fmt.Errorf("%s: %s: the probe exited: %w\n%s", p.label, command, p.err, p.stderr.String())
 		case l, ok := <-p.lines:
 			switch {
 			case !ok:
-				return nil, fmt.Errorf("%s: %s: the probe exited\n%s", p.label, command, p.stderr.String())
+				return nil, fmt.Errorf("%s: %s: the probe closed its output\n%s", p.label, command, p.stderr.String())
 			case l == "ok":
 				return out, nil
 			case strings.HasPrefix(l, "err "):
@@ -551,23 +564,26 @@ func (p *prober) stop() error {
 	_ = p.stdin.Close()
 	select {
 	case <-p.done:
+		_ = p.stdout.Close() // read to the end or abandoned: either way done with
 		if p.err != nil {
 			return fmt.Errorf("%s: %w\n%s", p.label, p.err, p.stderr.String())
 		}
 		return nil
 	case <-time.After(30 * time.Second):
 		p.kill()
-		return fmt.Errorf("%s: did not exit at EOF", p.label)
+		return fmt.Errorf("%s: did not exit at EOF\n%s", p.label, p.stderr.String())
 	}
 }
 
 // kill ends the probe after a failure: EOF, then SIGTERM (loopvisor forwards
-// it and releases its devices), then SIGKILL.
+// it and releases its devices), then SIGKILL, waiting a bounded time after
+// each; a probe that outlives all of that is reported and left behind.
 //
 // It is called after a failure that is already being reported: a failed
 // close or signal shows as the probe not exiting.
 func (p *prober) kill() {
 	_ = p.stdin.Close()
+	defer func() { _ = p.stdout.Close() }() // ends the reader, whoever holds the write end
 	for _, sig := range []syscall.Signal{0, syscall.SIGTERM, syscall.SIGKILL} {
 		if sig != 0 {
 			_ = p.cmd.Process.Signal(sig)
@@ -578,7 +594,7 @@ func (p *prober) kill() {
 		case <-time.After(10 * time.Second):
 		}
 	}
-	<-p.done
+	fmt.Fprintf(os.Stderr, "bench: %s (pid %d) did not exit after SIGKILL\n", p.label, p.cmd.Process.Pid)
 }
 
 // median returns the median of v.

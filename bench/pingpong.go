@@ -86,7 +86,7 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.ExtraFiles = []*os.File{theirs}
-	err = cmd.Start()
+	err = start(cmd)
 	_ = theirs.Close() // the child has its own copy, or failed to start
 	if err != nil {
 		return nil, fmt.Errorf("start ping-pong child: %w", err)
