@@ -443,13 +443,13 @@ func measure(lv, probe, state, dir string, fifo []string, c config, floor, filte
 		// The C floor.
 		out, errOut, err := command(timeout, dir, append([]string{floor, filter}, trapped...))
 		if err != nil {
-			return nil, fmt.Errorf("C ping-pong: %w", err)
+			return nil, fmt.Errorf("pingfloor: %w", err)
 		}
 		if err := parse(r, whereC, out); err != nil {
 			return nil, err
 		}
 		if got := r.nullResults[whereC+"/nullgetfree"]; got != "0" {
-			return nil, fmt.Errorf("C ping-pong: ioctl(/dev/null, LOOP_CTL_GET_FREE) returned %s, not the supervisor's 0: the filter did not trap it", got)
+			return nil, fmt.Errorf("pingfloor: ioctl(/dev/null, LOOP_CTL_GET_FREE) returned %s, not the supervisor's 0: the filter did not trap it", got)
 		}
 		r.floorSync = strings.Contains(errOut, "sync_wakeup 1")
 
