@@ -147,7 +147,8 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 		abort()
 		return exitCode(cmd), fmt.Errorf("sandbox set-up failed: %w", err)
 	}
-	l, err := notify.NewListener(lfd)
+	// One sandbox, one listener: served on a thread of its own.
+	l, err := notify.NewBlockingListener(lfd)
 	if err != nil {
 		abort()
 		return 0, err

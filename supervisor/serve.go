@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -20,8 +21,14 @@ type Sandbox struct {
 
 // Serve answers the listener's notifications until no task uses the filter
 // any more. Requests of one listener are served in order, so a flood from
-// one sandbox queues behind itself only.
+// one sandbox queues behind itself only. A blocking listener is served on
+// this goroutine's OS thread, locked for the purpose: every call is
+// received, decided and answered there.
 func Serve(l *notify.Listener, sb *Sandbox) error {
+	if l.Blocking() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	for {
 		req, err := l.Next()
 		if errors.Is(err, notify.ErrGone) {
