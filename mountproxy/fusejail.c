@@ -45,7 +45,7 @@
  *     and cwd). The mount appears in the container only once the helper
  *     serves it.
  *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
- *     wait for H and exit with its status. SIGTERM
+ *     wait for H (woken by SIGCHLD) and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
  *     the supervisor unless _LOOPVISOR_NSEXEC_KEEP=1.
  * Any failure: "error ERRNO STEP" on fd 9, exit 120.
@@ -518,18 +518,18 @@ static void jail_main(int argc, char **argv) {
 	/* status_fd stays open until we exit: its EOF tells the supervisor
 	 * the helper is gone without a thread blocked in wait. */
 
-	/* 9. live as long as the helper */
+	/* 9. live as long as the helper: SIGCHLD says at once when it is
+	 * gone (umount waits for that), the timeout is a safety net. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (;;) {
+		/* Reap first: a helper that died before SIGCHLD was blocked
+		 * left no signal pending. */
 		int st;
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		int sig = sigtimedwait(&set, NULL, &ts);
-		if (sig > 0)
-			kill(h, sig);
 		pid_t r = waitpid(h, &st, WNOHANG);
 		if (r == h) {
 			if (WIFEXITED(st))
@@ -538,6 +538,10 @@ static void jail_main(int argc, char **argv) {
 		}
 		if (r < 0 && errno != EINTR)
 			_exit(121);
+		struct timespec ts = {1, 0};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			kill(h, sig);
 	}
 }
 
