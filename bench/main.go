@@ -111,6 +111,9 @@ func main() {
 	flag.IntVar(&c.m.imgMiB, "mount-image-mib", 64, "size of the ext4 image mounted in the cycles (MiB)")
 	flag.IntVar(&c.m.readRounds, "read-rounds", 9, "cold reads per set-up and image placement (disk, tmpfs), after a warm-up read")
 	flag.IntVar(&c.m.readMiB, "read-mib", 256, "size of the file read (MiB)")
+	flag.IntVar(&c.m.writeRounds, "write-rounds", 3, "rounds of sequential writes and tree unpacks per set-up, after a warm-up (0: skip)")
+	flag.IntVar(&c.m.writeMiB, "write-mib", 256, "size of the file written (MiB)")
+	flag.IntVar(&c.m.treeFiles, "tree-files", 10000, "files in the tree unpacked")
 	flag.DurationVar(&c.deadline, "deadline", 9*time.Minute, "overall bound: past it the bench stops what it started, says what it was measuring and exits 1")
 	flag.Var((*argsFlag)(&c.m.fuse2fsArgs), "fuse2fs-args", "also measure a FUSE sandbox whose fuse2fs gets these arguments added, e.g. \"-o max_read=131072 -s\" (repeatable)")
 	flag.Parse()
@@ -147,6 +150,9 @@ func run(loopvisor string, c config) error {
 	}
 	if c.m.rounds < 1 || c.m.cycles < 1 || c.m.readRounds < 1 || c.m.readMiB < 1 || c.m.imgMiB < 8 {
 		return errors.New("-mount-rounds, -mount-cycles, -read-rounds and -read-mib must be at least 1, -mount-image-mib at least 8")
+	}
+	if c.m.writeRounds > 0 && (c.m.writeMiB < 1 || c.m.treeFiles < 1) {
+		return errors.New("-write-mib and -tree-files must be at least 1")
 	}
 	for _, a := range c.m.fuse2fsArgs {
 		if strings.ContainsAny(a, "\"'`$\\;&|<>()*?[]~#\n") {

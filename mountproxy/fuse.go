@@ -69,15 +69,21 @@ var dlopened = []string{"libgcc_s.so.1"}
 // loopvisor (fusermount in the jail), the shared libraries ldd names for
 // them and the dlopened ones, each under the path it is asked for by and
 // the path it resolves to. Nothing else of the host is in the jail.
-func jailFiles(helper string) ([]string, error) {
+//
+// Lists are cached in the process and in cacheDir (see jailcache.go).
+func jailFiles(helper, cacheDir string) ([]string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	key := helper + "\x00" + exe
+	key := jailCacheKey(helper, exe)
 	jailFilesMu.Lock()
 	defer jailFilesMu.Unlock()
 	if fs, ok := jailFilesCache[key]; ok {
+		return fs, nil
+	}
+	if fs, ok := loadJailCache(cacheDir, helper, exe); ok {
+		jailFilesCache[key] = fs
 		return fs, nil
 	}
 	seen := map[string]bool{}
@@ -110,6 +116,7 @@ func jailFiles(helper string) ([]string, error) {
 		}
 	}
 	jailFilesCache[key] = out
+	storeJailCache(cacheDir, helper, exe, out)
 	return out, nil
 }
 
@@ -369,7 +376,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Warn("image refused as the kernel would refuse it")
 		return fail(err)
 	}
-	files, err := jailFiles(path)
+	files, err := jailFiles(path, p.pol.CacheDir)
 	if err != nil {
 		log.WithError(err).Error("cannot list the helper's files: ENODEV")
 		return notify.Errno(unix.ENODEV)

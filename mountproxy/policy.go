@@ -17,6 +17,10 @@ type Policy struct {
 	Kernel map[string]bool
 	// Timeout bounds how long a FUSE helper may take to come up.
 	Timeout time.Duration
+	// CacheDir, if set, is a directory only host root can write (the
+	// state dir) where the list of files a helper's jail holds is cached
+	// across supervisor processes.
+	CacheDir string
 }
 
 // Packages names the Debian package of each known helper, for error

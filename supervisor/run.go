@@ -71,6 +71,11 @@ func Run(cfg RunConfig) (int, error) {
 	// Briefly: a device still in use (mounted on the host, say) must not
 	// slow every start; loopvisor gc --wait is there for the patient.
 	GC(host, reg, cfg.Log.WithField("phase", "start"), 200*time.Millisecond)
+	if cfg.Mounts != nil && cfg.Mounts.CacheDir == "" {
+		pol := *cfg.Mounts
+		pol.CacheDir = reg.Dir // host root's only: helpers' file lists
+		cfg.Mounts = &pol
+	}
 	if cfg.Bare {
 		return runBare(cfg)
 	}
