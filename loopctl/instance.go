@@ -510,17 +510,38 @@ func (in *Instance) Close(timeout time.Duration) error {
 	var left []int
 	for {
 		left = left[:0]
+		// Devices are released a few at a time: LOOP_CTL_REMOVE waits
+		// tens of milliseconds in the kernel (del_gendisk) and mostly not
+		// on a global lock, so an instance with partitions (three devices
+		// and more) ends in the time of one. Every release blocks an OS
+		// thread: releaseParallel bounds what one instance takes (the
+		// agent releases a few instances at once).
+		idxs := make([]int, 0, len(in.devs))
 		for idx := range in.devs {
 			in.unclaim(idx)
-			switch err := ReleaseDevice(in.host, in.reg, idx); err {
-			case nil:
-				delete(in.devs, idx)
-				in.reg.DropNode(idx)
-				in.View.RemoveLoop(idx)
-				in.log.WithField("loop", idx).Info("device released")
-			default:
+			idxs = append(idxs, idx)
+		}
+		errs := make([]error, len(idxs))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, releaseParallel)
+		for i, idx := range idxs {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				errs[i] = ReleaseDevice(in.host, in.reg, idx)
+			}()
+		}
+		wg.Wait()
+		for i, idx := range idxs {
+			if errs[i] != nil {
 				left = append(left, idx)
+				continue
 			}
+			delete(in.devs, idx)
+			in.reg.DropNode(idx)
+			in.View.RemoveLoop(idx)
+			in.log.WithField("loop", idx).Info("device released")
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
 			break
@@ -547,6 +568,9 @@ func (in *Instance) Close(timeout time.Duration) error {
 	}
 	return err
 }
+
+// releaseParallel is how many devices of one instance are released at once.
+const releaseParallel = 4
 
 // ErrInUse means a device is mounted or claimed outside the instance.
 var ErrInUse = errors.New("loop device in use outside the instance")
