@@ -86,11 +86,11 @@ type mountResults struct {
 	read   map[string]map[string][]float64 // MB/s of cold reads, by phase, set-up key and round
 	// CPU time (ms) the FUSE helper spent on each read, by phase and key.
 	helperCPU map[string]map[string][]float64
-	fstype    map[string]string // what the read phase found mounted, by key
-	fuseOp    map[string]string // the -o list loopvisor gave the FUSE helper, by key
+	fstype    map[string]string    // what the read phase found mounted, by key
+	fuseOp    map[string]string    // the -o list loopvisor gave the FUSE helper, by key
 	write     map[string][]float64 // MB/s of writes (mount, write, umount), by set-up key and round
 	untar     map[string][]float64 // ms to unpack the tree (mount, tar -x, umount), likewise
-	block     int               // block size of the read image
+	block     int                  // block size of the read image
 	// Memory touched after dropping the page cache, before each read.
 	prefaultMiB int
 }

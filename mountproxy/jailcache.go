@@ -22,7 +22,7 @@ const jailCacheName = "jail-files.json"
 
 // fileID identifies one version of a file.
 type fileID struct {
-	Dev, Ino, Size    uint64
+	Dev, Ino, Size   uint64
 	MtimeNs, CtimeNs int64
 }
 
