@@ -429,6 +429,8 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	if flags&unix.MNT_DETACH == 0 {
 		select {
 		case <-fm.done:
+			// Before the caller hears back: its node is dead by then.
+			fm.release()
 		case <-time.After(umountWaitHelper):
 			log.Warn("FUSE helper still running 30s after umount")
 		}
