@@ -59,9 +59,12 @@ type Instance struct {
 	// nodes, so no kept reference can ever reach the index's next device.
 	// GET_FREE and ADD hand them out again first; limits count them.
 	hidden map[int]bool
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// Indices whose backing file is on FUSE: their size-computing
+	// commands run as the caller (asCaller).
+	fuseBacked map[int]bool
+	closed     bool
+	stop       chan struct{}
+	done       chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -85,7 +88,7 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {
