@@ -107,8 +107,8 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	// hot path of every trapped call.
 	log := func() *logrus.Entry { return in.log.WithField("syscall", CmdName(cmd)) }
 	switch {
-	case IsLoopControl(&st):
-		return in.control(c, log, f, cmd, arg)
+	case in.isControl(&st):
+		return in.control(c, log, cmd, arg)
 	case IsLoopDevice(&st):
 		idx := Index(st.Rdev)
 		if !in.Owns(idx) {
@@ -128,7 +128,7 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	}
 }
 
-func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) notify.Reply {
+func (in *Instance) control(c Caller, log func() *logrus.Entry, cmd uint32, arg uint64) notify.Reply {
 	switch cmd {
 	case cmdCtlGetFree:
 		// GET_FREE may create a device: not for a call that is gone.
@@ -157,9 +157,18 @@ func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd
 		return value(0, err)
 	default:
 		// Other loop commands on loop-control: the misc driver refuses
-		// them; running them on our copy returns its errno.
-		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+		// them (loop_control_ioctl). The container's node is not the
+		// misc device, so its answer is given here.
+		return notify.Errno(unix.ENOSYS)
 	}
+}
+
+// isControl reports whether st is a loop-control node for the instance:
+// its own /dev/loop-control (a /dev/null node the view made), the
+// supervisor's (an agent's, before it takes the container over) or the
+// kernel's (a node of the host's, if a runtime bound one in).
+func (in *Instance) isControl(st *unix.Stat_t) bool {
+	return IsLoopControl(st) || in.View.IsControl(st) || in.host.isControlNode(st)
 }
 
 // writable reports whether f was opened for writing (the loop driver's

@@ -47,6 +47,8 @@ type View struct {
 	nodes map[int][]*nodeInode
 	// helperSeq names helper nodes uniquely.
 	helperSeq int
+	// The inode of the view's /dev/loop-control.
+	ctlDev, ctlIno uint64
 
 	// Publish, if set, is called after a device node appears in the view
 	// with a detached mount of it (the caller owns it), and Unpublish
@@ -207,6 +209,12 @@ func (v *View) Close() error {
 
 func (v *View) fd() int { return int(v.root.Fd()) }
 
+// IsControl reports whether st is the view's /dev/loop-control node (by
+// inode: bind mounts and hard links of it are it too).
+func (v *View) IsControl(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Dev == v.ctlDev && st.Ino == v.ctlIno
+}
+
 func (v *View) populate() error {
 	for _, d := range []string{Dev, SysBlock, SysClass, SysDev} {
 		if err := unix.Mkdirat(v.fd(), d, 0o755); err != nil {
@@ -239,9 +247,18 @@ func (v *View) populate() error {
 			return err
 		}
 	}
-	if err := v.mknod(Dev+"/loop-control", unix.S_IFCHR|0o600, linux.MiscMajor, linux.LoopCtlMinor, v.uid, v.gid); err != nil {
+	// Not the kernel's loop-control: a /dev/null node. Its fd outside the
+	// container's filter is worth nothing; the supervisor knows it by its
+	// inode (IsControl) and serves the container's trapped commands on
+	// it. util-linux and busybox only need it to exist and open.
+	if err := v.mknod(Dev+"/loop-control", unix.S_IFCHR|0o600, linux.NullMajor, linux.NullMinor, v.uid, v.gid); err != nil {
 		return err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(v.fd(), Dev+"/loop-control", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	v.ctlDev, v.ctlIno = st.Dev, st.Ino
 	for _, d := range []string{"pts", "shm"} {
 		if err := unix.Mkdirat(v.fd(), Dev+"/"+d, 0o755); err != nil {
 			return err
