@@ -380,6 +380,17 @@ func warnDumpable(log *logrus.Entry) {
 // root's ids, no capabilities, the helper seccomp filter, and a mount
 // made by loopvisor from the container's user namespace.
 func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
+	if !p.reserveHelper() {
+		log.WithField("max_fuse", p.maxHelpers()).Warn("too many FUSE helpers in the instance: ENOSPC")
+		return notify.Errno(unix.ENOSPC)
+	}
+	// The slot is the helper's until it exits (track), or freed here.
+	reserved := true
+	defer func() {
+		if reserved {
+			p.releaseHelper()
+		}
+	}()
 	helper := p.pol.Fuse[a.fstype]
 	path, err := jailHelper(helper)
 	if err != nil {
@@ -572,7 +583,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		hpid, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil {
 			fm.mntID, fm.helperPid, fm.release = id, hpid, release
-			tracked = true
+			tracked, reserved = true, false
 			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))
 		}
 	}
@@ -595,10 +606,36 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	return notify.Errno(e)
 }
 
-// track records a live FUSE mount until its helper exits.
+func (p *Proxy) maxHelpers() int {
+	if p.pol.MaxHelpers > 0 {
+		return p.pol.MaxHelpers
+	}
+	return DefaultMaxHelpers
+}
+
+// reserveHelper takes a helper slot of the instance, if one is free.
+func (p *Proxy) reserveHelper() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.helpers >= p.maxHelpers() {
+		return false
+	}
+	p.helpers++
+	return true
+}
+
+func (p *Proxy) releaseHelper() {
+	p.mu.Lock()
+	p.helpers--
+	p.mu.Unlock()
+}
+
+// track records a live FUSE mount until its helper exits; the helper's
+// slot is freed then.
 func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 	p.mu.Lock()
 	if p.closed {
+		p.helpers--
 		p.mu.Unlock()
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
@@ -612,6 +649,7 @@ func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 		fm.release()
 		p.mu.Lock()
 		delete(p.fuse, fm.mntID)
+		p.helpers--
 		p.mu.Unlock()
 		log.Info("FUSE helper exited")
 	}()

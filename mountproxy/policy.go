@@ -17,7 +17,15 @@ type Policy struct {
 	Kernel map[string]bool
 	// Timeout bounds how long a FUSE helper may take to come up.
 	Timeout time.Duration
+	// MaxHelpers bounds the FUSE helpers of one instance, running or
+	// starting (each FUSE mount has one). A mount beyond it fails with
+	// ENOSPC, as mount(2) does when a mount namespace reaches
+	// fs.mount-max. 0 means DefaultMaxHelpers.
+	MaxHelpers int
 }
+
+// DefaultMaxHelpers is MaxHelpers when not set (--max-fuse).
+const DefaultMaxHelpers = 16
 
 // Packages names the Debian package of each known helper, for error
 // messages.
@@ -35,8 +43,9 @@ func DefaultPolicy() Policy {
 			// Many kernels (this project's CI among them) have no vfat.
 			"vfat": "fusefat",
 		},
-		Kernel:  map[string]bool{},
-		Timeout: 10 * time.Second,
+		Kernel:     map[string]bool{},
+		Timeout:    10 * time.Second,
+		MaxHelpers: DefaultMaxHelpers,
 	}
 }
 

@@ -67,9 +67,10 @@ type Proxy struct {
 	log    *logrus.Entry
 	userNS *os.File // the sandbox's user namespace, for idmapped mounts
 
-	mu     sync.Mutex
-	fuse   map[uint64]*fuseMount
-	closed bool
+	mu      sync.Mutex
+	fuse    map[uint64]*fuseMount
+	helpers int // helpers running or starting (Policy.MaxHelpers)
+	closed  bool
 
 	// KeepHelpers lets FUSE helpers outlive the supervisor (the agent's
 	// containers outlive the agent); they still die with the sandbox.

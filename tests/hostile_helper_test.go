@@ -442,3 +442,45 @@ umount mnt`, probe, c.mkfs, c.fstype, c.helper, c.use))
 		})
 	}
 }
+
+// TestFUSEHelperLimit: each FUSE mount costs a helper (processes, memory
+// charged to the container but also a jail, pipes and a goroutine in the
+// supervisor). Before the fix a sandbox could start helpers without end
+// (up to its devices, and a helper such as squashfuse does not refuse a
+// device mounted twice); now --max-fuse bounds those
+// running or starting per sandbox, the next mount fails with ENOSPC (what
+// mount(2) answers when a mount namespace reaches fs.mount-max), and an
+// umount frees a slot.
+func TestFUSEHelperLimit(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
+	script := `set -e
+d1=$(losetup -r -f --show disk.img)
+d2=$(losetup -r -f --show disk.img)
+d3=$(losetup -r -f --show disk.img)
+mkdir -p m1 m2 m3
+mount -o ro $d1 m1
+mount -o ro $d2 m2
+if mount -o ro $d3 m3 2>err; then echo third-mounted; umount m3; else echo third-refused; cat err; fi
+umount m2
+mount -o ro $d3 m3 && echo freed-slot-used
+umount m3
+umount m1
+losetup -d $d1 $d2 $d3`
+	bareFails(t, dir, stateDir(t), script)
+	r := sandbox(t, dir, stateDir(t), []string{"--max-fuse", "2"}, script)
+	if r.Code != 0 {
+		t.Fatalf("sandbox:\n%s", r)
+	}
+	if !strings.Contains(r.Stdout, "third-refused") || !strings.Contains(r.Stdout, "No space left on device") {
+		t.Errorf("a third FUSE mount with --max-fuse 2 was not refused with ENOSPC:\n%s", r)
+	}
+	if !strings.Contains(r.Stdout, "freed-slot-used") {
+		t.Errorf("an umount did not free a helper slot:\n%s", r)
+	}
+	if !strings.Contains(r.Stderr, "too many FUSE helpers") {
+		t.Errorf("no log line for the refusal:\n%s", r.Stderr)
+	}
+}
