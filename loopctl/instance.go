@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,9 +61,12 @@ type Instance struct {
 	// nodes, so no kept reference can ever reach the index's next device.
 	// GET_FREE and ADD hand them out again first; limits count them.
 	hidden map[int]bool
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// Indices whose backing file is on FUSE: their size-computing
+	// commands run as the caller (asCaller).
+	fuseBacked map[int]bool
+	closed     bool
+	stop       chan struct{}
+	done       chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -83,9 +88,18 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A supervisor killed with SIGKILL revokes nothing itself: the next
+	// gc reaches the view here (see gc, view.RevokePersisted).
+	if dir, err := ViewDir(reg, c.ID); err != nil {
+		_ = v.Close()
+		return nil, err
+	} else if err := v.Persist(dir); err != nil {
+		_ = v.Close()
+		return nil, fmt.Errorf("persist the view: %w", err)
+	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {
@@ -101,6 +115,22 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	subscribe(in)
 	go in.watch()
 	return in, nil
+}
+
+// ViewDir is where instance id's view is attached while its supervisor
+// lives (a directory only root can reach, in the state directory).
+func ViewDir(reg *registry.Registry, id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || strings.HasPrefix(id, ".") {
+		return "", fmt.Errorf("instance id %q cannot name a directory", id)
+	}
+	dir := filepath.Join(reg.Dir, "views")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, id), nil
 }
 
 func (in *Instance) writeJournal(lock bool) error {

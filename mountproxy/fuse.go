@@ -158,7 +158,10 @@ func lddPaths(bin string) ([]string, error) {
 }
 
 // hostRootIDs returns the host uid and gid that root of pid's user
-// namespace maps to.
+// namespace maps to. It fails if root is not an unprivileged host id, or
+// if the namespace maps host uid or gid 0 anywhere: the helper's programs
+// are owned by host root, and a namespace that maps host root would own
+// the helper's memory again (execonly.go).
 func hostRootIDs(pid int) (int, int, error) {
 	var ids [2]int
 	for i, f := range []string{"uid_map", "gid_map"} {
@@ -169,8 +172,20 @@ func hostRootIDs(pid int) (int, int, error) {
 		ids[i] = -1
 		for _, line := range strings.Split(string(b), "\n") {
 			fs := strings.Fields(line)
-			if len(fs) == 3 && fs[0] == "0" {
-				ids[i], _ = strconv.Atoi(fs[1])
+			if len(fs) != 3 {
+				continue
+			}
+			inside, err1 := strconv.ParseUint(fs[0], 10, 32)
+			host, err2 := strconv.ParseUint(fs[1], 10, 32)
+			n, err3 := strconv.ParseUint(fs[2], 10, 32)
+			if err1 != nil || err2 != nil || err3 != nil {
+				return 0, 0, fmt.Errorf("unreadable %s line %q", f, line)
+			}
+			if host == 0 && n > 0 {
+				return 0, 0, fmt.Errorf("the caller's user namespace maps host id 0 (%s)", f)
+			}
+			if inside == 0 && n > 0 {
+				ids[i] = int(host)
 			}
 		}
 		if ids[i] <= 0 {
@@ -354,11 +369,35 @@ func fuseAttrs(flags uint64) uint64 {
 	return a
 }
 
+var dumpableOnce sync.Once
+
+// warnDumpable says once that fs.suid_dumpable=1 leaves helpers traceable:
+// the kernel then lets a process that runs a program it cannot read stay
+// dumpable, and the container's root could ptrace its helper again.
+func warnDumpable(log *logrus.Entry) {
+	dumpableOnce.Do(func() {
+		if b, err := os.ReadFile("/proc/sys/fs/suid_dumpable"); err == nil && strings.TrimSpace(string(b)) == "1" {
+			log.Warn("fs.suid_dumpable is 1: FUSE helpers stay traceable by their container's root; set it to 0 or 2")
+		}
+	})
+}
+
 // fuseMount serves a mount through a FUSE helper in a jail (fusejail.c):
 // the host's helper binary, the container's namespaces and cgroups, its
 // root's ids, no capabilities, the helper seccomp filter, and a mount
 // made by loopvisor from the container's user namespace.
 func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
+	if !p.reserveHelper() {
+		log.WithField("max_fuse", p.maxHelpers()).Warn("too many FUSE helpers in the instance: ENOSPC")
+		return notify.Errno(unix.ENOSPC)
+	}
+	// The slot is the helper's until it exits (track), or freed here.
+	reserved := true
+	defer func() {
+		if reserved {
+			p.releaseHelper()
+		}
+	}()
 	helper := p.pol.Fuse[a.fstype]
 	path, err := jailHelper(helper)
 	if err != nil {
@@ -386,6 +425,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Error("cannot build the helper's seccomp filter")
 		return notify.Errno(unix.EIO)
 	}
+	warnDumpable(log)
 	if _, _, err := hostRootIDs(c.Pid()); err != nil {
 		log.WithError(err).Warn("caller's user namespace unusable for a helper: EPERM")
 		return notify.Errno(unix.EPERM)
@@ -417,6 +457,24 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		return notify.Errno(unix.EIO)
 	}
 	defer func() { _ = fuseNode.Close() }()
+	// Execute-only copies: the helper and fusermount are then the
+	// host's, not the container's (execonly.go).
+	helperX, err := execOnlyCopy(path)
+	if err != nil {
+		log.WithError(err).Error("cannot copy the FUSE helper: ENODEV")
+		return notify.Errno(unix.ENODEV)
+	}
+	defer func() { _ = helperX.Close() }()
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	selfX, err := execOnlyCopy(self)
+	if err != nil {
+		log.WithError(err).Error("cannot copy loopvisor for the helper's fusermount: EIO")
+		return notify.Errno(unix.EIO)
+	}
+	defer func() { _ = selfX.Close() }()
 	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
@@ -463,7 +521,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	cmd := exec.Command("/proc/self/exe", args...)
 	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
 	cmd.Env = []string{"_LOOPVISOR_FUSEJAIL=1"}
-	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR}
+	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR, helperX, selfX}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	if p.KeepHelpers {
 		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
@@ -532,7 +590,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		hpid, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil {
 			fm.mntID, fm.helperPid, fm.release = id, hpid, release
-			tracked = true
+			tracked, reserved = true, false
 			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))
 		}
 	}
@@ -555,10 +613,36 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	return notify.Errno(e)
 }
 
-// track records a live FUSE mount until its helper exits.
+func (p *Proxy) maxHelpers() int {
+	if p.pol.MaxHelpers > 0 {
+		return p.pol.MaxHelpers
+	}
+	return DefaultMaxHelpers
+}
+
+// reserveHelper takes a helper slot of the instance, if one is free.
+func (p *Proxy) reserveHelper() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.helpers >= p.maxHelpers() {
+		return false
+	}
+	p.helpers++
+	return true
+}
+
+func (p *Proxy) releaseHelper() {
+	p.mu.Lock()
+	p.helpers--
+	p.mu.Unlock()
+}
+
+// track records a live FUSE mount until its helper exits; the helper's
+// slot is freed then.
 func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 	p.mu.Lock()
 	if p.closed {
+		p.helpers--
 		p.mu.Unlock()
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
@@ -572,6 +656,7 @@ func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 		fm.release()
 		p.mu.Lock()
 		delete(p.fuse, fm.mntID)
+		p.helpers--
 		p.mu.Unlock()
 		log.Info("FUSE helper exited")
 	}()

@@ -7,10 +7,15 @@
  * Steps (the launcher L starts as host root in the host's namespaces):
  *  1. Wait for the supervisor's "go" byte on fd 10: by then it has moved L
  *     into the container's cgroups, so everything L starts counts there.
- *  2. Clone (open_tree) the three host objects the jail needs and the
+ *  2. Clone (open_tree) the four host objects the jail needs and the
  *     container must not reach by path: the helper's device node (fd 6,
  *     owned by the container's root, 0600 or 0400), a /dev/fuse node
- *     (fd 7) and the loopvisor binary, which serves as fusermount.
+ *     (fd 7), and execute-only copies (mode 0111, host root's) of the
+ *     helper (fd 12) and of loopvisor, which serves as fusermount
+ *     (fd 13). A process that runs a program it cannot read has memory
+ *     the kernel makes non-dumpable and owned by the host's user
+ *     namespace, so the container cannot ptrace the helper, read its
+ *     memory or reach its fds and jail through /proc.
  *  3. Drop supplementary groups (host root's) and, still host root,
  *     unshare(CLONE_NEWNS): a mount namespace owned by the initial user
  *     namespace, which the container can neither enter nor remount. A
@@ -132,6 +137,14 @@ static void put_file(int m, const char *path) {
 	close(m);
 }
 
+/* put_program is put for a program: read-only, nosuid, nodev. */
+static void put_program(int m, const char *path) {
+	put_file(m, path);
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (j_mount_setattr(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, &a) < 0)
+		jfail(errno, path);
+}
+
 /* bind_file binds the host file src (symlinks followed: a regular file, or
  * a character device when dev_ok) read-only and nosuid, and nodev unless
  * dev_ok, on dst, created as an empty file. A missing src is skipped; a
@@ -175,7 +188,7 @@ static void fake_fusermount(int exe) {
 					    "usr/local/bin/fusermount3"};
 	if (mkdir(".loopvisor", 0755) < 0)
 		jfail(errno, "mkdir .loopvisor");
-	put_file(exe, ".loopvisor/fusermount");
+	put_program(exe, ".loopvisor/fusermount");
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		struct stat st;
 		if (i == 0) {
@@ -294,20 +307,15 @@ static void jail_main(int argc, char **argv) {
 	/* 2. host objects, cloned while we are host root */
 	int node = clone_fd(6, "clone device node");
 	int fusenode = clone_fd(7, "clone fuse node");
-	/* By path: the exe link names the mount it was executed from, which
-	 * may belong to another mount namespace than ours. */
-	char exe_path[4096];
-	ssize_t xn = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
-	if (xn < 0)
-		jfail(errno, "readlink exe");
-	exe_path[xn] = 0;
-	int exefd = open(exe_path, O_PATH | O_CLOEXEC);
-	if (exefd < 0)
-		jfail(errno, "open exe");
-	int exe = clone_fd(exefd, "clone exe");
-	close(exefd);
+	/* The programs the helper runs: execute-only copies owned by host
+	 * root (see execonly.go), so that the kernel makes the helper's
+	 * memory the host's and the container cannot trace it. */
+	int helperx = clone_fd(12, "clone helper");
+	int exe = clone_fd(13, "clone fusermount");
 	close(6);
 	close(7);
+	close(12);
+	close(13);
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0)
 		jfail(errno, "open /dev/null");
@@ -338,6 +346,12 @@ static void jail_main(int argc, char **argv) {
 	if (mkdir("etc", 0755) < 0 || mkdir("dev", 0755) < 0 || mkdir("mnt", 0755) < 0 || mkdir("tmp", 0755) < 0 ||
 	    chmod("tmp", 01777) < 0)
 		jfail(errno, "mkdir jail");
+	/* The helper first, at the path it is exec'd by: the execute-only
+	 * copy (the readable original listed below is then skipped). */
+	if (hargv[0][0] != '/' || strstr(hargv[0], "/../"))
+		jfail(EINVAL, "helper path");
+	mkdir_parents(hargv[0] + 1);
+	put_program(helperx, hargv[0] + 1);
 	/* Only the files the helper (and fusermount, which is loopvisor) runs
 	 * with: the binaries and the libraries they load, each at its own
 	 * path, read-only. The container, which can look into the jail
@@ -382,6 +396,11 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "setresgid");
 	if (setresuid(0, 0, 0) < 0)
 		jfail(errno, "setresuid");
+	/* Whatever fs.suid_dumpable says: Q and the helper until its exec
+	 * must not be traceable by the container (our memory belongs to the
+	 * host's user namespace, as we were exec'd as host root). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		jfail(errno, "dumpable");
 	/* Opened as the container's root: the FUSE superblock must belong to
 	 * the user namespace the fd was opened in. */
 	int fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);

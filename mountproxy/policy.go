@@ -21,7 +21,15 @@ type Policy struct {
 	// state dir) where the list of files a helper's jail holds is cached
 	// across supervisor processes.
 	CacheDir string
+	// MaxHelpers bounds the FUSE helpers of one instance, running or
+	// starting (each FUSE mount has one). A mount beyond it fails with
+	// ENOSPC, as mount(2) does when a mount namespace reaches
+	// fs.mount-max. 0 means DefaultMaxHelpers.
+	MaxHelpers int
 }
+
+// DefaultMaxHelpers is MaxHelpers when not set (--max-fuse).
+const DefaultMaxHelpers = 16
 
 // Packages names the Debian package of each known helper, for error
 // messages.
@@ -39,8 +47,9 @@ func DefaultPolicy() Policy {
 			// Many kernels (this project's CI among them) have no vfat.
 			"vfat": "fusefat",
 		},
-		Kernel:  map[string]bool{},
-		Timeout: 10 * time.Second,
+		Kernel:     map[string]bool{},
+		Timeout:    10 * time.Second,
+		MaxHelpers: DefaultMaxHelpers,
 	}
 }
 

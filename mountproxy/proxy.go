@@ -67,9 +67,10 @@ type Proxy struct {
 	log    *logrus.Entry
 	userNS *os.File // the sandbox's user namespace, for idmapped mounts
 
-	mu     sync.Mutex
-	fuse   map[uint64]*fuseMount
-	closed bool
+	mu      sync.Mutex
+	fuse    map[uint64]*fuseMount
+	helpers int // helpers running or starting (Policy.MaxHelpers)
+	closed  bool
 
 	// KeepHelpers lets FUSE helpers outlive the supervisor (the agent's
 	// containers outlive the agent); they still die with the sandbox.
@@ -429,6 +430,8 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	if flags&unix.MNT_DETACH == 0 {
 		select {
 		case <-fm.done:
+			// Before the caller hears back: its node is dead by then.
+			fm.release()
 		case <-time.After(umountWaitHelper):
 			log.Warn("FUSE helper still running 30s after umount")
 		}

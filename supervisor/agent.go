@@ -111,10 +111,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
-	if err := ensureLoopControlNode(reg.Dir); err != nil {
+	ctl, err := ensureLoopControlNode(reg.Dir)
+	if err != nil {
 		_ = host.Close()
 		return nil, err
 	}
+	host.AddControlNode(ctl)
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
 	if released+left > 0 {
 		a.log.WithFields(logrus.Fields{"released": released, "left": left}).Info("reclaimed what a previous supervisor held")
@@ -721,41 +723,48 @@ func (a *Agent) Close() {
 // 0600, which a runtime's bind of it keeps): nodes on a tmpfs of the
 // agent's own (the state directory may sit on a nodev file system), mode
 // 0666 so any container root can open it, in a directory only root can
-// reach. Every loop-control command from a container is trapped and served
-// by its instance; the agent replaces the node with the instance's own
-// (0600, owned by the container's root) as soon as it gets the container.
-func ensureLoopControlNode(stateDir string) error {
+// reach. loop-control is a /dev/null node, as every container's is: an fd
+// of it outside a filter is worth nothing; the agent knows it by the inode
+// it returns, and every loop-control command from a container is trapped
+// and served by its instance. The agent replaces the node with the
+// instance's own (0600, owned by the container's root) as soon as it gets
+// the container.
+func ensureLoopControlNode(stateDir string) (loopctl.NodeID, error) {
 	dir := filepath.Join(stateDir, "dev")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	var sfs, parent unix.Stat_t
 	if err := unix.Stat(dir, &sfs); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if err := unix.Stat(stateDir, &parent); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if sfs.Dev == parent.Dev { // not mounted yet
 		if err := unix.Mount("loopvisor-dev", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
-			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+			return loopctl.NodeID{}, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 		}
 	}
 	for _, n := range []struct {
 		name         string
 		major, minor uint32
-	}{{"loop-control", linux.MiscMajor, linux.LoopCtlMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
+	}{{"loop-control", linux.NullMajor, linux.NullMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
 		node := filepath.Join(dir, n.name)
 		var st unix.Stat_t
 		if unix.Lstat(node, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(n.major, n.minor) {
 			_ = os.Remove(node)
 			if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-				return fmt.Errorf("mknod %s: %w", node, err)
+				return loopctl.NodeID{}, fmt.Errorf("mknod %s: %w", node, err)
 			}
 		}
 		if err := os.Chmod(node, 0o666); err != nil {
-			return err
+			return loopctl.NodeID{}, err
 		}
 	}
-	return nil
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "loop-control"), &st); err != nil {
+		return loopctl.NodeID{}, err
+	}
+	return loopctl.NodeIDOf(&st), nil
 }

@@ -52,11 +52,13 @@ run flags:
                           mount FSTYPE with the kernel on the sandbox's behalf (nosuid,
                           nodev, idmapped where supported) instead of a FUSE helper
   --fuse-timeout D        how long a FUSE helper may take to come up (default 10s)
+  --max-fuse N            FUSE mounts (helpers) running or starting per sandbox
+                          (default 16); beyond: ENOSPC
   --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
 
 agent flags: --socket PATH (default /run/loopvisor/agent.sock), --max-loop,
-  --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --no-mount as
+  --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --max-fuse, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
 
@@ -107,6 +109,7 @@ type policyFlags struct {
 	fuse, kernel multiFlag
 	noMount      *bool
 	timeout      *time.Duration
+	maxFuse      *int
 }
 
 func (pf *policyFlags) register(fs *flag.FlagSet) {
@@ -114,6 +117,7 @@ func (pf *policyFlags) register(fs *flag.FlagSet) {
 	fs.Var(&pf.kernel, "allow-kernel-mount", "FSTYPE[,FSTYPE]")
 	pf.noMount = fs.Bool("no-mount", false, "do not serve mount calls")
 	pf.timeout = fs.Duration("fuse-timeout", 10*time.Second, "how long a FUSE helper may take to come up")
+	pf.maxFuse = fs.Int("max-fuse", mountproxy.DefaultMaxHelpers, "FUSE mounts (helpers) per sandbox; beyond: ENOSPC")
 }
 
 // policy returns the mount policy, or nil with --no-mount.
@@ -123,6 +127,10 @@ func (pf *policyFlags) policy() (*mountproxy.Policy, error) {
 	}
 	p := mountproxy.DefaultPolicy()
 	p.Timeout = *pf.timeout
+	if *pf.maxFuse <= 0 {
+		return nil, fmt.Errorf("--max-fuse %d: want at least 1", *pf.maxFuse)
+	}
+	p.MaxHelpers = *pf.maxFuse
 	explicit := map[string]bool{}
 	for _, f := range pf.fuse {
 		if err := p.AddFuse(f); err != nil {

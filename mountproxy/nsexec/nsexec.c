@@ -22,6 +22,17 @@
  *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
  *                       file if it does not exist (a device node for /dev)
  *   unbind TARGET       detach what is mounted on TARGET and remove it
+ *   loopioctl PID CMD ARG
+ *                       ioctl(fd 6, CMD, ...) with the credentials of task
+ *                       PID (the caller) in its user namespace, not in its
+ *                       mount namespace: the argument is what stdin holds
+ *                       (a loop_config or loop_info64, read to EOF) or, when
+ *                       stdin is empty, ARG; a backing file is fd 7. The
+ *                       loop driver asks the backing file's getattr for its
+ *                       size as the calling task, and a FUSE file system
+ *                       owned by the container answers only tasks of its
+ *                       user namespace (host root gets EACCES, and the
+ *                       device size 0).
  * FUSE helpers are started by fusejail.c, not here.
  * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
  * in Go), a message on stderr and exit status 120.
@@ -36,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -168,6 +181,64 @@ static void lockmove(const char *target) {
 	_exit(0);
 }
 
+/* status_ids reads the "Uid:" or "Gid:" line of /proc/PID/status (real,
+ * effective, saved, fs), as seen from our user namespace. */
+static void status_ids(const char *pid, const char *key, unsigned ids[4]) {
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%s/status", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(errno, "open status");
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		die(n < 0 ? errno : ESRCH, "read status");
+	buf[n] = 0;
+	char *l = strstr(buf, key);
+	if (!l || sscanf(l + strlen(key), "%u %u %u %u", &ids[0], &ids[1], &ids[2], &ids[3]) != 4)
+		die(ESRCH, "parse status");
+}
+
+static void loopioctl(char **argv) {
+	const char *pid = argv[1];
+	unsigned long cmd = strtoul(argv[2], NULL, 0);
+	unsigned long arg = strtoul(argv[3], NULL, 0);
+	char buf[512];
+	size_t len = 0;
+	for (;;) {
+		ssize_t r = read(0, buf + len, sizeof(buf) - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			die(errno, "read argument");
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len == sizeof(buf))
+			die(E2BIG, "argument");
+	}
+	drop_groups();
+	if (setns(3, CLONE_NEWUSER) < 0)
+		die(errno, "setns");
+	unsigned u[4], g[4];
+	status_ids(pid, "\nUid:", u);
+	status_ids(pid, "\nGid:", g);
+	if (setresgid(g[0], g[1], g[2]) < 0)
+		die(errno, "setresgid");
+	setfsgid(g[3]); /* returns the old value, never an error */
+	if (setresuid(u[0], u[1], u[2]) < 0)
+		die(errno, "setresuid");
+	setfsuid(u[3]);
+	close(3);
+	close(4);
+	close(5);
+	int r = len ? ioctl(6, cmd, buf) : ioctl(6, cmd, arg);
+	if (r < 0)
+		die(errno, "ioctl");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -203,6 +274,8 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		dprintf(1, "0\n");
 		_exit(0);
 	}
+	if (!strcmp(op, "loopioctl") && argc >= 4)
+		loopioctl(argv);
 	if (!strcmp(op, "umount") && argc >= 3) {
 		enter();
 		if (umount2(argv[1], atoi(argv[2])) < 0)

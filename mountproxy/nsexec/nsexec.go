@@ -74,7 +74,31 @@ const OpTimeout = 10 * time.Second
 
 // runOp runs a short nsexec op and returns the errno it reports.
 func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
-	cmd := nsexecCmd(ns, op, mnt, args...)
+	return runCmd(nsexecCmd(ns, op, mnt, args...), op, args)
+}
+
+// LoopIoctl runs ioctl(loop, cmd, buf or arg) as the task pid (pidfd)
+// in its user namespace, with its ids, backing as the backing file at fd
+// 7 (a loop_config in buf must name fd 7). Bounded by OpTimeout: the
+// backing file may be on a FUSE file system the container serves.
+func LoopIoctl(pid, pidfd int, loop, backing *os.File, cmd uint32, arg uint64, buf []byte) error {
+	dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	pf := os.NewFile(uintptr(dup), "pidfd")
+	defer func() { _ = pf.Close() }()
+	args := []string{strconv.Itoa(pid), strconv.FormatUint(uint64(cmd), 10), strconv.FormatUint(arg, 10)}
+	cmd0 := exec.Command("/proc/self/exe", args...)
+	cmd0.Args = append([]string{"loopvisor-nsexec"}, args...)
+	cmd0.Env = []string{"_LOOPVISOR_NSEXEC=loopioctl"}
+	cmd0.ExtraFiles = []*os.File{pf, nil, nil, loop, backing}
+	cmd0.Stdin = bytes.NewReader(buf)
+	cmd0.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	return runCmd(cmd0, "loopioctl", args)
+}
+
+func runCmd(cmd *exec.Cmd, op string, args []string) error {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
