@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +32,9 @@ Usage:
   loopvisor agent --socket PATH [flags]    seccomp agent for runc/crun (listenerPath)
   loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json
                                            merge what loopvisor needs into a bundle's config
-  loopvisor status [--socket PATH]         list the agent's live instances
+  loopvisor status [--socket PATH] [--json | --node-dir]
+                                           list the agent's live instances, or print
+                                           the directory of its loop-control and fuse nodes
   loopvisor gc [--wait D] [flags]          release what a killed supervisor left
   loopvisor help
 
@@ -67,8 +70,9 @@ oci-config flags:
                       SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
   --no-mount          trap only loop ioctls (losetup), not mount calls
   --no-cap-sys-admin  do not add the user namespace's CAP_SYS_ADMIN (mount needs it)
-  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control is bind-mounted
-                      on the container's /dev/loop-control; default /run/loopvisor)
+  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control and DIR/dev/fuse
+                      are bind-mounted on the container's /dev); default: ask the running
+                      agent at --listener, and refuse if none answers
 `
 
 func main() {
@@ -356,17 +360,21 @@ func cmdOCIConfig(args []string) int {
 	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
 	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
 	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
-	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
+	stateDir := fs.String("state-dir", "", "the agent's state directory (default: ask the agent at --listener)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 || *listener == "" {
-		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
+		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--state-dir DIR] [--metadata STR] CONFIG.json")
 		return 2
 	}
+	dir, err := agentStateDir(*listener, *stateDir)
+	if err != nil {
+		return fail(err)
+	}
 	notes, err := ociconfig.RewriteFile(fs.Arg(0), ociconfig.Options{
-		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
+		Listener: *listener, StateDir: dir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {
 		return fail(err)
@@ -377,13 +385,48 @@ func cmdOCIConfig(args []string) int {
 	return 0
 }
 
+// agentStateDir returns the state directory of the agent at socket, whose
+// nodes oci-config bind-mounts: the agent's own word, or flagDir when it
+// is given and no agent answers (a config may be written before the agent
+// starts). An agent that answers with another directory than flagDir is an
+// error, and so is no answer without flagDir: guessing /run/loopvisor
+// would only fail later, in the runtime ("failed to open mount source").
+func agentStateDir(socket, flagDir string) (string, error) {
+	info, err := supervisor.QueryInfo(socket)
+	switch {
+	case err != nil && flagDir == "":
+		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
+	case err != nil:
+		return flagDir, nil
+	case flagDir == "":
+		return info.StateDir, nil
+	}
+	abs, aerr := filepath.Abs(flagDir)
+	if aerr != nil {
+		return "", aerr
+	}
+	if filepath.Clean(abs) != filepath.Clean(info.StateDir) {
+		return "", fmt.Errorf("oci-config: --state-dir %s, but the agent at %s uses %s; drop --state-dir or give the agent's", flagDir, socket, info.StateDir)
+	}
+	return info.StateDir, nil
+}
+
 func cmdStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	socket := fs.String("socket", defaultSocket, "agent socket")
 	asJSON := fs.Bool("json", false, "print JSON")
+	nodeDir := fs.Bool("node-dir", false, "print the agent's node directory (for bind mounts)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *nodeDir {
+		info, err := supervisor.QueryInfo(*socket)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(info.NodeDir)
+		return 0
 	}
 	st, err := supervisor.QueryStatus(*socket)
 	if err != nil {
