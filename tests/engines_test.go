@@ -585,3 +585,65 @@ func TestContainerdCtr(t *testing.T) {
 	checkGrantLog(t, a, res)
 	waitGone(t, a)
 }
+
+// TestOCIConfigAsksAgent: oci-config takes the agent's node directory from
+// the running agent (a non-default state directory), refuses a --state-dir
+// the agent contradicts, and without an agent refuses unless --state-dir is
+// given, naming the flag, instead of assuming /run/loopvisor.
+func TestOCIConfigAsksAgent(t *testing.T) {
+	needRoot(t)
+	a := startAgent(t, stateDir(t))
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.json")
+	spec := `{"ociVersion": "1.0.2", "process": {"capabilities": {}}, "mounts": [],
+ "linux": {"namespaces": [{"type": "user"}], "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}}`
+	sources := func() map[string]string {
+		b, err := os.ReadFile(config)
+		check(t, err)
+		var cfg struct {
+			Mounts []struct{ Destination, Source string } `json:"mounts"`
+		}
+		check(t, json.Unmarshal(b, &cfg))
+		out := map[string]string{}
+		for _, m := range cfg.Mounts {
+			out[m.Destination] = m.Source
+		}
+		return out
+	}
+
+	check(t, os.WriteFile(config, []byte(spec), 0o600))
+	r := run(t, dir, loopvisor, "oci-config", "--listener", a.socket, config)
+	if r.Code != 0 {
+		t.Fatalf("oci-config with a running agent:\n%s", r)
+	}
+	got := sources()
+	for _, n := range []string{"loop-control", "fuse"} {
+		if want := filepath.Join(a.state, "dev", n); got["/dev/"+n] != want {
+			t.Errorf("/dev/%s bound from %q, want the agent's %q", n, got["/dev/"+n], want)
+		}
+	}
+	if r := run(t, dir, loopvisor, "status", "--socket", a.socket, "--node-dir"); r.Code != 0 || r.Stdout != filepath.Join(a.state, "dev")+"\n" {
+		t.Errorf("status --node-dir:\n%s", r)
+	}
+
+	check(t, os.WriteFile(config, []byte(spec), 0o600))
+	r = run(t, dir, loopvisor, "oci-config", "--listener", a.socket, "--state-dir", "/run/loopvisor", config)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "the agent at "+a.socket+" uses "+a.state) {
+		t.Errorf("oci-config with a --state-dir the agent contradicts should fail:\n%s", r)
+	}
+
+	gone := filepath.Join(dir, "no-agent.sock")
+	r = run(t, dir, loopvisor, "oci-config", "--listener", gone, config)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "--state-dir") {
+		t.Errorf("oci-config without an agent and without --state-dir should fail naming --state-dir:\n%s", r)
+	}
+	b, err := os.ReadFile(config)
+	check(t, err)
+	if string(b) != spec {
+		t.Errorf("a refused oci-config changed the config:\n%s", b)
+	}
+	r = run(t, dir, loopvisor, "oci-config", "--listener", gone, "--state-dir", a.state, config)
+	if r.Code != 0 || sources()["/dev/loop-control"] != filepath.Join(a.state, "dev", "loop-control") {
+		t.Errorf("oci-config with --state-dir and no agent:\n%s", r)
+	}
+}
