@@ -26,9 +26,11 @@
 // own does not get the grant there. A container whose cgroup already
 // allows everything (crun under podman: "a *:* rwm") needs nothing.
 //
-// cgroup v2 is not implemented: see Open's ErrNoV1 and docs/cgroup-v2.md
-// for the design (an additional BPF_CGROUP_DEVICE program attached with
-// BPF_F_ALLOW_MULTI) and why it is not simply "one more rule".
+// cgroup v2 is not implemented (Open returns ErrNoV1): a cgroup's device
+// programs are ANDed, so one more program cannot grant anything; the
+// runtime's program would have to be replaced (BPF_F_REPLACE) by one that
+// allows the instance's devices and tail-calls the runtime's for the rest.
+// docs/cgroup-v2.md has the design and the kernel's rules.
 //
 // When not to use this package: for devices that are not the instance's;
 // and never with a path or pid the container chose.
