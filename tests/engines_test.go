@@ -225,7 +225,7 @@ func TestPodmanRootful(t *testing.T) {
 			suffix := fmt.Sprintf("%s-%d", rt.name, os.Getpid())
 
 			// Without loopvisor: podman's default profile, same user namespace.
-			bareArgs := append(append(append([]string{}, podman[1:]...), "run", "--name", "lv-test-bare-" + suffix,
+			bareArgs := append(append(append([]string{}, podman[1:]...), "run", "--name", "lv-test-bare-"+suffix,
 				"--uidmap", fmt.Sprintf("0:%d:65536", SandboxUID), "--gidmap", fmt.Sprintf("0:%d:65536", SandboxUID)), common...)
 			var bare result
 			if rt.name == "crun" && oci.HybridCgroups() {
