@@ -32,7 +32,7 @@ type devGrants struct {
 func openDevGrants(pid, pidfd int, log *logrus.Entry) *devGrants {
 	cg, err := devcgroup.Open(pid, func() bool { return pidfdAlive(pidfd) })
 	if err != nil {
-		if errors.Is(err, devcgroup.ErrNoV1) || errors.Is(err, devcgroup.ErrShared) {
+		if errors.Is(err, devcgroup.ErrNoCgroup) || errors.Is(err, devcgroup.ErrShared) {
 			log.WithError(err).Debug("device cgroup: nothing to grant; the runtime's device rules apply")
 		} else {
 			log.WithError(err).Warn("device cgroup: cannot find the container's; if its runtime denies loop devices, its opens of them fail with EPERM")

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -386,27 +385,18 @@ func cmdOCIConfig(args []string) int {
 }
 
 // agentStateDir returns the state directory of the agent at socket, whose
-// nodes oci-config bind-mounts: the agent's own word, or flagDir when it
-// is given and no agent answers (a config may be written before the agent
-// starts). An agent that answers with another directory than flagDir is an
-// error, and so is no answer without flagDir: guessing /run/loopvisor
-// would only fail later, in the runtime ("failed to open mount source").
+// nodes oci-config bind-mounts: flagDir when given (the agent may not run
+// yet, or socket may be a manager's of its own that serves listeners with
+// the library: it is not asked then), else the agent's own word. No
+// answer without flagDir is an error: guessing /run/loopvisor would only
+// fail later, in the runtime ("failed to open mount source").
 func agentStateDir(socket, flagDir string) (string, error) {
-	info, err := supervisor.QueryInfo(socket)
-	switch {
-	case err != nil && flagDir == "":
-		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
-	case err != nil:
+	if flagDir != "" {
 		return flagDir, nil
-	case flagDir == "":
-		return info.StateDir, nil
 	}
-	abs, aerr := filepath.Abs(flagDir)
-	if aerr != nil {
-		return "", aerr
-	}
-	if filepath.Clean(abs) != filepath.Clean(info.StateDir) {
-		return "", fmt.Errorf("oci-config: --state-dir %s, but the agent at %s uses %s; drop --state-dir or give the agent's", flagDir, socket, info.StateDir)
+	info, err := supervisor.QueryInfo(socket)
+	if err != nil {
+		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
 	}
 	return info.StateDir, nil
 }

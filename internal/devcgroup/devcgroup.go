@@ -39,39 +39,40 @@ func FromStat(st *unix.Stat_t) (Device, error) {
 // user namespace fails anyway, and nothing of loopvisor needs it.
 const access = "rw"
 
-// ErrNoV1 says the host has no cgroup v1 devices hierarchy (cgroup v2
-// only); Open then does nothing and the runtime's device rules apply.
-var ErrNoV1 = errors.New("no cgroup v1 devices hierarchy (cgroup v2 device programs are not handled)")
+// ErrNoCgroup says the host has neither a cgroup v1 devices hierarchy nor a
+// cgroup v2 one the agent can see; Open then does nothing and the
+// runtime's device rules apply.
+var ErrNoCgroup = errors.New("no cgroup v1 devices hierarchy and no cgroup v2 hierarchy")
 
-// ErrShared says the container is in the caller's own devices cgroup
-// (a runtime run without cgroups): granting there would grant the caller
-// and whatever else runs in it, so Open refuses.
-var ErrShared = errors.New("the container is in the agent's own devices cgroup (runtime without cgroups?); nothing is granted there")
+// ErrShared says the container is in the caller's own cgroups (a runtime
+// run without cgroups): granting there would grant the caller and
+// whatever else runs in it, so Open refuses.
+var ErrShared = errors.New("the container is in the agent's own device cgroups (runtime without cgroups?); nothing is granted there")
 
-// Cgroup is the v1 devices cgroup of one container.
+// Cgroup is the device cgroup of one container: its v1 devices cgroup,
+// its v2 cgroup, or both (hybrid hosts check both).
 type Cgroup struct {
-	Path string // in the devices hierarchy, as the host sees it
+	Path string // as the host sees it: "v1:/x" and/or "v2:/x"
 
-	mu      sync.Mutex
-	dir     *os.File       // O_PATH|O_DIRECTORY; nil once closed
-	granted map[Device]int // devices Grant added to devices.allow, with their counts
-	covered map[Device]int // devices the runtime's rules already allowed, with their counts
+	mu        sync.Mutex
+	closed    bool
+	v1        *os.File        // O_PATH|O_DIRECTORY in the devices hierarchy, or nil
+	v2        *bpfGrant       // or nil
+	refs      map[Device]int  // grants per device
+	v1Granted map[Device]bool // written to devices.allow (not already allowed)
+	v2Granted map[Device]bool // in the agent's BPF map
 }
 
-// Open returns the devices cgroup of process pid, as the host sees it.
+// Open returns the device cgroups of process pid, as the host sees them.
 // alive reports whether pid is still the process the caller identified
 // (its pidfd): what was read through /proc/PID counts only then.
 //
 // Preconditions: pid is a container's init the caller identified by
 // kernel objects; the caller runs in the host's cgroup and mount
-// namespaces (or in namespaces whose cgroupfs mount is its cgroup
+// namespaces (or in namespaces whose cgroupfs mounts are its cgroup
 // namespace's root).
 func Open(pid int, alive func() bool) (*Cgroup, error) {
 	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	root, err := devicesMount(mi)
 	if err != nil {
 		return nil, err
 	}
@@ -82,15 +83,60 @@ func Open(pid int, alive func() bool) (*Cgroup, error) {
 	if !alive() {
 		return nil, fmt.Errorf("process %d exited", pid)
 	}
-	unsafePath, err := devicesPath(pc)
-	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
-	}
-	if own, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	c := &Cgroup{refs: map[Device]int{}, v1Granted: map[Device]bool{}, v2Granted: map[Device]bool{}}
+	var paths []string
+	shared := false
+	if root, err := devicesMount(mi); err == nil {
+		unsafePath, err := devicesPath(pc)
+		if err != nil {
+			return nil, fmt.Errorf("process %d: %w", pid, err)
+		}
 		if p, err := devicesPath(own); err == nil && p == unsafePath {
-			return nil, ErrShared
+			shared = true
+		} else {
+			dir, err := openBeneath(root, unsafePath, unix.O_PATH, pid, alive)
+			if err != nil {
+				return nil, err
+			}
+			c.v1 = dir
+			paths = append(paths, "v1:"+unsafePath)
 		}
 	}
+	if root, err := unifiedMount(mi); err == nil {
+		unsafePath, err := unifiedPath(pc)
+		if err != nil {
+			c.closeFiles()
+			return nil, fmt.Errorf("process %d: %w", pid, err)
+		}
+		if p, err := unifiedPath(own); err == nil && p == unsafePath {
+			shared = true
+		} else {
+			dir, err := openBeneath(root, unsafePath, unix.O_RDONLY, pid, alive)
+			if err != nil {
+				c.closeFiles()
+				return nil, err
+			}
+			c.v2 = &bpfGrant{dir: dir}
+			paths = append(paths, "v2:"+unsafePath)
+		}
+	}
+	if c.v1 == nil && c.v2 == nil {
+		if shared {
+			return nil, ErrShared
+		}
+		return nil, ErrNoCgroup
+	}
+	c.Path = strings.Join(paths, " ")
+	return c, nil
+}
+
+// openBeneath opens the cgroup directory unsafePath below the hierarchy
+// mounted at root, without following symlinks or leaving the mount, and
+// checks that the kernel's cgroup.procs there lists pid: the path came
+// from text the kernel wrote but whose names a container with a writable
+// cgroupfs could choose.
+func openBeneath(root, unsafePath string, flags, pid int, alive func() bool) (*os.File, error) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
@@ -101,29 +147,25 @@ func Open(pid int, alive func() bool) (*Cgroup, error) {
 		rel = "."
 	}
 	fd, err := openat2(rfd, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Flags:   uint64(flags) | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
 	if err != nil {
 		return nil, &os.PathError{Op: "openat2", Path: root + "/" + rel, Err: err}
 	}
 	dir := os.NewFile(uintptr(fd), root+unsafePath)
-	c := &Cgroup{Path: unsafePath, dir: dir, granted: map[Device]int{}, covered: map[Device]int{}}
-	// The path came from text the kernel wrote but whose names a
-	// container with a writable cgroupfs could choose; the kernel's
-	// cgroup.procs of what we opened must list pid.
-	procs, err := c.read("cgroup.procs")
+	procs, err := readAt(dir, "cgroup.procs")
 	if err == nil && !alive() {
 		err = fmt.Errorf("process %d exited", pid)
 	}
 	if err == nil && !listsPid(procs, pid) {
-		err = fmt.Errorf("process %d is not in devices cgroup %s", pid, unsafePath)
+		err = fmt.Errorf("process %d is not in cgroup %s", pid, dir.Name())
 	}
 	if err != nil {
 		_ = dir.Close()
 		return nil, err
 	}
-	return c, nil
+	return dir, nil
 }
 
 func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
@@ -135,11 +177,11 @@ func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
 	}
 }
 
-// read reads a file of the cgroup directory.
-func (c *Cgroup) read(name string) ([]byte, error) {
-	fd, err := unix.Openat(int(c.dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+// readAt reads a file of a cgroup directory.
+func readAt(dir *os.File, name string) ([]byte, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: c.dir.Name() + "/" + name, Err: err}
+		return nil, &os.PathError{Op: "open", Path: dir.Name() + "/" + name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer func() { _ = f.Close() }()
@@ -148,11 +190,11 @@ func (c *Cgroup) read(name string) ([]byte, error) {
 	return b.Bytes(), err
 }
 
-// write writes one rule to devices.allow or devices.deny.
-func (c *Cgroup) write(name, rule string) error {
-	fd, err := unix.Openat(int(c.dir.Fd()), name, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+// writeAt writes one rule to devices.allow or devices.deny of dir.
+func writeAt(dir *os.File, name, rule string) error {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: c.dir.Name() + "/" + name, Err: err}
+		return &os.PathError{Op: "open", Path: dir.Name() + "/" + name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
 	_, err = f.WriteString(rule)
@@ -160,93 +202,177 @@ func (c *Cgroup) write(name, rule string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("%s/%s %q: %w", c.dir.Name(), name, rule, err)
+		return fmt.Errorf("%s/%s %q: %w", dir.Name(), name, rule, err)
 	}
 	return nil
 }
 
 // Grant lets the cgroup's processes read and write d. It reports whether
-// it wrote a rule (false: the runtime's rules already allow it).
+// it changed anything (false: the runtime's rules already allow it, or a
+// previous Grant of d stands).
 func (c *Cgroup) Grant(d Device) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dir == nil {
+	if c.closed {
 		return false, os.ErrClosed
 	}
-	if c.granted[d] > 0 {
-		c.granted[d]++
+	c.refs[d]++
+	if c.refs[d] > 1 {
 		return false, nil
 	}
-	if c.covered[d] > 0 {
-		c.covered[d]++
-		return false, nil
+	wrote := false
+	var errs []error
+	if c.v1 != nil {
+		list, err := readAt(c.v1, "devices.list")
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case allows(parseList(list), d, access):
+		default:
+			if err := writeAt(c.v1, "devices.allow", d.String()+" "+access); err != nil {
+				errs = append(errs, err)
+			} else {
+				c.v1Granted[d] = true
+				wrote = true
+			}
+		}
 	}
-	list, err := c.read("devices.list")
-	if err != nil {
-		return false, err
+	if c.v2 != nil {
+		ok, err := c.v2.grant(d)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cgroup v2 %s: %w", c.v2.dir.Name(), err))
+		} else if ok {
+			c.v2Granted[d] = true
+			wrote = true
+		}
 	}
-	if allows(parseList(list), d, access) {
-		c.covered[d]++
-		return false, nil
-	}
-	if err := c.write("devices.allow", d.String()+" "+access); err != nil {
-		return false, err
-	}
-	c.granted[d]++
-	return true, nil
+	return wrote, errors.Join(errs...)
 }
 
-// Revoke undoes one Grant of d. It reports whether it wrote a rule (only
-// the last Revoke of a device Grant allowed does). After Close it does
-// nothing: Close denied everything granted.
+// Revoke undoes one Grant of d. It reports whether it changed anything
+// (only the last Revoke of a device a Grant allowed does). After Close it
+// does nothing: Close took everything back.
 func (c *Cgroup) Revoke(d Device) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dir == nil {
+	if c.closed || c.refs[d] == 0 {
 		return false, nil
 	}
-	if c.covered[d] > 0 {
-		c.covered[d]--
-		if c.covered[d] == 0 {
-			delete(c.covered, d)
-		}
+	c.refs[d]--
+	if c.refs[d] > 0 {
 		return false, nil
 	}
-	if c.granted[d] == 0 {
-		return false, nil
-	}
-	c.granted[d]--
-	if c.granted[d] > 0 {
-		return false, nil
-	}
-	delete(c.granted, d)
-	return true, c.write("devices.deny", d.String()+" "+access)
+	delete(c.refs, d)
+	return c.undo(d)
 }
 
-// Close revokes every device still granted and closes the directory. A
-// cgroup that is gone already (the runtime removed it) is not an error.
-func (c *Cgroup) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dir == nil {
-		return nil
-	}
+// undo takes back what Grant did for d. Preconditions: c.mu held.
+func (c *Cgroup) undo(d Device) (bool, error) {
+	wrote := false
 	var errs []error
-	for d := range c.granted {
-		if err := c.write("devices.deny", d.String()+" "+access); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+	if c.v1Granted[d] {
+		delete(c.v1Granted, d)
+		wrote = true
+		if err := writeAt(c.v1, "devices.deny", d.String()+" "+access); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	c.granted = nil
-	c.covered = nil
-	errs = append(errs, c.dir.Close())
-	c.dir = nil
+	if c.v2Granted[d] {
+		delete(c.v2Granted, d)
+		wrote = true
+		if err := c.v2.revoke(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return wrote, errors.Join(errs...)
+}
+
+// Close takes back everything still granted (v1: devices.deny; v2: the
+// runtime's program goes back in place of the agent's) and closes the
+// directories. A cgroup that is gone already (the runtime removed it) is
+// not an error.
+func (c *Cgroup) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	for d := range c.v1Granted {
+		if err := writeAt(c.v1, "devices.deny", d.String()+" "+access); err != nil && !gone(err) {
+			errs = append(errs, err)
+		}
+	}
+	if c.v2 != nil {
+		if err := c.v2.restore(); err != nil && !gone(err) {
+			errs = append(errs, err)
+		}
+	}
+	c.closeFiles()
 	return errors.Join(errs...)
+}
+
+func gone(err error) bool {
+	return errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+func (c *Cgroup) closeFiles() {
+	if c.v1 != nil {
+		_ = c.v1.Close()
+		c.v1 = nil
+	}
+	if c.v2 != nil && c.v2.dir != nil && !c.closed {
+		_ = c.v2.dir.Close()
+	}
+	c.v2 = nil
+}
+
+// unifiedMount returns where the cgroup v2 hierarchy's root is mounted
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+func unifiedMount(mountinfo []byte) (string, error) {
+	for _, f := range mountFields(mountinfo) {
+		if f.fstype == "cgroup2" && f.root == "/" {
+			return f.point, nil
+		}
+	}
+	return "", ErrNoCgroup
+}
+
+// unifiedPath returns the v2 path ("0::PATH") in /proc/PID/cgroup.
+func unifiedPath(procCgroup []byte) (string, error) {
+	var path string
+	n := 0
+	for _, l := range strings.Split(string(procCgroup), "\n") {
+		if strings.HasPrefix(l, "0::") {
+			path = l[3:]
+			n++
+		}
+	}
+	return checkPath(path, n, "cgroup v2")
 }
 
 // devicesMount returns the mount point of the v1 devices hierarchy's
 // root in mountinfo.
 func devicesMount(mountinfo []byte) (string, error) {
+	for _, f := range mountFields(mountinfo) {
+		if f.fstype != "cgroup" || f.root != "/" {
+			continue
+		}
+		for _, o := range strings.Split(f.super, ",") {
+			if o == "devices" {
+				return f.point, nil
+			}
+		}
+	}
+	return "", ErrNoCgroup
+}
+
+// mountEntry is what this package reads of one mountinfo line.
+type mountEntry struct{ root, point, fstype, super string }
+
+func mountFields(mountinfo []byte) []mountEntry {
+	var out []mountEntry
 	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -258,16 +384,12 @@ func devicesMount(mountinfo []byte) (string, error) {
 				break
 			}
 		}
-		if sep < 5 || len(f) < sep+4 || f[sep+1] != "cgroup" || f[3] != "/" {
+		if sep < 5 || len(f) < sep+4 {
 			continue
 		}
-		for _, o := range strings.Split(f[sep+3], ",") {
-			if o == "devices" {
-				return unescapeMount(f[4]), nil
-			}
-		}
+		out = append(out, mountEntry{root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: f[sep+1], super: f[sep+3]})
 	}
-	return "", ErrNoV1
+	return out
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 and friends).
@@ -307,17 +429,22 @@ func devicesPath(procCgroup []byte) (string, error) {
 			}
 		}
 	}
+	return checkPath(path, n, "devices")
+}
+
+// checkPath accepts the one absolute path without ".." found n times.
+func checkPath(path string, n int, what string) (string, error) {
 	switch {
 	case n == 0:
-		return "", errors.New("no devices cgroup in /proc/PID/cgroup")
+		return "", fmt.Errorf("no %s cgroup in /proc/PID/cgroup", what)
 	case n > 1:
-		return "", errors.New("more than one devices line in /proc/PID/cgroup")
+		return "", fmt.Errorf("more than one %s line in /proc/PID/cgroup", what)
 	case !strings.HasPrefix(path, "/"):
-		return "", fmt.Errorf("devices cgroup path %q is not absolute (another cgroup namespace?)", path)
+		return "", fmt.Errorf("%s cgroup path %q is not absolute (another cgroup namespace?)", what, path)
 	}
 	for _, el := range strings.Split(path, "/") {
 		if el == ".." {
-			return "", fmt.Errorf("devices cgroup path %q leaves the hierarchy", path)
+			return "", fmt.Errorf("%s cgroup path %q leaves the hierarchy", what, path)
 		}
 	}
 	return path, nil

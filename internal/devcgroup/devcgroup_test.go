@@ -32,17 +32,17 @@ func TestDevicesMount(t *testing.T) {
 			name: "a bind of a sub-cgroup is not the root",
 			mountinfo: `38 33 0:33 /docker/x /sys/fs/cgroup/devices ro,relatime - cgroup cgroup rw,devices
 `,
-			err: ErrNoV1,
+			err: ErrNoCgroup,
 		},
 		{
 			name:      "v2 only",
 			mountinfo: "34 33 0:29 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw\n",
-			err:       ErrNoV1,
+			err:       ErrNoCgroup,
 		},
 		{
 			name:      "devices as a mount option of another type",
 			mountinfo: "34 33 0:29 / /x rw - tmpfs devices rw,devices\n",
-			err:       ErrNoV1,
+			err:       ErrNoCgroup,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,4 +154,60 @@ func FuzzDevicesPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestUnified(t *testing.T) {
+	mi := `34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+38 33 0:33 / /sys/fs/cgroup/devices rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,devices
+`
+	if got, err := unifiedMount([]byte(mi)); err != nil || got != "/sys/fs/cgroup/unified" {
+		t.Errorf("unifiedMount = %q, %v", got, err)
+	}
+	if _, err := unifiedMount([]byte("38 33 0:33 /sub /x rw - cgroup2 cgroup2 rw\n")); !errors.Is(err, ErrNoCgroup) {
+		t.Errorf("a bind of a sub-cgroup is not the root: %v", err)
+	}
+	for _, tc := range []struct {
+		in, want string
+		bad      bool
+	}{
+		{in: "5:devices:/x\n0::/libpod_parent/libpod-ab\n", want: "/libpod_parent/libpod-ab"},
+		{in: "0::/\n", want: "/"},
+		{in: "5:devices:/x\n", bad: true},
+		{in: "0::/a\n0::/b\n", bad: true},
+		{in: "0::/a/../..\n", bad: true},
+		{in: "0::../x\n", bad: true},
+	} {
+		got, err := unifiedPath([]byte(tc.in))
+		if tc.bad != (err != nil) || got != tc.want {
+			t.Errorf("unifiedPath(%q) = %q, %v", tc.in, got, err)
+		}
+	}
+}
+
+// TestGrantProgramJumps checks that every jump of the agent's program and of
+// the filter program lands inside the program, and that the two-slot map
+// loads are whole (the verifier would refuse otherwise; this finds it
+// without root).
+func TestGrantProgramJumps(t *testing.T) {
+	for name, p := range map[string][]uint64{
+		"grant":  grantProgram(7, 8),
+		"filter": filterProgram([]Device{{'c', 1, 3}, {'b', 7, 300}}),
+	} {
+		for i := 0; i < len(p); i++ {
+			code := uint8(p[i])
+			if code == bpfLdDW {
+				i++
+				continue
+			}
+			if code&0x07 == 0x05 && code != bpfCall && code != bpfExit { // BPF_JMP
+				off := int(int16(uint16(p[i] >> 16)))
+				if dst := i + 1 + off; dst <= i || dst >= len(p) {
+					t.Errorf("%s: jump at %d to %d", name, i, dst)
+				}
+			}
+		}
+		if uint8(p[len(p)-1]) != bpfExit {
+			t.Errorf("%s: does not end with exit", name)
+		}
+	}
 }
