@@ -78,8 +78,9 @@ type container struct {
 	ns        *nsexec.NS
 	userNS    *os.File
 	mntNS     *os.File // pins the mount namespace's inode while the instance lives
-	listeners int      // a.mu
-	closing   bool     // a.mu
+	dev       *devGrants
+	listeners int  // a.mu
+	closing   bool // a.mu
 	started   time.Time
 	log       *logrus.Entry
 }
@@ -167,9 +168,13 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 		return
 	}
 	defer m.Close()
-	if m.Status {
+	if m.Status || m.Info {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		_ = json.NewEncoder(conn).Encode(a.Status())
+		if m.Info {
+			_ = json.NewEncoder(conn).Encode(a.Info())
+		} else {
+			_ = json.NewEncoder(conn).Encode(a.Status())
+		}
 		return
 	}
 	st := m.State
@@ -436,6 +441,7 @@ func (c *container) teardown() {
 	if c.ns != nil {
 		c.ns.Close()
 	}
+	c.dev.close()
 	for _, f := range []*os.File{c.userNS, c.mntNS} {
 		if f != nil {
 			_ = f.Close()
@@ -488,7 +494,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	defer func() {
 		if err != nil {
 			c.teardown()
-			c.in, c.mounts, c.ns, c.userNS, c.mntNS = nil, nil, nil, nil, nil
+			c.in, c.mounts, c.ns, c.userNS, c.mntNS, c.dev = nil, nil, nil, nil, nil, nil
 		}
 	}()
 	if c.ns, err = nsexec.OpenNS(pid, pidfd); err != nil {
@@ -525,13 +531,17 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	c.in = in
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
+	c.dev = openDevGrants(pid, pidfd, c.log)
+	c.dev.grantStatic(pol != nil)
 	in.View.Publish = func(name string, node *os.File) error {
+		c.dev.grantNode(name, node)
 		return nsexec.Bind(c.ns, node, "/dev/"+name)
 	}
 	in.View.Unpublish = func(name string) {
 		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
 			c.log.WithError(err).WithField("node", name).Debug("cannot remove node from the container's /dev")
 		}
+		c.dev.revoke(name)
 	}
 	if err := c.publishStatic(); err != nil {
 		return err

@@ -31,7 +31,9 @@ Usage:
   loopvisor agent --socket PATH [flags]    seccomp agent for runc/crun (listenerPath)
   loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json
                                            merge what loopvisor needs into a bundle's config
-  loopvisor status [--socket PATH]         list the agent's live instances
+  loopvisor status [--socket PATH] [--json | --node-dir]
+                                           list the agent's live instances, or print
+                                           the directory of its loop-control and fuse nodes
   loopvisor gc [--wait D] [flags]          release what a killed supervisor left
   loopvisor help
 
@@ -69,8 +71,9 @@ oci-config flags:
                       SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
   --no-mount          trap only loop ioctls (losetup), not mount calls
   --no-cap-sys-admin  do not add the user namespace's CAP_SYS_ADMIN (mount needs it)
-  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control is bind-mounted
-                      on the container's /dev/loop-control; default /run/loopvisor)
+  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control and DIR/dev/fuse
+                      are bind-mounted on the container's /dev); default: ask the running
+                      agent at --listener, and refuse if none answers
 `
 
 func main() {
@@ -364,17 +367,21 @@ func cmdOCIConfig(args []string) int {
 	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
 	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
 	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
-	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
+	stateDir := fs.String("state-dir", "", "the agent's state directory (default: ask the agent at --listener)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 || *listener == "" {
-		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
+		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--state-dir DIR] [--metadata STR] CONFIG.json")
 		return 2
 	}
+	dir, err := agentStateDir(*listener, *stateDir)
+	if err != nil {
+		return fail(err)
+	}
 	notes, err := ociconfig.RewriteFile(fs.Arg(0), ociconfig.Options{
-		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
+		Listener: *listener, StateDir: dir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {
 		return fail(err)
@@ -385,13 +392,39 @@ func cmdOCIConfig(args []string) int {
 	return 0
 }
 
+// agentStateDir returns the state directory of the agent at socket, whose
+// nodes oci-config bind-mounts: flagDir when given (the agent may not run
+// yet, or socket may be a manager's of its own that serves listeners with
+// the library: it is not asked then), else the agent's own word. No
+// answer without flagDir is an error: guessing /run/loopvisor would only
+// fail later, in the runtime ("failed to open mount source").
+func agentStateDir(socket, flagDir string) (string, error) {
+	if flagDir != "" {
+		return flagDir, nil
+	}
+	info, err := supervisor.QueryInfo(socket)
+	if err != nil {
+		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
+	}
+	return info.StateDir, nil
+}
+
 func cmdStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	socket := fs.String("socket", defaultSocket, "agent socket")
 	asJSON := fs.Bool("json", false, "print JSON")
+	nodeDir := fs.Bool("node-dir", false, "print the agent's node directory (for bind mounts)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *nodeDir {
+		info, err := supervisor.QueryInfo(*socket)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(info.NodeDir)
+		return 0
 	}
 	st, err := supervisor.QueryStatus(*socket)
 	if err != nil {
