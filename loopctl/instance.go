@@ -33,8 +33,12 @@ type Config struct {
 	ContainerPid int    // the container's init: its devices outlive the supervisor while it runs
 	HostUID      int    // host uid of the sandbox's root
 	HostGID      int
-	Limits       Limits
-	Log          *logrus.Entry
+	// ChargeUID is the host uid whose MaxPerUID the instance's devices
+	// count against; 0 means HostUID. The agent charges a user's
+	// containers to that user, whichever of its ids their root maps to.
+	ChargeUID int
+	Limits    Limits
+	Log       *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
@@ -44,6 +48,7 @@ type Instance struct {
 	containerPid int
 	containerSt  uint64
 	HostUID      int
+	chargeUID    int
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
@@ -79,12 +84,15 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if c.Log == nil {
 		c.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
+	if c.ChargeUID == 0 {
+		c.ChargeUID = c.HostUID
+	}
 	v, err := view.New(c.HostUID, c.HostGID)
 	if err != nil {
 		return nil, err
 	}
 	in := &Instance{
-		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
+		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -115,7 +123,7 @@ func (in *Instance) writeJournal(lock bool) error {
 	if err != nil {
 		return err
 	}
-	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
+	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.chargeUID,
 		ContainerPid: in.containerPid, ContainerStart: in.containerSt}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
@@ -227,8 +235,8 @@ func (in *Instance) allocate(idx int) (int, error) {
 		return -1, unix.EIO
 	}
 	defer unlock()
-	if use := in.reg.UIDUse(in.HostUID); use >= in.limits.MaxPerUID {
-		in.log.WithFields(logrus.Fields{"host_uid": in.HostUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
+	if use := in.reg.UIDUse(in.chargeUID); use >= in.limits.MaxPerUID {
+		in.log.WithFields(logrus.Fields{"host_uid": in.chargeUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
 		return -1, unix.ENOSPC
 	}
 	got, err := in.host.Add(idx)

@@ -188,6 +188,7 @@ func cmdRun(args []string) int {
 	var pf policyFlags
 	pf.register(fs)
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
+	agentSocket := fs.String("agent", supervisor.DefaultUserSocket, "without root: the agent's --user-socket that serves the sandbox")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -197,12 +198,12 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, "loopvisor run: no command given: loopvisor run [flags] -- CMD [ARGS...]")
 		return 2
 	}
-	if os.Geteuid() != 0 {
-		return fail(fmt.Errorf("run must be started as root (it maps the sandbox to an unprivileged uid itself)"))
-	}
 	log, err := c.logger()
 	if err != nil {
 		return fail(err)
+	}
+	if os.Geteuid() != 0 {
+		return runAsUser(fs, log, argv, *uidMap, *gidMap, *agentSocket, *bare, *pf.noMount)
 	}
 	uid, gid := supervisor.DefaultMaps()
 	if *uidMap != "" {
@@ -230,6 +231,43 @@ func cmdRun(args []string) int {
 		Argv:   argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
+	if err != nil {
+		fail(err)
+		if code == 0 {
+			code = 125
+		}
+	}
+	return code
+}
+
+// runAsUser is `loopvisor run` started by an unprivileged user: the
+// sandbox's ids come from the user's subordinate ranges and the system
+// agent's user socket serves it, under the agent's policy and limits.
+func runAsUser(fs *flag.FlagSet, log *logrus.Logger, argv []string, uidMap, gidMap, socket string, bare, noMount bool) int {
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "uid-map", "gid-map", "agent", "bare", "no-mount", "log-level", "log-format":
+		default:
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return fail(fmt.Errorf("%s: without root the agent's policy and limits apply; only --uid-map, --gid-map, --agent, --bare and --no-mount can be given", strings.Join(bad, ", ")))
+	}
+	cfg := supervisor.UserRunConfig{Argv: argv, Socket: socket, Mount: !noMount, Bare: bare, Log: log}
+	var err error
+	if uidMap != "" {
+		if cfg.UIDMap, err = supervisor.ParseIDMap(uidMap); err != nil {
+			return fail(err)
+		}
+	}
+	if gidMap != "" {
+		if cfg.GIDMap, err = supervisor.ParseIDMap(gidMap); err != nil {
+			return fail(err)
+		}
+	}
+	code, err := supervisor.RunAsUser(cfg)
 	if err != nil {
 		fail(err)
 		if code == 0 {
@@ -276,6 +314,7 @@ func cmdAgent(args []string) int {
 	var c common
 	c.register(fs)
 	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
+	userSocket := fs.String("user-socket", "", "unix socket (mode 0666) unprivileged users' runtimes connect to")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	var pf policyFlags
@@ -310,6 +349,7 @@ func cmdAgent(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	stopUsers := make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -317,8 +357,30 @@ func cmdAgent(args []string) int {
 		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
 		_ = ln.Close()
 	}()
+	if *userSocket != "" {
+		uln, err := supervisor.ListenUsers(*userSocket)
+		if err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
+		defer supervisor.UnmountPublicNodes(*userSocket)
+		defer func() { _ = os.Remove(*userSocket) }()
+		go func() {
+			if err := a.ServeUsers(uln); err != nil {
+				log.WithError(err).Error("user socket failed")
+			}
+		}()
+		go func() {
+			// The root socket's end ends the user socket too.
+			<-stopUsers
+			_ = uln.Close()
+		}()
+		log.WithField("socket", *userSocket).Info("agent listening for unprivileged users")
+	}
 	log.WithField("socket", *socket).Info("agent listening")
-	if err := a.Serve(ln); err != nil {
+	err = a.Serve(ln)
+	close(stopUsers)
+	if err != nil {
 		return fail(err)
 	}
 	if !activated {

@@ -37,13 +37,22 @@ func Maybe() {
 }
 
 func sandboxInit(argv []string) (int, error) {
-	bare, trapMount := false, false
+	bare, trapMount, user := false, false, false
+	fuseNode := ""
 	for len(argv) > 0 && argv[0] != "--" {
 		switch argv[0] {
 		case "--bare":
 			bare = true
 		case "--mount":
 			trapMount = true
+		case "--user":
+			user = true
+		case "--fuse-node":
+			if len(argv) < 2 {
+				return 0, fmt.Errorf("--fuse-node needs a path")
+			}
+			fuseNode = argv[1]
+			argv = argv[1:]
 		default:
 			return 0, fmt.Errorf("unknown init flag %q", argv[0])
 		}
@@ -56,10 +65,19 @@ func sandboxInit(argv []string) (int, error) {
 		return 0, fmt.Errorf("no command")
 	}
 	sock := os.NewFile(SockFD, "supervisor")
+	if user {
+		if err := becomeRoot(sock); err != nil {
+			return 0, err
+		}
+	}
 	if os.Getuid() != 0 || os.Geteuid() != 0 {
 		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
 	}
-	if err := setupMounts(bare); err != nil {
+	if user {
+		if err := setupUserMounts(fuseNode); err != nil {
+			return 0, err
+		}
+	} else if err := setupMounts(bare); err != nil {
 		return 0, err
 	}
 	if bare {
