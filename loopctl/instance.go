@@ -37,7 +37,11 @@ type Config struct {
 	// count against; 0 means HostUID. The agent charges a user's
 	// containers to that user, whichever of its ids their root maps to.
 	ChargeUID int
-	Limits    Limits
+	// DecoyControl gives the sandbox a /dev/loop-control that opens
+	// /dev/null (see view.DecoyControl): for containers whose owner can
+	// reach their /dev from outside the filter.
+	DecoyControl bool
+	Limits       Limits
 	Log       *logrus.Entry
 }
 
@@ -49,6 +53,8 @@ type Instance struct {
 	containerSt  uint64
 	HostUID      int
 	chargeUID    int
+	ctlDev       uint64 // identity of the decoy loop-control node, if any
+	ctlIno       uint64
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
@@ -95,6 +101,12 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if c.DecoyControl {
+		if in.ctlDev, in.ctlIno, err = v.DecoyControl(); err != nil {
+			_ = v.Close()
+			return nil, err
+		}
 	}
 	if c.ContainerPid > 0 {
 		if in.containerSt, err = registry.ProcStartTime(c.ContainerPid); err != nil {

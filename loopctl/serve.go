@@ -105,7 +105,7 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	// hot path of every trapped call.
 	log := func() *logrus.Entry { return in.log.WithField("syscall", CmdName(cmd)) }
 	switch {
-	case IsLoopControl(&st):
+	case IsLoopControl(&st) || in.isDecoyControl(&st):
 		return in.control(c, log, f, cmd, arg)
 	case IsLoopDevice(&st):
 		idx := Index(st.Rdev)
@@ -124,6 +124,12 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	default:
 		return notify.Continue
 	}
+}
+
+// isDecoyControl reports whether st is the instance's decoy loop-control
+// node (Config.DecoyControl).
+func (in *Instance) isDecoyControl(st *unix.Stat_t) bool {
+	return in.ctlIno != 0 && st.Ino == in.ctlIno && st.Dev == in.ctlDev && st.Mode&unix.S_IFMT == unix.S_IFCHR
 }
 
 func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) notify.Reply {

@@ -538,7 +538,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	}
 	log := a.log.WithField("container", c.id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, Limits: limits, Log: log,
+		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, DecoyControl: c.key.owner != rootOwner, Limits: limits, Log: log,
 	})
 	if err != nil {
 		return err
@@ -575,6 +575,11 @@ func (c *container) publishStatic() error {
 	defer func() { _ = node.Close() }()
 	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
+	}
+	if c.key.owner != rootOwner {
+		if err := c.publishFuse(); err != nil {
+			return err
+		}
 	}
 	for _, m := range view.Mounts[1:] { // /sys/...: /dev is the container's own
 		v, err := c.in.View.Clone(m.Dir)

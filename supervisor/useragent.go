@@ -14,7 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/loopvisor/loopvisor/internal/linux"
+	"github.com/loopvisor/loopvisor/loopctl/view"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
 	"github.com/loopvisor/loopvisor/supervisor/ociproto"
 )
@@ -239,11 +240,11 @@ func callerInUserNS(ino uint64) func(*notify.Listener, *notify.Request) error {
 	}
 }
 
-// ListenUsers creates the user socket at path (mode 0666) in a directory
-// every user can search, and the agent's public node directory beside it
-// (DIR/dev: fuse, and loop-control as a mount point; see
-// ensurePublicNodes). Runtimes of unprivileged users bind-mount those on
-// their containers' /dev/fuse and /dev/loop-control.
+// ListenUsers creates the user socket at path, mode 0666, in a directory
+// every user can search and only root can write. Containers of users need
+// no node from the host: the agent binds the instance's /dev/loop-control
+// and /dev/fuse into them itself (a mount made on the host would not reach
+// a rootless engine's long-lived mount namespace anyway).
 func ListenUsers(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -253,11 +254,8 @@ func ListenUsers(path string) (*net.UnixListener, error) {
 	if err := unix.Stat(dir, &st); err != nil {
 		return nil, err
 	}
-	if st.Mode&0o001 == 0 || st.Mode&0o002 != 0 || st.Uid != 0 {
+	if st.Mode&0o001 == 0 || st.Mode&0o022 != 0 || st.Uid != 0 {
 		return nil, fmt.Errorf("--user-socket %s: its directory must belong to root and be searchable but not writable by others (is %o, uid %d)", path, st.Mode&0o7777, st.Uid)
-	}
-	if err := ensurePublicNodes(filepath.Join(dir, "dev")); err != nil {
-		return nil, err
 	}
 	ln, err := ociproto.Listen(path)
 	if err != nil {
@@ -270,52 +268,20 @@ func ListenUsers(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// ensurePublicNodes makes dir a tmpfs (mode 0755) holding fuse, a 0666
-// node of /dev/fuse (what distributions give every user; the host's may be
-// 0600), and loop-control, an empty read-only regular file. The latter is
-// only a mount point: a real loop-control node every user can open would
-// hand them the host's LOOP_CTL_ADD/REMOVE outside any filter. The agent
-// binds the instance's own node on it once it has the container.
-func ensurePublicNodes(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// publishFuse binds the view's /dev/fuse (0666) on the container's: a user's
+// container gets loopvisor's node, not a host node from its engine (the
+// host's may be 0600).
+func (c *container) publishFuse() error {
+	node, err := c.in.View.Clone(view.Dev + "/fuse")
+	if errors.Is(err, unix.ENOENT) {
+		return nil // the host has no /dev/fuse
+	}
+	if err != nil {
 		return err
 	}
-	var sfs, parent unix.Stat_t
-	if err := unix.Stat(dir, &sfs); err != nil {
-		return err
+	defer func() { _ = node.Close() }()
+	if err := nsexec.Bind(c.ns, node, "/dev/fuse"); err != nil {
+		return fmt.Errorf("put /dev/fuse into the container: %w", err)
 	}
-	if err := unix.Stat(filepath.Dir(dir), &parent); err != nil {
-		return err
-	}
-	if sfs.Dev == parent.Dev {
-		if err := unix.Mount("loopvisor-public-dev", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=16k"); err != nil {
-			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
-		}
-	}
-	fuse := filepath.Join(dir, "fuse")
-	var st unix.Stat_t
-	if unix.Lstat(fuse, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(linux.FuseMajor, linux.FuseMinor) {
-		_ = os.Remove(fuse)
-		if err := unix.Mknod(fuse, unix.S_IFCHR|0o666, int(unix.Mkdev(linux.FuseMajor, linux.FuseMinor))); err != nil {
-			return fmt.Errorf("mknod %s: %w", fuse, err)
-		}
-	}
-	if err := os.Chmod(fuse, 0o666); err != nil {
-		return err
-	}
-	lc := filepath.Join(dir, "loop-control")
-	if unix.Lstat(lc, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		_ = os.Remove(lc)
-		f, err := os.OpenFile(lc, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
-		if err != nil {
-			return err
-		}
-		_ = f.Close()
-	}
-	return os.Chmod(lc, 0o444)
-}
-
-// UnmountPublicNodes detaches the node tmpfs ListenUsers made beside path.
-func UnmountPublicNodes(path string) {
-	_ = unix.Unmount(filepath.Join(filepath.Dir(path), "dev"), unix.MNT_DETACH)
+	return nil
 }

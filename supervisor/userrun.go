@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,9 +91,6 @@ func RunAsUser(cfg UserRunConfig) (int, error) {
 	theirs := os.NewFile(uintptr(pair[1]), "supervisor")
 	defer func() { _ = ours.Close() }()
 	args := []string{sandboxinit.Arg, "--user"}
-	if fuse := filepath.Join(filepath.Dir(cfg.Socket), "dev", "fuse"); !cfg.Bare && fileExists(fuse) {
-		args = append(args, "--fuse-node", fuse)
-	}
 	if cfg.Bare {
 		args = append(args, "--bare")
 	} else if cfg.Mount {
@@ -165,8 +161,6 @@ func RunAsUser(cfg UserRunConfig) (int, error) {
 		}
 	}
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // writeMaps maps the sandbox's id 0 to the user's own and 1..Size to its
 // subordinate range with the setuid helpers, which check /etc/subuid and

@@ -363,7 +363,6 @@ func cmdAgent(args []string) int {
 			_ = ln.Close()
 			return fail(err)
 		}
-		defer supervisor.UnmountPublicNodes(*userSocket)
 		defer func() { _ = os.Remove(*userSocket) }()
 		go func() {
 			if err := a.ServeUsers(uln); err != nil {

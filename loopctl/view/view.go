@@ -642,3 +642,25 @@ func (v *View) FuseNode() (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), "fuse"), nil
 }
+
+// DecoyControl replaces the view's dev/loop-control with a node of
+// /dev/null (same owner and mode) and returns its file identity, by which
+// the instance recognizes the sandbox's loop-control fds. Trapped
+// loop-control commands are served the same; an fd of it that reaches a
+// process outside the filter (the user owning a rootless container can
+// open its /dev through /proc/PID/root) opens /dev/null, not the host's
+// LOOP_CTL_ADD/REMOVE.
+func (v *View) DecoyControl() (dev, ino uint64, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p := Dev + "/loop-control"
+	v.remove(p)
+	if err := v.mknod(p, unix.S_IFCHR|0o600, 1, 3, v.uid, v.gid); err != nil {
+		return 0, 0, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(v.fd(), p, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, 0, os.NewSyscallError("stat "+p, err)
+	}
+	return st.Dev, st.Ino, nil
+}

@@ -38,7 +38,6 @@ func Maybe() {
 
 func sandboxInit(argv []string) (int, error) {
 	bare, trapMount, user := false, false, false
-	fuseNode := ""
 	for len(argv) > 0 && argv[0] != "--" {
 		switch argv[0] {
 		case "--bare":
@@ -47,12 +46,7 @@ func sandboxInit(argv []string) (int, error) {
 			trapMount = true
 		case "--user":
 			user = true
-		case "--fuse-node":
-			if len(argv) < 2 {
-				return 0, fmt.Errorf("--fuse-node needs a path")
-			}
-			fuseNode = argv[1]
-			argv = argv[1:]
+
 		default:
 			return 0, fmt.Errorf("unknown init flag %q", argv[0])
 		}
@@ -74,7 +68,7 @@ func sandboxInit(argv []string) (int, error) {
 		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
 	}
 	if user {
-		if err := setupUserMounts(fuseNode); err != nil {
+		if err := setupUserMounts(); err != nil {
 			return 0, err
 		}
 	} else if err := setupMounts(bare); err != nil {

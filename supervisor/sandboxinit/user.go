@@ -44,9 +44,9 @@ func becomeRoot(sock *os.File) error {
 var hostNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // setupUserMounts gives the sandbox a private /dev (tmpfs with binds of the
-// host's harmless nodes, and of fuseNode as /dev/fuse if given), devpts,
-// /dev/shm and its own /proc.
-func setupUserMounts(fuseNode string) error {
+// host's harmless nodes; the agent adds fuse, loop-control and the loop
+// nodes), devpts, /dev/shm and its own /proc.
+func setupUserMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return os.NewSyscallError("make / private", err)
 	}
@@ -60,18 +60,8 @@ func setupUserMounts(fuseNode string) error {
 			_ = unix.Close(b.fd)
 		}
 	}()
-	srcs := map[string]string{}
 	for _, n := range hostNodes {
-		srcs[n] = "/dev/" + n
-	}
-	if fuseNode != "" {
-		srcs["fuse"] = fuseNode
-	}
-	for _, n := range append(hostNodes, "fuse") {
-		src, ok := srcs[n]
-		if !ok {
-			continue
-		}
+		src := "/dev/" + n
 		fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("open_tree %s: %w", src, err)
