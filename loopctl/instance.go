@@ -42,7 +42,7 @@ type Config struct {
 	// reach their /dev from outside the filter.
 	DecoyControl bool
 	Limits       Limits
-	Log       *logrus.Entry
+	Log          *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
