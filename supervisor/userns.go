@@ -151,8 +151,10 @@ func refuse(format string, args ...any) error { return &refusal{fmt.Sprintf(form
 
 // verifyOwned checks that process pid belongs to peer: its user namespace
 // is, or descends from, one owned by peer.UID (NS_GET_OWNER_UID, walking
-// NS_GET_PARENT, never past the initial namespace), and every host uid and
-// gid its namespace maps is peer's own or in its /etc/subuid or
+// NS_GET_PARENT, never past the initial namespace), so is the user
+// namespace that owns its mount namespace (never the host's mount
+// namespace, where the agent would otherwise mount for it), and every host
+// uid and gid its namespace maps is peer's own or in its /etc/subuid or
 // /etc/subgid ranges. It returns an fd of the verified user namespace (the
 // caller closes it; holding it keeps the namespace, and so its inode
 // number, alive) and the inode.
@@ -179,6 +181,11 @@ func verifyOwned(peer *Peer, pid int) (*os.File, uint64, error) {
 			_ = ns.Close()
 		}
 	}()
+	mnt, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+	if err != nil {
+		return nil, 0, refuse("process %d: %v", pid, err)
+	}
+	defer func() { _ = mnt.Close() }()
 	uidMap, err1 := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/uid_map")
 	gidMap, err2 := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/gid_map")
 	if err := errors.Join(err1, err2); err != nil {
@@ -193,6 +200,19 @@ func verifyOwned(peer *Peer, pid int) (*os.File, uint64, error) {
 	}
 	if err := ownedBy(ns, peer.UID); err != nil {
 		return nil, 0, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// The agent mounts in the container's mount namespace (nodes, FUSE
+	// mounts): it must be one the user could change itself, never the
+	// host's.
+	mntOwner, err := unix.IoctlRetInt(int(mnt.Fd()), unix.NS_GET_USERNS)
+	if err != nil {
+		return nil, 0, os.NewSyscallError("ioctl NS_GET_USERNS", err)
+	}
+	mo := os.NewFile(uintptr(mntOwner), "mnt-owner")
+	err = ownedBy(mo, peer.UID)
+	_ = mo.Close()
+	if err != nil {
+		return nil, 0, refuse("process %d: its mount namespace is not one of the user's: %v", pid, err)
 	}
 	for _, m := range []struct {
 		what    string

@@ -54,8 +54,16 @@ run flags:
   --fuse-timeout D        how long a FUSE helper may take to come up (default 10s)
   --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
+  --agent PATH            without root: the agent's --user-socket that serves the sandbox
+                          (default /run/loopvisor-user/agent.sock); the sandbox's root is
+                          the user's own uid, its ids 1..N the user's first /etc/subuid
+                          range (newuidmap); only --uid-map/--gid-map (the sub range),
+                          --bare and --no-mount apply, the agent's policy does the rest
 
-agent flags: --socket PATH (default /run/loopvisor/agent.sock), --max-loop,
+agent flags: --socket PATH (default /run/loopvisor/agent.sock), --user-socket PATH
+  (off by default: a mode-0666 socket for unprivileged users' runtimes and
+  loopvisor run without root; its directory must be root's and not writable by
+  others, e.g. /run/loopvisor-user/agent.sock), --max-loop,
   --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".

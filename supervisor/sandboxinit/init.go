@@ -37,7 +37,7 @@ func Maybe() {
 }
 
 func sandboxInit(argv []string) (int, error) {
-	bare, trapMount, user := false, false, false
+	bare, trapMount, user, reexecuted := false, false, false, false
 	for len(argv) > 0 && argv[0] != "--" {
 		switch argv[0] {
 		case "--bare":
@@ -46,6 +46,8 @@ func sandboxInit(argv []string) (int, error) {
 			trapMount = true
 		case "--user":
 			user = true
+		case ReexecFlag:
+			user, reexecuted = true, true
 
 		default:
 			return 0, fmt.Errorf("unknown init flag %q", argv[0])
@@ -60,7 +62,7 @@ func sandboxInit(argv []string) (int, error) {
 	}
 	sock := os.NewFile(SockFD, "supervisor")
 	if user {
-		if err := becomeRoot(sock); err != nil {
+		if err := becomeRoot(sock, reexecuted); err != nil {
 			return 0, err
 		}
 	}

@@ -23,22 +23,47 @@ const MapsWritten = 'M'
 // the first exec ran with unmapped ids and so dropped every capability; the
 // second runs as uid 0 of the namespace and has them all there. The pid,
 // and so the parent's view of the sandbox, stays the same.
-func becomeRoot(sock *os.File) error {
-	if os.Geteuid() == 0 {
-		// Re-executed: drop the host's supplementary groups where the
-		// maps allow it (newgidmap may have denied setgroups).
+func becomeRoot(sock *os.File, reexecuted bool) error {
+	if reexecuted {
+		// Gaining capabilities cleared the parent-death signal: set it
+		// again, then make sure the parent did not die meanwhile (its end
+		// of the socket stays open while it lives).
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return os.NewSyscallError("prctl PR_SET_PDEATHSIG", err)
+		}
+		p := []unix.PollFd{{Fd: int32(sock.Fd()), Events: unix.POLLIN}}
+		if n, err := unix.Poll(p, 0); err == nil && n == 1 && p[0].Revents&unix.POLLHUP != 0 {
+			return fmt.Errorf("loopvisor run exited while the sandbox started")
+		}
+		// Drop the host's supplementary groups where the maps allow it
+		// (newgidmap may have denied setgroups).
 		if err := syscall.Setgroups(nil); err != nil && err != syscall.EPERM {
 			return os.NewSyscallError("setgroups", err)
 		}
 		return nil
 	}
+	// Not os.Geteuid: once the maps are written it says 0 before the exec
+	// that gives the capabilities.
 	b := make([]byte, 1)
 	if n, err := sock.Read(b); err != nil || n != 1 || b[0] != MapsWritten {
 		return fmt.Errorf("the parent did not write the id maps")
 	}
-	err := syscall.Exec("/proc/self/exe", os.Args, os.Environ())
+	argv := append([]string(nil), os.Args...)
+	for i, a := range argv {
+		if a == "--user" {
+			argv[i] = ReexecFlag
+			break
+		}
+		if a == "--" {
+			break
+		}
+	}
+	err := syscall.Exec("/proc/self/exe", argv, os.Environ())
 	return os.NewSyscallError("exec as the namespace's root", err)
 }
+
+// ReexecFlag replaces --user in the arguments of the second exec.
+const ReexecFlag = "--user-root"
 
 // hostNodes are bound from the host's /dev into the sandbox's.
 var hostNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
