@@ -36,6 +36,9 @@ type AgentConfig struct {
 	Limits   loopctl.Limits
 	Mounts   *mountproxy.Policy // nil: mount calls are answered CONTINUE
 	Log      *logrus.Logger
+	// MaxUserContainers bounds the live containers one unprivileged user
+	// may have served through the user socket (0: DefaultMaxUserContainers).
+	MaxUserContainers int
 }
 
 // Agent serves the seccomp listeners OCI runtimes hand it, one instance per
@@ -58,6 +61,7 @@ type Agent struct {
 	containers map[containerKey]*container
 	closing    sync.WaitGroup // instances being released
 	stop       chan struct{}
+	users      userGate // the user socket's connections in flight
 }
 
 type containerKey struct {

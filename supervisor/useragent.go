@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -46,6 +47,41 @@ import (
 // whatever the policy), backing files only through fds they hold (as every
 // container: loopctl takes them with pidfd_getfd), limits charged to the
 // user, and the agent's own nodes.
+
+// DefaultMaxUserContainers is AgentConfig.MaxUserContainers unless set.
+const DefaultMaxUserContainers = 32
+
+// maxUserConns bounds one user's connections being read and verified at
+// once (each may take ociproto.ReadTimeout), so that no user can tie up
+// the agent's fds and goroutines.
+const maxUserConns = 8
+
+// userGate counts the user socket's connections in flight per uid.
+type userGate struct {
+	mu    sync.Mutex
+	conns map[int]int
+}
+
+func (g *userGate) enter(uid int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conns == nil {
+		g.conns = map[int]int{}
+	}
+	if g.conns[uid] >= maxUserConns {
+		return false
+	}
+	g.conns[uid]++
+	return true
+}
+
+func (g *userGate) leave(uid int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conns[uid]--; g.conns[uid] <= 0 {
+		delete(g.conns, uid)
+	}
+}
 
 // rootOwner is containerKey.owner for containers of root's runtimes.
 const rootOwner = -1
@@ -107,6 +143,11 @@ func (a *Agent) handleUserConn(conn *net.UnixConn) {
 	}
 	defer peer.Close()
 	log := a.log.WithFields(logrus.Fields{"socket": "user", "peer_uid": peer.UID, "peer_user": peer.Name, "peer_pid": peer.Pid})
+	if !a.users.enter(peer.UID) {
+		log.WithField("limit", maxUserConns).Warn("refused: too many connections of this user at once")
+		return
+	}
+	defer a.users.leave(peer.UID)
 	m, err := ociproto.Read(conn)
 	if err != nil {
 		m.Close()
@@ -186,8 +227,38 @@ func (a *Agent) attachUser(peer *Peer, st *ContainerProcessState, lfd int, log *
 		_ = unix.Close(lfd)
 		return err
 	}
+	if err := a.userContainerRoom(peer.UID, ino); err != nil {
+		_ = unix.Close(lfd)
+		return err
+	}
 	log.WithField("userns", ino).Info("user socket: the container's user namespace and id maps are the user's")
 	return a.attachProcess(st.State.ID, initPid, procPid, st.Metadata, st.State.Status, lfd, &owner{peer: peer.UID, userNS: ino})
+}
+
+// userContainerRoom refuses a new container of uid beyond
+// MaxUserContainers; a process joining a live container of uid (same user
+// namespace) is let through.
+func (a *Agent) userContainerRoom(uid int, userNS uint64) error {
+	limit := a.cfg.MaxUserContainers
+	if limit <= 0 {
+		limit = DefaultMaxUserContainers
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for k, c := range a.containers {
+		if k.owner != uid || c.closing {
+			continue
+		}
+		if k.ns.User == userNS {
+			return nil
+		}
+		n++
+	}
+	if n >= limit {
+		return refuse("user %d already has %d live containers served (--max-user-containers %d)", uid, n, limit)
+	}
+	return nil
 }
 
 // isSeccompListener checks that fd is a seccomp notification listener.

@@ -63,7 +63,8 @@ run flags:
 agent flags: --socket PATH (default /run/loopvisor/agent.sock), --user-socket PATH
   (off by default: a mode-0666 socket for unprivileged users' runtimes and
   loopvisor run without root; its directory must be root's and not writable by
-  others, e.g. /run/loopvisor-user/agent.sock), --max-loop,
+  others, e.g. /run/loopvisor-user/agent.sock), --max-user-containers N (live
+  containers one user may have served through it, default 32), --max-loop,
   --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
@@ -323,6 +324,7 @@ func cmdAgent(args []string) int {
 	c.register(fs)
 	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
 	userSocket := fs.String("user-socket", "", "unix socket (mode 0666) unprivileged users' runtimes connect to")
+	maxUserCtr := fs.Int("max-user-containers", supervisor.DefaultMaxUserContainers, "live containers one user may have served through --user-socket")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	var pf policyFlags
@@ -346,7 +348,7 @@ func cmdAgent(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	a, err := supervisor.NewAgent(supervisor.AgentConfig{
-		StateDir: c.stateDir, Log: log, Mounts: pol,
+		StateDir: c.stateDir, Log: log, Mounts: pol, MaxUserContainers: *maxUserCtr,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {
