@@ -75,3 +75,22 @@ func TestSubIDRanges(t *testing.T) {
 		t.Errorf("missing file: %v", got)
 	}
 }
+
+func TestUserGate(t *testing.T) {
+	var g userGate
+	for i := 0; i < maxUserConns; i++ {
+		if !g.enter(1001) {
+			t.Fatalf("connection %d of %d refused", i+1, maxUserConns)
+		}
+	}
+	if g.enter(1001) {
+		t.Fatal("one connection too many let in")
+	}
+	if !g.enter(1002) {
+		t.Fatal("another user is limited by the first one's connections")
+	}
+	g.leave(1001)
+	if !g.enter(1001) {
+		t.Fatal("a connection that ended still counts")
+	}
+}
