@@ -318,8 +318,13 @@ func callerInUserNS(ino uint64) func(*notify.Listener, *notify.Request) error {
 // a rootless engine's long-lived mount namespace anyway).
 func ListenUsers(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
+			return nil, err
+		}
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
