@@ -35,6 +35,10 @@ type Config struct {
 	ContainerPid int    // the container's init: its devices outlive the supervisor while it runs
 	HostUID      int    // host uid of the sandbox's root
 	HostGID      int
+	// ChargeUID is the host uid whose MaxPerUID the instance's devices
+	// count against; 0 means HostUID. The agent charges a user's
+	// containers to that user, whichever of its ids their root maps to.
+	ChargeUID int
 	Limits       Limits
 	Log          *logrus.Entry
 }
@@ -46,6 +50,7 @@ type Instance struct {
 	containerPid int
 	containerSt  uint64
 	HostUID      int
+	chargeUID    int
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
@@ -84,6 +89,9 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if c.Log == nil {
 		c.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
+	if c.ChargeUID == 0 {
+		c.ChargeUID = c.HostUID
+	}
 	v, err := view.New(c.HostUID, c.HostGID)
 	if err != nil {
 		return nil, err
@@ -98,7 +106,7 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 		return nil, fmt.Errorf("persist the view: %w", err)
 	}
 	in := &Instance{
-		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
+		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -145,7 +153,7 @@ func (in *Instance) writeJournal(lock bool) error {
 	if err != nil {
 		return err
 	}
-	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
+	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.chargeUID,
 		ContainerPid: in.containerPid, ContainerStart: in.containerSt}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
@@ -257,8 +265,8 @@ func (in *Instance) allocate(idx int) (int, error) {
 		return -1, unix.EIO
 	}
 	defer unlock()
-	if use := in.reg.UIDUse(in.HostUID); use >= in.limits.MaxPerUID {
-		in.log.WithFields(logrus.Fields{"host_uid": in.HostUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
+	if use := in.reg.UIDUse(in.chargeUID); use >= in.limits.MaxPerUID {
+		in.log.WithFields(logrus.Fields{"host_uid": in.chargeUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
 		return -1, unix.ENOSPC
 	}
 	got, err := in.host.Add(idx)

@@ -36,6 +36,9 @@ type AgentConfig struct {
 	Limits   loopctl.Limits
 	Mounts   *mountproxy.Policy // nil: mount calls are answered CONTINUE
 	Log      *logrus.Logger
+	// MaxUserContainers bounds the live containers one unprivileged user
+	// may have served through the user socket (0: DefaultMaxUserContainers).
+	MaxUserContainers int
 }
 
 // Agent serves the seccomp listeners OCI runtimes hand it, one instance per
@@ -58,11 +61,16 @@ type Agent struct {
 	containers map[containerKey]*container
 	closing    sync.WaitGroup // instances being released
 	stop       chan struct{}
+	users      userGate // the user socket's connections in flight
 }
 
 type containerKey struct {
 	id string
 	ns nsKey
+	// owner is rootOwner for containers the root socket handed over, else
+	// the host uid of the user whose runtime did (user socket): the two
+	// never share an instance, nor do two users.
+	owner int
 }
 
 type container struct {
@@ -197,7 +205,7 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 // is the container's init, pid the process that loaded this filter (runc:
 // the exec'd process; crun sends 0 for both on exec).
 func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
-	return a.attachProcess(st.State.ID, st.State.Pid, st.Pid, st.Metadata, st.State.Status, lfd)
+	return a.attachProcess(st.State.ID, st.State.Pid, st.Pid, st.Metadata, st.State.Status, lfd, nil)
 }
 
 // Attach serves seccomp listener lfd (which it takes over) for container id
@@ -219,10 +227,12 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 // ociconfig.Rewrite or notify.Program); the container has a user namespace
 // whose root is not host root.
 func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
-	return a.attachProcess(id, pid, pid, metadata, status, lfd)
+	return a.attachProcess(id, pid, pid, metadata, status, lfd, nil)
 }
 
-func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int) error {
+// attachProcess serves lfd for a container; o is nil for root's runtimes,
+// else the verified owner of a user's container (useragent.go).
+func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int, o *owner) error {
 	if id == "" {
 		_ = unix.Close(lfd)
 		return errors.New("attach: a container id is required")
@@ -236,10 +246,10 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 			_ = l.Close()
 			return fmt.Errorf("container %s is not served here, and the runtime sent no pid to create it from", id)
 		}
-		go a.serveUnidentified(l, id, status)
+		go a.serveUnidentified(l, id, status, o.uid())
 		return nil
 	}
-	c, err := a.join(id, initPid, procPid, metadata)
+	c, err := a.join(id, initPid, procPid, metadata, o)
 	if err != nil {
 		_ = l.Close()
 		return err
@@ -273,7 +283,7 @@ func (a *Agent) knows(id string) bool {
 // listener, never blocked by a container): a pool busy setting up others
 // must not leave the container's init time to leave them first. Only the
 // setup of a new container waits for a worker of a.work.
-func (a *Agent) join(id string, initPid, procPid int, metadata string) (*container, error) {
+func (a *Agent) join(id string, initPid, procPid int, metadata string, o *owner) (*container, error) {
 	cpid := initPid // the container's init: whose namespaces name it
 	if cpid <= 0 {
 		cpid = procPid
@@ -301,7 +311,11 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 			Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")
 		return nil, fmt.Errorf("process %d is not in the namespaces of container %s (init %d)", procPid, id, cpid)
 	}
-	ck := containerKey{id, key}
+	if o != nil && key.User != o.userNS {
+		log.WithFields(logrus.Fields{"peer_uid": o.peer, "ns": key.String()}).Warn("refused: the process is no longer in the user namespace verified as the user's")
+		return nil, refuse("process %d left the user namespace verified as user %d's", cpid, o.peer)
+	}
+	ck := containerKey{id, key, o.uid()}
 	a.mu.Lock()
 	if c := a.containers[ck]; c != nil {
 		if c.closing {
@@ -340,7 +354,7 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 // serveUnidentified serves a listener the runtime named no process for
 // (crun exec): the first trapped call's caller decides which container it
 // belongs to, and it joins that container's instance only.
-func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
+func (a *Agent) serveUnidentified(l *notify.Listener, id, status string, ownerUID int) {
 	log := a.log.WithFields(logrus.Fields{"container": id, "status": status})
 	for {
 		req, err := l.Next()
@@ -362,7 +376,7 @@ func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
 			return
 		}
 		a.mu.Lock()
-		c := a.containers[containerKey{id, key}]
+		c := a.containers[containerKey{id, key, ownerUID}]
 		if c != nil && !c.closing {
 			c.listeners++
 		}
@@ -389,8 +403,11 @@ func (a *Agent) serve(c *container, l *notify.Listener, first *notify.Request, p
 	c.log.WithFields(logrus.Fields{"pid": pid, "status": status, "sync_wakeup": l.SyncWake}).Info("serving a container process")
 	go func() {
 		sb := &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}
+		if c.key.owner != rootOwner {
+			sb.Check = callerInUserNS(c.key.ns.User)
+		}
 		if first != nil {
-			if err := l.Respond(first.ID, handle(l, sb, first)); err != nil {
+			if err := l.Respond(first.ID, answer(l, sb, first)); err != nil {
 				c.log.WithError(err).WithField("pid", first.Pid).Warn("cannot answer notification")
 			}
 		}
@@ -491,6 +508,16 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	if err != nil {
 		return err
 	}
+	chargeUID := uid
+	if c.key.owner != rootOwner {
+		// A user's containers: FUSE only whatever the policy, and limits
+		// charged to the user, not to the uid its container's root maps
+		// to (which it picks from its ranges).
+		chargeUID = c.key.owner
+		if pol != nil {
+			pol.Kernel = map[string]bool{}
+		}
+	}
 	defer func() {
 		if err != nil {
 			c.teardown()
@@ -523,7 +550,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	}
 	log := a.log.WithField("container", c.id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
+		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, Limits: limits, Log: log,
 	})
 	if err != nil {
 		return err
@@ -550,7 +577,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 		c.mounts = mountproxy.New(*pol, in, c.userNS, c.log)
 		c.mounts.KeepHelpers = true
 	}
-	c.log.WithFields(logrus.Fields{"host_uid": uid, "max_loop": limits.MaxLoop, "mounts": pol != nil, "ns": c.key.ns.String()}).Info("container instance created")
+	c.log.WithFields(logrus.Fields{"host_uid": uid, "owner": ownerName(c.key.owner), "max_loop": limits.MaxLoop, "mounts": pol != nil, "ns": c.key.ns.String()}).Info("container instance created")
 	return nil
 }
 
@@ -564,6 +591,11 @@ func (c *container) publishStatic() error {
 	defer func() { _ = node.Close() }()
 	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
+	}
+	if c.key.owner != rootOwner {
+		if err := c.publishFuse(); err != nil {
+			return err
+		}
 	}
 	for _, m := range view.Mounts[1:] { // /sys/...: /dev is the container's own
 		v, err := c.in.View.Clone(m.Dir)

@@ -58,6 +58,17 @@
 // exit burst of a thousand containers costs a few OS threads, not one each;
 // the agent's mutex covers only its map of containers.
 //
+// The user socket (useragent.go, userns.go) serves unprivileged users:
+// the peer is SO_PEERCRED/SO_PEERPIDFD, the container must be in user and
+// mount namespaces the peer owns (NS_GET_OWNER_UID up the chain) with maps
+// inside its sub-id ranges, and since no kernel query ties a listener to a
+// process, Sandbox.Check vets every trapped call's caller. Such containers
+// are keyed apart (containerKey.owner), get FUSE only, a decoy
+// loop-control and limits charged to the peer. RunAsUser (userrun.go) is
+// `loopvisor run` without root: newuidmap/newgidmap map the sandbox, the
+// init re-execs itself to gain its capabilities in the new namespace, and
+// the listener goes to the agent's user socket, whose answer it awaits.
+//
 // Errors a container sees are computed in one place, notify.ErrnoOf. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall
 // and the result.

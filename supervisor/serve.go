@@ -17,6 +17,10 @@ type Sandbox struct {
 	Instance *loopctl.Instance
 	Mounts   *mountproxy.Proxy // nil: mount calls are not trapped
 	Log      *logrus.Entry
+	// Check, if set, vets each trapped call's caller before anything is
+	// done for it: an error refuses the call with EPERM (logged), errStale
+	// drops it.
+	Check func(l *notify.Listener, req *notify.Request) error
 }
 
 // Serve answers the listener's notifications until no task uses the filter
@@ -37,11 +41,24 @@ func Serve(l *notify.Listener, sb *Sandbox) error {
 		if err != nil {
 			return err
 		}
-		reply := handle(l, sb, &req)
+		reply := answer(l, sb, &req)
 		if err := l.Respond(req.ID, reply); err != nil {
 			sb.Log.WithError(err).WithField("pid", req.Pid).Warn("cannot answer notification")
 		}
 	}
+}
+
+// answer vets req's caller with sb.Check, then decides it (handle).
+func answer(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
+	if sb.Check != nil {
+		if err := sb.Check(l, req); err != nil {
+			if !errors.Is(err, errStale) {
+				sb.Log.WithError(err).WithField("pid", req.Pid).Warn("refused: trapped call from a process outside the container: EPERM")
+			}
+			return notify.Errno(unix.EPERM)
+		}
+	}
+	return handle(l, sb, req)
 }
 
 // handle decides one notification: notify decodes it, loopctl and

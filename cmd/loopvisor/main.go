@@ -58,8 +58,17 @@ run flags:
                           (default 16); beyond: ENOSPC
   --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
+  --agent PATH            without root: the agent's --user-socket that serves the sandbox
+                          (default /run/loopvisor-user/agent.sock); the sandbox's root is
+                          the user's own uid, its ids 1..N the user's first /etc/subuid
+                          range (newuidmap); only --uid-map/--gid-map (the sub range),
+                          --bare and --no-mount apply, the agent's policy does the rest
 
-agent flags: --socket PATH (default /run/loopvisor/agent.sock), --max-loop,
+agent flags: --socket PATH (default /run/loopvisor/agent.sock), --user-socket PATH
+  (off by default: a mode-0666 socket for unprivileged users' runtimes and
+  loopvisor run without root; its directory must be root's and not writable by
+  others, e.g. /run/loopvisor-user/agent.sock), --max-user-containers N (live
+  containers one user may have served through it, default 32), --max-loop,
   --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --max-fuse, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
@@ -199,6 +208,7 @@ func cmdRun(args []string) int {
 	var pf policyFlags
 	pf.register(fs)
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
+	agentSocket := fs.String("agent", supervisor.DefaultUserSocket, "without root: the agent's --user-socket that serves the sandbox")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -208,12 +218,12 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, "loopvisor run: no command given: loopvisor run [flags] -- CMD [ARGS...]")
 		return 2
 	}
-	if os.Geteuid() != 0 {
-		return fail(fmt.Errorf("run must be started as root (it maps the sandbox to an unprivileged uid itself)"))
-	}
 	log, err := c.logger()
 	if err != nil {
 		return fail(err)
+	}
+	if os.Geteuid() != 0 {
+		return runAsUser(fs, log, argv, *uidMap, *gidMap, *agentSocket, *bare, *pf.noMount)
 	}
 	uid, gid := supervisor.DefaultMaps()
 	if *uidMap != "" {
@@ -241,6 +251,43 @@ func cmdRun(args []string) int {
 		Argv:   argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
+	if err != nil {
+		fail(err)
+		if code == 0 {
+			code = 125
+		}
+	}
+	return code
+}
+
+// runAsUser is `loopvisor run` started by an unprivileged user: the
+// sandbox's ids come from the user's subordinate ranges and the system
+// agent's user socket serves it, under the agent's policy and limits.
+func runAsUser(fs *flag.FlagSet, log *logrus.Logger, argv []string, uidMap, gidMap, socket string, bare, noMount bool) int {
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "uid-map", "gid-map", "agent", "bare", "no-mount", "log-level", "log-format":
+		default:
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return fail(fmt.Errorf("%s: without root the agent's policy and limits apply; only --uid-map, --gid-map, --agent, --bare and --no-mount can be given", strings.Join(bad, ", ")))
+	}
+	cfg := supervisor.UserRunConfig{Argv: argv, Socket: socket, Mount: !noMount, Bare: bare, Log: log}
+	var err error
+	if uidMap != "" {
+		if cfg.UIDMap, err = supervisor.ParseIDMap(uidMap); err != nil {
+			return fail(err)
+		}
+	}
+	if gidMap != "" {
+		if cfg.GIDMap, err = supervisor.ParseIDMap(gidMap); err != nil {
+			return fail(err)
+		}
+	}
+	code, err := supervisor.RunAsUser(cfg)
 	if err != nil {
 		fail(err)
 		if code == 0 {
@@ -287,6 +334,8 @@ func cmdAgent(args []string) int {
 	var c common
 	c.register(fs)
 	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
+	userSocket := fs.String("user-socket", "", "unix socket (mode 0666) unprivileged users' runtimes connect to")
+	maxUserCtr := fs.Int("max-user-containers", supervisor.DefaultMaxUserContainers, "live containers one user may have served through --user-socket")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	var pf policyFlags
@@ -310,7 +359,7 @@ func cmdAgent(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	a, err := supervisor.NewAgent(supervisor.AgentConfig{
-		StateDir: c.stateDir, Log: log, Mounts: pol,
+		StateDir: c.stateDir, Log: log, Mounts: pol, MaxUserContainers: *maxUserCtr,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {
@@ -321,6 +370,7 @@ func cmdAgent(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	stopUsers := make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -328,8 +378,29 @@ func cmdAgent(args []string) int {
 		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
 		_ = ln.Close()
 	}()
+	if *userSocket != "" {
+		uln, err := supervisor.ListenUsers(*userSocket)
+		if err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
+		defer func() { _ = os.Remove(*userSocket) }()
+		go func() {
+			if err := a.ServeUsers(uln); err != nil {
+				log.WithError(err).Error("user socket failed")
+			}
+		}()
+		go func() {
+			// The root socket's end ends the user socket too.
+			<-stopUsers
+			_ = uln.Close()
+		}()
+		log.WithField("socket", *userSocket).Info("agent listening for unprivileged users")
+	}
 	log.WithField("socket", *socket).Info("agent listening")
-	if err := a.Serve(ln); err != nil {
+	err = a.Serve(ln)
+	close(stopUsers)
+	if err != nil {
 		return fail(err)
 	}
 	if !activated {
