@@ -39,8 +39,8 @@ type Config struct {
 	// count against; 0 means HostUID. The agent charges a user's
 	// containers to that user, whichever of its ids their root maps to.
 	ChargeUID int
-	Limits       Limits
-	Log          *logrus.Entry
+	Limits    Limits
+	Log       *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
