@@ -38,6 +38,12 @@ var StockPrograms = []string{
 	"usr/sbin/sfdisk", "usr/bin/truncate",
 }
 
+// BootPackages are what the bootable-image test's root has on top of
+// StockPackages (tests/bootable_test.go): grub-install and its modules for
+// BIOS and UEFI, udevadm (grub-install asks it for a partition's sysfs
+// path), cpio for the initramfs and a static busybox for the guest.
+var BootPackages = []string{"grub-pc-bin", "grub-efi-amd64-bin", "grub2-common", "udev", "cpio", "busybox-static"}
+
 // stockDpkgOpts leave documentation out of the image: it is a quarter of
 // its size and nothing inside reads it (as Debian's "slim" images do).
 var stockDpkgOpts = []string{
