@@ -4,11 +4,13 @@
 set -euo pipefail
 pkgs=(libseccomp-dev pkg-config gcc make util-linux mount e2fsprogs busybox
       fuse3 fuse2fs squashfuse squashfs-tools runc crun fusefat dosfstools mtools fdisk
-      mmdebstrap debian-archive-keyring gpg distro-info-data)
+      mmdebstrap debian-archive-keyring gpg distro-info-data
+      qemu-system-x86 ovmf)
 # mmdebstrap, the keyring, gpg (signed-by) and distro-info-data (which
 # suites get updates and security) build the stock Debian images the acceptance
 # tests run (tests/oci/stock.go; cached in $LOOPVISOR_CACHE, else
-# /var/cache/loopvisor-test).
+# /var/cache/loopvisor-test). qemu-system-x86 and ovmf boot the image
+# tests/bootable_test.go builds (grub itself runs inside the test's image).
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
