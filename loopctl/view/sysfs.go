@@ -214,10 +214,15 @@ func (v *View) removePartSys(parent int, p Part) {
 	v.removeAll(SysBlock + "/loop" + strconv.Itoa(parent) + "/" + name)
 }
 
-// removeDisk removes every partition of idx and idx's own sysfs entries.
-// Preconditions: v.mu held.
+// removeDisk removes every partition of idx (nodes and sysfs) and idx's
+// own sysfs entries. Preconditions: v.mu held.
 func (v *View) removeDisk(idx int) {
 	for _, p := range v.parts[idx] {
+		name := PartName(idx, p.Num)
+		if v.Unpublish != nil {
+			v.enqueue(name, nil)
+		}
+		v.removeIfOurs(name, p.Dev)
 		v.removePartSys(idx, p)
 	}
 	delete(v.parts, idx)
