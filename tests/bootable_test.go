@@ -334,22 +334,51 @@ chroot $r sh /work/bootable-image.sh --inside /work/disk.img /work/vmlinuz /work
 }
 
 // bootAndWait runs QEMU with args and fails t unless its serial console
-// shows want before QEMU exits (the guest powers off after it). TCG on a
-// busy machine is slow: the bound is generous and only stops a hung guest.
+// shows want. It stops QEMU as soon as the console shows want, or shows
+// that the boot went wrong (no bootable device, GRUB's rescue prompt or an
+// error, a kernel panic, the initramfs giving up); the guest powers off
+// after want. TCG on
+// a busy machine is slow: the time bound is generous and only stops a
+// guest that hangs silently.
 func bootAndWait(t *testing.T, want string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.Stdin = nil
-	out, err := cmd.CombinedOutput()
-	console := strings.ReplaceAll(string(out), "\r", "")
-	if !strings.Contains(console, want+"\n") {
-		tail := console
+	cmd.WaitDelay = 10 * time.Second
+	pr, pw, err := os.Pipe()
+	check(t, err)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	_ = pw.Close()
+	if err != nil {
+		_ = pr.Close()
+		t.Fatal(err)
+	}
+	bad := regexp.MustCompile(`(?m)grub rescue>|^error: |Kernel panic|initramfs: |No bootable device`)
+	var console strings.Builder
+	ok := false
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := pr.Read(buf)
+		console.WriteString(strings.ReplaceAll(string(buf[:n]), "\r", ""))
+		if strings.Contains(console.String(), want+"\n") {
+			ok = true
+			break
+		}
+		if bad.MatchString(console.String()) || rerr != nil {
+			break
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = pr.Close()
+	werr := cmd.Wait()
+	if !ok {
+		tail := console.String()
 		if len(tail) > 4000 {
 			tail = tail[len(tail)-4000:]
 		}
-		t.Fatalf("the guest did not print %q (qemu: %v, ctx: %v); console tail:\n%s", want, err, ctx.Err(), tail)
+		t.Fatalf("the guest did not print %q (qemu: %v, ctx: %v); console tail:\n%s", want, werr, ctx.Err(), tail)
 	}
 }
 
