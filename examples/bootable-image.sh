@@ -81,6 +81,9 @@ EOF
 	rm -rf "$ir"
 	cp "$kernel" "$mnt/boot/vmlinuz"
 
+	# udevadm refuses loopvisor's sysfs entries for partitions (they are not
+	# on sysfs) and says "Unknown device" for each; grub-install then asks
+	# the partition's start with HDIO_GETGEO, which loopvisor answers.
 	grub-install --target=i386-pc --boot-directory="$mnt/boot" "$dev"
 	grub-install --target=x86_64-efi --efi-directory="$mnt/boot/efi" --boot-directory="$mnt/boot" \
 		--removable --no-nvram "$dev"
@@ -104,6 +107,7 @@ if [ "${1:-}" = --inside ]; then
 fi
 
 # On the host, as root.
+self=$(readlink -f "$0")
 bin=$(readlink -f "${1:-bin/loopvisor}")
 [ "$(id -u)" -eq 0 ] || { echo "bootable-image: run as root" >&2; exit 1; }
 for t in mmdebstrap qemu-system-x86_64 apt-get dpkg-deb; do
@@ -130,7 +134,7 @@ dpkg-deb -x k/*.deb k/x
 cp k/x/boot/vmlinuz-* root/work/vmlinuz
 find k/x/lib/modules -name '*.ko' | grep -E '/(virtio_ring|virtio|virtio_pci_legacy_dev|virtio_pci_modern_dev|virtio_pci|virtio_blk|crc16|mbcache|jbd2|crc32c_generic|ext4)\.ko$' |
 	xargs -I{} cp {} root/work/mods/
-cp "$0" root/work/bootable-image.sh
+cp "$self" root/work/bootable-image.sh
 chown -R 100000:100000 root/work
 
 echo "== building the image in the sandbox (root = host uid 100000)"
@@ -139,7 +143,7 @@ set -e
 mount --rbind /dev root/dev; mount --rbind /sys root/sys; mount --rbind /proc root/proc
 chroot root sh /work/bootable-image.sh --inside /work/disk.img /work/vmlinuz /work/mods hello-from-a-sandbox'
 
-echo "== booting it (TCG; takes a minute or two each)"
+echo "== booting it (TCG: slow, but GRUB and OVMF do not run under kvm_pvm)"
 boot() {
 	timeout 900 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -serial stdio -monitor none \
 		-drive file=root/work/disk.img,format=raw,if=virtio,snapshot=on "$@" </dev/null |
