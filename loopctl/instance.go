@@ -244,18 +244,25 @@ func (in *Instance) watch() {
 		case <-t.C:
 		}
 		in.mu.Lock()
+		claimed := false
 		for idx, f := range in.devs {
 			if f == nil {
 				in.claim(idx)
+				claimed = claimed || in.devs[idx] != nil
 			}
 		}
 		in.mu.Unlock()
+		if claimed {
+			// Detached at its last close (autoclear): no size any more.
+			in.View.RefreshPartitions()
+		}
 	}
 }
 
 // allocate creates a new device for the instance (idx < 0: any free
-// index). Preconditions: in.mu held.
-func (in *Instance) allocate(idx int) (int, error) {
+// index), shown as /dev/loopN unless it is to serve a partition (show
+// false). Preconditions: in.mu held.
+func (in *Instance) allocate(idx int, show bool) (int, error) {
 	if len(in.devs) >= in.limits.MaxLoop {
 		in.log.WithFields(logrus.Fields{"limit": in.limits.MaxLoop}).Warn("loop device limit of the instance reached: ENOSPC")
 		return -1, unix.ENOSPC
@@ -281,8 +288,10 @@ func (in *Instance) allocate(idx int) (int, error) {
 		return -1, unix.EIO
 	}
 	in.claim(got)
-	if err := in.View.AddLoop(got); err != nil {
-		in.log.WithError(err).Error("cannot add device node")
+	if show {
+		if err := in.View.AddLoop(got); err != nil {
+			in.log.WithError(err).Error("cannot add device node")
+		}
 	}
 	in.log.WithField("loop", got).Info("device added to instance")
 	return got, nil
@@ -327,19 +336,23 @@ func (in *Instance) getFree() (int, error) {
 		}
 	}
 	if best >= 0 {
-		in.unhide(best)
+		in.unhide(best, true)
 		return best, nil
 	}
-	return in.allocate(-1)
+	return in.allocate(-1, true)
 }
 
-// unhide shows a device the instance kept hidden again, with fresh nodes.
-// Preconditions: in.mu held.
-func (in *Instance) unhide(idx int) {
+// unhide shows a device the instance kept hidden again, with fresh nodes
+// (none if it is to serve a partition: show false). Preconditions: in.mu
+// held.
+func (in *Instance) unhide(idx int, show bool) {
 	if !in.hidden[idx] {
 		return
 	}
 	delete(in.hidden, idx)
+	if !show {
+		return
+	}
 	if err := in.View.AddLoop(idx); err != nil {
 		in.log.WithError(err).Error("cannot add device node")
 	}
@@ -361,20 +374,21 @@ func (in *Instance) add(idx int32) (int, error) {
 	defer in.mu.Unlock()
 	if idx >= 0 {
 		if in.hidden[int(idx)] {
-			in.unhide(int(idx))
+			in.unhide(int(idx), true)
 			return int(idx), nil
 		}
 		if _, ok := in.devs[int(idx)]; ok || Exists(int(idx)) {
 			return -1, unix.EEXIST
 		}
-		return in.allocate(int(idx))
+		return in.allocate(int(idx), true)
 	}
-	return in.take()
+	return in.take(true)
 }
 
 // take hands out the lowest hidden device of the instance that is ready
-// (claimed, so unbound), or allocates a new one. Preconditions: in.mu held.
-func (in *Instance) take() (int, error) {
+// (claimed, so unbound), or allocates a new one; show as in allocate.
+// Preconditions: in.mu held.
+func (in *Instance) take(show bool) (int, error) {
 	best := -1
 	for h := range in.hidden {
 		if in.devs[h] != nil && in.binding[h] == 0 && (best < 0 || h < best) {
@@ -382,10 +396,10 @@ func (in *Instance) take() (int, error) {
 		}
 	}
 	if best >= 0 {
-		in.unhide(best)
+		in.unhide(best, show)
 		return best, nil
 	}
-	return in.allocate(-1)
+	return in.allocate(-1, show)
 }
 
 // Remove serves LOOP_CTL_REMOVE. Indices the instance does not own look

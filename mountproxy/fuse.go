@@ -488,12 +488,15 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		// bench); it writes 10-14% slower, so only for read-only mounts.
 		hargv = append(hargv, "-s")
 	}
-	hargv = append(hargv, "-o", opts+",fsname=/dev/"+devName)
+	// The mount's source is the device as the sandbox names it (a
+	// partition's node is loopNpM), as the kernel shows a block device.
+	source := "/dev/" + p.dev.DevName(idx)
+	hargv = append(hargv, "-o", opts+",fsname="+source)
 	ro := "0"
 	if readOnly {
 		ro = "1"
 	}
-	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, "/dev/" + devName,
+	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, source,
 		strconv.FormatUint(fuseAttrs(a.flags), 10), ro, "--"}, hargv...)
 
 	progR, err := filledPipe(prog)

@@ -42,6 +42,9 @@ type Devices interface {
 	HelperNode(idx int, readOnly bool) (*os.File, func(), error)
 	// FuseNode returns an O_PATH fd of a /dev/fuse node a helper opens.
 	FuseNode() (*os.File, error)
+	// DevName is the name of idx's node in the sandbox's /dev: loopN,
+	// or loopNpM for a device that serves a partition.
+	DevName(idx int) string
 }
 
 const (

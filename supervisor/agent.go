@@ -581,8 +581,8 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	return nil
 }
 
-// publishStatic puts the instance's /dev/loop-control and sysfs views into
-// the container.
+// publishStatic puts the instance's /dev/loop-control, sysfs views and
+// /proc/partitions into the container.
 func (c *container) publishStatic() error {
 	node, err := c.in.View.Clone(view.Dev + "/loop-control")
 	if err != nil {
@@ -606,6 +606,17 @@ func (c *container) publishStatic() error {
 		_ = v.Close()
 		if err != nil {
 			c.log.WithError(err).WithField("target", m.Target).Warn("cannot filter the container's sysfs view; it shows every loop device (names only)")
+		}
+	}
+	for _, m := range view.ProcFiles { // over the container's own /proc
+		v, err := c.in.View.Clone(m.File)
+		if err != nil {
+			return err
+		}
+		err = nsexec.Bind(c.ns, v, m.Target)
+		_ = v.Close()
+		if err != nil {
+			c.log.WithError(err).WithField("target", m.Target).Warn("cannot give the container its own view; it shows every loop device")
 		}
 	}
 	return nil

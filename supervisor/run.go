@@ -107,8 +107,15 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	defer func() { _ = ours.Close() }()
 
 	extra := []*os.File{theirs}
+	dirs := make([]string, 0, len(view.Mounts)+len(view.ProcFiles))
 	for _, m := range view.Mounts {
-		f, err := in.View.Clone(m.Dir)
+		dirs = append(dirs, m.Dir)
+	}
+	for _, m := range view.ProcFiles {
+		dirs = append(dirs, m.File)
+	}
+	for _, d := range dirs {
+		f, err := in.View.Clone(d)
 		if err != nil {
 			_ = theirs.Close()
 			closeAll(extra[1:])

@@ -77,6 +77,11 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 			sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "syscall": loopctl.CmdName(cmd)}).Warn("32-bit LOOP_SET/GET_STATUS is not served: EINVAL; use the 64 variants")
 			return notify.Errno(unix.EINVAL)
 		}
+		if uint32(args[1]) == notify.HdioGetGeo {
+			// Partition geometry is served in the 64-bit layout only;
+			// the kernel answers 32-bit callers (ENOTTY for a loop device).
+			return notify.Continue
+		}
 	}
 	if call.Syscall != notify.SysIoctl && sb.Mounts == nil {
 		return notify.Continue

@@ -95,7 +95,7 @@ func TestOCIConfigNoProfile(t *testing.T) {
 			}
 		}
 	}
-	if notifies != 17 { // 14 loop commands, BLKRRPART, BLKPG + the mount family
+	if notifies != 18 { // 14 loop commands, BLKRRPART, BLKPG, HDIO_GETGEO + the mount family
 		t.Errorf("%d notify rules", notifies)
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "CAP_SYS_ADMIN") {
