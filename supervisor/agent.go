@@ -56,7 +56,8 @@ type Agent struct {
 	// blocks must not stall the others.
 	mu         sync.Mutex
 	containers map[containerKey]*container
-	closing    sync.WaitGroup // instances being released
+	proxied    map[proxyKey]*proxied // containers served through a manager's proxy (lxcproxy.go)
+	closing    sync.WaitGroup        // instances being released
 	stop       chan struct{}
 }
 
@@ -108,7 +109,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		_ = host.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
+	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}, proxied: map[proxyKey]*proxied{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
 	if err := ensureLoopControlNode(reg.Dir); err != nil {
