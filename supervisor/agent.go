@@ -525,7 +525,11 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
 	in.View.Publish = func(name string, node *os.File) error {
-		return nsexec.Bind(c.ns, node, "/dev/"+name)
+		err := nsexec.Bind(c.ns, node, "/dev/"+name)
+		if err != nil {
+			c.log.WithError(err).WithField("node", name).Warn("cannot put the node into the container's /dev")
+		}
+		return err
 	}
 	in.View.Unpublish = func(name string) {
 		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
