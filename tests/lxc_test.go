@@ -97,7 +97,7 @@ var lxcSeq int
 // start creates a container whose init runs initScript (in /lv, output to
 // /lv/init.out, status to /lv/init.rc), then sleeps; it is stopped (-k)
 // when t ends.
-func (e *lxcEnv) start(t *testing.T, initScript string) *lxcContainer {
+func (e *lxcEnv) start(t *testing.T, initScript string, lxcConfigArgs ...string) *lxcContainer {
 	t.Helper()
 	lxcSeq++
 	c := &lxcContainer{env: e, name: fmt.Sprintf("lvt%d-%d", os.Getpid(), lxcSeq)}
@@ -125,7 +125,8 @@ lxc.apparmor.profile = unconfined
 lxc.init.cmd = /bin/sh /lv/init.sh
 `, c.name, c.root, SandboxUID, SandboxUID)), 0o644))
 	if e.agent != nil {
-		r := run(t, dir, loopvisor, "lxc-config", "--proxy", e.lxcSocket, "--state-dir", e.agent.state, config)
+		args := append([]string{"lxc-config", "--proxy", e.lxcSocket, "--state-dir", e.agent.state}, lxcConfigArgs...)
+		r := run(t, dir, loopvisor, append(args, config)...)
 		if r.Code != 0 {
 			t.Fatalf("lxc-config:\n%s", r)
 		}
@@ -369,5 +370,44 @@ func TestLXCWithoutLoopvisor(t *testing.T) {
 	r = c.attach(t, "mkdir -p mnt && mount -o loop a.img mnt")
 	if r.Code == 0 {
 		t.Errorf("mount -o loop worked without loopvisor:\n%s", r)
+	}
+}
+
+// incusDefaultProfile is the profile Incus 6.0 generates for a container
+// with default settings (seccompHeader, "denylist\n[all]\n" and
+// defaultSeccompPolicy in internal/server/seccomp/seccomp.go).
+const incusDefaultProfile = `2
+denylist
+[all]
+reject_force_umount  # comment this to allow umount -f;  not recommended
+[all]
+kexec_load errno 38
+open_by_handle_at errno 38
+init_module errno 38
+finit_module errno 38
+delete_module errno 38
+`
+
+// TestLXCIncusProfile: docs/incus.md's recipe as far as it is LXC's: the
+// profile merged into Incus's default (what raw.seccomp would hold) with
+// the proxy, cookie and hook lines raw.lxc would add. LXC loads it and the
+// container gets loop devices, within the cookie's limit. (Incus itself is
+// not installed here.)
+func TestLXCIncusProfile(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	e := newLXCEnv(t, true)
+	base := filepath.Join(e.path, "incus-default.seccomp")
+	check(t, os.WriteFile(base, []byte(incusDefaultProfile), 0o644))
+	c := e.start(t, "truncate -s 16M a.img && for i in 1 2; do losetup -f --show a.img; done; losetup -f --show a.img; echo rc=$?",
+		"--base-profile", base, "--cookie", "max-loop=2")
+	out, rc := c.waitInit(t)
+	if rc != 0 || len(lxcLoopDev.FindAllString(out, -1)) != 2 || !strings.Contains(out, "rc=1") {
+		t.Fatalf("want two devices, then the cookie's max-loop=2 refusing a third: exit %d\n%s\nagent log:\n%s", rc, out, e.agent.logText())
+	}
+	b, err := os.ReadFile(filepath.Join(e.path, c.name, "config.seccomp"))
+	check(t, err)
+	if !strings.HasPrefix(string(b), incusDefaultProfile) || !strings.Contains(string(b), "ioctl notify") {
+		t.Errorf("merged profile:\n%s", b)
 	}
 }
