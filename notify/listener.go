@@ -21,6 +21,13 @@ type Request struct {
 	Nr   int32
 	Arch uint32
 	Args [6]uint64
+	// Mem and Proc are set for a notification another process received
+	// (LXC's monitor sends them with each one): the caller's
+	// /proc/PID/mem, through which its memory is then read and written,
+	// and its /proc/PID directory, through which its status and
+	// namespaces are read. They are borrowed: notify never closes them.
+	// Either way every read is followed by an ID check.
+	Mem, Proc *os.File
 }
 
 // Reply is the answer to a Request: either Errno (> 0) or Val, or Continue.
@@ -48,6 +55,7 @@ type Listener struct {
 	mu       sync.Mutex
 	closed   bool
 	pidfds   map[int]int // tid -> pidfd, see Target
+	observer bool        // made by Observe: Valid and Target only
 }
 
 // NewListener takes ownership of fd, a seccomp listener, and drives it
@@ -104,6 +112,9 @@ func (l *Listener) Blocking() bool { return l.blocking }
 // Next blocks until a notification arrives and returns it. It returns
 // ErrGone once no task uses the filter.
 func (l *Listener) Next() (Request, error) {
+	if l.observer {
+		return Request{}, ErrObserver
+	}
 	if l.blocking {
 		return l.nextBlocking()
 	}
@@ -201,15 +212,10 @@ func (l *Listener) nextBlocking() (Request, error) {
 // restarted its call after a signal) is not an error: there is nobody left to
 // answer.
 func (l *Listener) Respond(id uint64, r Reply) error {
-	resp := seccompNotifResp{ID: id}
-	switch {
-	case r.Continue:
-		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
-	case r.Errno != 0:
-		resp.Error = -int32(r.Errno)
-	default:
-		resp.Val = r.Val
+	if l.observer {
+		return ErrObserver
 	}
+	resp := respFor(id, r)
 	var err error
 	cerr := l.rc.Control(func(fd uintptr) { err = sendResp(int(fd), &resp) })
 	if cerr != nil {
@@ -222,6 +228,20 @@ func (l *Listener) Respond(id uint64, r Reply) error {
 		return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", err)
 	}
 	return nil
+}
+
+// respFor is the kernel's form of reply r to notification id.
+func respFor(id uint64, r Reply) seccompNotifResp {
+	resp := seccompNotifResp{ID: id}
+	switch {
+	case r.Continue:
+		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+	case r.Errno != 0:
+		resp.Error = -int32(r.Errno)
+	default:
+		resp.Val = r.Val
+	}
+	return resp
 }
 
 // Valid reports whether notification id is still pending: the caller is

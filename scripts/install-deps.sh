@@ -5,7 +5,9 @@ set -euo pipefail
 pkgs=(libseccomp-dev pkg-config gcc make util-linux mount e2fsprogs busybox
       fuse3 fuse2fs squashfuse squashfs-tools runc crun fusefat dosfstools mtools fdisk
       mmdebstrap debian-archive-keyring gpg distro-info-data podman containerd jq
-      uidmap passwd qemu-system-x86 ovmf)
+      uidmap passwd qemu-system-x86 ovmf lxc)
+# lxc (lxc-start, lxc-attach, lxc-stop) runs tests/lxc_test.go; uidmap is
+# what LXC uses for id maps when not run by root.
 # mmdebstrap, the keyring, gpg (signed-by) and distro-info-data (which
 # suites get updates and security) build the stock Debian images the acceptance
 # tests run (tests/oci/stock.go; cached in $LOOPVISOR_CACHE, else

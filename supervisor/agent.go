@@ -59,7 +59,8 @@ type Agent struct {
 	// blocks must not stall the others.
 	mu         sync.Mutex
 	containers map[containerKey]*container
-	closing    sync.WaitGroup // instances being released
+	proxied    map[proxyKey]*proxied // containers served through a manager's proxy (lxcproxy.go)
+	closing    sync.WaitGroup        // instances being released
 	stop       chan struct{}
 	users      userGate // the user socket's connections in flight
 }
@@ -117,7 +118,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		_ = host.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
+	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}, proxied: map[proxyKey]*proxied{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
 	ctl, err := ensureLoopControlNode(reg.Dir)
@@ -562,7 +563,11 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	c.dev.grantStatic(pol != nil)
 	in.View.Publish = func(name string, node *os.File) error {
 		c.dev.grantNode(name, node)
-		return nsexec.Bind(c.ns, node, "/dev/"+name)
+		err := nsexec.Bind(c.ns, node, "/dev/"+name)
+		if err != nil {
+			c.log.WithError(err).WithField("node", name).Warn("cannot put the node into the container's /dev")
+		}
+		return err
 	}
 	in.View.Unpublish = func(name string) {
 		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {

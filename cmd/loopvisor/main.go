@@ -20,6 +20,7 @@ import (
 	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/supervisor"
+	"github.com/loopvisor/loopvisor/supervisor/lxcconfig"
 	"github.com/loopvisor/loopvisor/supervisor/ociconfig"
 	"github.com/loopvisor/loopvisor/supervisor/sandboxinit"
 )
@@ -29,8 +30,11 @@ const usage = `loopvisor: private loop devices for unprivileged containers
 Usage:
   loopvisor run [flags] -- CMD [ARGS...]   run CMD in an unprivileged sandbox
   loopvisor agent --socket PATH [flags]    seccomp agent for runc/crun (listenerPath)
+                                           and LXC (--lxc-socket, lxc.seccomp.notify.proxy)
   loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json
                                            merge what loopvisor needs into a bundle's config
+  loopvisor lxc-config --proxy PATH [--cookie STR] CONFIG
+                                           merge what loopvisor needs into an LXC container's config
   loopvisor status [--socket PATH] [--json | --node-dir]
                                            list the agent's live instances, or print
                                            the directory of its loop-control and fuse nodes
@@ -72,6 +76,10 @@ agent flags: --socket PATH (default /run/loopvisor/agent.sock), --user-socket PA
   --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --max-fuse, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
+  --lxc-socket PATH   also serve LXC's seccomp notify proxy protocol (SOCK_SEQPACKET) at
+                      PATH, for lxc.seccomp.notify.proxy = unix:PATH (see lxc-config); the
+                      container's lxc.seccomp.notify.cookie narrows the policy as
+                      listenerMetadata does. Default: off.
 
 oci-config flags:
   --listener PATH     the agent's socket (linux.seccomp.listenerPath), required
@@ -83,6 +91,19 @@ oci-config flags:
   --state-dir DIR     the agent's state directory (its DIR/dev/loop-control and DIR/dev/fuse
                       are bind-mounted on the container's /dev); default: ask the running
                       agent at --listener, and refuse if none answers
+
+lxc-config flags (CONFIG is the container's config file, rewritten in place; a second
+run replaces what the first wrote):
+  --proxy PATH        the agent's --lxc-socket (lxc.seccomp.notify.proxy = unix:PATH), required
+  --cookie STR        lxc.seccomp.notify.cookie: the policy string (see agent's metadata)
+  --profile PATH      where to write the merged seccomp profile (default CONFIG.seccomp)
+  --base-profile PATH the profile to merge into (default: the lxc.seccomp.profile CONFIG
+                      and the files it includes set last; none: a denylist of loopvisor's rules)
+  --no-mount          trap only loop ioctls (losetup), not mount calls
+  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control and DIR/dev/fuse
+                      are bind-mounted on the container's; default /run/loopvisor)
+  The config gets lxc.hook.start-host = THIS-BINARY lxc-hook --state-dir DIR, which puts
+  those nodes into the container's /dev before its init starts (LXC runs it as root).
 `
 
 func main() {
@@ -100,6 +121,10 @@ func main() {
 		os.Exit(cmdAgent(os.Args[2:]))
 	case "oci-config":
 		os.Exit(cmdOCIConfig(os.Args[2:]))
+	case "lxc-config":
+		os.Exit(cmdLXCConfig(os.Args[2:]))
+	case "lxc-hook":
+		os.Exit(cmdLXCHook(os.Args[2:]))
 	case "status":
 		os.Exit(cmdStatus(os.Args[2:]))
 	case "help", "-h", "--help":
@@ -336,6 +361,7 @@ func cmdAgent(args []string) int {
 	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
 	userSocket := fs.String("user-socket", "", "unix socket (mode 0666) unprivileged users' runtimes connect to")
 	maxUserCtr := fs.Int("max-user-containers", supervisor.DefaultMaxUserContainers, "live containers one user may have served through --user-socket")
+	lxcSocket := fs.String("lxc-socket", "", "SOCK_SEQPACKET socket for LXC's seccomp notify proxy (off if empty)")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
 	var pf policyFlags
@@ -370,6 +396,20 @@ func cmdAgent(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	var lxcLn *net.UnixListener
+	if *lxcSocket != "" {
+		if lxcLn, err = supervisor.ListenLXC(*lxcSocket); err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
+		defer func() { _ = os.Remove(*lxcSocket) }()
+		go func() {
+			if err := a.ServeLXC(lxcLn); err != nil {
+				log.WithError(err).Error("LXC proxy socket failed")
+			}
+		}()
+		log.WithField("lxc_socket", *lxcSocket).Info("serving LXC's seccomp notify proxy")
+	}
 	stopUsers := make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -377,6 +417,9 @@ func cmdAgent(args []string) int {
 		s := <-sigs
 		log.WithField("signal", s.String()).Info("agent stopping; live containers keep their devices until the next agent reclaims them")
 		_ = ln.Close()
+		if lxcLn != nil {
+			_ = lxcLn.Close()
+		}
 	}()
 	if *userSocket != "" {
 		uln, err := supervisor.ListenUsers(*userSocket)
@@ -478,6 +521,63 @@ func agentStateDir(socket, flagDir string) (string, error) {
 		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
 	}
 	return info.StateDir, nil
+}
+
+func cmdLXCConfig(args []string) int {
+	fs := flag.NewFlagSet("lxc-config", flag.ContinueOnError)
+	proxy := fs.String("proxy", "", "the agent's --lxc-socket")
+	cookie := fs.String("cookie", "", "lxc.seccomp.notify.cookie (policy)")
+	profile := fs.String("profile", "", "where to write the seccomp profile (default CONFIG.seccomp)")
+	base := fs.String("base-profile", "", "profile to merge into (default: the config's lxc.seccomp.profile)")
+	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
+	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 || *proxy == "" {
+		fmt.Fprintln(os.Stderr, "usage: loopvisor lxc-config --proxy PATH [--cookie STR] CONFIG")
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	notes, err := lxcconfig.RewriteFile(fs.Arg(0), lxcconfig.Options{
+		Loopvisor: self, Proxy: *proxy, Cookie: *cookie, Profile: *profile, BaseProfile: *base, NoMount: *noMount, StateDir: *stateDir,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(os.Stderr, "loopvisor lxc-config: note: %s\n", n)
+	}
+	return 0
+}
+
+// cmdLXCHook is LXC's lxc.hook.start-host (written by lxc-config): it puts
+// the agent's /dev/loop-control and /dev/fuse into the container LXC_PID.
+// LXC appends the container name, "lxc" and the hook type as arguments.
+func cmdLXCHook(args []string) int {
+	fs := flag.NewFlagSet("lxc-hook", flag.ContinueOnError)
+	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// Hook version 0 (LXC's default) passes the type as the last argument,
+	// version 1 in LXC_HOOK_TYPE.
+	typ := os.Getenv("LXC_HOOK_TYPE")
+	if fs.NArg() > 0 && typ == "" {
+		typ = fs.Arg(fs.NArg() - 1)
+	}
+	pid, err := strconv.Atoi(os.Getenv("LXC_PID"))
+	if err != nil || pid <= 0 || typ != "start-host" {
+		return fail(fmt.Errorf("lxc-hook runs as LXC's lxc.hook.start-host (LXC_PID %q, hook type %q)", os.Getenv("LXC_PID"), typ))
+	}
+	if err := supervisor.PublishLXCNodes(*stateDir, pid); err != nil {
+		return fail(fmt.Errorf("lxc-hook: %w", err))
+	}
+	return 0
 }
 
 func cmdStatus(args []string) int {
