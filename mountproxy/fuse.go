@@ -525,6 +525,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
 	cmd.Env = []string{"_LOOPVISOR_FUSEJAIL=1"}
 	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR, helperX, selfX}
+	if a.mntSock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, a.mntSock) // fd 14
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	if p.KeepHelpers {
 		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
@@ -592,6 +595,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		id, err1 := strconv.ParseUint(f[1], 10, 64)
 		hpid, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil {
+			if a.mntSock != nil {
+				id = p.api.unattached(idx) // no mount yet: the caller's fsmount makes it
+			}
 			fm.mntID, fm.helperPid, fm.release = id, hpid, release
 			tracked, reserved = true, false
 			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))

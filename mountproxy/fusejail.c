@@ -36,7 +36,8 @@
  *     /dev/DEVNAME, subtype SUBTYPE, fsmounts it detached with ATTRS and
  *     reports the mount id.
  *  6. Fork the helper H into the container's pid namespace: fd 3 is the
- *     /dev/fuse fd, stdio /dev/null + L's stderr, every other fd closed,
+ *     /dev/fuse fd, fd 5 a pipe fusermount writes a byte to when called,
+ *     stdio /dev/null + L's stderr, every other fd closed,
  *     empty environment but PATH, no_new_privs, every capability dropped
  *     (SECBIT_NOROOT locked: exec gives uid 0 no capabilities), the
  *     seccomp program read from fd 8 (built by the supervisor), then exec
@@ -49,6 +50,10 @@
  *     image; then Q attaches it on TARGET (resolved in the caller's root
  *     and cwd). The mount appears in the container only once the helper
  *     serves it.
+ *     With an empty TARGET (the new mount API) Q stops after
+ *     FSCONFIG_CMD_CREATE: it sends the created context over the unix
+ *     socket on fd 14 (the supervisor hands it to the caller, whose own
+ *     fsmount makes the mount), reports mount id 0 and exits.
  *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
  *     wait for H (woken by SIGCHLD) and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
@@ -258,6 +263,14 @@ static void fusermount_main(int argc, char **argv) {
 		fprintf(stderr, "fusermount (loopvisor): fd 3 is not the FUSE device\n");
 		_exit(1);
 	}
+	struct stat rst;
+	if (fstat(5, &rst) == 0 && S_ISFIFO(rst.st_mode)) {
+		/* Nobody reads it for a mount(2): EPIPE, not SIGPIPE. */
+		signal(SIGPIPE, SIG_IGN);
+		char r = 1;
+		while (write(5, &r, 1) < 0 && errno == EINTR)
+			;
+	}
 	int sock = atoi(comm);
 	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -277,6 +290,23 @@ static void fusermount_main(int argc, char **argv) {
 		}
 	}
 	_exit(0);
+}
+
+/* send_fd passes fd m to the supervisor over the unix socket on fd 14. */
+static void send_fd(int m) {
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &m, sizeof(int));
+	while (sendmsg(14, &msg, 0) < 0)
+		if (errno != EINTR)
+			jfail(errno, "send context");
 }
 
 static void jail_main(int argc, char **argv) {
@@ -441,6 +471,14 @@ static void jail_main(int argc, char **argv) {
 			jfail(errno, "fsconfig ro");
 		if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 			jfail(errno, "fsconfig create");
+		if (!*target) {
+			/* The new mount API: the created context goes to the
+			 * caller, whose own fsmount makes the mount. */
+			close(fuse);
+			send_fd(fs);
+			dprintf(qp[1], "0\n");
+			_exit(0);
+		}
 		int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
 		if (mnt < 0)
 			jfail(errno, "fsmount");
@@ -477,8 +515,8 @@ static void jail_main(int argc, char **argv) {
 	unsigned long long mntid = strtoull(idbuf, NULL, 10);
 
 	/* 6. the helper */
-	int errp[2];
-	if (pipe2(errp, O_CLOEXEC) < 0)
+	int errp[2], readyp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(readyp, O_CLOEXEC) < 0)
 		jfail(errno, "pipe");
 	pid_t h = fork();
 	if (h < 0)
@@ -494,7 +532,11 @@ static void jail_main(int argc, char **argv) {
 				jfail(errno, "dup3");
 			status_fd = 4;
 		}
-		syscall(SYS_close_range, 5, ~0U, 0);
+		/* fd 5: fusermount (loopvisor) writes a byte here once the
+		 * helper asks for its FUSE fd, i.e. has opened the image. */
+		if (dup2(readyp[1], 5) != 5)
+			jfail(errno, "dup2 ready");
+		syscall(SYS_close_range, 6, ~0U, 0);
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			jfail(errno, "no_new_privs");
 		drop_caps();
@@ -507,6 +549,7 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "exec helper");
 	}
 	close(errp[1]);
+	close(readyp[1]);
 	close(devnull);
 	close(fuse);
 	free(fbuf);
@@ -520,6 +563,25 @@ static void jail_main(int argc, char **argv) {
 		dprintf(status_fd, "%s", ebuf);
 		_exit(120);
 	}
+
+	/* The new mount API's create returns before anything is attached, so
+	 * it cannot wait for the helper to serve: it waits until the helper
+	 * has opened and accepted the image and asks for its FUSE fd (the
+	 * caller may close its loop device then: the helper holds it), or
+	 * has exited (the image is refused, as the kernel would refuse it). */
+	if (!*target) {
+		char r;
+		ssize_t rn;
+		do
+			rn = read(readyp[0], &r, 1);
+		while (rn < 0 && errno == EINTR);
+		if (rn != 1) {
+			kill(q, SIGKILL);
+			kill(h, SIGKILL);
+			jfail(EINVAL, "helper did not serve the mount");
+		}
+	}
+	close(readyp[0]);
 
 	/* 7. Q reports whether the helper served and the mount is attached */
 	int qst;

@@ -26,6 +26,10 @@ type Policy struct {
 	// ENOSPC, as mount(2) does when a mount namespace reaches
 	// fs.mount-max. 0 means DefaultMaxHelpers.
 	MaxHelpers int
+	// NewAPI serves fsopen, fsconfig and fsmount of FUSE-served types
+	// (newapi.go); the filter must trap all three. Without it fsopen of
+	// a served type answers ENOSYS and libmount falls back to mount(2).
+	NewAPI bool
 }
 
 // DefaultMaxHelpers is MaxHelpers when not set (--max-fuse).

@@ -75,6 +75,8 @@ type Proxy struct {
 	helpers int // helpers running or starting (Policy.MaxHelpers)
 	closed  bool
 
+	api newAPI // contexts handed out by fsopen (newapi.go)
+
 	// KeepHelpers lets FUSE helpers outlive the supervisor (the agent's
 	// containers outlive the agent); they still die with the sandbox.
 	KeepHelpers bool
@@ -150,8 +152,9 @@ func sameRoot(procRoot string) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
-// Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
-// libmount falls back to mount(2), which loopvisor can see whole.
+// Fsopen serves fsopen(2) of a type loopvisor serves: a context of the
+// new mount API (newapi.go), or ENOSYS where that is not served, so that
+// libmount falls back to mount(2).
 func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 	// The kernel checks the flags first (EINVAL); so must loopvisor,
 	// before it answers ENOSYS for a served type.
@@ -166,8 +169,7 @@ func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 		return cont // the kernel's EPERM, as without loopvisor
 	}
 	if p.pol.Serves(fstype) {
-		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype}).Debug("ENOSYS: served through mount(2)")
-		return notify.Errno(unix.ENOSYS)
+		return p.fsopenServed(c, fstype, args[1])
 	}
 	return cont
 }
@@ -177,6 +179,9 @@ type mountArgs struct {
 	source, target, fstype string
 	flags                  uint64
 	data                   []string
+	// mntSock, if set, stops at the created FUSE context (target ""),
+	// sent over this socket (the new mount API).
+	mntSock *os.File
 }
 
 // Mount serves mount(2) for the instance's loop devices.
@@ -416,6 +421,9 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	fm := p.fuse[id]
 	p.mu.Unlock()
 	if fm == nil {
+		fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount (newapi.go)
+	}
+	if fm == nil {
 		return cont
 	}
 	if ok, err := c.Privileged(); err != nil || !ok {
@@ -445,6 +453,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 
 // Close kills every helper of the instance and waits for them.
 func (p *Proxy) Close() {
+	p.api.close()
 	p.mu.Lock()
 	p.closed = true
 	var all []*fuseMount

@@ -30,11 +30,20 @@ type Request struct {
 	Mem, Proc *os.File
 }
 
-// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue.
+// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue,
+// or FD.
 type Reply struct {
 	Val      int64
 	Errno    syscall.Errno
 	Continue bool
+	// FD, if set, is installed in the caller (SECCOMP_IOCTL_NOTIF_ADDFD)
+	// and its number is the call's result; Respond closes it.
+	FD      *os.File
+	Cloexec bool // FD gets O_CLOEXEC in the caller
+	// SetFD installs FD at descriptor NewFD instead (replacing what is
+	// there, as dup2), and the call then gets Val.
+	SetFD bool
+	NewFD int
 }
 
 // Errno makes a Reply that fails the call with e.
@@ -214,6 +223,9 @@ func (l *Listener) nextBlocking() (Request, error) {
 func (l *Listener) Respond(id uint64, r Reply) error {
 	if l.observer {
 		return ErrObserver
+	}
+	if r.FD != nil {
+		return l.respondFD(id, r)
 	}
 	resp := respFor(id, r)
 	var err error

@@ -630,7 +630,8 @@ func (c *container) publishStatic() error {
 // policyFor applies a container's listenerMetadata to the agent's policy.
 // Metadata is "key=value" pairs separated by ';': max-loop=N (at most the
 // agent's --max-loop), kernel-mount=no (serve every type with FUSE helpers
-// or not at all), mount=no (leave mount calls to the kernel).
+// or not at all), mount=no (leave mount calls to the kernel), mount-api=new
+// (the filter traps fsconfig and fsmount: serve the new mount API).
 func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, error) {
 	limits := a.cfg.Limits
 	var pol *mountproxy.Policy
@@ -663,13 +664,22 @@ func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, 
 			if pol != nil {
 				pol.Kernel = map[string]bool{}
 			}
+		case "mount-api":
+			// oci-config's word that the filter traps fsconfig and
+			// fsmount too (mountproxy.Policy.NewAPI).
+			if v != "new" {
+				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount-api=new can be given", kv)
+			}
+			if pol != nil {
+				pol.NewAPI = true
+			}
 		case "mount":
 			if v != "no" {
 				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount=no can be asked for", kv)
 			}
 			pol = nil
 		default:
-			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount)", kv)
+			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount, mount-api)", kv)
 		}
 	}
 	return limits, pol, nil

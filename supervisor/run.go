@@ -180,7 +180,9 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	in.UserNS = st.Ino
 	sb := &Sandbox{Instance: in, Log: log}
 	if cfg.Mounts != nil {
-		sb.Mounts = mountproxy.New(*cfg.Mounts, in, userNS, log)
+		pol := *cfg.Mounts
+		pol.NewAPI = true // the filter run installs traps fsconfig and fsmount
+		sb.Mounts = mountproxy.New(pol, in, userNS, log)
 		defer sb.Mounts.Close()
 	}
 	log.WithFields(logrus.Fields{"sync_wakeup": l.SyncWake, "uid_map": fmt.Sprintf("0:%d:%d", cfg.UIDMap.Host, cfg.UIDMap.Size)}).Info("sandbox started")

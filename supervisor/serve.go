@@ -101,6 +101,10 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 		return sb.Mounts.Umount(c, args)
 	case notify.SysFsopen:
 		return sb.Mounts.Fsopen(c, args)
+	case notify.SysFsconfig:
+		return sb.Mounts.Fsconfig(c, args)
+	case notify.SysFsmount:
+		return sb.Mounts.Fsmount(c, args)
 	}
 	return notify.Errno(unix.ENOSYS)
 }

@@ -365,7 +365,7 @@ var replayByDesign = []replayRule{
 		match: func(call, sb, host string) bool {
 			return isFsopen(call) && hasAny(call, servedTypes...) && sb == "ENOSYS" && (host == "OK" || host == "ENODEV")
 		},
-		reason: "fsopen(2) of a type loopvisor serves answers ENOSYS so that libmount falls back to mount(2)",
+		reason: "fsopen(2) of a type loopvisor serves but cannot serve with the new mount API (one the host kernel lacks, such as vfat here, or a kernel-mount type) answers ENOSYS so that libmount falls back to mount(2)",
 	},
 	{
 		name: "not-capable-in-init-ns",

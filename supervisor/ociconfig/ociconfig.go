@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/notify"
@@ -33,8 +34,12 @@ type Options struct {
 	NoCapSysAdmin bool
 }
 
+// newAPIMetadata tells the agent that the filter traps fsopen, fsconfig
+// and fsmount, so it may serve the new mount API.
+const newAPIMetadata = "mount-api=new"
+
 // mountSyscalls are the calls loopvisor traps for `mount -o loop`.
-var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen"}
+var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
 
 type jsonObj = map[string]any
 
@@ -252,6 +257,7 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 		ours = append(ours, jsonObj{"names": []any{"ioctl"}, "action": "SCMP_ACT_NOTIFY",
 			"args": []any{jsonObj{"index": 1, "value": uint64(0xffffffff), "valueTwo": cmd, "op": "SCMP_CMP_MASKED_EQ"}}})
 	}
+	metadata := o.Metadata
 	if !o.NoMount {
 		var trap []string
 		// conditional traps, one rule per distinct condition, in order
@@ -286,11 +292,21 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 			}
 			ours = append(ours, r)
 		}
+		// The agent serves the new mount API only to filters that trap
+		// all of it; an fsopen answered without its fsconfig would strand
+		// the caller.
+		if contains(trap, "fsopen") && contains(trap, "fsconfig") && contains(trap, "fsmount") &&
+			!contains(strings.Split(metadata, ";"), newAPIMetadata) {
+			if metadata != "" {
+				metadata += ";"
+			}
+			metadata += newAPIMetadata
+		}
 	}
 	sc["syscalls"] = append(kept, ours...)
 	sc["listenerPath"] = o.Listener
-	if o.Metadata != "" {
-		sc["listenerMetadata"] = o.Metadata
+	if metadata != "" {
+		sc["listenerMetadata"] = metadata
 	}
 	flags := strList(sc["flags"])
 	for _, f := range o.Flags {

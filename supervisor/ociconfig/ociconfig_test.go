@@ -72,7 +72,7 @@ func TestOCIConfigNoProfile(t *testing.T) {
 	}
 	m := decode(t, out)
 	sc := obj(t, obj(t, m, "linux"), "seccomp")
-	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4" {
+	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4;mount-api=new" {
 		t.Errorf("seccomp: %v", sc)
 	}
 	if m["x-unknown"] == nil {
@@ -175,6 +175,30 @@ func TestOCIConfigDefaultDeny(t *testing.T) {
 	}
 	if len(notes) < 3 {
 		t.Errorf("notes should say umount2/umount/fsopen stay denied: %v", notes)
+	}
+	// fsopen is not trapped: the agent must not serve the new mount API.
+	if md := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["listenerMetadata"]; md != "max-loop=4" {
+		t.Errorf("listenerMetadata %v, want max-loop=4 without mount-api=new", md)
+	}
+}
+
+// The new mount API needs fsopen, fsconfig and fsmount all trapped: a
+// profile that allows fsopen but not fsconfig gets no mount-api=new.
+func TestOCIConfigNewAPIMetadata(t *testing.T) {
+	for _, c := range []struct {
+		allow, want string
+	}{
+		{`"read", "ioctl", "mount", "umount2", "fsopen", "fsconfig", "fsmount"`, "max-loop=4;mount-api=new"},
+		{`"read", "ioctl", "mount", "umount2", "fsopen", "fsmount"`, "max-loop=4"},
+	} {
+		prof := `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": [` + c.allow + `], "action": "SCMP_ACT_ALLOW"}]}`
+		out, _, err := Rewrite(config(prof), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["listenerMetadata"]; md != c.want {
+			t.Errorf("allowing %s: listenerMetadata %v, want %s", c.allow, md, c.want)
+		}
 	}
 }
 
