@@ -54,7 +54,8 @@
  *     FSCONFIG_CMD_CREATE: it sends the created context over the unix
  *     socket on fd 14 (the supervisor hands it to the caller, whose own
  *     fsmount makes the mount), reports mount id 0 and exits.
- *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
+ *  8. Report "mounted MNTID HELPERPID MAJOR:MINOR" (the mount's id and
+ *     its superblock's device number) on fd 9 (kept open until exit),
  *     wait for H (woken by SIGCHLD) and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
  *     the supervisor unless _LOOPVISOR_NSEXEC_KEEP=1.
@@ -476,7 +477,7 @@ static void jail_main(int argc, char **argv) {
 			 * caller, whose own fsmount makes the mount. */
 			close(fuse);
 			send_fd(fs);
-			dprintf(qp[1], "0\n");
+			dprintf(qp[1], "0 0:0\n"); /* no mount yet, so no device to name */
 			_exit(0);
 		}
 		int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
@@ -489,7 +490,7 @@ static void jail_main(int argc, char **argv) {
 		struct statx sx;
 		if (statx(mnt, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0)
 			jfail(errno, "statx mount");
-		dprintf(qp[1], "%llu\n", (unsigned long long)sx.stx_mnt_id);
+		dprintf(qp[1], "%llu %u:%u\n", (unsigned long long)sx.stx_mnt_id, sx.stx_dev_major, sx.stx_dev_minor);
 		close(qp[1]);
 		struct statfs sf;
 		while (fstatfs(mnt, &sf) < 0) {
@@ -501,7 +502,7 @@ static void jail_main(int argc, char **argv) {
 		_exit(0);
 	}
 	close(qp[1]);
-	char idbuf[32];
+	char idbuf[64];
 	ssize_t idn = read(qp[0], idbuf, sizeof(idbuf) - 1);
 	close(qp[0]);
 	if (idn <= 0) {
@@ -512,7 +513,11 @@ static void jail_main(int argc, char **argv) {
 		_exit(120); /* Q reported */
 	}
 	idbuf[idn] = 0;
-	unsigned long long mntid = strtoull(idbuf, NULL, 10);
+	char *devp = NULL;
+	unsigned long long mntid = strtoull(idbuf, &devp, 10);
+	unsigned dmaj = 0, dmin = 0;
+	if (!devp || sscanf(devp, " %u:%u", &dmaj, &dmin) != 2)
+		jfail(EIO, "mount id");
 
 	/* 6. the helper */
 	int errp[2], readyp[2];
@@ -595,7 +600,7 @@ static void jail_main(int argc, char **argv) {
 	close(3);
 	close(4);
 	close(5);
-	dprintf(status_fd, "mounted %llu %d\n", mntid, (int)h);
+	dprintf(status_fd, "mounted %llu %d %u:%u\n", mntid, (int)h, dmaj, dmin);
 	/* status_fd stays open until we exit: its EOF tells the supervisor
 	 * the helper is gone without a thread blocked in wait. */
 
