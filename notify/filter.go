@@ -30,6 +30,7 @@ const (
 	LoopCtlGetFree   = linux.LoopCtlGetFree
 	BlkRRPart        = linux.BlkRRPart
 	BlkPG            = linux.BlkPG
+	HdioGetGeo       = linux.HdioGetGeo
 )
 
 // LoopCommands is every ioctl command the filter traps.
@@ -37,7 +38,7 @@ var LoopCommands = []uint64{
 	LoopSetFD, LoopClrFD, LoopSetStatus, LoopGetStatus, LoopSetStatus64,
 	LoopGetStatus64, LoopChangeFD, LoopSetCapacity, LoopSetDirectIO,
 	LoopSetBlockSize, LoopConfigure, LoopCtlAdd, LoopCtlRemove, LoopCtlGetFree,
-	BlkRRPart, BlkPG,
+	BlkRRPart, BlkPG, HdioGetGeo,
 }
 
 // Seccomp filter flags (include/uapi/linux/seccomp.h).

@@ -218,7 +218,8 @@ func TestSeccompDataLayout(t *testing.T) {
 func TestLoopCommandsMatchConstants(t *testing.T) {
 	want := []uint64{0x4C00, 0x4C01, 0x4C02, 0x4C03, 0x4C04, 0x4C05, 0x4C06, 0x4C07,
 		0x4C08, 0x4C09, 0x4C0A, 0x4C80, 0x4C81, 0x4C82,
-		0x125F, 0x1269} // BLKRRPART, BLKPG: partitions of an instance's devices
+		0x125F, 0x1269, // BLKRRPART, BLKPG: partitions of an instance's devices
+		0x0301} // HDIO_GETGEO: a partition's start sector
 	if len(LoopCommands) != len(want) {
 		t.Fatalf("LoopCommands has %d entries, want %d", len(LoopCommands), len(want))
 	}
