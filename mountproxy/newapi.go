@@ -84,10 +84,7 @@ func (x *fsContext) release() {
 type newAPI struct {
 	mu   sync.Mutex
 	ctxs []*fsContext // oldest first
-	// pending are the keys (in Proxy.fuse) of helpers whose context went
-	// to a caller, by loop index, until their mount is seen (adoptMount).
-	pending map[int][]uint64
-	seq     uint64
+	seq  uint64       // keys of helpers without a mount yet (unattached)
 }
 
 // drop forgets x and releases the supervisor's reference.
@@ -375,6 +372,13 @@ func (p *Proxy) ctxCreate(c Caller, x *fsContext, fd int32, log *logrus.Entry) n
 		log.WithField("source", x.source).Info("source is not one of the instance's loop devices: EPERM")
 		return notify.Errno(unix.EPERM)
 	}
+	if p.helperOf(idx) != nil {
+		// The kernel would hand out its superblock again; a FUSE context
+		// cannot be made for a helper that already serves one.
+		x.phase = phaseFailed
+		log.Warn("device already mounted: a second mount through the new mount API is not served (EBUSY); mount(2) gives one")
+		return notify.Errno(unix.EBUSY)
+	}
 	cloexec, err := fdCloexec(c.Pid(), fd)
 	if err != nil {
 		return fail(err)
@@ -511,86 +515,65 @@ func (p *Proxy) Fsmount(c Caller, args [6]uint64) notify.Reply {
 	return notify.Errno(unix.EBUSY)
 }
 
-// unattached returns a key for a FUSE helper whose mount the caller's own
-// fsmount will make, of loop device idx.
-func (n *newAPI) unattached(idx int) uint64 {
+// unattached returns a key (in Proxy.fuse) for a FUSE helper whose mount
+// the caller's own fsmount will make, of loop device idx: its superblock's
+// device is learnt from the first mount of it seen (learnDev).
+func (n *newAPI) unattached(int) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.seq++
-	key := 1<<62 | n.seq
-	if n.pending == nil {
-		n.pending = map[int][]uint64{}
-	}
-	// Keys of helpers that are gone are pruned by adoptMount; a sandbox
-	// that never attaches its mounts must not grow the list for ever.
-	keys := append(n.pending[idx], key)
-	if len(keys) > maxContexts*4 {
-		keys = keys[len(keys)-maxContexts*4:]
-	}
-	n.pending[idx] = keys
-	return key
+	return 1<<62 | n.seq
 }
 
+// noDev is the superblock device of a helper whose context went to the
+// caller and whose mount has not been seen yet.
+const noDev = "0:0"
+
 // adoptMount returns the helper of mount id of pid's mount table if that
-// mount is one the caller's fsmount made of a context loopvisor created
-// (a FUSE mount whose source is the instance's /dev/loopN) and the last
-// mount of its superblock there, and files it under id, so that umount
-// waits for the helper as for mount(2).
+// mount is one the caller's fsmount made of a context loopvisor created (a
+// FUSE mount whose source is the instance's /dev/loopN, of a helper whose
+// superblock is not known yet), and records its superblock: from then on
+// umount and second mounts find it as they find mount(2)'s.
 func (p *Proxy) adoptMount(pid int, id uint64) *fuseMount {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
-	if err != nil {
+	for _, m := range callerMounts(pid) {
+		if m.id == id {
+			return p.learnDev(m)
+		}
+	}
+	return nil
+}
+
+// learnDev gives mount m's superblock to the live helper of its device
+// whose superblock is not known yet.
+func (p *Proxy) learnDev(m mountEntry) *fuseMount {
+	n, ok := strings.CutPrefix(m.source, "/dev/loop")
+	idx, err := strconv.Atoi(n)
+	if !ok || err != nil || !strings.HasPrefix(m.fstype, "fuse.") {
 		return nil
 	}
-	idx, dev := -1, ""
-	devs := map[string]int{} // mounts of each superblock
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		_, rest, ok := strings.Cut(line, " - ")
-		rf := strings.Fields(rest)
-		if !ok || len(f) < 3 || len(rf) < 2 {
-			continue
-		}
-		devs[f[2]]++
-		if f[0] != strconv.FormatUint(id, 10) || !strings.HasPrefix(rf[0], "fuse.") {
-			continue
-		}
-		if n, ok := strings.CutPrefix(rf[1], "/dev/loop"); ok {
-			if i, err := strconv.Atoi(n); err == nil {
-				idx, dev = i, f[2]
-			}
-		}
-	}
-	// Only the last mount of the superblock the caller sees ends its
-	// helper: a bind of it, unmounted first, is the kernel's alone.
-	if idx < 0 || devs[dev] != 1 {
-		return nil
-	}
-	p.api.mu.Lock()
-	keys := p.api.pending[idx]
-	p.api.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var found *fuseMount
-	var left []uint64
-	for _, k := range keys {
-		fm := p.fuse[k]
-		switch {
-		case fm == nil: // its helper is gone
-		case found == nil:
-			found = fm
-			delete(p.fuse, k)
-			fm.mntID = id
-			p.fuse[id] = fm
-		default:
-			left = append(left, k)
+	for _, fm := range p.fuse {
+		if fm.idx == idx && fm.dev == noDev && fm.live() {
+			fm.dev = m.dev
+			return fm
 		}
 	}
-	p.api.mu.Lock()
-	if len(left) == 0 {
-		delete(p.api.pending, idx)
-	} else {
-		p.api.pending[idx] = left
+	return nil
+}
+
+// learnDevOf finds, for helper fm whose superblock is not known yet, a
+// mount of it in pid's mount table.
+func (p *Proxy) learnDevOf(pid int, fm *fuseMount) {
+	p.mu.Lock()
+	unknown := fm.dev == noDev
+	p.mu.Unlock()
+	if !unknown {
+		return
 	}
-	p.api.mu.Unlock()
-	return found
+	for _, m := range callerMounts(pid) {
+		if p.learnDev(m) == fm {
+			return
+		}
+	}
 }

@@ -280,6 +280,7 @@ type mountEntry struct {
 	root      string // the directory of the file system mounted here
 	point     string
 	fstype    string
+	source    string
 	superOpts string
 }
 
@@ -305,6 +306,9 @@ func parseMountinfo(text string) []mountEntry {
 			continue
 		}
 		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: rf[0]}
+		if len(rf) >= 2 {
+			e.source = unescapeMount(rf[1])
+		}
 		if len(rf) >= 3 {
 			e.superOpts = rf[2]
 		}

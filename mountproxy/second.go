@@ -33,6 +33,7 @@ func (p *Proxy) secondMount(c Caller, idx int, a mountArgs, log *logrus.Entry) (
 	if fm == nil {
 		return notify.Reply{}, false
 	}
+	p.learnDevOf(c.Pid(), fm) // a new-API mount's superblock (newapi.go)
 	log = log.WithFields(logrus.Fields{"helper": fm.helper, "helper_pid": fm.helperPid, "first": fm.target})
 	if fm.fstype != a.fstype {
 		log.WithField("mounted_as", fm.fstype).Info("device already mounted as another type: EBUSY, as the kernel answers")
