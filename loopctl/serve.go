@@ -115,8 +115,12 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 			log().WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
 			return notify.Errno(unix.EPERM)
 		}
-		return in.device(c, log, f, idx, cmd, arg)
-	case cmd == blkRRPart || cmd == blkPG:
+		r := in.device(c, log, f, idx, cmd, arg)
+		if cmd != cmdGetStatus64 && cmd != cmdGetStatus && cmd != hdioGetGeo {
+			in.View.RefreshPartitions() // a size may have changed
+		}
+		return r
+	case cmd == blkRRPart || cmd == blkPG || cmd == hdioGetGeo:
 		return notify.Continue // another block device: the kernel's business
 	case cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree:
 		// Never CONTINUE a loop-control command: the caller could swap a
@@ -255,6 +259,8 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		return r
 	case blkRRPart:
 		return in.rrpart(c, idx)
+	case hdioGetGeo:
+		return in.getgeo(c, idx, arg)
 	case blkPG:
 		ok, err := c.Privileged()
 		if err != nil {

@@ -51,6 +51,14 @@ type View struct {
 	ctlDev, ctlIno uint64
 	// Where Persist attached the view ("" if not).
 	persisted string
+	// parts holds the partitions shown for each device (see sysfs.go).
+	parts map[int]map[int]Part
+	// loops are the devices shown as /dev/loopN.
+	loops map[int]bool
+	// procParts is the view's /proc/partitions (see procparts.go) and
+	// procPartsData what it holds.
+	procParts     *os.File
+	procPartsData []byte
 
 	// Publish, if set, is called after a device node appears in the view
 	// with a detached mount of it (the caller owns it), and Unpublish
@@ -179,8 +187,12 @@ func New(uid, gid int) (*View, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fsmount(tmpfs)", err)
 	}
-	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}}
+	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}, loops: map[int]bool{}}
 	if err := v.populate(); err != nil {
+		_ = v.Close()
+		return nil, err
+	}
+	if err := v.makeProcFiles(); err != nil {
 		_ = v.Close()
 		return nil, err
 	}
@@ -200,6 +212,10 @@ func (v *View) Close() error {
 		delete(v.nodes, idx)
 	}
 	persisted := v.persisted
+	if v.procParts != nil {
+		_ = v.procParts.Close()
+		v.procParts = nil
+	}
 	v.mu.Unlock()
 	v.pubMu.Lock()
 	v.pubStop = true
@@ -445,6 +461,8 @@ func (v *View) AddLoop(idx int) error {
 			return err
 		}
 	}
+	v.loops[idx] = true
+	v.refreshPartitions()
 	return nil
 }
 
@@ -464,15 +482,19 @@ func (v *View) RemoveLoop(idx int) {
 		v.remove(keepName(n.ino))
 	}
 	delete(v.nodes, idx)
-	v.remove(SysBlock + "/" + name)
-	v.remove(SysClass + "/" + name)
-	v.remove(fmt.Sprintf("%s/%d:%d", SysDev, linux.LoopMajor, idx))
+	v.removeDisk(idx)
+	delete(v.loops, idx)
+	v.refreshPartitions()
 }
 
 // Clone returns a detached mount of path in the view (a directory of
-// Mounts or a node under dev/), for the sandbox to attach with
-// move_mount.
+// Mounts, a file of ProcFiles or a node under dev/), for the sandbox to
+// attach with move_mount.
 func (v *View) Clone(dir string) (*os.File, error) {
+	if dir == ProcPartitions {
+		procPartitionsUsed.Store(true)
+		v.RefreshPartitions()
+	}
 	fd, err := unix.OpenTree(v.fd(), dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("open_tree "+dir, err)
@@ -494,14 +516,6 @@ func hostNodeMode(idx int) (uint32, int) {
 		}
 	}
 	return 0o660, 6
-}
-
-// AddNode shows loop device idx in the sandbox's /dev under name (a
-// partition: loopNpM), without sysfs links.
-func (v *View) AddNode(name string, idx int) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.addNode(name, idx)
 }
 
 // nodeInode is one loop node inode the view made.
@@ -625,17 +639,6 @@ func (v *View) addNode(name string, idx int) error {
 	}
 	v.enqueue(name, os.NewFile(uintptr(cfd), "view-"+name))
 	return nil
-}
-
-// RemoveNode hides a node AddNode made for loop device idx. The inode is
-// revoked when the device leaves the instance (RemoveLoop).
-func (v *View) RemoveNode(name string, idx int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.Unpublish != nil {
-		v.enqueue(name, nil)
-	}
-	v.removeIfOurs(name, idx)
 }
 
 // Revoke makes every node inode made for loop device idx unopenable (see

@@ -33,6 +33,10 @@
  *                       owned by the container answers only tasks of its
  *                       user namespace (host root gets EACCES, and the
  *                       device size 0).
+ *   clonemount SRC ID TARGET SET CLR
+ *                       attach a private clone of the mount at SRC (its
+ *                       mount id must be ID) on TARGET, with MOUNT_ATTR_*
+ *                       bits CLR cleared and SET set (see clonemount())
  * FUSE helpers are started by fusejail.c, not here.
  * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
  * in Go), a message on stderr and exit status 120.
@@ -50,6 +54,7 @@
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -239,6 +244,45 @@ static void loopioctl(char **argv) {
 	_exit(0);
 }
 
+#ifndef AT_STATX_DONT_SYNC
+#define AT_STATX_DONT_SYNC 0x4000
+#endif
+
+/*
+ * clonemount makes another mount of the file system mounted at src, as
+ * the kernel does for a second mount(2) of a block device that already
+ * has a superblock: same files, its own flags, its own propagation (a
+ * clone would otherwise join src's peer group). src must still be the
+ * mount the supervisor chose (id): a container that moved it in the
+ * meantime gets ESTALE, never another mount. No request reaches the file
+ * system (the FUSE helper may be the container's to stall).
+ * Preconditions: in the caller's namespaces and root (enter()).
+ */
+static void clonemount(const char *src, unsigned long long id, const char *target, unsigned long long set,
+		       unsigned long long clr) {
+	int s = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s < 0)
+		die(errno, "open source mount");
+	struct statx sx;
+	if (statx(s, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &sx) < 0)
+		die(errno, "statx source mount");
+	if (!(sx.stx_mask & STATX_MNT_ID) || sx.stx_mnt_id != id)
+		die(ESTALE, "source mount changed");
+	int m = syscall(SYS_open_tree, s, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | O_CLOEXEC);
+	if (m < 0)
+		die(errno, "open_tree");
+	struct lv_mount_attr a = {.attr_set = set, .attr_clr = clr, .propagation = MS_PRIVATE};
+	if (syscall(SYS_mount_setattr, m, "", AT_EMPTY_PATH, &a, sizeof a) < 0)
+		die(errno, "mount_setattr");
+	int t = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, m, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -276,6 +320,11 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 	}
 	if (!strcmp(op, "loopioctl") && argc >= 4)
 		loopioctl(argv);
+	if (!strcmp(op, "clonemount") && argc >= 6) {
+		enter();
+		clonemount(argv[1], strtoull(argv[2], NULL, 10), argv[3], strtoull(argv[4], NULL, 10),
+			   strtoull(argv[5], NULL, 10));
+	}
 	if (!strcmp(op, "umount") && argc >= 3) {
 		enter();
 		if (umount2(argv[1], atoi(argv[2])) < 0)

@@ -173,6 +173,16 @@ func MoveLocked(ns *NS, mnt *os.File, target string) error {
 	return runOp(ns, "lockmove", mnt, target)
 }
 
+// CloneMount makes another mount of the file system mounted at src (whose
+// mount id must be srcID, else ESTALE) on the directory target inside the
+// sandbox of ns: an open_tree clone of that one mount, private, with the
+// MOUNT_ATTR_* bits clr cleared and set set, as a new mount(2) of an
+// already mounted device gets another mount of its superblock.
+func CloneMount(ns *NS, src string, srcID uint64, target string, set, clr uint64) error {
+	return runOp(ns, "clonemount", nil, src, strconv.FormatUint(srcID, 10), target,
+		strconv.FormatUint(set, 10), strconv.FormatUint(clr, 10))
+}
+
 // Umount runs umount2(target, flags) inside the sandbox of ns.
 func Umount(ns *NS, target string, flags int) error {
 	return runOp(ns, "umount", nil, target, strconv.Itoa(flags))
