@@ -77,6 +77,7 @@ func newLXCEnv(t *testing.T, withAgent bool) *lxcEnv {
 	cleanupDir(t, dir)
 	check(t, os.Chmod(dir, 0o755)) // the container's root reaches its rootfs through it
 	e := &lxcEnv{path: dir}
+	lxcCgroupCleanup(t, "lxc.pivot")
 	if withAgent {
 		state := stateDir(t)
 		e.lxcSocket = filepath.Join(state, "lxc.sock")
@@ -132,6 +133,7 @@ lxc.init.cmd = /bin/sh /lv/init.sh
 		}
 	}
 	logFile := filepath.Join(e.path, c.name+".log")
+	lxcCgroupCleanup(t, "lxc.monitor."+c.name, "lxc.payload."+c.name)
 	t.Cleanup(func() {
 		// -k: SIGKILL the init; an error only says it was not running.
 		_ = exec.Command("lxc-stop", "-P", e.path, "-n", c.name, "-k").Run()
@@ -146,6 +148,36 @@ lxc.init.cmd = /bin/sh /lv/init.sh
 		t.Fatalf("lxc-start:\n%s\nlog:\n%s", r, grepLines(string(b), "ERROR"))
 	}
 	return c
+}
+
+// lxcCgroupCleanup removes, when t ends, the cgroup directories LXC
+// leaves behind (its monitor's and payload's after a failed start, and
+// lxc.pivot, where it parks its monitor on the way out) unless they
+// existed before. They are empty once LXC is done; one still in use by
+// another LXC stays (rmdir fails with EBUSY).
+func lxcCgroupCleanup(t *testing.T, names ...string) {
+	t.Helper()
+	existed := map[string]bool{}
+	for _, n := range names {
+		for _, d := range lxcCgroupDirs(n) {
+			existed[d] = true
+		}
+	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			for _, d := range lxcCgroupDirs(n) {
+				if !existed[d] {
+					_ = os.Remove(d) // EBUSY: in use by a live LXC; nothing of this test's
+				}
+			}
+		}
+	})
+}
+
+func lxcCgroupDirs(name string) []string {
+	v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + name)
+	return append(v1, v2...)
 }
 
 func grepLines(s, word string) string {
