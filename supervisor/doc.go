@@ -6,7 +6,7 @@
 // One way through for every request (serve.go): notify.Listener receives
 // it, notify.Decode says which call it is in which ABI, handle decides
 // whose it is (loopctl.Instance.Ioctl for loop and block ioctls,
-// mountproxy.Proxy for mount, umount2 and fsopen), the handler acts on its
+// mountproxy.Proxy for mount, umount2, fsopen, fsconfig and fsmount), the handler acts on its
 // own copies of the arguments and returns a notify.Reply, and Serve sends
 // it. Sub-packages hold what is not lifecycle: ociconfig (rewriting a
 // runtime's config.json), ociproto (the runtime's wire protocol to the
@@ -59,6 +59,17 @@
 // (flock, nsexec, unmounts), run on a pool of a few workers, so that an
 // exit burst of a thousand containers costs a few OS threads, not one each;
 // the agent's mutex covers only its map of containers.
+//
+// The user socket (useragent.go, userns.go) serves unprivileged users:
+// the peer is SO_PEERCRED/SO_PEERPIDFD, the container must be in user and
+// mount namespaces the peer owns (NS_GET_OWNER_UID up the chain) with maps
+// inside its sub-id ranges, and since no kernel query ties a listener to a
+// process, Sandbox.Check vets every trapped call's caller. Such containers
+// are keyed apart (containerKey.owner), get FUSE only, the view's
+// /dev/null loop-control and limits charged to the peer. RunAsUser (userrun.go) is
+// `loopvisor run` without root: newuidmap/newgidmap map the sandbox, the
+// init re-execs itself to gain its capabilities in the new namespace, and
+// the listener goes to the agent's user socket, whose answer it awaits.
 //
 // Process model of `loopvisor agent --lxc-socket` (LXC's
 // lxc.seccomp.notify.proxy): LXC's monitor keeps the listener and sends

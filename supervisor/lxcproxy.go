@@ -118,7 +118,7 @@ func (a *Agent) proxiedContainer(p Proxied, log *logrus.Entry) (*container, erro
 		return h.c, nil
 	}
 	a.mu.Unlock()
-	c, err := a.join(p.Container, p.InitPid, p.InitPid, p.Policy)
+	c, err := a.join(p.Container, p.InitPid, p.InitPid, p.Policy, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +282,7 @@ func lxcName(conn *net.UnixConn) string {
 // lxc.mount.entry cannot do this: LXC 5 opens bind sources as the
 // container's root, which cannot reach the agent's root-only directory.
 func PublishLXCNodes(stateDir string, pid int) error {
-	if err := ensureLoopControlNode(stateDir); err != nil {
+	if _, err := ensureLoopControlNode(stateDir); err != nil {
 		return err
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)

@@ -35,7 +35,9 @@ Usage:
                                            merge what loopvisor needs into a bundle's config
   loopvisor lxc-config --proxy PATH [--cookie STR] CONFIG
                                            merge what loopvisor needs into an LXC container's config
-  loopvisor status [--socket PATH]         list the agent's live instances
+  loopvisor status [--socket PATH] [--json | --node-dir]
+                                           list the agent's live instances, or print
+                                           the directory of its loop-control and fuse nodes
   loopvisor gc [--wait D] [flags]          release what a killed supervisor left
   loopvisor help
 
@@ -56,11 +58,22 @@ run flags:
                           mount FSTYPE with the kernel on the sandbox's behalf (nosuid,
                           nodev, idmapped where supported) instead of a FUSE helper
   --fuse-timeout D        how long a FUSE helper may take to come up (default 10s)
+  --max-fuse N            FUSE mounts (helpers) running or starting per sandbox
+                          (default 16); beyond: ENOSPC
   --no-mount              do not serve mount calls at all
   --bare                  same namespaces without loopvisor (to show what fails without it)
+  --agent PATH            without root: the agent's --user-socket that serves the sandbox
+                          (default /run/loopvisor-user/agent.sock); the sandbox's root is
+                          the user's own uid, its ids 1..N the user's first /etc/subuid
+                          range (newuidmap); only --uid-map/--gid-map (the sub range),
+                          --bare and --no-mount apply, the agent's policy does the rest
 
-agent flags: --socket PATH (default /run/loopvisor/agent.sock), --max-loop,
-  --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --no-mount as
+agent flags: --socket PATH (default /run/loopvisor/agent.sock), --user-socket PATH
+  (off by default: a mode-0666 socket for unprivileged users' runtimes and
+  loopvisor run without root; its directory must be root's and not writable by
+  others, e.g. /run/loopvisor-user/agent.sock), --max-user-containers N (live
+  containers one user may have served through it, default 32), --max-loop,
+  --max-loop-per-uid, --fuse, --allow-kernel-mount, --fuse-timeout, --max-fuse, --no-mount as
   for run; they are the defaults and the limits for every container. A container's
   listenerMetadata may narrow them: "max-loop=N;kernel-mount=no;mount=no".
   --lxc-socket PATH   also serve LXC's seccomp notify proxy protocol (SOCK_SEQPACKET) at
@@ -75,8 +88,9 @@ oci-config flags:
                       SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
   --no-mount          trap only loop ioctls (losetup), not mount calls
   --no-cap-sys-admin  do not add the user namespace's CAP_SYS_ADMIN (mount needs it)
-  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control is bind-mounted
-                      on the container's /dev/loop-control; default /run/loopvisor)
+  --state-dir DIR     the agent's state directory (its DIR/dev/loop-control and DIR/dev/fuse
+                      are bind-mounted on the container's /dev); default: ask the running
+                      agent at --listener, and refuse if none answers
 
 lxc-config flags (CONFIG is the container's config file, rewritten in place; a second
 run replaces what the first wrote):
@@ -132,6 +146,7 @@ type policyFlags struct {
 	fuse, kernel multiFlag
 	noMount      *bool
 	timeout      *time.Duration
+	maxFuse      *int
 }
 
 func (pf *policyFlags) register(fs *flag.FlagSet) {
@@ -139,6 +154,7 @@ func (pf *policyFlags) register(fs *flag.FlagSet) {
 	fs.Var(&pf.kernel, "allow-kernel-mount", "FSTYPE[,FSTYPE]")
 	pf.noMount = fs.Bool("no-mount", false, "do not serve mount calls")
 	pf.timeout = fs.Duration("fuse-timeout", 10*time.Second, "how long a FUSE helper may take to come up")
+	pf.maxFuse = fs.Int("max-fuse", mountproxy.DefaultMaxHelpers, "FUSE mounts (helpers) per sandbox; beyond: ENOSPC")
 }
 
 // policy returns the mount policy, or nil with --no-mount.
@@ -148,6 +164,10 @@ func (pf *policyFlags) policy() (*mountproxy.Policy, error) {
 	}
 	p := mountproxy.DefaultPolicy()
 	p.Timeout = *pf.timeout
+	if *pf.maxFuse <= 0 {
+		return nil, fmt.Errorf("--max-fuse %d: want at least 1", *pf.maxFuse)
+	}
+	p.MaxHelpers = *pf.maxFuse
 	explicit := map[string]bool{}
 	for _, f := range pf.fuse {
 		if err := p.AddFuse(f); err != nil {
@@ -213,6 +233,7 @@ func cmdRun(args []string) int {
 	var pf policyFlags
 	pf.register(fs)
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
+	agentSocket := fs.String("agent", supervisor.DefaultUserSocket, "without root: the agent's --user-socket that serves the sandbox")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -222,12 +243,12 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(os.Stderr, "loopvisor run: no command given: loopvisor run [flags] -- CMD [ARGS...]")
 		return 2
 	}
-	if os.Geteuid() != 0 {
-		return fail(fmt.Errorf("run must be started as root (it maps the sandbox to an unprivileged uid itself)"))
-	}
 	log, err := c.logger()
 	if err != nil {
 		return fail(err)
+	}
+	if os.Geteuid() != 0 {
+		return runAsUser(fs, log, argv, *uidMap, *gidMap, *agentSocket, *bare, *pf.noMount)
 	}
 	uid, gid := supervisor.DefaultMaps()
 	if *uidMap != "" {
@@ -255,6 +276,43 @@ func cmdRun(args []string) int {
 		Argv:   argv, UIDMap: uid, GIDMap: gid, StateDir: c.stateDir, Log: log, Bare: *bare,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
+	if err != nil {
+		fail(err)
+		if code == 0 {
+			code = 125
+		}
+	}
+	return code
+}
+
+// runAsUser is `loopvisor run` started by an unprivileged user: the
+// sandbox's ids come from the user's subordinate ranges and the system
+// agent's user socket serves it, under the agent's policy and limits.
+func runAsUser(fs *flag.FlagSet, log *logrus.Logger, argv []string, uidMap, gidMap, socket string, bare, noMount bool) int {
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "uid-map", "gid-map", "agent", "bare", "no-mount", "log-level", "log-format":
+		default:
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return fail(fmt.Errorf("%s: without root the agent's policy and limits apply; only --uid-map, --gid-map, --agent, --bare and --no-mount can be given", strings.Join(bad, ", ")))
+	}
+	cfg := supervisor.UserRunConfig{Argv: argv, Socket: socket, Mount: !noMount, Bare: bare, Log: log}
+	var err error
+	if uidMap != "" {
+		if cfg.UIDMap, err = supervisor.ParseIDMap(uidMap); err != nil {
+			return fail(err)
+		}
+	}
+	if gidMap != "" {
+		if cfg.GIDMap, err = supervisor.ParseIDMap(gidMap); err != nil {
+			return fail(err)
+		}
+	}
+	code, err := supervisor.RunAsUser(cfg)
 	if err != nil {
 		fail(err)
 		if code == 0 {
@@ -301,6 +359,8 @@ func cmdAgent(args []string) int {
 	var c common
 	c.register(fs)
 	socket := fs.String("socket", defaultSocket, "unix socket the runtimes connect to")
+	userSocket := fs.String("user-socket", "", "unix socket (mode 0666) unprivileged users' runtimes connect to")
+	maxUserCtr := fs.Int("max-user-containers", supervisor.DefaultMaxUserContainers, "live containers one user may have served through --user-socket")
 	lxcSocket := fs.String("lxc-socket", "", "SOCK_SEQPACKET socket for LXC's seccomp notify proxy (off if empty)")
 	maxLoop := fs.Int("max-loop", loopctl.DefaultLimits.MaxLoop, "loop devices per container (and the most metadata may ask for)")
 	maxUID := fs.Int("max-loop-per-uid", loopctl.DefaultLimits.MaxPerUID, "loop devices per host uid")
@@ -325,7 +385,7 @@ func cmdAgent(args []string) int {
 		return fail(fmt.Errorf("--max-loop and --max-loop-per-uid must be at least 1"))
 	}
 	a, err := supervisor.NewAgent(supervisor.AgentConfig{
-		StateDir: c.stateDir, Log: log, Mounts: pol,
+		StateDir: c.stateDir, Log: log, Mounts: pol, MaxUserContainers: *maxUserCtr,
 		Limits: loopctl.Limits{MaxLoop: *maxLoop, MaxPerUID: *maxUID},
 	})
 	if err != nil {
@@ -350,6 +410,7 @@ func cmdAgent(args []string) int {
 		}()
 		log.WithField("lxc_socket", *lxcSocket).Info("serving LXC's seccomp notify proxy")
 	}
+	stopUsers := make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -360,8 +421,29 @@ func cmdAgent(args []string) int {
 			_ = lxcLn.Close()
 		}
 	}()
+	if *userSocket != "" {
+		uln, err := supervisor.ListenUsers(*userSocket)
+		if err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
+		defer func() { _ = os.Remove(*userSocket) }()
+		go func() {
+			if err := a.ServeUsers(uln); err != nil {
+				log.WithError(err).Error("user socket failed")
+			}
+		}()
+		go func() {
+			// The root socket's end ends the user socket too.
+			<-stopUsers
+			_ = uln.Close()
+		}()
+		log.WithField("socket", *userSocket).Info("agent listening for unprivileged users")
+	}
 	log.WithField("socket", *socket).Info("agent listening")
-	if err := a.Serve(ln); err != nil {
+	err = a.Serve(ln)
+	close(stopUsers)
+	if err != nil {
 		return fail(err)
 	}
 	if !activated {
@@ -399,17 +481,21 @@ func cmdOCIConfig(args []string) int {
 	fs.Var(&flags, "flag", "seccomp flag to add (repeatable)")
 	noMount := fs.Bool("no-mount", false, "trap loop ioctls only")
 	noCap := fs.Bool("no-cap-sys-admin", false, "do not add CAP_SYS_ADMIN")
-	stateDir := fs.String("state-dir", registry.DefaultStateDir, "the agent's state directory")
+	stateDir := fs.String("state-dir", "", "the agent's state directory (default: ask the agent at --listener)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 || *listener == "" {
-		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--metadata STR] CONFIG.json")
+		fmt.Fprintln(os.Stderr, "usage: loopvisor oci-config --listener PATH [--state-dir DIR] [--metadata STR] CONFIG.json")
 		return 2
 	}
+	dir, err := agentStateDir(*listener, *stateDir)
+	if err != nil {
+		return fail(err)
+	}
 	notes, err := ociconfig.RewriteFile(fs.Arg(0), ociconfig.Options{
-		Listener: *listener, StateDir: *stateDir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
+		Listener: *listener, StateDir: dir, Metadata: *metadata, Flags: flags, NoMount: *noMount, NoCapSysAdmin: *noCap,
 	})
 	if err != nil {
 		return fail(err)
@@ -418,6 +504,23 @@ func cmdOCIConfig(args []string) int {
 		fmt.Fprintf(os.Stderr, "loopvisor oci-config: note: %s\n", n)
 	}
 	return 0
+}
+
+// agentStateDir returns the state directory of the agent at socket, whose
+// nodes oci-config bind-mounts: flagDir when given (the agent may not run
+// yet, or socket may be a manager's of its own that serves listeners with
+// the library: it is not asked then), else the agent's own word. No
+// answer without flagDir is an error: guessing /run/loopvisor would only
+// fail later, in the runtime ("failed to open mount source").
+func agentStateDir(socket, flagDir string) (string, error) {
+	if flagDir != "" {
+		return flagDir, nil
+	}
+	info, err := supervisor.QueryInfo(socket)
+	if err != nil {
+		return "", fmt.Errorf("oci-config: cannot ask the agent at %s for its state directory (%w); start the agent first, or give --state-dir DIR (the agent's --state-dir, default %s)", socket, err, registry.DefaultStateDir)
+	}
+	return info.StateDir, nil
 }
 
 func cmdLXCConfig(args []string) int {
@@ -481,9 +584,18 @@ func cmdStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	socket := fs.String("socket", defaultSocket, "agent socket")
 	asJSON := fs.Bool("json", false, "print JSON")
+	nodeDir := fs.Bool("node-dir", false, "print the agent's node directory (for bind mounts)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *nodeDir {
+		info, err := supervisor.QueryInfo(*socket)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(info.NodeDir)
+		return 0
 	}
 	st, err := supervisor.QueryStatus(*socket)
 	if err != nil {
