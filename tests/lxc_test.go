@@ -63,6 +63,7 @@ func lxcSubIDs(t *testing.T) {
 
 // lxcEnv is a private lxcpath with its own agent (nil: without loopvisor).
 type lxcEnv struct {
+	dist      string // stock image of the containers ("" bookworm)
 	path      string
 	agent     *agentProc
 	lxcSocket string
@@ -104,7 +105,11 @@ func (e *lxcEnv) start(t *testing.T, initScript string, lxcConfigArgs ...string)
 	c := &lxcContainer{env: e, name: fmt.Sprintf("lvt%d-%d", os.Getpid(), lxcSeq)}
 	dir := filepath.Join(e.path, c.name)
 	c.root = filepath.Join(dir, "rootfs")
-	tarball, err := oci.StockImage("bookworm")
+	dist := e.dist
+	if dist == "" {
+		dist = "bookworm"
+	}
+	tarball, err := oci.StockImage(dist)
 	check(t, err)
 	check(t, oci.UnpackShifted(tarball, c.root, SandboxUID))
 	check(t, os.Chmod(dir, 0o755))
@@ -441,5 +446,35 @@ func TestLXCIncusProfile(t *testing.T) {
 	check(t, err)
 	if !strings.HasPrefix(string(b), incusDefaultProfile) || !strings.Contains(string(b), "ioctl notify") {
 		t.Errorf("merged profile:\n%s", b)
+	}
+}
+
+// TestLXCNewMountAPI: on trixie, whose util-linux (2.41) mounts with
+// fsopen/fsconfig/fsmount/move_mount, mount -o loop works in the
+// container: the proxied fsopen's context descriptor is installed in the
+// caller (ADDFD without SEND) and LXC answers with its number.
+func TestLXCNewMountAPI(t *testing.T) {
+	needRoot(t)
+	needTools(t, "fuse2fs", "debugfs")
+	hostGuard(t)
+	e := newLXCEnv(t, true)
+	e.dist = "trixie"
+	c := e.start(t, `set -e
+truncate -s 32M ext.img && mkfs.ext4 -q ext.img
+mkdir -p mnt && mount -o loop ext.img mnt
+grep " /lv/mnt " /proc/self/mountinfo
+echo new-api > mnt/hello && umount mnt
+echo "left $(losetup -a | wc -l)"`)
+	out, rc := c.waitInit(t)
+	if rc != 0 || !strings.Contains(out, "left 0") {
+		t.Fatalf("mount -o loop on trixie: exit %d\n%s\nagent log:\n%s", rc, out, e.agent.logText())
+	}
+	if !strings.Contains(e.agent.logText(), "syscall=fsconfig") {
+		t.Errorf("the mount did not go through the new mount API:\n%s", e.agent.logText())
+	}
+	img := filepath.Join(c.root, "lv", "ext.img")
+	hostFsck(t, img)
+	if got := debugfsCat(t, img, "/hello"); got != "new-api\n" {
+		t.Errorf("/hello on the host: %q", got)
 	}
 }
