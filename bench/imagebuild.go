@@ -32,6 +32,7 @@ const imageBuildHost = `set -e
 exec 2>>host-build.err
 cleanup() { umount mnt/boot 2>/dev/null; umount mnt 2>/dev/null; [ -n "${p1:-}" ] && losetup -d $p1 2>/dev/null; [ -n "${p2:-}" ] && losetup -d $p2 2>/dev/null; rm -f disk.img; true; }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 truncate -s 256M disk.img
 printf 'label: gpt\n,64M,U\n,,L\n' | sfdisk -q disk.img
 p1=$(losetup -f --show --offset $((2048*512)) --sizelimit $((131072*512)) disk.img)

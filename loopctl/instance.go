@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,8 +35,12 @@ type Config struct {
 	ContainerPid int    // the container's init: its devices outlive the supervisor while it runs
 	HostUID      int    // host uid of the sandbox's root
 	HostGID      int
-	Limits       Limits
-	Log          *logrus.Entry
+	// ChargeUID is the host uid whose MaxPerUID the instance's devices
+	// count against; 0 means HostUID. The agent charges a user's
+	// containers to that user, whichever of its ids their root maps to.
+	ChargeUID int
+	Limits    Limits
+	Log       *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
@@ -44,6 +50,7 @@ type Instance struct {
 	containerPid int
 	containerSt  uint64
 	HostUID      int
+	chargeUID    int
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
@@ -59,9 +66,12 @@ type Instance struct {
 	// nodes, so no kept reference can ever reach the index's next device.
 	// GET_FREE and ADD hand them out again first; limits count them.
 	hidden map[int]bool
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// Indices whose backing file is on FUSE: their size-computing
+	// commands run as the caller (asCaller).
+	fuseBacked map[int]bool
+	closed     bool
+	stop       chan struct{}
+	done       chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -79,13 +89,25 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if c.Log == nil {
 		c.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
+	if c.ChargeUID == 0 {
+		c.ChargeUID = c.HostUID
+	}
 	v, err := view.New(c.HostUID, c.HostGID)
 	if err != nil {
 		return nil, err
 	}
+	// A supervisor killed with SIGKILL revokes nothing itself: the next
+	// gc reaches the view here (see gc, view.RevokePersisted).
+	if dir, err := ViewDir(reg, c.ID); err != nil {
+		_ = v.Close()
+		return nil, err
+	} else if err := v.Persist(dir); err != nil {
+		_ = v.Close()
+		return nil, fmt.Errorf("persist the view: %w", err)
+	}
 	in := &Instance{
-		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
+		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if c.ContainerPid > 0 {
@@ -103,6 +125,22 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	return in, nil
 }
 
+// ViewDir is where instance id's view is attached while its supervisor
+// lives (a directory only root can reach, in the state directory).
+func ViewDir(reg *registry.Registry, id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || strings.HasPrefix(id, ".") {
+		return "", fmt.Errorf("instance id %q cannot name a directory", id)
+	}
+	dir := filepath.Join(reg.Dir, "views")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, id), nil
+}
+
 func (in *Instance) writeJournal(lock bool) error {
 	if lock {
 		unlock, err := in.reg.Lock()
@@ -115,7 +153,7 @@ func (in *Instance) writeJournal(lock bool) error {
 	if err != nil {
 		return err
 	}
-	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.HostUID,
+	j := &registry.Journal{ID: in.ID, Container: in.Container, Pid: os.Getpid(), StartTime: st, HostUID: in.chargeUID,
 		ContainerPid: in.containerPid, ContainerStart: in.containerSt}
 	for idx := range in.devs {
 		j.Devices = append(j.Devices, idx)
@@ -234,8 +272,8 @@ func (in *Instance) allocate(idx int, show bool) (int, error) {
 		return -1, unix.EIO
 	}
 	defer unlock()
-	if use := in.reg.UIDUse(in.HostUID); use >= in.limits.MaxPerUID {
-		in.log.WithFields(logrus.Fields{"host_uid": in.HostUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
+	if use := in.reg.UIDUse(in.chargeUID); use >= in.limits.MaxPerUID {
+		in.log.WithFields(logrus.Fields{"host_uid": in.chargeUID, "limit": in.limits.MaxPerUID}).Warn("loop device limit of the host uid reached: ENOSPC")
 		return -1, unix.ENOSPC
 	}
 	got, err := in.host.Add(idx)
@@ -524,17 +562,38 @@ func (in *Instance) Close(timeout time.Duration) error {
 	var left []int
 	for {
 		left = left[:0]
+		// Devices are released a few at a time: LOOP_CTL_REMOVE waits
+		// tens of milliseconds in the kernel (del_gendisk) and mostly not
+		// on a global lock, so an instance with partitions (three devices
+		// and more) ends in the time of one. Every release blocks an OS
+		// thread: releaseParallel bounds what one instance takes (the
+		// agent releases a few instances at once).
+		idxs := make([]int, 0, len(in.devs))
 		for idx := range in.devs {
 			in.unclaim(idx)
-			switch err := ReleaseDevice(in.host, in.reg, idx); err {
-			case nil:
-				delete(in.devs, idx)
-				in.reg.DropNode(idx)
-				in.View.RemoveLoop(idx)
-				in.log.WithField("loop", idx).Info("device released")
-			default:
+			idxs = append(idxs, idx)
+		}
+		errs := make([]error, len(idxs))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, releaseParallel)
+		for i, idx := range idxs {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				errs[i] = ReleaseDevice(in.host, in.reg, idx)
+			}()
+		}
+		wg.Wait()
+		for i, idx := range idxs {
+			if errs[i] != nil {
 				left = append(left, idx)
+				continue
 			}
+			delete(in.devs, idx)
+			in.reg.DropNode(idx)
+			in.View.RemoveLoop(idx)
+			in.log.WithField("loop", idx).Info("device released")
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
 			break
@@ -561,6 +620,9 @@ func (in *Instance) Close(timeout time.Duration) error {
 	}
 	return err
 }
+
+// releaseParallel is how many devices of one instance are released at once.
+const releaseParallel = 4
 
 // ErrInUse means a device is mounted or claimed outside the instance.
 var ErrInUse = errors.New("loop device in use outside the instance")

@@ -97,14 +97,27 @@ const ScanTimeout = 2 * time.Second
 // Rescan reads the partition table of the instance's device idx and makes
 // its partition devices match it. Preconditions: in.mu not held (the read
 // happens without it; only the update takes it).
+//
+// It returns once the partition nodes are in the container's /dev (an
+// agent's container: published by the view, waited for without any lock,
+// at most PublishWait each), as the kernel's nodes exist when
+// LOOP_CONFIGURE or BLKRRPART returns: losetup -P callers use them at once.
 func (in *Instance) Rescan(idx int) error {
 	parts, err := in.readTable(idx)
 	if err != nil {
 		return err
 	}
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.setPartitions(idx, parts)
+	err = in.setPartitions(idx, parts)
+	var names []string
+	for _, pd := range in.parts[idx] {
+		names = append(names, partName(idx, pd.num))
+	}
+	in.mu.Unlock()
+	for _, n := range names {
+		in.View.WaitPublished(n, PublishWait)
+	}
+	return err
 }
 
 // readTable reads idx's partition table within ScanTimeout.
@@ -263,11 +276,21 @@ func (in *Instance) dropPartition(idx int, pd partDev) error {
 }
 
 // DropPartitions releases every partition device of idx (before idx is
-// detached). Preconditions: none.
+// detached). It returns once their nodes are gone from the container's
+// /dev (waited for without any lock, at most PublishWait each), as the
+// kernel's are when LOOP_CLR_FD returns. Preconditions: in.mu not held.
 func (in *Instance) DropPartitions(idx int) error {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.setPartitions(idx, nil)
+	var names []string
+	for _, pd := range in.parts[idx] {
+		names = append(names, partName(idx, pd.num))
+	}
+	err := in.setPartitions(idx, nil)
+	in.mu.Unlock()
+	for _, n := range names {
+		in.View.WaitPublished(n, PublishWait)
+	}
+	return err
 }
 
 // blkpgPartition mirrors struct blkpg_partition (include/uapi/linux/blkpg.h).

@@ -36,6 +36,9 @@ type AgentConfig struct {
 	Limits   loopctl.Limits
 	Mounts   *mountproxy.Policy // nil: mount calls are answered CONTINUE
 	Log      *logrus.Logger
+	// MaxUserContainers bounds the live containers one unprivileged user
+	// may have served through the user socket (0: DefaultMaxUserContainers).
+	MaxUserContainers int
 }
 
 // Agent serves the seccomp listeners OCI runtimes hand it, one instance per
@@ -56,13 +59,19 @@ type Agent struct {
 	// blocks must not stall the others.
 	mu         sync.Mutex
 	containers map[containerKey]*container
-	closing    sync.WaitGroup // instances being released
+	proxied    map[proxyKey]*proxied // containers served through a manager's proxy (lxcproxy.go)
+	closing    sync.WaitGroup        // instances being released
 	stop       chan struct{}
+	users      userGate // the user socket's connections in flight
 }
 
 type containerKey struct {
 	id string
 	ns nsKey
+	// owner is rootOwner for containers the root socket handed over, else
+	// the host uid of the user whose runtime did (user socket): the two
+	// never share an instance, nor do two users.
+	owner int
 }
 
 type container struct {
@@ -78,8 +87,9 @@ type container struct {
 	ns        *nsexec.NS
 	userNS    *os.File
 	mntNS     *os.File // pins the mount namespace's inode while the instance lives
-	listeners int      // a.mu
-	closing   bool     // a.mu
+	dev       *devGrants
+	listeners int  // a.mu
+	closing   bool // a.mu
 	started   time.Time
 	log       *logrus.Entry
 }
@@ -108,13 +118,15 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		_ = host.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
+	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}, proxied: map[proxyKey]*proxied{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
-	if err := ensureLoopControlNode(reg.Dir); err != nil {
+	ctl, err := ensureLoopControlNode(reg.Dir)
+	if err != nil {
 		_ = host.Close()
 		return nil, err
 	}
+	host.AddControlNode(ctl)
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
 	if released+left > 0 {
 		a.log.WithFields(logrus.Fields{"released": released, "left": left}).Info("reclaimed what a previous supervisor held")
@@ -165,9 +177,13 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 		return
 	}
 	defer m.Close()
-	if m.Status {
+	if m.Status || m.Info {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		_ = json.NewEncoder(conn).Encode(a.Status())
+		if m.Info {
+			_ = json.NewEncoder(conn).Encode(a.Info())
+		} else {
+			_ = json.NewEncoder(conn).Encode(a.Status())
+		}
 		return
 	}
 	st := m.State
@@ -190,7 +206,7 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 // is the container's init, pid the process that loaded this filter (runc:
 // the exec'd process; crun sends 0 for both on exec).
 func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
-	return a.attachProcess(st.State.ID, st.State.Pid, st.Pid, st.Metadata, st.State.Status, lfd)
+	return a.attachProcess(st.State.ID, st.State.Pid, st.Pid, st.Metadata, st.State.Status, lfd, nil)
 }
 
 // Attach serves seccomp listener lfd (which it takes over) for container id
@@ -212,10 +228,12 @@ func (a *Agent) attach(st *ContainerProcessState, lfd int) error {
 // ociconfig.Rewrite or notify.Program); the container has a user namespace
 // whose root is not host root.
 func (a *Agent) Attach(id string, pid int, metadata, status string, lfd int) error {
-	return a.attachProcess(id, pid, pid, metadata, status, lfd)
+	return a.attachProcess(id, pid, pid, metadata, status, lfd, nil)
 }
 
-func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int) error {
+// attachProcess serves lfd for a container; o is nil for root's runtimes,
+// else the verified owner of a user's container (useragent.go).
+func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status string, lfd int, o *owner) error {
 	if id == "" {
 		_ = unix.Close(lfd)
 		return errors.New("attach: a container id is required")
@@ -229,10 +247,10 @@ func (a *Agent) attachProcess(id string, initPid, procPid int, metadata, status 
 			_ = l.Close()
 			return fmt.Errorf("container %s is not served here, and the runtime sent no pid to create it from", id)
 		}
-		go a.serveUnidentified(l, id, status)
+		go a.serveUnidentified(l, id, status, o.uid())
 		return nil
 	}
-	c, err := a.join(id, initPid, procPid, metadata)
+	c, err := a.join(id, initPid, procPid, metadata, o)
 	if err != nil {
 		_ = l.Close()
 		return err
@@ -266,7 +284,7 @@ func (a *Agent) knows(id string) bool {
 // listener, never blocked by a container): a pool busy setting up others
 // must not leave the container's init time to leave them first. Only the
 // setup of a new container waits for a worker of a.work.
-func (a *Agent) join(id string, initPid, procPid int, metadata string) (*container, error) {
+func (a *Agent) join(id string, initPid, procPid int, metadata string, o *owner) (*container, error) {
 	cpid := initPid // the container's init: whose namespaces name it
 	if cpid <= 0 {
 		cpid = procPid
@@ -294,7 +312,11 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 			Warn("refused: the process is not in the user, pid and mount namespaces of the container's init")
 		return nil, fmt.Errorf("process %d is not in the namespaces of container %s (init %d)", procPid, id, cpid)
 	}
-	ck := containerKey{id, key}
+	if o != nil && key.User != o.userNS {
+		log.WithFields(logrus.Fields{"peer_uid": o.peer, "ns": key.String()}).Warn("refused: the process is no longer in the user namespace verified as the user's")
+		return nil, refuse("process %d left the user namespace verified as user %d's", cpid, o.peer)
+	}
+	ck := containerKey{id, key, o.uid()}
 	a.mu.Lock()
 	if c := a.containers[ck]; c != nil {
 		if c.closing {
@@ -333,7 +355,7 @@ func (a *Agent) join(id string, initPid, procPid int, metadata string) (*contain
 // serveUnidentified serves a listener the runtime named no process for
 // (crun exec): the first trapped call's caller decides which container it
 // belongs to, and it joins that container's instance only.
-func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
+func (a *Agent) serveUnidentified(l *notify.Listener, id, status string, ownerUID int) {
 	log := a.log.WithFields(logrus.Fields{"container": id, "status": status})
 	for {
 		req, err := l.Next()
@@ -355,7 +377,7 @@ func (a *Agent) serveUnidentified(l *notify.Listener, id, status string) {
 			return
 		}
 		a.mu.Lock()
-		c := a.containers[containerKey{id, key}]
+		c := a.containers[containerKey{id, key, ownerUID}]
 		if c != nil && !c.closing {
 			c.listeners++
 		}
@@ -382,8 +404,11 @@ func (a *Agent) serve(c *container, l *notify.Listener, first *notify.Request, p
 	c.log.WithFields(logrus.Fields{"pid": pid, "status": status, "sync_wakeup": l.SyncWake}).Info("serving a container process")
 	go func() {
 		sb := &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}
+		if c.key.owner != rootOwner {
+			sb.Check = callerInUserNS(c.key.ns.User)
+		}
 		if first != nil {
-			if err := l.Respond(first.ID, handle(l, sb, first)); err != nil {
+			if err := l.Respond(first.ID, answer(l, sb, first)); err != nil {
 				c.log.WithError(err).WithField("pid", first.Pid).Warn("cannot answer notification")
 			}
 		}
@@ -434,6 +459,7 @@ func (c *container) teardown() {
 	if c.ns != nil {
 		c.ns.Close()
 	}
+	c.dev.close()
 	for _, f := range []*os.File{c.userNS, c.mntNS} {
 		if f != nil {
 			_ = f.Close()
@@ -483,10 +509,20 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	if err != nil {
 		return err
 	}
+	chargeUID := uid
+	if c.key.owner != rootOwner {
+		// A user's containers: FUSE only whatever the policy, and limits
+		// charged to the user, not to the uid its container's root maps
+		// to (which it picks from its ranges).
+		chargeUID = c.key.owner
+		if pol != nil {
+			pol.Kernel = map[string]bool{}
+		}
+	}
 	defer func() {
 		if err != nil {
 			c.teardown()
-			c.in, c.mounts, c.ns, c.userNS, c.mntNS = nil, nil, nil, nil, nil
+			c.in, c.mounts, c.ns, c.userNS, c.mntNS, c.dev = nil, nil, nil, nil, nil, nil
 		}
 	}()
 	if c.ns, err = nsexec.OpenNS(pid, pidfd); err != nil {
@@ -515,7 +551,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	}
 	log := a.log.WithField("container", c.id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, Limits: limits, Log: log,
+		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, Limits: limits, Log: log,
 	})
 	if err != nil {
 		return err
@@ -523,13 +559,21 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	c.in = in
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
+	c.dev = openDevGrants(pid, pidfd, c.log)
+	c.dev.grantStatic(pol != nil)
 	in.View.Publish = func(name string, node *os.File) error {
-		return nsexec.Bind(c.ns, node, "/dev/"+name)
+		c.dev.grantNode(name, node)
+		err := nsexec.Bind(c.ns, node, "/dev/"+name)
+		if err != nil {
+			c.log.WithError(err).WithField("node", name).Warn("cannot put the node into the container's /dev")
+		}
+		return err
 	}
 	in.View.Unpublish = func(name string) {
 		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
 			c.log.WithError(err).WithField("node", name).Debug("cannot remove node from the container's /dev")
 		}
+		c.dev.revoke(name)
 	}
 	if err := c.publishStatic(); err != nil {
 		return err
@@ -538,7 +582,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 		c.mounts = mountproxy.New(*pol, in, c.userNS, c.log)
 		c.mounts.KeepHelpers = true
 	}
-	c.log.WithFields(logrus.Fields{"host_uid": uid, "max_loop": limits.MaxLoop, "mounts": pol != nil, "ns": c.key.ns.String()}).Info("container instance created")
+	c.log.WithFields(logrus.Fields{"host_uid": uid, "owner": ownerName(c.key.owner), "max_loop": limits.MaxLoop, "mounts": pol != nil, "ns": c.key.ns.String()}).Info("container instance created")
 	return nil
 }
 
@@ -552,6 +596,11 @@ func (c *container) publishStatic() error {
 	defer func() { _ = node.Close() }()
 	if err := nsexec.Bind(c.ns, node, "/dev/loop-control"); err != nil {
 		return fmt.Errorf("put /dev/loop-control into the container: %w", err)
+	}
+	if c.key.owner != rootOwner {
+		if err := c.publishFuse(); err != nil {
+			return err
+		}
 	}
 	for _, m := range view.Mounts[1:] { // /sys/...: /dev is the container's own
 		v, err := c.in.View.Clone(m.Dir)
@@ -581,7 +630,8 @@ func (c *container) publishStatic() error {
 // policyFor applies a container's listenerMetadata to the agent's policy.
 // Metadata is "key=value" pairs separated by ';': max-loop=N (at most the
 // agent's --max-loop), kernel-mount=no (serve every type with FUSE helpers
-// or not at all), mount=no (leave mount calls to the kernel).
+// or not at all), mount=no (leave mount calls to the kernel), mount-api=new
+// (the filter traps fsconfig and fsmount: serve the new mount API).
 func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, error) {
 	limits := a.cfg.Limits
 	var pol *mountproxy.Policy
@@ -614,13 +664,22 @@ func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, 
 			if pol != nil {
 				pol.Kernel = map[string]bool{}
 			}
+		case "mount-api":
+			// oci-config's word that the filter traps fsconfig and
+			// fsmount too (mountproxy.Policy.NewAPI).
+			if v != "new" {
+				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount-api=new can be given", kv)
+			}
+			if pol != nil {
+				pol.NewAPI = true
+			}
 		case "mount":
 			if v != "no" {
 				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount=no can be asked for", kv)
 			}
 			pol = nil
 		default:
-			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount)", kv)
+			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount, mount-api)", kv)
 		}
 	}
 	return limits, pol, nil
@@ -732,41 +791,48 @@ func (a *Agent) Close() {
 // 0600, which a runtime's bind of it keeps): nodes on a tmpfs of the
 // agent's own (the state directory may sit on a nodev file system), mode
 // 0666 so any container root can open it, in a directory only root can
-// reach. Every loop-control command from a container is trapped and served
-// by its instance; the agent replaces the node with the instance's own
-// (0600, owned by the container's root) as soon as it gets the container.
-func ensureLoopControlNode(stateDir string) error {
+// reach. loop-control is a /dev/null node, as every container's is: an fd
+// of it outside a filter is worth nothing; the agent knows it by the inode
+// it returns, and every loop-control command from a container is trapped
+// and served by its instance. The agent replaces the node with the
+// instance's own (0600, owned by the container's root) as soon as it gets
+// the container.
+func ensureLoopControlNode(stateDir string) (loopctl.NodeID, error) {
 	dir := filepath.Join(stateDir, "dev")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	var sfs, parent unix.Stat_t
 	if err := unix.Stat(dir, &sfs); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if err := unix.Stat(stateDir, &parent); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if sfs.Dev == parent.Dev { // not mounted yet
 		if err := unix.Mount("loopvisor-dev", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
-			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+			return loopctl.NodeID{}, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 		}
 	}
 	for _, n := range []struct {
 		name         string
 		major, minor uint32
-	}{{"loop-control", linux.MiscMajor, linux.LoopCtlMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
+	}{{"loop-control", linux.NullMajor, linux.NullMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
 		node := filepath.Join(dir, n.name)
 		var st unix.Stat_t
 		if unix.Lstat(node, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(n.major, n.minor) {
 			_ = os.Remove(node)
 			if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-				return fmt.Errorf("mknod %s: %w", node, err)
+				return loopctl.NodeID{}, fmt.Errorf("mknod %s: %w", node, err)
 			}
 		}
 		if err := os.Chmod(node, 0o666); err != nil {
-			return err
+			return loopctl.NodeID{}, err
 		}
 	}
-	return nil
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "loop-control"), &st); err != nil {
+		return loopctl.NodeID{}, err
+	}
+	return loopctl.NodeIDOf(&st), nil
 }

@@ -23,7 +23,7 @@ type Journal struct {
 	Container string `json:"container,omitempty"` // OCI container id (agent)
 	Pid       int    `json:"pid"`                 // supervisor pid
 	StartTime uint64 `json:"start_time"`          // supervisor start time (clock ticks since boot), against pid reuse
-	HostUID   int    `json:"host_uid"`
+	HostUID   int    `json:"host_uid"`            // the uid its devices count against (--max-loop-per-uid)
 	// The container's init (agent instances): while it lives, its devices
 	// are its own even if the supervisor that journaled them is gone.
 	ContainerPid   int    `json:"container_pid,omitempty"`

@@ -12,6 +12,13 @@
 // command's status. It never calls setns: everything it needs reaches it
 // as file descriptors, so the supervisor never has to enter the sandbox.
 //
+// With --user (loopvisor run started by an unprivileged user,
+// supervisor.RunAsUser) the init first waits until its parent has had
+// newuidmap/newgidmap write the id maps, execs itself again (ReexecFlag)
+// to hold the capabilities of the namespace's root, and builds /dev from
+// binds of the host's harmless nodes; the agent binds in loop-control, fuse
+// and the loop nodes.
+//
 // When not to use this package: anywhere but a process started by
-// supervisor.Run; it assumes the fds and namespaces Run sets up.
+// supervisor.Run or supervisor.RunAsUser; it assumes the fds and namespaces Run sets up.
 package sandboxinit

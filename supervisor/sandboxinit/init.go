@@ -41,13 +41,18 @@ func Maybe() {
 }
 
 func sandboxInit(argv []string) (int, error) {
-	bare, trapMount := false, false
+	bare, trapMount, user, reexecuted := false, false, false, false
 	for len(argv) > 0 && argv[0] != "--" {
 		switch argv[0] {
 		case "--bare":
 			bare = true
 		case "--mount":
 			trapMount = true
+		case "--user":
+			user = true
+		case ReexecFlag:
+			user, reexecuted = true, true
+
 		default:
 			return 0, fmt.Errorf("unknown init flag %q", argv[0])
 		}
@@ -60,10 +65,19 @@ func sandboxInit(argv []string) (int, error) {
 		return 0, fmt.Errorf("no command")
 	}
 	sock := os.NewFile(SockFD, "supervisor")
+	if user {
+		if err := becomeRoot(sock, reexecuted); err != nil {
+			return 0, err
+		}
+	}
 	if os.Getuid() != 0 || os.Geteuid() != 0 {
 		return 0, fmt.Errorf("sandbox init runs as uid %d, not as the sandbox's root", os.Getuid())
 	}
-	if err := setupMounts(bare); err != nil {
+	if user {
+		if err := setupUserMounts(); err != nil {
+			return 0, err
+		}
+	} else if err := setupMounts(bare); err != nil {
 		return 0, err
 	}
 	if bare {
