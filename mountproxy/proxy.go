@@ -186,6 +186,15 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 	if flags&(1<<31) != 0 {
 		return cont
 	}
+	if flags&(unix.MS_REMOUNT|unix.MS_BIND) == unix.MS_REMOUNT {
+		p.mu.Lock()
+		none := len(p.fuse) == 0 && len(p.pol.Kernel) == 0
+		p.mu.Unlock()
+		if none {
+			return cont
+		}
+		return p.remount(c, args, flags)
+	}
 	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
 		return cont
 	}
@@ -270,6 +279,7 @@ type mountEntry struct {
 	dev       string // MAJOR:MINOR of the superblock
 	root      string // the directory of the file system mounted here
 	point     string
+	mountOpts string // the mount's own options (ro, nosuid, ...)
 	fstype    string
 	superOpts string
 }
@@ -295,7 +305,7 @@ func parseMountinfo(text string) []mountEntry {
 		if len(rf) == 0 {
 			continue
 		}
-		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: rf[0]}
+		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), mountOpts: f[5], fstype: rf[0]}
 		if len(rf) >= 3 {
 			e.superOpts = rf[2]
 		}

@@ -238,3 +238,45 @@ echo "left $(losetup -a | wc -l)"`
 		})
 	}
 }
+
+// TestMountRemount: `mount -o remount,ro` of a served mount and back,
+// per-mount flags with a remount, and a read-write remount of a read-only
+// loop mount (EACCES, "is write-protected") give the host's answers, with
+// both policies. (-i: with fuse3 installed, as on this host's root, mount(8)
+// would hand a fuse.* remount to mount.fuse; a stock image has no helper.)
+func TestMountRemount(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs", "e2fsck")
+	script := `st() { echo "$1: rc=$2 $(findmnt -n -o VFS-OPTIONS mnt) sb=$(findmnt -n -o FS-OPTIONS mnt | cut -d, -f1) write=$(touch mnt/t 2>/dev/null && echo ok || echo refused)"; }
+mount -o loop fs.img mnt; echo "mount $?"
+echo hi > mnt/a
+mount -i -o remount,ro mnt; st remount-ro $?
+mount -i -o remount,rw mnt; st remount-rw $?
+mount -i -o remount,noexec mnt; st remount-noexec $?
+mount -i -o remount,exec mnt; st remount-exec $?
+mount -i -o remount,bind,ro mnt; st bind-ro $?
+mount -i -o remount,bind,rw mnt; st bind-rw $?
+umount mnt; echo "umount $?"
+mount -o loop,ro fs.img mnt; echo "mount ro $?"
+mount -i -o remount,rw mnt 2>&1 | head -1; st remount-rw-of-ro x
+umount mnt; echo "umount $?"
+echo "left $(losetup -a | wc -l)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+				check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
+				check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
+			}
+			host := normMount(hostScript(t, hostDir, script), hostDir, p.name == "kernel")
+			if !strings.Contains(host, "remount-ro: rc=0 ro,relatime sb=ro write=refused") {
+				t.Fatalf("set-up: the host should remount read-only:\n%s", host)
+			}
+			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, p.name == "kernel")
+			diffLines(t, host, sb)
+			hostFsck(t, filepath.Join(dir, "fs.img"))
+		})
+	}
+}
