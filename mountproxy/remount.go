@@ -3,8 +3,6 @@ package mountproxy
 import (
 	"errors"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -43,41 +41,29 @@ func (p *Proxy) remount(c Caller, args [6]uint64, flags uint64) notify.Reply {
 	if err != nil {
 		return cont
 	}
-	t, err := resolve(c.Pid(), target, true)
-	if err != nil {
-		return cont
-	}
-	defer func() { _ = t.Close() }()
-	id, err := fdMountID(t)
-	if err != nil {
-		return cont
-	}
-	var e mountEntry
-	found := false
-	for _, m := range callerMounts(c.Pid()) {
-		if m.id == id {
-			e, found = m, true
-		}
-	}
+	e, found := mountAt(c.Pid(), target, true)
 	if !found || e.root != "/" {
 		return cont
 	}
 	// The kernel remounts the root of a mount only (EINVAL otherwise):
 	// util-linux passes the mount point itself.
-	abs := target
-	if !strings.HasPrefix(abs, "/") {
-		cwd, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/cwd")
-		if err != nil {
-			return cont
-		}
-		abs = filepath.Join(cwd, abs)
-	}
-	if filepath.Clean(abs) != e.point {
+	abs, ok := absPath(c.Pid(), target)
+	if !ok || abs != e.point {
 		return cont
 	}
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "target": target, "flags": FlagString(flags)})
 	if fm := p.helperFor(e.dev); fm != nil {
 		return p.fuseRemount(c, fm, flags, log)
+	}
+	// A kernel mount: host root can look it up (no FUSE mount on the
+	// way, or mountAt would not have found the path).
+	t, err := resolve(c.Pid(), target, true)
+	if err != nil {
+		return cont
+	}
+	defer func() { _ = t.Close() }()
+	if id, err := fdMountID(t); err != nil || id != e.id {
+		return cont
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(t.Fd()), &st); err != nil {

@@ -204,6 +204,7 @@ echo "devices $(losetup -a | wc -l)"`
 			if got := debugfsCat(t, img, "/f"); got != "one\ntwo\n" {
 				t.Errorf("the image holds %q after the last umount, want both writes", got)
 			}
+			bareFails(t, dir, state, `mkdir -p a; mount -o loop fs.img a`)
 		})
 	}
 }
@@ -277,6 +278,7 @@ echo "left $(losetup -a | wc -l)"`
 			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, p.name == "kernel")
 			diffLines(t, host, sb)
 			hostFsck(t, filepath.Join(dir, "fs.img"))
+			bareFails(t, dir, state, `mount -o loop fs.img mnt`)
 		})
 	}
 }
