@@ -282,3 +282,42 @@ echo "left $(losetup -a | wc -l)"`
 		})
 	}
 }
+
+// TestMountTableSource: every helper's mount shows the device as its
+// source in mountinfo, as a kernel mount does, and util-linux finds the
+// mount it made when the target is a symlink (no "failed to update
+// userspace mount table"); umount through the symlink works too.
+func TestMountTableSource(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "mksquashfs", "mkfs.vfat", "fuse2fs", "squashfuse", "fusefat")
+	hostGuard(t)
+	state, dir := stateDir(t), workDir(t)
+	fsImage(t, dir, "ext4.img", "mkfs.ext4", 16<<20)
+	mkImage(t, dir, "vfat.img", "mkfs.vfat")
+	tree := filepath.Join(dir, "tree")
+	check(t, os.MkdirAll(tree, 0o755))
+	if out, err := exec.Command("mksquashfs", tree, filepath.Join(dir, "sq.img"), "-quiet", "-no-progress").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	check(t, os.Chown(filepath.Join(dir, "sq.img"), SandboxUID, SandboxUID))
+	out := sandboxOK(t, dir, state, nil, `mkdir -p mnt; ln -s mnt lnk
+for img in ext4 sq vfat; do
+  mount -o loop $img.img lnk 2>err; rc=$?
+  echo "$img rc=$rc source=$(findmnt -n -o SOURCE mnt) stderr=$(cat err)"
+  umount lnk; echo "$img umount $?"
+done
+echo "left $(losetup -a | wc -l)"`)
+	for _, img := range []string{"ext4", "sq", "vfat"} {
+		l := lineWith(out, img+" rc=")
+		if !regexp.MustCompile(`^\S+ rc=0 source=/dev/loop[0-9]+ stderr=$`).MatchString(l) {
+			t.Errorf("%s: %q, want rc=0, the device as source and nothing on stderr\n%s", img, l, out)
+		}
+		if !strings.Contains(out, img+" umount 0\n") {
+			t.Errorf("%s: umount through the symlink failed\n%s", img, out)
+		}
+	}
+	if !strings.Contains(out, "left 0\n") {
+		t.Errorf("devices left:\n%s", out)
+	}
+	bareFails(t, dir, state, `mount -o loop ext4.img lnk`)
+}
