@@ -201,10 +201,10 @@ echo "left $(losetup -a | wc -l)"`,
 				}
 				// A stock image has no mount.fuse: util-linux 2.38 remounts
 				// the FUSE mount with mount(2), as it remounts ext4 on the
-				// host. 2.41 reconfigures with fspick/fsconfig and passes
-				// FUSE's own options back, which FUSE refuses ("No changes
-				// allowed in reconfigure"): a known gap of the new mount API
-				// (README, Limits), until fspick of served mounts is served.
+				// host. 2.41 reconfigures with fspick/fsconfig, and FUSE
+				// refuses the parameters it sets ("No changes allowed in
+				// reconfigure"): a known gap of the new mount API (README,
+				// mount -o loop), until fspick of served mounts is served.
 				switch {
 				case strings.Contains(stdout, "remount-ro-honoured\nremount-rw-honoured\n"):
 				case strings.Contains(t.Name(), "trixie") && strings.Contains(stdout, "remount-ro-failed\n"):
