@@ -23,11 +23,22 @@
 //     nothing that names a host object, reads a host id, or can take the
 //     host down (errors=panic); ext2/3/4 always get an errors= setting,
 //     since their default is in the superblock the sandbox writes.
-//   - Anything else (bind mounts, tmpfs, proc, remounts, propagation
+//   - The host kernel's answers come first (precheck.go): before a helper
+//     runs, the image is checked as the kernel checks it for the type asked
+//     for (ext2/3/4 feature sets, squashfs and FAT superblocks, geometry,
+//     block size), in mount(2)'s order (data, target, privilege, device).
+//     A second mount of a device a helper serves is another mount of its
+//     superblock (second.go), as get_tree_bdev shares it; EBUSY for another
+//     type or read-only state. A superblock remount (MS_REMOUNT without
+//     MS_BIND) of a kernel mount is done on the caller's behalf, after its
+//     per-mount flags are set as the caller so that the locks hold
+//     (remount.go); a FUSE superblock is the container's to remount.
+//   - Anything else (bind mounts, tmpfs, proc, bind remounts, propagation
 //     changes, sources that are not the instance's loop devices) is answered
 //     CONTINUE: the kernel decides with the caller's own credentials, exactly
 //     as without loopvisor. The BPF filter only traps mount(2) calls without
-//     MS_REMOUNT, MS_BIND or MS_MOVE (bits that MS_MGC_VAL does not share).
+//     MS_REMOUNT, MS_BIND or MS_MOVE (bits that MS_MGC_VAL does not share)
+//     and those with MS_REMOUNT but not MS_BIND.
 //   - Paths are resolved as the caller sees them. The supervisor looks at
 //     them through /proc/PID/root and /proc/PID/cwd with openat2
 //     (RESOLVE_IN_ROOT), on its own copies of the arguments. Anything that
@@ -69,8 +80,8 @@
 //     containers outlive it) and both with the container's pid namespace.
 //     A live helper costs no OS thread: the supervisor waits on the
 //     launcher's status pipe. umount2 of a FUSE mount is served and
-//     answered only after the helper has exited, so every byte written is
-//     in the image.
+//     answered only after the helper has exited when it was the last mount
+//     of the superblock, so every byte written is in the image.
 //   - The new mount API (newapi.go): fsopen(2) of a FUSE-served type hands
 //     the caller a real context of that type (SECCOMP_IOCTL_NOTIF_ADDFD),
 //     recognised later by the open file (kcmp), not by number; fsconfig(2)

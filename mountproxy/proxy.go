@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +196,15 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 	if flags&(1<<31) != 0 {
 		return cont
 	}
+	if flags&(unix.MS_REMOUNT|unix.MS_BIND) == unix.MS_REMOUNT {
+		p.mu.Lock()
+		none := len(p.fuse) == 0 && len(p.pol.Kernel) == 0
+		p.mu.Unlock()
+		if none {
+			return cont
+		}
+		return p.remount(c, args, flags)
+	}
 	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
 		return cont
 	}
@@ -242,16 +252,13 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 		return fail(err)
 	}
 	a.target = target
-	// Host root cannot look into a FUSE mount of the container (allow_other
-	// stops at its user namespace: EACCES), e.g. an ESP mounted on the
-	// root's /boot/efi. The caller can: the op that attaches the mount looks
-	// the target up again as the container's root and gives its errors.
-	tgt, err := resolve(c.Pid(), target, true)
-	if err != nil && !errors.Is(err, unix.EACCES) {
-		return fail(err)
-	}
-	if tgt != nil {
+	// Looked up as host root: a FUSE mount of the container on the way
+	// answers EACCES (allow_other stops at its user namespace); the lookup
+	// is then left to the attach step, done as the caller.
+	if tgt, err := resolve(c.Pid(), target, true); err == nil {
 		_ = tgt.Close()
+	} else if !errors.Is(err, unix.EACCES) {
+		return fail(err)
 	}
 	if ok, err := c.Privileged(); err != nil || !ok {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
@@ -285,6 +292,7 @@ type mountEntry struct {
 	dev       string // MAJOR:MINOR of the superblock
 	root      string // the directory of the file system mounted here
 	point     string
+	mountOpts string // the mount's own options (ro, nosuid, ...)
 	fstype    string
 	source    string
 	superOpts string
@@ -311,7 +319,7 @@ func parseMountinfo(text string) []mountEntry {
 		if len(rf) == 0 {
 			continue
 		}
-		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: rf[0]}
+		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), mountOpts: f[5], fstype: rf[0]}
 		if len(rf) >= 2 {
 			e.source = unescapeMount(rf[1])
 		}
@@ -348,6 +356,55 @@ func callerMounts(pid int) []mountEntry {
 		return nil
 	}
 	return parseMountinfo(string(b))
+}
+
+// mountAt returns the mount at target in pid's view: the one the path
+// resolves to (fdinfo's mnt_id), or, when host root cannot look the path
+// up (a FUSE mount of the container on the way answers it EACCES), the
+// topmost mount whose mount point is the path itself.
+func mountAt(pid int, target string, follow bool) (mountEntry, bool) {
+	ms := callerMounts(pid)
+	t, err := resolve(pid, target, follow)
+	if err == nil {
+		id, err := fdMountID(t)
+		_ = t.Close()
+		if err != nil {
+			return mountEntry{}, false
+		}
+		for _, m := range ms {
+			if m.id == id {
+				return m, true
+			}
+		}
+		return mountEntry{}, false
+	}
+	if !errors.Is(err, unix.EACCES) {
+		return mountEntry{}, false
+	}
+	abs, ok := absPath(pid, target)
+	if !ok {
+		return mountEntry{}, false
+	}
+	var top mountEntry
+	found := false
+	for _, m := range ms {
+		if m.point == abs {
+			top, found = m, true // later lines are mounted on top
+		}
+	}
+	return top, found
+}
+
+// absPath makes target absolute against pid's working directory.
+func absPath(pid int, target string) (string, bool) {
+	if strings.HasPrefix(target, "/") {
+		return filepath.Clean(target), true
+	}
+	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return "", false
+	}
+	return filepath.Join(cwd, target), true
 }
 
 // fdMountID returns the id of the mount f is on, from /proc/self/fdinfo,
@@ -489,25 +546,15 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	// fdinfo: statx would ask the file system, and a FUSE mount of the
 	// container answers EACCES to host root (allow_other stops at its
 	// user namespace).
-	t, err := resolve(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
-	if err != nil {
+	m, ok := mountAt(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
+	if !ok {
 		return cont
 	}
-	id, err := fdMountID(t)
-	_ = t.Close()
-	if err != nil {
-		return cont
-	}
-	var fm *fuseMount
-	for _, m := range callerMounts(c.Pid()) {
-		if m.id == id {
-			// Any mount of a helper's superblock: the first, a second
-			// mount of the device, a bind the container made.
-			fm = p.helperFor(m.dev)
-		}
-	}
+	// Any mount of a helper's superblock: the first, a second mount of
+	// the device, a bind the container made.
+	fm := p.helperFor(m.dev)
 	if fm == nil {
-		fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount (newapi.go)
+		fm = p.adoptMount(c.Pid(), m.id) // made by the caller's fsmount (newapi.go)
 	}
 	if fm == nil {
 		return cont

@@ -72,9 +72,10 @@ const (
 type Options struct {
 	// Mount traps mount(2) calls that may create a new mount (no
 	// MS_REMOUNT, MS_BIND or MS_MOVE; these bits are not part of
-	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE), umount2(2) (and the
-	// i386 umount(2)), fsopen(2), and fsconfig(2) and fsmount(2) (the
-	// new mount API on contexts loopvisor handed out).
+	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE) or remount a
+	// superblock (MS_REMOUNT without MS_BIND), umount2(2) (and the i386
+	// umount(2)), fsopen(2), and fsconfig(2) and fsmount(2) (the new
+	// mount API on contexts loopvisor handed out).
 	Mount bool
 }
 
@@ -139,6 +140,16 @@ func addMountRules(f *seccomp.ScmpFilter) error {
 	}
 	if err := f.AddRuleConditional(mount, seccomp.ActNotify, []seccomp.ScmpCondition{cond}); err != nil {
 		return fmt.Errorf("seccomp: rule mount: %w", err)
+	}
+	// A remount of a superblock (MS_REMOUNT without MS_BIND): a kernel
+	// mount's needs host root; a bind remount changes only the mount's
+	// own flags and stays the kernel's alone.
+	remount, err := seccomp.MakeCondition(3, seccomp.CompareMaskedEqual, MsRemount|MsBind, MsRemount)
+	if err != nil {
+		return err
+	}
+	if err := f.AddRuleConditional(mount, seccomp.ActNotify, []seccomp.ScmpCondition{remount}); err != nil {
+		return fmt.Errorf("seccomp: rule mount remount: %w", err)
 	}
 	// "umount" exists only in the i386 ABI; libseccomp adds it there.
 	for _, name := range []string{"umount2", "umount", "fsopen", "fsconfig", "fsmount"} {

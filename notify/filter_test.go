@@ -449,9 +449,12 @@ func TestFilterMount(t *testing.T) {
 		{msMgcVal | msRdonly, true},
 		{msPrivate, true}, // propagation changes reach the supervisor, which CONTINUEs them
 		{msPrivate | msRec, true},
-		{1 << 32, true}, // the kernel ignores the high half: a new mount
-		{msRemount, false},
-		{msRemount | msRdonly, false},
+		{1 << 32, true},   // the kernel ignores the high half: a new mount
+		{msRemount, true}, // a superblock remount: a kernel mount's needs the supervisor
+		{msRemount | msRdonly, true},
+		{msMgcVal | msRemount, true},
+		{msRemount | msBind, false}, // a bind remount: per-mount flags only, the kernel's
+		{msRemount | msBind | msRdonly, false},
 		{msBind, false},
 		{msBind | msRec, false},
 		{msMove, false},
@@ -542,7 +545,7 @@ func filterModel(opts Options, nr int32, arch uint32, args [6]uint64) uint32 {
 	}
 	isMount := (arch == archX86_64 && (nr == nrMount64 || nr == x32Bit|nrMount64)) ||
 		(arch == archI386 && nr == nrMount32)
-	if isMount && uint32(args[3])&(msRemount|msBind|msMove) == 0 {
+	if isMount && (uint32(args[3])&(msRemount|msBind|msMove) == 0 || uint32(args[3])&(msRemount|msBind) == msRemount) {
 		return retUserNotif
 	}
 	switch {

@@ -186,6 +186,11 @@ fsline /mnt/m
 mkdir /mnt/m/dir
 echo written-in-stock > /mnt/m/dir/hello.txt
 cat /mnt/m/dir/hello.txt
+if mount -o remount,ro /mnt/m 2>/dev/null; then
+  if touch /mnt/m/x 2>/dev/null; then echo remount-ro-ignored; else echo remount-ro-honoured; fi
+  mount -o remount,rw /mnt/m
+  touch /mnt/m/y && echo remount-rw-honoured
+else echo remount-ro-failed; fi
 umount /mnt/m
 echo "left $(losetup -a | wc -l)"`,
 			check: func(t *testing.T, b *oci.Bundle, stdout string) {
@@ -193,6 +198,19 @@ echo "left $(losetup -a | wc -l)"`,
 				hostFsck(t, img)
 				if got := debugfsCat(t, img, "/dir/hello.txt"); got != "written-in-stock\n" {
 					t.Errorf("host reads %q", got)
+				}
+				// A stock image has no mount.fuse: util-linux 2.38 remounts
+				// the FUSE mount with mount(2), as it remounts ext4 on the
+				// host. 2.41 reconfigures with fspick/fsconfig, and FUSE
+				// refuses the parameters it sets ("No changes allowed in
+				// reconfigure"): a known gap of the new mount API (README,
+				// mount -o loop), until fspick of served mounts is served.
+				switch {
+				case strings.Contains(stdout, "remount-ro-honoured\nremount-rw-honoured\n"):
+				case strings.Contains(t.Name(), "trixie") && strings.Contains(stdout, "remount-ro-failed\n"):
+					t.Log("KNOWN GAP: util-linux 2.41's new-API remount of a FUSE mount fails")
+				default:
+					t.Errorf("mount -o remount,ro and back in a stock image:\n%s", stdout)
 				}
 			},
 		},

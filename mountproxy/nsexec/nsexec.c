@@ -33,6 +33,8 @@
  *                       owned by the container answers only tasks of its
  *                       user namespace (host root gets EACCES, and the
  *                       device size 0).
+ *   remountbind TARGET FLAGS
+ *                       mount(NULL, TARGET, NULL, MS_REMOUNT|MS_BIND|FLAGS)
  *   clonemount SRC ID TARGET SET CLR
  *                       attach a private clone of the mount at SRC (its
  *                       mount id must be ID) on TARGET, with MOUNT_ATTR_*
@@ -324,6 +326,13 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		enter();
 		clonemount(argv[1], strtoull(argv[2], NULL, 10), argv[3], strtoull(argv[4], NULL, 10),
 			   strtoull(argv[5], NULL, 10));
+	}
+	if (!strcmp(op, "remountbind") && argc >= 3) {
+		enter();
+		if (mount(NULL, argv[1], NULL, MS_REMOUNT | MS_BIND | strtoul(argv[2], NULL, 10), NULL) < 0)
+			die(errno, "remount");
+		dprintf(1, "0\n");
+		_exit(0);
 	}
 	if (!strcmp(op, "umount") && argc >= 3) {
 		enter();

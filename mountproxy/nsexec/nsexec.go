@@ -183,6 +183,13 @@ func CloneMount(ns *NS, src string, srcID uint64, target string, set, clr uint64
 		strconv.FormatUint(set, 10), strconv.FormatUint(clr, 10))
 }
 
+// RemountBind sets the per-mount flags of the mount at target inside the
+// sandbox of ns: mount(NULL, target, NULL, MS_REMOUNT|MS_BIND|flags, NULL)
+// as the caller, so the kernel refuses to clear a locked flag (EPERM).
+func RemountBind(ns *NS, target string, flags uint64) error {
+	return runOp(ns, "remountbind", nil, target, strconv.FormatUint(flags, 10))
+}
+
 // Umount runs umount2(target, flags) inside the sandbox of ns.
 func Umount(ns *NS, target string, flags int) error {
 	return runOp(ns, "umount", nil, target, strconv.Itoa(flags))
