@@ -238,7 +238,7 @@ func TestUnprivRun(t *testing.T) {
 	img := userImage(t, u, dir)
 
 	bareRun := u.run(t, dir, loopvisor, "run", "--bare", "--", "sh", "-c", "cat /proc/self/uid_map; losetup -f --show disk.img")
-	if bareRun.Code == 0 || strings.Contains(bareRun.Stdout, "/dev/loop") {
+	if bareRun.Code == 0 || strings.Contains(bareRun.Stdout, "/dev/loop") || !strings.Contains(bareRun.Stderr, "losetup: ") {
 		t.Fatalf("losetup worked without loopvisor, so this test proves nothing:\n%s", bareRun)
 	}
 	if !strings.Contains(bareRun.Stdout, fmt.Sprintf("%d", u.sub)) {
@@ -363,7 +363,7 @@ func TestUnprivPodmanRootless(t *testing.T) {
 		return append(args, extra...)
 	}
 	without := u.run(t, dir, append(podman("--rootfs", rootfs), "sh", "-c", "cd /work && losetup -f --show disk.img")...)
-	if without.Code == 0 || strings.Contains(without.Stdout, "/dev/loop") {
+	if without.Code == 0 || strings.Contains(without.Stdout, "/dev/loop") || !strings.Contains(without.Stderr, "losetup: ") {
 		t.Fatalf("losetup worked in rootless podman without loopvisor, so this test proves nothing:\n%s", without)
 	}
 	r := u.run(t, dir, append(podman("--security-opt", "seccomp="+profile, "--rootfs", rootfs),
