@@ -182,7 +182,8 @@ func (u *hostUser) dir(t *testing.T) string {
 }
 
 // userAgent starts an agent with a user socket in a root-owned directory
-// every user can search.
+// every user can search. It allows kernel mounts of ext4, which users'
+// containers must never get.
 func userAgent(t *testing.T) (*agentProc, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "loopvisor-usock-")
@@ -190,7 +191,7 @@ func userAgent(t *testing.T) (*agentProc, string) {
 	cleanupDir(t, dir)
 	check(t, os.Chmod(dir, 0o755))
 	sock := filepath.Join(dir, "agent.sock")
-	return startAgent(t, stateDir(t), "--user-socket", sock), sock
+	return startAgent(t, stateDir(t), "--user-socket", sock, "--allow-kernel-mount", "ext4"), sock
 }
 
 // userImage makes an ext4 image in dir owned by u (the sandbox's root is
@@ -265,6 +266,9 @@ func TestUnprivRun(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("agent log lacks %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "mounted by the kernel") {
+		t.Errorf("a user's container got a kernel mount (the agent allows ext4 kernel mounts):\n%s", log)
 	}
 }
 
@@ -381,6 +385,9 @@ func TestUnprivPodmanRootless(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("agent log lacks %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "mounted by the kernel") {
+		t.Errorf("a user's container got a kernel mount (the agent allows ext4 kernel mounts):\n%s", log)
 	}
 }
 
