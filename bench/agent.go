@@ -89,7 +89,11 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 	defer func() { _ = logf.Close() }() // the agent writes through its own copy
 	agent := exec.Command(lv, "agent", "--socket", sock, "--state-dir", state, "--log-level", "warn")
 	agent.Stdout, agent.Stderr = logf, logf
-	if err := agent.Start(); err != nil {
+	atDeadline(func() {
+		gcState(lv, state)
+		_ = syscall.Unmount(filepath.Join(state, "dev"), syscall.MNT_DETACH)
+	})
+	if err := start(agent); err != nil {
 		return nil, err
 	}
 	agentDone := make(chan struct{})
@@ -127,7 +131,7 @@ func measureAgent(lv, dir string, c agentConfig) (*agentResults, error) {
 		return nil, err
 	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		return nil, err
 	}
 	defer func() { _ = in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }()

@@ -32,6 +32,7 @@ const imageBuildHost = `set -e
 exec 2>>host-build.err
 cleanup() { umount mnt/boot 2>/dev/null; umount mnt 2>/dev/null; [ -n "${p1:-}" ] && losetup -d $p1 2>/dev/null; [ -n "${p2:-}" ] && losetup -d $p2 2>/dev/null; rm -f disk.img; true; }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 truncate -s 256M disk.img
 printf 'label: gpt\n,64M,U\n,,L\n' | sfdisk -q disk.img
 p1=$(losetup -f --show --offset $((2048*512)) --sizelimit $((131072*512)) disk.img)
@@ -40,6 +41,9 @@ mkfs.vfat $p1 >/dev/null; mkfs.ext4 -q $p2
 mkdir -p mnt; mount $p2 mnt
 cp -a tree/. mnt; MTOOLS_SKIP_CHECK=1 mcopy -s -i $p1 tree/usr ::
 umount mnt; losetup -d $p1 $p2; rm -f disk.img; trap - EXIT`
+
+// targetImageRatio is the target for the sandbox's build against the host's.
+const targetImageRatio = 1.25
 
 type imageResults struct{ host, sandbox []time.Duration }
 
@@ -96,7 +100,8 @@ func reportImageBuild(r *imageResults) {
 	fmt.Println("partitioned image build (GPT, ESP vfat + root ext4, mkfs, mount root, copy, mcopy to ESP, umount, detach), median of", len(r.host), "rounds")
 	fmt.Printf("  host (losetup --offset per partition; kernel ext4 mount)         %8.0f ms\n", float64(h.Microseconds())/1000)
 	fmt.Printf("  sandbox (losetup -P served by loopvisor; fuse2fs mount)          %8.0f ms  (includes sandbox start)\n", float64(s.Microseconds())/1000)
-	fmt.Printf("  ratio sandbox / host: %.2f\n", float64(s)/float64(h))
+	ratio := float64(s) / float64(h)
+	fmt.Printf("  ratio sandbox / host: %.2f   target <= %.2f: %s\n", ratio, targetImageRatio, metIf(ratio <= targetImageRatio))
 }
 
 func lastLines(s string, n int) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,7 +59,8 @@ func pingPongChild(argv []string) error {
 
 // pingPong is one run of the probe under the bare ping-pong supervisor: a Go
 // supervisor on the project's notify package that answers every
-// notification at once with 0.
+// notification at once with 0, its listener served as `loopvisor run`
+// serves one (NewBlockingListener, a locked OS thread).
 type pingPong struct {
 	Stdout   string
 	SyncWake bool
@@ -86,7 +88,7 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.ExtraFiles = []*os.File{theirs}
-	err = cmd.Start()
+	err = start(cmd)
 	_ = theirs.Close() // the child has its own copy, or failed to start
 	if err != nil {
 		return nil, fmt.Errorf("start ping-pong child: %w", err)
@@ -116,7 +118,8 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	case <-time.After(timeout):
 		return fail(errors.New("ping-pong child sent no listener"))
 	}
-	l, err := notify.NewListener(lfd)
+	// As `loopvisor run` serves its sandbox (supervisor.Serve).
+	l, err := notify.NewBlockingListener(lfd)
 	if err != nil {
 		return fail(err)
 	}
@@ -128,6 +131,10 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	}
 	servec := make(chan served, 1)
 	go func() {
+		if l.Blocking() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
 		n := 0
 		for {
 			req, err := l.Next()

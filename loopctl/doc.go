@@ -83,8 +83,10 @@
 //   - Partitions (partitions.go): a device attached with LO_FLAGS_PARTSCAN
 //     gets its GPT/MBR read by loopvisor and one more instance device per
 //     partition, backed by the whole device with the partition's offset
-//     and size, shown as loopNpM; BLKRRPART and BLKPG are served. This works
-//     on kernels without partition parsers.
+//     and size, shown as loopNpM (node, sysfs loopN/loopNpM directory,
+//     /proc/partitions line; the serving device is not shown under its own
+//     name); BLKRRPART, BLKPG and HDIO_GETGEO (the partition's start) are
+//     served. This works on kernels without partition parsers.
 //   - No lock shared between containers (the registry's flock) is held
 //     across work that can block on a container: publishing nodes into its
 //     /dev (the view's publisher goroutine), reading its backing files

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -14,6 +15,36 @@ import (
 // Host is the machine's loop driver, as host root sees it.
 type Host struct {
 	ctl *os.File // /dev/loop-control
+
+	mu    sync.Mutex
+	nodes map[NodeID]bool // loop-control nodes of the supervisor's own (AddControlNode)
+}
+
+// NodeID is an inode: the device of its file system and its number.
+type NodeID struct{ Dev, Ino uint64 }
+
+// NodeIDOf returns st's inode.
+func NodeIDOf(st *unix.Stat_t) NodeID { return NodeID{Dev: st.Dev, Ino: st.Ino} }
+
+// AddControlNode makes an inode the supervisor made (an agent's
+// /dev/loop-control for containers it has not taken over yet) a
+// loop-control node for every instance of h.
+func (h *Host) AddControlNode(id NodeID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.nodes == nil {
+		h.nodes = map[NodeID]bool{}
+	}
+	h.nodes[id] = true
+}
+
+func (h *Host) isControlNode(st *unix.Stat_t) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nodes[NodeIDOf(st)]
 }
 
 // OpenHost opens /dev/loop-control. It fails with a message that says what to
@@ -94,7 +125,8 @@ func Index(rdev uint64) int {
 	return n
 }
 
-// IsLoopControl reports whether st describes /dev/loop-control.
+// IsLoopControl reports whether st describes the kernel's
+// /dev/loop-control (a container's own is not: see Instance.isControl).
 func IsLoopControl(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR &&
 		unix.Major(st.Rdev) == linux.MiscMajor && unix.Minor(st.Rdev) == linux.LoopCtlMinor

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,12 +39,8 @@ type Config struct {
 	// count against; 0 means HostUID. The agent charges a user's
 	// containers to that user, whichever of its ids their root maps to.
 	ChargeUID int
-	// DecoyControl gives the sandbox a /dev/loop-control that opens
-	// /dev/null (see view.DecoyControl): for containers whose owner can
-	// reach their /dev from outside the filter.
-	DecoyControl bool
-	Limits       Limits
-	Log          *logrus.Entry
+	Limits    Limits
+	Log       *logrus.Entry
 }
 
 // Instance is one container's private set of loop devices.
@@ -53,8 +51,6 @@ type Instance struct {
 	containerSt  uint64
 	HostUID      int
 	chargeUID    int
-	ctlDev       uint64 // identity of the decoy loop-control node, if any
-	ctlIno       uint64
 	limits       Limits
 	host         *Host
 	reg          *registry.Registry
@@ -70,9 +66,12 @@ type Instance struct {
 	// nodes, so no kept reference can ever reach the index's next device.
 	// GET_FREE and ADD hand them out again first; limits count them.
 	hidden map[int]bool
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// Indices whose backing file is on FUSE: their size-computing
+	// commands run as the caller (asCaller).
+	fuseBacked map[int]bool
+	closed     bool
+	stop       chan struct{}
+	done       chan struct{}
 
 	// UserNS is the inode of the sandbox's user namespace; callers in it
 	// with CAP_SYS_ADMIN pass the loop driver's CAP_SYS_ADMIN checks.
@@ -99,14 +98,8 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
-		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{},
+		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
-	}
-	if c.DecoyControl {
-		if in.ctlDev, in.ctlIno, err = v.DecoyControl(); err != nil {
-			_ = v.Close()
-			return nil, err
-		}
 	}
 	if c.ContainerPid > 0 {
 		if in.containerSt, err = registry.ProcStartTime(c.ContainerPid); err != nil {
@@ -118,9 +111,123 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 		_ = v.Close()
 		return nil, err
 	}
+	// A supervisor killed with SIGKILL revokes nothing itself: the next
+	// gc reaches the view here (see gc, view.RevokePersisted). After the
+	// journal: a view whose journal is gone is an orphan gc may revoke.
+	if err := persistView(reg, v, c.ID); err != nil {
+		_ = v.Close()
+		ReleaseViews(reg)
+		if unlock, lerr := reg.Lock(); lerr == nil {
+			_ = reg.Delete(c.ID)
+			unlock()
+		}
+		return nil, fmt.Errorf("persist the view: %w", err)
+	}
 	subscribe(in)
 	go in.watch()
 	return in, nil
+}
+
+// ViewDir is where instance id's view is attached while its supervisor
+// lives (a directory only root can reach, in the state directory).
+func ViewDir(reg *registry.Registry, id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || strings.HasPrefix(id, ".") {
+		return "", fmt.Errorf("instance id %q cannot name a directory", id)
+	}
+	dir := filepath.Join(reg.Dir, "views")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, id), nil
+}
+
+// persistView attaches v at ViewDir(reg, id) (view.Persist), under the
+// registry lock, on STATE/views made a private tmpfs of its own first, so
+// the views attached there do not propagate into other mount namespaces
+// (a shared /run would copy each into every peer). The lock keeps two
+// supervisors from stacking two tmpfs there, and ReleaseViews from
+// detaching it under a view being attached.
+func persistView(reg *registry.Registry, v *view.View, id string) error {
+	dir, err := ViewDir(reg, id)
+	if err != nil {
+		return err
+	}
+	unlock, err := reg.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	views := filepath.Dir(dir)
+	if !isMountpoint(views, reg.Dir) {
+		if err := unix.Mount("loopvisor-views", views, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
+			return fmt.Errorf("mount tmpfs on %s: %w", views, err)
+		}
+		if err := unix.Mount("", views, "", unix.MS_PRIVATE, ""); err != nil {
+			_ = unix.Unmount(views, unix.MNT_DETACH)
+			return fmt.Errorf("make %s private: %w", views, err)
+		}
+	}
+	return v.Persist(dir)
+}
+
+// RevokeOrphanViews revokes and detaches the views in STATE/views that
+// no journal names (a supervisor killed after it deleted its journal and
+// before it detached its view), under the registry lock, where views are
+// attached only after their journal is written.
+func RevokeOrphanViews(reg *registry.Registry) (revoked int, err error) {
+	views := filepath.Join(reg.Dir, "views")
+	unlock, err := reg.Lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	ents, err := os.ReadDir(views)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	js, _ := reg.Journals()
+	named := map[string]bool{}
+	for _, j := range js {
+		named[j.ID] = true
+	}
+	for _, e := range ents {
+		if named[e.Name()] {
+			continue
+		}
+		n, rerr := view.RevokePersisted(filepath.Join(views, e.Name()))
+		revoked += n
+		if rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return revoked, err
+}
+
+// ReleaseViews detaches STATE/views once no view is attached there.
+func ReleaseViews(reg *registry.Registry) {
+	views := filepath.Join(reg.Dir, "views")
+	unlock, err := reg.Lock()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if !isMountpoint(views, reg.Dir) {
+		return
+	}
+	if ents, err := os.ReadDir(views); err == nil && len(ents) == 0 {
+		_ = unix.Unmount(views, unix.MNT_DETACH)
+	}
+}
+
+func isMountpoint(dir, parent string) bool {
+	var st, pst unix.Stat_t
+	return unix.Stat(dir, &st) == nil && unix.Stat(parent, &pst) == nil && st.Dev != pst.Dev
 }
 
 func (in *Instance) writeJournal(lock bool) error {
@@ -226,18 +333,25 @@ func (in *Instance) watch() {
 		case <-t.C:
 		}
 		in.mu.Lock()
+		claimed := false
 		for idx, f := range in.devs {
 			if f == nil {
 				in.claim(idx)
+				claimed = claimed || in.devs[idx] != nil
 			}
 		}
 		in.mu.Unlock()
+		if claimed {
+			// Detached at its last close (autoclear): no size any more.
+			in.View.RefreshPartitions()
+		}
 	}
 }
 
 // allocate creates a new device for the instance (idx < 0: any free
-// index). Preconditions: in.mu held.
-func (in *Instance) allocate(idx int) (int, error) {
+// index), shown as /dev/loopN unless it is to serve a partition (show
+// false). Preconditions: in.mu held.
+func (in *Instance) allocate(idx int, show bool) (int, error) {
 	if len(in.devs) >= in.limits.MaxLoop {
 		in.log.WithFields(logrus.Fields{"limit": in.limits.MaxLoop}).Warn("loop device limit of the instance reached: ENOSPC")
 		return -1, unix.ENOSPC
@@ -263,8 +377,10 @@ func (in *Instance) allocate(idx int) (int, error) {
 		return -1, unix.EIO
 	}
 	in.claim(got)
-	if err := in.View.AddLoop(got); err != nil {
-		in.log.WithError(err).Error("cannot add device node")
+	if show {
+		if err := in.View.AddLoop(got); err != nil {
+			in.log.WithError(err).Error("cannot add device node")
+		}
 	}
 	in.log.WithField("loop", got).Info("device added to instance")
 	return got, nil
@@ -309,19 +425,23 @@ func (in *Instance) getFree() (int, error) {
 		}
 	}
 	if best >= 0 {
-		in.unhide(best)
+		in.unhide(best, true)
 		return best, nil
 	}
-	return in.allocate(-1)
+	return in.allocate(-1, true)
 }
 
-// unhide shows a device the instance kept hidden again, with fresh nodes.
-// Preconditions: in.mu held.
-func (in *Instance) unhide(idx int) {
+// unhide shows a device the instance kept hidden again, with fresh nodes
+// (none if it is to serve a partition: show false). Preconditions: in.mu
+// held.
+func (in *Instance) unhide(idx int, show bool) {
 	if !in.hidden[idx] {
 		return
 	}
 	delete(in.hidden, idx)
+	if !show {
+		return
+	}
 	if err := in.View.AddLoop(idx); err != nil {
 		in.log.WithError(err).Error("cannot add device node")
 	}
@@ -343,20 +463,21 @@ func (in *Instance) add(idx int32) (int, error) {
 	defer in.mu.Unlock()
 	if idx >= 0 {
 		if in.hidden[int(idx)] {
-			in.unhide(int(idx))
+			in.unhide(int(idx), true)
 			return int(idx), nil
 		}
 		if _, ok := in.devs[int(idx)]; ok || Exists(int(idx)) {
 			return -1, unix.EEXIST
 		}
-		return in.allocate(int(idx))
+		return in.allocate(int(idx), true)
 	}
-	return in.take()
+	return in.take(true)
 }
 
 // take hands out the lowest hidden device of the instance that is ready
-// (claimed, so unbound), or allocates a new one. Preconditions: in.mu held.
-func (in *Instance) take() (int, error) {
+// (claimed, so unbound), or allocates a new one; show as in allocate.
+// Preconditions: in.mu held.
+func (in *Instance) take(show bool) (int, error) {
 	best := -1
 	for h := range in.hidden {
 		if in.devs[h] != nil && in.binding[h] == 0 && (best < 0 || h < best) {
@@ -364,10 +485,10 @@ func (in *Instance) take() (int, error) {
 		}
 	}
 	if best >= 0 {
-		in.unhide(best)
+		in.unhide(best, show)
 		return best, nil
 	}
-	return in.allocate(-1)
+	return in.allocate(-1, show)
 }
 
 // Remove serves LOOP_CTL_REMOVE. Indices the instance does not own look
@@ -530,17 +651,38 @@ func (in *Instance) Close(timeout time.Duration) error {
 	var left []int
 	for {
 		left = left[:0]
+		// Devices are released a few at a time: LOOP_CTL_REMOVE waits
+		// tens of milliseconds in the kernel (del_gendisk) and mostly not
+		// on a global lock, so an instance with partitions (three devices
+		// and more) ends in the time of one. Every release blocks an OS
+		// thread: releaseParallel bounds what one instance takes (the
+		// agent releases a few instances at once).
+		idxs := make([]int, 0, len(in.devs))
 		for idx := range in.devs {
 			in.unclaim(idx)
-			switch err := ReleaseDevice(in.host, in.reg, idx); err {
-			case nil:
-				delete(in.devs, idx)
-				in.reg.DropNode(idx)
-				in.View.RemoveLoop(idx)
-				in.log.WithField("loop", idx).Info("device released")
-			default:
+			idxs = append(idxs, idx)
+		}
+		errs := make([]error, len(idxs))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, releaseParallel)
+		for i, idx := range idxs {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				errs[i] = ReleaseDevice(in.host, in.reg, idx)
+			}()
+		}
+		wg.Wait()
+		for i, idx := range idxs {
+			if errs[i] != nil {
 				left = append(left, idx)
+				continue
 			}
+			delete(in.devs, idx)
+			in.reg.DropNode(idx)
+			in.View.RemoveLoop(idx)
+			in.log.WithField("loop", idx).Info("device released")
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
 			break
@@ -561,12 +703,16 @@ func (in *Instance) Close(timeout time.Duration) error {
 		Tombstone(in.reg, idx)
 	}
 	_ = in.View.Close()
+	ReleaseViews(in.reg)
 	if len(left) > 0 {
 		in.log.WithField("loops", left).Warn("devices still in use outside the instance; left for loopvisor gc")
 		return fmt.Errorf("%d loop devices still in use; run loopvisor gc later", len(left))
 	}
 	return err
 }
+
+// releaseParallel is how many devices of one instance are released at once.
+const releaseParallel = 4
 
 // ErrInUse means a device is mounted or claimed outside the instance.
 var ErrInUse = errors.New("loop device in use outside the instance")

@@ -26,7 +26,7 @@ func TestGetFreeStale(t *testing.T) {
 	in := &Instance{devs: map[int]*os.File{}, binding: map[int]int{}, log: logrus.NewEntry(logrus.New())}
 	log := func() *logrus.Entry { return in.log }
 	for _, cmd := range []uint32{cmdCtlGetFree, cmdCtlAdd, cmdCtlRemove} {
-		if r := in.control(staleCaller{}, log, notify.FD{N: -1}, cmd, 0); r != notify.Fail(ErrStale) {
+		if r := in.control(staleCaller{}, log, cmd, 0); r != notify.Fail(ErrStale) {
 			t.Errorf("%s on a stale call: %+v, want %v", CmdName(cmd), r, ErrStale)
 		}
 	}

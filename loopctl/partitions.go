@@ -12,6 +12,7 @@ import (
 
 	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/loopctl/parttable"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 	"github.com/loopvisor/loopvisor/notify"
 
 	"github.com/sirupsen/logrus"
@@ -43,8 +44,9 @@ type partDev struct {
 
 // Block ioctls the instance serves on its own devices.
 const (
-	blkRRPart = linux.BlkRRPart
-	blkPG     = linux.BlkPG
+	blkRRPart  = linux.BlkRRPart
+	blkPG      = linux.BlkPG
+	hdioGetGeo = linux.HdioGetGeo
 
 	blkpgAddPartition    = 1
 	blkpgDelPartition    = 2
@@ -55,7 +57,7 @@ const (
 )
 
 // partName is the node name of partition num of loop device idx.
-func partName(idx, num int) string { return "loop" + strconv.Itoa(idx) + "p" + strconv.Itoa(num) }
+func partName(idx, num int) string { return view.PartName(idx, num) }
 
 func sysInt(idx int, attr string) int64 {
 	b, err := os.ReadFile(loopSysDir(idx) + "/" + attr)
@@ -64,6 +66,21 @@ func sysInt(idx int, attr string) int64 {
 	}
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	return n
+}
+
+// DevName is the name of loop device idx in the sandbox's /dev: loopN, or
+// loopNpM if it serves partition M of loopN.
+func (in *Instance) DevName(idx int) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for parent, pds := range in.parts {
+		for _, pd := range pds {
+			if pd.idx == idx {
+				return partName(parent, pd.num)
+			}
+		}
+	}
+	return "loop" + strconv.Itoa(idx)
 }
 
 // partscan reports whether loop device idx was attached with
@@ -80,14 +97,27 @@ const ScanTimeout = 2 * time.Second
 // Rescan reads the partition table of the instance's device idx and makes
 // its partition devices match it. Preconditions: in.mu not held (the read
 // happens without it; only the update takes it).
+//
+// It returns once the partition nodes are in the container's /dev (an
+// agent's container: published by the view, waited for without any lock,
+// at most PublishWait each), as the kernel's nodes exist when
+// LOOP_CONFIGURE or BLKRRPART returns: losetup -P callers use them at once.
 func (in *Instance) Rescan(idx int) error {
 	parts, err := in.readTable(idx)
 	if err != nil {
 		return err
 	}
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.setPartitions(idx, parts)
+	err = in.setPartitions(idx, parts)
+	var names []string
+	for _, pd := range in.parts[idx] {
+		names = append(names, partName(idx, pd.num))
+	}
+	in.mu.Unlock()
+	for _, n := range names {
+		in.View.WaitPublished(n, PublishWait)
+	}
+	return err
 }
 
 // readTable reads idx's partition table within ScanTimeout.
@@ -169,7 +199,7 @@ func (in *Instance) setPartitions(idx int, parts []parttable.Partition) error {
 // addPartition attaches a loop device of the instance for partition p of
 // idx. Preconditions: in.mu held.
 func (in *Instance) addPartition(idx int, p parttable.Partition) error {
-	child, err := in.take()
+	child, err := in.take(false)
 	if err != nil {
 		in.log.WithError(err).WithField("partition", partName(idx, p.Number)).Warn("no loop device for a partition")
 		return err
@@ -207,8 +237,8 @@ func (in *Instance) addPartition(idx int, p parttable.Partition) error {
 	}
 	pd := partDev{num: p.Number, idx: child, start: p.Start, size: p.Size}
 	in.parts[idx] = append(in.parts[idx], pd)
-	if err := in.View.AddNode(partName(idx, p.Number), child); err != nil {
-		in.log.WithError(err).Warn("cannot add partition node")
+	if err := in.View.AddPartition(idx, view.Part{Num: p.Number, Dev: child, Start: p.Start / 512}); err != nil {
+		in.log.WithError(err).Warn("cannot add partition node or sysfs entries")
 	}
 	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, p.Number), "served_by": "loop" + strconv.Itoa(child),
 		"offset": p.Start, "size": p.Size}).Info("partition attached")
@@ -239,18 +269,28 @@ func (in *Instance) dropPartition(idx int, pd partDev) error {
 		in.regrant(pd.idx)
 		return err
 	}
-	in.View.RemoveNode(partName(idx, pd.num), pd.idx)
+	in.View.RemovePartition(idx, view.Part{Num: pd.num, Dev: pd.idx, Start: pd.start / 512})
 	in.hide(pd.idx)
 	in.log.WithFields(logrus.Fields{"loop": idx, "partition": partName(idx, pd.num)}).Info("partition detached")
 	return nil
 }
 
 // DropPartitions releases every partition device of idx (before idx is
-// detached). Preconditions: none.
+// detached). It returns once their nodes are gone from the container's
+// /dev (waited for without any lock, at most PublishWait each), as the
+// kernel's are when LOOP_CLR_FD returns. Preconditions: in.mu not held.
 func (in *Instance) DropPartitions(idx int) error {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.setPartitions(idx, nil)
+	var names []string
+	for _, pd := range in.parts[idx] {
+		names = append(names, partName(idx, pd.num))
+	}
+	err := in.setPartitions(idx, nil)
+	in.mu.Unlock()
+	for _, n := range names {
+		in.View.WaitPublished(n, PublishWait)
+	}
+	return err
 }
 
 // blkpgPartition mirrors struct blkpg_partition (include/uapi/linux/blkpg.h).
@@ -338,6 +378,48 @@ func (in *Instance) removePartEntry(idx, pno int) {
 		}
 	}
 	in.parts[idx] = keep
+}
+
+// getgeo serves HDIO_GETGEO on device idx. A loop device has no geometry
+// (the driver has no getgeo: ENOTTY; a NULL argument EINVAL, checked
+// first), and neither have the partitions a kernel makes of one. But
+// tools that cannot read a partition's start sector in sysfs fall back to
+// this ioctl (grub-install, when libudev refuses sysfs entries that are
+// not on sysfs, as the view's are), so a partition the instance serves
+// answers as a partition of a disk driver with made-up geometry does
+// (virtio_blk, sd): 64 heads, 32 sectors, the disk's capacity/2048
+// cylinders (truncated to 16 bits), and its first sector as start.
+func (in *Instance) getgeo(c Caller, idx int, arg uint64) notify.Reply {
+	if arg == 0 {
+		return notify.Errno(unix.EINVAL)
+	}
+	parent, start, ok := in.partitionOf(idx)
+	if !ok {
+		return notify.Errno(unix.ENOTTY)
+	}
+	geo := make([]byte, linux.SizeofHdGeometry)
+	geo[0], geo[1] = 64, 32
+	binary.LittleEndian.PutUint16(geo[2:], uint16(max(sysInt(parent, "size"), 0)>>11))
+	binary.LittleEndian.PutUint64(geo[8:], uint64(start/512))
+	if err := c.Write(arg, geo); err != nil {
+		return fail(err)
+	}
+	return notify.Reply{}
+}
+
+// partitionOf returns the device and first byte of the partition that
+// device idx serves, if it serves one.
+func (in *Instance) partitionOf(idx int) (parent int, start int64, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for p, pds := range in.parts {
+		for _, pd := range pds {
+			if pd.idx == idx {
+				return p, pd.start, true
+			}
+		}
+	}
+	return -1, 0, false
 }
 
 // rrpart serves BLKRRPART on device idx.

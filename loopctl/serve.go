@@ -1,6 +1,7 @@
 package loopctl
 
 import (
+	"errors"
 	"os"
 	"strconv"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -105,16 +107,20 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	// hot path of every trapped call.
 	log := func() *logrus.Entry { return in.log.WithField("syscall", CmdName(cmd)) }
 	switch {
-	case IsLoopControl(&st) || in.isDecoyControl(&st):
-		return in.control(c, log, f, cmd, arg)
+	case in.isControl(&st):
+		return in.control(c, log, cmd, arg)
 	case IsLoopDevice(&st):
 		idx := Index(st.Rdev)
 		if !in.Owns(idx) {
 			log().WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
 			return notify.Errno(unix.EPERM)
 		}
-		return in.device(c, log, f, idx, cmd, arg)
-	case cmd == blkRRPart || cmd == blkPG:
+		r := in.device(c, log, f, idx, cmd, arg)
+		if cmd != cmdGetStatus64 && cmd != cmdGetStatus && cmd != hdioGetGeo {
+			in.View.RefreshPartitions() // a size may have changed
+		}
+		return r
+	case cmd == blkRRPart || cmd == blkPG || cmd == hdioGetGeo:
 		return notify.Continue // another block device: the kernel's business
 	case cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree:
 		// Never CONTINUE a loop-control command: the caller could swap a
@@ -126,13 +132,7 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 	}
 }
 
-// isDecoyControl reports whether st is the instance's decoy loop-control
-// node (Config.DecoyControl).
-func (in *Instance) isDecoyControl(st *unix.Stat_t) bool {
-	return in.ctlIno != 0 && st.Ino == in.ctlIno && st.Dev == in.ctlDev && st.Mode&unix.S_IFMT == unix.S_IFCHR
-}
-
-func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd uint32, arg uint64) notify.Reply {
+func (in *Instance) control(c Caller, log func() *logrus.Entry, cmd uint32, arg uint64) notify.Reply {
 	switch cmd {
 	case cmdCtlGetFree:
 		// GET_FREE may create a device: not for a call that is gone.
@@ -161,9 +161,18 @@ func (in *Instance) control(c Caller, log func() *logrus.Entry, f notify.FD, cmd
 		return value(0, err)
 	default:
 		// Other loop commands on loop-control: the misc driver refuses
-		// them; running them on our copy returns its errno.
-		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
+		// them (loop_control_ioctl). The container's node is not the
+		// misc device, so its answer is given here.
+		return notify.Errno(unix.ENOSYS)
 	}
+}
+
+// isControl reports whether st is a loop-control node for the instance:
+// its own /dev/loop-control (a /dev/null node the view made), the
+// supervisor's (an agent's, before it takes the container over) or the
+// kernel's (a node of the host's, if a runtime bound one in).
+func (in *Instance) isControl(st *unix.Stat_t) bool {
+	return IsLoopControl(st) || in.View.IsControl(st) || in.host.isControlNode(st)
 }
 
 // writable reports whether f was opened for writing (the loop driver's
@@ -210,6 +219,10 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 			in.BeginBind(idx)
 			defer in.EndBind(idx)
 		}
+		if r, done := in.asCaller(c, idx, f, &backing, cmd, backingArg, nil, log); done {
+			logBind(log, r, backing)
+			return r
+		}
 		r := value(Ioctl(f.Fd(), cmd, backing.Fd()))
 		logBind(log, r, backing)
 		return r
@@ -234,7 +247,10 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 			return fail(ErrStale)
 		}
 		in.BeginBind(idx)
-		r := value(IoctlBuf(f.Fd(), cmd, buf))
+		r, done := in.asCaller(c, idx, f, &backing, cmd, 0, buf, log)
+		if !done {
+			r = value(IoctlBuf(f.Fd(), cmd, buf))
+		}
 		in.EndBind(idx)
 		logBind(log, r, backing)
 		if r.Errno == 0 && cfg.Info.Flags&loFlagsPartscan != 0 {
@@ -243,6 +259,8 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		return r
 	case blkRRPart:
 		return in.rrpart(c, idx)
+	case hdioGetGeo:
+		return in.getgeo(c, idx, arg)
 	case blkPG:
 		ok, err := c.Privileged()
 		if err != nil {
@@ -278,7 +296,10 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if err := c.Read(arg, buf); err != nil {
 			return fail(err)
 		}
-		r := value(IoctlBuf(f.Fd(), cmd, buf))
+		r, done := in.asCaller(c, idx, f, nil, cmd, 0, buf, log)
+		if !done {
+			r = value(IoctlBuf(f.Fd(), cmd, buf))
+		}
 		if r.Errno == 0 && cmd == cmdSetStatus64 {
 			if info, err := linux.DecodeLoopInfo64(buf); err == nil && info.Flags&loFlagsPartscan != 0 {
 				in.scanLater(idx)
@@ -313,11 +334,123 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		// at the state; the supervisor's own claim must not answer EBUSY.
 		in.BeginBind(idx)
 		defer in.EndBind(idx)
+		if cmd == cmdSetCapacity {
+			if r, done := in.asCaller(c, idx, f, nil, cmd, arg, nil, log); done {
+				return r
+			}
+		}
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	default:
 		// LOOP_CTL_* on a loop device: lo_ioctl refuses them.
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	}
+}
+
+// backingArg is the fd number a backing file has in an asCaller process.
+const backingArg = 7
+
+// nsCaller is a Caller the supervisor can act as: its pid and pidfd.
+type nsCaller interface {
+	Pid() int
+	PidFD() int
+}
+
+// asCaller runs a size-computing loop command (LOOP_SET_FD, LOOP_CHANGE_FD,
+// LOOP_CONFIGURE, LOOP_SET_STATUS(64), LOOP_SET_CAPACITY) as the caller, in
+// its user namespace with its ids, when the backing file is on FUSE: the
+// loop driver takes the size from the file's getattr as the calling task,
+// and a FUSE file system the container serves answers host root EACCES
+// (fuse_allow_current_process), which the driver turns into a device of
+// size 0. backing is the new backing file, or nil for the bound one.
+// done is false when the command is the supervisor's to run (not on
+// FUSE, or the caller cannot be acted as). LOOP_SET_STATUS and
+// LOOP_SET_CAPACITY on a read-only fd (allowed by adminCheck) need
+// CAP_SYS_ADMIN in the host's user namespace: the op gets a writable fd
+// of the same device then.
+func (in *Instance) asCaller(c Caller, idx int, f notify.FD, backing *notify.FD, cmd uint32, arg uint64, buf []byte, log func() *logrus.Entry) (notify.Reply, bool) {
+	nc, ok := c.(nsCaller)
+	if !ok {
+		return notify.Reply{}, false
+	}
+	if backing != nil {
+		fuse := onFUSE(int(backing.Fd()))
+		in.mu.Lock()
+		in.fuseBacked[idx] = fuse
+		in.mu.Unlock()
+		if !fuse {
+			return notify.Reply{}, false
+		}
+		if cmd == cmdConfigure {
+			if err := linux.SetConfigFD(buf, backingArg); err != nil {
+				return fail(err), true
+			}
+		}
+	} else {
+		in.mu.Lock()
+		fuse := in.fuseBacked[idx]
+		in.mu.Unlock()
+		if !fuse {
+			return notify.Reply{}, false
+		}
+	}
+	var lf *os.File
+	var err error
+	if backing == nil && f.Flags&unix.O_ACCMODE == unix.O_RDONLY {
+		// LOOP_SET_STATUS and LOOP_SET_CAPACITY on a read-only fd need
+		// CAP_SYS_ADMIN in the host's user namespace, which the caller
+		// has in loopvisor's terms (adminCheck) but not in the kernel's:
+		// the op gets a writable fd of the same device instead.
+		var path string
+		if path, err = in.NodePath(idx); err == nil {
+			lf, err = os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+		}
+	} else {
+		lf, err = dupFile(f, "loop")
+	}
+	if err != nil {
+		return fail(err), true
+	}
+	defer func() { _ = lf.Close() }()
+	var bf *os.File
+	if backing != nil {
+		if bf, err = dupFile(*backing, "backing"); err != nil {
+			return fail(err), true
+		}
+		defer func() { _ = bf.Close() }()
+	}
+	err = nsexec.LoopIoctl(nc.Pid(), nc.PidFD(), lf, bf, cmd, arg, buf)
+	if err == nil {
+		return notify.Reply{}, true
+	}
+	var ne *nsexec.Error
+	if errors.As(err, &ne) && ne.Step != "ioctl" {
+		log().WithError(err).Warn("cannot act as the caller on its FUSE-backed file")
+	}
+	if errors.Is(err, unix.ETIMEDOUT) && (cmd == cmdSetFD || cmd == cmdConfigure) {
+		// The container's FUSE server did not answer the size query in
+		// time. The killed op may still have bound the device (the
+		// request was answered late): the caller hears ETIMEDOUT, so the
+		// device must be unbound as well.
+		_, _ = Ioctl(f.Fd(), cmdClrFD, 0)
+	}
+	if !c.Valid() {
+		return fail(ErrStale), true
+	}
+	return fail(err), true
+}
+
+func dupFile(f notify.FD, name string) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// onFUSE reports whether fd is a file on a FUSE file system.
+func onFUSE(fd int) bool {
+	var st unix.Statfs_t
+	return unix.Fstatfs(fd, &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC
 }
 
 func logBind(log func() *logrus.Entry, r notify.Reply, backing notify.FD) {

@@ -116,6 +116,9 @@ func (in *Instance) kick(idx int) {
 			f = in.devs[idx]
 		}
 		in.mu.Unlock()
+		if owned && f != nil {
+			in.View.RefreshPartitions() // unbound: no size any more
+		}
 		if !owned || f != nil || Bound(idx) {
 			return
 		}

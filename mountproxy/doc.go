@@ -1,6 +1,7 @@
 // Package mountproxy makes `mount -o loop` work inside unprivileged
-// sandboxes: it serves the trapped mount(2), umount2(2) and fsopen(2) calls
-// whose source is one of the instance's own loop devices.
+// sandboxes: it serves the trapped mount(2), umount2(2), fsopen(2),
+// fsconfig(2) and fsmount(2) calls whose source is one of the instance's
+// own loop devices.
 //
 // Design:
 //
@@ -70,8 +71,17 @@
 //     launcher's status pipe. umount2 of a FUSE mount is served and
 //     answered only after the helper has exited, so every byte written is
 //     in the image.
-//   - fsopen(2) of a served type answers ENOSYS, so util-linux >= 2.39 falls
-//     back to mount(2) as libmount does on kernels without the new API.
+//   - The new mount API (newapi.go): fsopen(2) of a FUSE-served type hands
+//     the caller a real context of that type (SECCOMP_IOCTL_NOTIF_ADDFD),
+//     recognised later by the open file (kcmp), not by number; fsconfig(2)
+//     parameters are parsed by the kernel on the supervisor's copy;
+//     FSCONFIG_CMD_CREATE starts the helper as mount(2) does but stops at
+//     the created FUSE context, which replaces the caller's descriptor, so
+//     fsmount, move_mount and the detached mount's lifetime are the
+//     kernel's. Types under --allow-kernel-mount, types the host kernel
+//     lacks and filters that do not trap fsconfig and fsmount
+//     (Policy.NewAPI) get ENOSYS from fsopen, and libmount falls back to
+//     mount(2).
 //
 // When not to use this package: for mounts that do not involve an
 // instance's loop device; they are none of loopvisor's business.

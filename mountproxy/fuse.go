@@ -69,15 +69,21 @@ var dlopened = []string{"libgcc_s.so.1"}
 // loopvisor (fusermount in the jail), the shared libraries ldd names for
 // them and the dlopened ones, each under the path it is asked for by and
 // the path it resolves to. Nothing else of the host is in the jail.
-func jailFiles(helper string) ([]string, error) {
+//
+// Lists are cached in the process and in cacheDir (see jailcache.go).
+func jailFiles(helper, cacheDir string) ([]string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	key := helper + "\x00" + exe
+	key := jailCacheKey(helper, exe)
 	jailFilesMu.Lock()
 	defer jailFilesMu.Unlock()
 	if fs, ok := jailFilesCache[key]; ok {
+		return fs, nil
+	}
+	if fs, ok := loadJailCache(cacheDir, helper, exe); ok {
+		jailFilesCache[key] = fs
 		return fs, nil
 	}
 	seen := map[string]bool{}
@@ -110,6 +116,7 @@ func jailFiles(helper string) ([]string, error) {
 		}
 	}
 	jailFilesCache[key] = out
+	storeJailCache(cacheDir, helper, exe, out)
 	return out, nil
 }
 
@@ -151,7 +158,10 @@ func lddPaths(bin string) ([]string, error) {
 }
 
 // hostRootIDs returns the host uid and gid that root of pid's user
-// namespace maps to.
+// namespace maps to. It fails if root is not an unprivileged host id, or
+// if the namespace maps host uid or gid 0 anywhere: the helper's programs
+// are owned by host root, and a namespace that maps host root would own
+// the helper's memory again (execonly.go).
 func hostRootIDs(pid int) (int, int, error) {
 	var ids [2]int
 	for i, f := range []string{"uid_map", "gid_map"} {
@@ -162,8 +172,20 @@ func hostRootIDs(pid int) (int, int, error) {
 		ids[i] = -1
 		for _, line := range strings.Split(string(b), "\n") {
 			fs := strings.Fields(line)
-			if len(fs) == 3 && fs[0] == "0" {
-				ids[i], _ = strconv.Atoi(fs[1])
+			if len(fs) != 3 {
+				continue
+			}
+			inside, err1 := strconv.ParseUint(fs[0], 10, 32)
+			host, err2 := strconv.ParseUint(fs[1], 10, 32)
+			n, err3 := strconv.ParseUint(fs[2], 10, 32)
+			if err1 != nil || err2 != nil || err3 != nil {
+				return 0, 0, fmt.Errorf("unreadable %s line %q", f, line)
+			}
+			if host == 0 && n > 0 {
+				return 0, 0, fmt.Errorf("the caller's user namespace maps host id 0 (%s)", f)
+			}
+			if inside == 0 && n > 0 {
+				ids[i] = int(host)
 			}
 		}
 		if ids[i] <= 0 {
@@ -331,13 +353,21 @@ func filledPipe(data []byte) (*os.File, error) {
 	return r, nil
 }
 
-// fuseAttrs maps mount(2) flags to fsmount's MOUNT_ATTR_* bits; nosuid and
-// nodev always.
+// fuseAttrs maps mount(2) flags to fsmount's MOUNT_ATTR_* bits.
+//
+// nosuid and nodev only when asked for, as on the host: the superblock
+// belongs to the container's user namespace, so device nodes in the image
+// never open (SB_I_NODEV) and set-id bits count only inside that user
+// namespace, whatever the mount's flags; and the container could clear
+// them with a bind remount anyway (the mount is not locked: it is made in
+// the container's own mount namespace).
 func fuseAttrs(flags uint64) uint64 {
-	a := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	var a uint64
 	for _, m := range []struct{ ms, attr uint64 }{
+		{unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID}, {unix.MS_NODEV, unix.MOUNT_ATTR_NODEV},
 		{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY}, {unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC},
 		{unix.MS_NOATIME, unix.MOUNT_ATTR_NOATIME}, {unix.MS_NODIRATIME, unix.MOUNT_ATTR_NODIRATIME},
+		{unix.MS_NOSYMFOLLOW, unix.MOUNT_ATTR_NOSYMFOLLOW},
 		{unix.MS_STRICTATIME, unix.MOUNT_ATTR_STRICTATIME},
 	} {
 		if flags&m.ms != 0 {
@@ -347,11 +377,35 @@ func fuseAttrs(flags uint64) uint64 {
 	return a
 }
 
+var dumpableOnce sync.Once
+
+// warnDumpable says once that fs.suid_dumpable=1 leaves helpers traceable:
+// the kernel then lets a process that runs a program it cannot read stay
+// dumpable, and the container's root could ptrace its helper again.
+func warnDumpable(log *logrus.Entry) {
+	dumpableOnce.Do(func() {
+		if b, err := os.ReadFile("/proc/sys/fs/suid_dumpable"); err == nil && strings.TrimSpace(string(b)) == "1" {
+			log.Warn("fs.suid_dumpable is 1: FUSE helpers stay traceable by their container's root; set it to 0 or 2")
+		}
+	})
+}
+
 // fuseMount serves a mount through a FUSE helper in a jail (fusejail.c):
 // the host's helper binary, the container's namespaces and cgroups, its
 // root's ids, no capabilities, the helper seccomp filter, and a mount
 // made by loopvisor from the container's user namespace.
 func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
+	if !p.reserveHelper() {
+		log.WithField("max_fuse", p.maxHelpers()).Warn("too many FUSE helpers in the instance: ENOSPC")
+		return notify.Errno(unix.ENOSPC)
+	}
+	// The slot is the helper's until it exits (track), or freed here.
+	reserved := true
+	defer func() {
+		if reserved {
+			p.releaseHelper()
+		}
+	}()
 	helper := p.pol.Fuse[a.fstype]
 	path, err := jailHelper(helper)
 	if err != nil {
@@ -363,13 +417,34 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Warn("option not supported by the FUSE helper: EINVAL")
 		return notify.Errno(unix.EINVAL)
 	}
+	// The kernel's get_tree_bdev: a device that already has a superblock
+	// of this type gets another mount of it; otherwise the device is
+	// opened (EACCES for a read-only device without MS_RDONLY) and the
+	// superblock read and checked.
+	if r, ok := p.secondMount(c, idx, a, log); ok {
+		return r
+	}
 	if node, err := p.dev.NodePath(idx); err != nil {
 		return fail(err)
-	} else if err := checkGeometry(a.fstype, node); err != nil {
+	} else if deviceHeld(node) {
+		log.Info("device held by another superblock (a kernel mount): EBUSY, as the kernel answers")
+		return notify.Errno(unix.EBUSY)
+	} else if ro, err := deviceReadOnly(node); err != nil {
+		return fail(err)
+	} else if ro && a.flags&unix.MS_RDONLY == 0 {
+		log.Info("read-only device mounted without MS_RDONLY: EACCES, as the kernel answers")
+		return notify.Errno(unix.EACCES)
+	} else if ic, err := checkImage(a.fstype, node, a.flags&unix.MS_RDONLY != 0); err != nil {
 		log.WithError(err).Warn("image refused as the kernel would refuse it")
 		return fail(err)
+	} else if ic.forceRO {
+		log.Info("image has the read-only feature: mounted read-only, as the kernel does")
+		a.flags |= unix.MS_RDONLY
+		if opts, err = fuseOptions(helper, a.flags, a.data); err != nil {
+			return notify.Errno(unix.EINVAL)
+		}
 	}
-	files, err := jailFiles(path)
+	files, err := jailFiles(path, p.pol.CacheDir)
 	if err != nil {
 		log.WithError(err).Error("cannot list the helper's files: ENODEV")
 		return notify.Errno(unix.ENODEV)
@@ -379,6 +454,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		log.WithError(err).Error("cannot build the helper's seccomp filter")
 		return notify.Errno(unix.EIO)
 	}
+	warnDumpable(log)
 	if _, _, err := hostRootIDs(c.Pid()); err != nil {
 		log.WithError(err).Warn("caller's user namespace unusable for a helper: EPERM")
 		return notify.Errno(unix.EPERM)
@@ -410,6 +486,22 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		return notify.Errno(unix.EIO)
 	}
 	defer func() { _ = fuseNode.Close() }()
+	// Execute-only copies: the helper and fusermount are then the
+	// host's, not the container's (execonly.go).
+	helperX, err := execOnlyCopy(path)
+	if err != nil {
+		log.WithError(err).Error("cannot copy the FUSE helper: ENODEV")
+		return notify.Errno(unix.ENODEV)
+	}
+	defer func() { _ = helperX.Close() }()
+	// By /proc/self/exe: it opens even when the binary was replaced on
+	// disk (an upgrade) while the supervisor runs.
+	selfX, err := execOnlyCopy("/proc/self/exe")
+	if err != nil {
+		log.WithError(err).Error("cannot copy loopvisor for the helper's fusermount: EIO")
+		return notify.Errno(unix.EIO)
+	}
+	defer func() { _ = selfX.Close() }()
 	ns, err := callerNS(c)
 	if err != nil {
 		return fail(err)
@@ -423,12 +515,15 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		// bench); it writes 10-14% slower, so only for read-only mounts.
 		hargv = append(hargv, "-s")
 	}
-	hargv = append(hargv, "-o", opts+",fsname=/dev/"+devName)
+	// The mount's source is the device as the sandbox names it (a
+	// partition's node is loopNpM), as the kernel shows a block device.
+	source := "/dev/" + p.dev.DevName(idx)
+	hargv = append(hargv, "-o", opts+",fsname="+source)
 	ro := "0"
 	if readOnly {
 		ro = "1"
 	}
-	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, "/dev/" + devName,
+	args := append([]string{strconv.Itoa(nsflags), a.target, devName, a.fstype, source,
 		strconv.FormatUint(fuseAttrs(a.flags), 10), ro, "--"}, hargv...)
 
 	progR, err := filledPipe(prog)
@@ -456,7 +551,10 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	cmd := exec.Command("/proc/self/exe", args...)
 	cmd.Args = append([]string{"loopvisor-fusejail"}, args...)
 	cmd.Env = []string{"_LOOPVISOR_FUSEJAIL=1"}
-	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR}
+	cmd.ExtraFiles = []*os.File{ns.PidFD, ns.Root, ns.Cwd, node, fuseNode, progR, statW, ctlR, filesR, helperX, selfX}
+	if a.mntSock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, a.mntSock) // fd 14
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
 	if p.KeepHelpers {
 		cmd.Env = append(cmd.Env, "_LOOPVISOR_NSEXEC_KEEP=1")
@@ -476,7 +574,8 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	}
 	_ = statW.Close()
 	_ = ctlR.Close()
-	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{})}
+	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{}),
+		idx: idx, fstype: a.fstype, readOnly: readOnly}
 	type status struct {
 		line string
 		err  error
@@ -520,12 +619,15 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		return notify.Errno(unix.ETIMEDOUT)
 	}
 	f := strings.Fields(st.line)
-	if len(f) == 3 && f[0] == "mounted" {
+	if len(f) == 4 && f[0] == "mounted" {
 		id, err1 := strconv.ParseUint(f[1], 10, 64)
 		hpid, err2 := strconv.Atoi(f[2])
 		if err1 == nil && err2 == nil {
-			fm.mntID, fm.helperPid, fm.release = id, hpid, release
-			tracked = true
+			if a.mntSock != nil {
+				id = p.api.unattached(idx) // no mount yet: the caller's fsmount makes it
+			}
+			fm.mntID, fm.helperPid, fm.release, fm.dev = id, hpid, release, f[3]
+			tracked, reserved = true, false
 			return p.track(fm, log.WithFields(logrus.Fields{"helper": helper, "options": opts, "helper_pid": hpid}))
 		}
 	}
@@ -548,10 +650,36 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	return notify.Errno(e)
 }
 
-// track records a live FUSE mount until its helper exits.
+func (p *Proxy) maxHelpers() int {
+	if p.pol.MaxHelpers > 0 {
+		return p.pol.MaxHelpers
+	}
+	return DefaultMaxHelpers
+}
+
+// reserveHelper takes a helper slot of the instance, if one is free.
+func (p *Proxy) reserveHelper() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.helpers >= p.maxHelpers() {
+		return false
+	}
+	p.helpers++
+	return true
+}
+
+func (p *Proxy) releaseHelper() {
+	p.mu.Lock()
+	p.helpers--
+	p.mu.Unlock()
+}
+
+// track records a live FUSE mount until its helper exits; the helper's
+// slot is freed then.
 func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 	p.mu.Lock()
 	if p.closed {
+		p.helpers--
 		p.mu.Unlock()
 		_ = fm.cmd.Process.Kill()
 		<-fm.done
@@ -565,6 +693,7 @@ func (p *Proxy) track(fm *fuseMount, log *logrus.Entry) notify.Reply {
 		fm.release()
 		p.mu.Lock()
 		delete(p.fuse, fm.mntID)
+		p.helpers--
 		p.mu.Unlock()
 		log.Info("FUSE helper exited")
 	}()

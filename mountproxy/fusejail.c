@@ -7,10 +7,15 @@
  * Steps (the launcher L starts as host root in the host's namespaces):
  *  1. Wait for the supervisor's "go" byte on fd 10: by then it has moved L
  *     into the container's cgroups, so everything L starts counts there.
- *  2. Clone (open_tree) the three host objects the jail needs and the
+ *  2. Clone (open_tree) the four host objects the jail needs and the
  *     container must not reach by path: the helper's device node (fd 6,
  *     owned by the container's root, 0600 or 0400), a /dev/fuse node
- *     (fd 7) and the loopvisor binary, which serves as fusermount.
+ *     (fd 7), and execute-only copies (mode 0111, host root's) of the
+ *     helper (fd 12) and of loopvisor, which serves as fusermount
+ *     (fd 13). A process that runs a program it cannot read has memory
+ *     the kernel makes non-dumpable and owned by the host's user
+ *     namespace, so the container cannot ptrace the helper, read its
+ *     memory or reach its fds and jail through /proc.
  *  3. Drop supplementary groups (host root's) and, still host root,
  *     unshare(CLONE_NEWNS): a mount namespace owned by the initial user
  *     namespace, which the container can neither enter nor remount. A
@@ -31,7 +36,8 @@
  *     /dev/DEVNAME, subtype SUBTYPE, fsmounts it detached with ATTRS and
  *     reports the mount id.
  *  6. Fork the helper H into the container's pid namespace: fd 3 is the
- *     /dev/fuse fd, stdio /dev/null + L's stderr, every other fd closed,
+ *     /dev/fuse fd, fd 5 a pipe fusermount writes a byte to when called,
+ *     stdio /dev/null + L's stderr, every other fd closed,
  *     empty environment but PATH, no_new_privs, every capability dropped
  *     (SECBIT_NOROOT locked: exec gives uid 0 no capabilities), the
  *     seccomp program read from fd 8 (built by the supervisor), then exec
@@ -44,8 +50,13 @@
  *     image; then Q attaches it on TARGET (resolved in the caller's root
  *     and cwd). The mount appears in the container only once the helper
  *     serves it.
- *  8. Report "mounted MNTID HELPERPID" on fd 9 (kept open until exit),
- *     wait for H and exit with its status. SIGTERM
+ *     With an empty TARGET (the new mount API) Q stops after
+ *     FSCONFIG_CMD_CREATE: it sends the created context over the unix
+ *     socket on fd 14 (the supervisor hands it to the caller, whose own
+ *     fsmount makes the mount), reports mount id 0 and exits.
+ *  8. Report "mounted MNTID HELPERPID MAJOR:MINOR" (the mount's id and
+ *     its superblock's device number) on fd 9 (kept open until exit),
+ *     wait for H (woken by SIGCHLD) and exit with its status. SIGTERM
  *     and SIGINT are passed on to H; H dies with L (PDEATHSIG), and L with
  *     the supervisor unless _LOOPVISOR_NSEXEC_KEEP=1.
  * Any failure: "error ERRNO STEP" on fd 9, exit 120.
@@ -132,6 +143,14 @@ static void put_file(int m, const char *path) {
 	close(m);
 }
 
+/* put_program is put for a program: read-only, nosuid, nodev. */
+static void put_program(int m, const char *path) {
+	put_file(m, path);
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (j_mount_setattr(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, &a) < 0)
+		jfail(errno, path);
+}
+
 /* bind_file binds the host file src (symlinks followed: a regular file, or
  * a character device when dev_ok) read-only and nosuid, and nodev unless
  * dev_ok, on dst, created as an empty file. A missing src is skipped; a
@@ -175,7 +194,7 @@ static void fake_fusermount(int exe) {
 					    "usr/local/bin/fusermount3"};
 	if (mkdir(".loopvisor", 0755) < 0)
 		jfail(errno, "mkdir .loopvisor");
-	put_file(exe, ".loopvisor/fusermount");
+	put_program(exe, ".loopvisor/fusermount");
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		struct stat st;
 		if (i == 0) {
@@ -245,6 +264,14 @@ static void fusermount_main(int argc, char **argv) {
 		fprintf(stderr, "fusermount (loopvisor): fd 3 is not the FUSE device\n");
 		_exit(1);
 	}
+	struct stat rst;
+	if (fstat(5, &rst) == 0 && S_ISFIFO(rst.st_mode)) {
+		/* Nobody reads it for a mount(2): EPIPE, not SIGPIPE. */
+		signal(SIGPIPE, SIG_IGN);
+		char r = 1;
+		while (write(5, &r, 1) < 0 && errno == EINTR)
+			;
+	}
 	int sock = atoi(comm);
 	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -264,6 +291,23 @@ static void fusermount_main(int argc, char **argv) {
 		}
 	}
 	_exit(0);
+}
+
+/* send_fd passes fd m to the supervisor over the unix socket on fd 14. */
+static void send_fd(int m) {
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &m, sizeof(int));
+	while (sendmsg(14, &msg, 0) < 0)
+		if (errno != EINTR)
+			jfail(errno, "send context");
 }
 
 static void jail_main(int argc, char **argv) {
@@ -294,20 +338,15 @@ static void jail_main(int argc, char **argv) {
 	/* 2. host objects, cloned while we are host root */
 	int node = clone_fd(6, "clone device node");
 	int fusenode = clone_fd(7, "clone fuse node");
-	/* By path: the exe link names the mount it was executed from, which
-	 * may belong to another mount namespace than ours. */
-	char exe_path[4096];
-	ssize_t xn = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
-	if (xn < 0)
-		jfail(errno, "readlink exe");
-	exe_path[xn] = 0;
-	int exefd = open(exe_path, O_PATH | O_CLOEXEC);
-	if (exefd < 0)
-		jfail(errno, "open exe");
-	int exe = clone_fd(exefd, "clone exe");
-	close(exefd);
+	/* The programs the helper runs: execute-only copies owned by host
+	 * root (see execonly.go), so that the kernel makes the helper's
+	 * memory the host's and the container cannot trace it. */
+	int helperx = clone_fd(12, "clone helper");
+	int exe = clone_fd(13, "clone fusermount");
 	close(6);
 	close(7);
+	close(12);
+	close(13);
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0)
 		jfail(errno, "open /dev/null");
@@ -338,6 +377,12 @@ static void jail_main(int argc, char **argv) {
 	if (mkdir("etc", 0755) < 0 || mkdir("dev", 0755) < 0 || mkdir("mnt", 0755) < 0 || mkdir("tmp", 0755) < 0 ||
 	    chmod("tmp", 01777) < 0)
 		jfail(errno, "mkdir jail");
+	/* The helper first, at the path it is exec'd by: the execute-only
+	 * copy (the readable original listed below is then skipped). */
+	if (hargv[0][0] != '/' || strstr(hargv[0], "/../"))
+		jfail(EINVAL, "helper path");
+	mkdir_parents(hargv[0] + 1);
+	put_program(helperx, hargv[0] + 1);
 	/* Only the files the helper (and fusermount, which is loopvisor) runs
 	 * with: the binaries and the libraries they load, each at its own
 	 * path, read-only. The container, which can look into the jail
@@ -382,6 +427,11 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "setresgid");
 	if (setresuid(0, 0, 0) < 0)
 		jfail(errno, "setresuid");
+	/* Whatever fs.suid_dumpable says: Q and the helper until its exec
+	 * must not be traceable by the container (our memory belongs to the
+	 * host's user namespace, as we were exec'd as host root). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		jfail(errno, "dumpable");
 	/* Opened as the container's root: the FUSE superblock must belong to
 	 * the user namespace the fd was opened in. */
 	int fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);
@@ -422,6 +472,14 @@ static void jail_main(int argc, char **argv) {
 			jfail(errno, "fsconfig ro");
 		if (j_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 			jfail(errno, "fsconfig create");
+		if (!*target) {
+			/* The new mount API: the created context goes to the
+			 * caller, whose own fsmount makes the mount. */
+			close(fuse);
+			send_fd(fs);
+			dprintf(qp[1], "0 0:0\n"); /* no mount yet, so no device to name */
+			_exit(0);
+		}
 		int mnt = j_fsmount(fs, FSMOUNT_CLOEXEC, attrs);
 		if (mnt < 0)
 			jfail(errno, "fsmount");
@@ -432,7 +490,7 @@ static void jail_main(int argc, char **argv) {
 		struct statx sx;
 		if (statx(mnt, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0)
 			jfail(errno, "statx mount");
-		dprintf(qp[1], "%llu\n", (unsigned long long)sx.stx_mnt_id);
+		dprintf(qp[1], "%llu %u:%u\n", (unsigned long long)sx.stx_mnt_id, sx.stx_dev_major, sx.stx_dev_minor);
 		close(qp[1]);
 		struct statfs sf;
 		while (fstatfs(mnt, &sf) < 0) {
@@ -444,7 +502,7 @@ static void jail_main(int argc, char **argv) {
 		_exit(0);
 	}
 	close(qp[1]);
-	char idbuf[32];
+	char idbuf[64];
 	ssize_t idn = read(qp[0], idbuf, sizeof(idbuf) - 1);
 	close(qp[0]);
 	if (idn <= 0) {
@@ -455,11 +513,15 @@ static void jail_main(int argc, char **argv) {
 		_exit(120); /* Q reported */
 	}
 	idbuf[idn] = 0;
-	unsigned long long mntid = strtoull(idbuf, NULL, 10);
+	char *devp = NULL;
+	unsigned long long mntid = strtoull(idbuf, &devp, 10);
+	unsigned dmaj = 0, dmin = 0;
+	if (!devp || sscanf(devp, " %u:%u", &dmaj, &dmin) != 2)
+		jfail(EIO, "mount id");
 
 	/* 6. the helper */
-	int errp[2];
-	if (pipe2(errp, O_CLOEXEC) < 0)
+	int errp[2], readyp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(readyp, O_CLOEXEC) < 0)
 		jfail(errno, "pipe");
 	pid_t h = fork();
 	if (h < 0)
@@ -475,7 +537,11 @@ static void jail_main(int argc, char **argv) {
 				jfail(errno, "dup3");
 			status_fd = 4;
 		}
-		syscall(SYS_close_range, 5, ~0U, 0);
+		/* fd 5: fusermount (loopvisor) writes a byte here once the
+		 * helper asks for its FUSE fd, i.e. has opened the image. */
+		if (dup2(readyp[1], 5) != 5)
+			jfail(errno, "dup2 ready");
+		syscall(SYS_close_range, 6, ~0U, 0);
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			jfail(errno, "no_new_privs");
 		drop_caps();
@@ -488,6 +554,7 @@ static void jail_main(int argc, char **argv) {
 		jfail(errno, "exec helper");
 	}
 	close(errp[1]);
+	close(readyp[1]);
 	close(devnull);
 	close(fuse);
 	free(fbuf);
@@ -502,6 +569,25 @@ static void jail_main(int argc, char **argv) {
 		_exit(120);
 	}
 
+	/* The new mount API's create returns before anything is attached, so
+	 * it cannot wait for the helper to serve: it waits until the helper
+	 * has opened and accepted the image and asks for its FUSE fd (the
+	 * caller may close its loop device then: the helper holds it), or
+	 * has exited (the image is refused, as the kernel would refuse it). */
+	if (!*target) {
+		char r;
+		ssize_t rn;
+		do
+			rn = read(readyp[0], &r, 1);
+		while (rn < 0 && errno == EINTR);
+		if (rn != 1) {
+			kill(q, SIGKILL);
+			kill(h, SIGKILL);
+			jfail(EINVAL, "helper did not serve the mount");
+		}
+	}
+	close(readyp[0]);
+
 	/* 7. Q reports whether the helper served and the mount is attached */
 	int qst;
 	while (waitpid(q, &qst, 0) < 0)
@@ -514,22 +600,22 @@ static void jail_main(int argc, char **argv) {
 	close(3);
 	close(4);
 	close(5);
-	dprintf(status_fd, "mounted %llu %d\n", mntid, (int)h);
+	dprintf(status_fd, "mounted %llu %d %u:%u\n", mntid, (int)h, dmaj, dmin);
 	/* status_fd stays open until we exit: its EOF tells the supervisor
 	 * the helper is gone without a thread blocked in wait. */
 
-	/* 9. live as long as the helper */
+	/* 9. live as long as the helper: SIGCHLD says at once when it is
+	 * gone (umount waits for that), the timeout is a safety net. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (;;) {
+		/* Reap first: a helper that died before SIGCHLD was blocked
+		 * left no signal pending. */
 		int st;
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		int sig = sigtimedwait(&set, NULL, &ts);
-		if (sig > 0)
-			kill(h, sig);
 		pid_t r = waitpid(h, &st, WNOHANG);
 		if (r == h) {
 			if (WIFEXITED(st))
@@ -538,6 +624,10 @@ static void jail_main(int argc, char **argv) {
 		}
 		if (r < 0 && errno != EINTR)
 			_exit(121);
+		struct timespec ts = {1, 0};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			kill(h, sig);
 	}
 }
 

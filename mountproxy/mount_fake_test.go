@@ -51,6 +51,7 @@ func (noDevices) HelperNode(int, bool) (*os.File, func(), error) {
 	return nil, nil, unix.ENOENT
 }
 func (noDevices) FuseNode() (*os.File, error) { return nil, unix.ENOENT }
+func (noDevices) DevName(int) string          { return "loop" }
 
 // Proxy.Mount with a fake caller: mounts that are not of an instance's
 // device are the kernel's (CONTINUE), whatever the type, flags or paths;

@@ -101,6 +101,18 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+func TestFuseAttrs(t *testing.T) {
+	// As mount(2) on the host: nosuid and nodev only when asked for.
+	if a := fuseAttrs(0); a != 0 {
+		t.Errorf("fuseAttrs(0) = %#x, want 0 (relatime)", a)
+	}
+	a := fuseAttrs(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RDONLY | unix.MS_NOSYMFOLLOW)
+	want := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSYMFOLLOW)
+	if a != want {
+		t.Errorf("attrs %#x, want %#x", a, want)
+	}
+}
+
 func TestMountAttrs(t *testing.T) {
 	a := mountAttrs(unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOATIME)
 	want := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_NOATIME)
@@ -151,7 +163,8 @@ func TestParseMountinfo(t *testing.T) {
 		"74 73 0:44 / /tmp/a\\040b rw - fuse.fusefat /dev/loop9p1 rw\n" +
 		"garbage\n"
 	ms := parseMountinfo(text)
-	if len(ms) != 3 || ms[1].point != "/tmp/a b" || ms[1].fstype != "fuse.ext4" || ms[2].id != 74 {
+	if len(ms) != 3 || ms[1].point != "/tmp/a b" || ms[1].fstype != "fuse.ext4" || ms[2].id != 74 ||
+		ms[1].dev != "0:43" || ms[1].root != "/" || ms[1].superOpts != "rw,user_id=0" || !sbReadOnly(mountEntry{superOpts: "ro,x"}) {
 		t.Fatalf("%+v", ms)
 	}
 }

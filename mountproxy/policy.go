@@ -17,7 +17,23 @@ type Policy struct {
 	Kernel map[string]bool
 	// Timeout bounds how long a FUSE helper may take to come up.
 	Timeout time.Duration
+	// CacheDir, if set, is a directory only host root can write (the
+	// state dir) where the list of files a helper's jail holds is cached
+	// across supervisor processes.
+	CacheDir string
+	// MaxHelpers bounds the FUSE helpers of one instance, running or
+	// starting (each FUSE mount has one). A mount beyond it fails with
+	// ENOSPC, as mount(2) does when a mount namespace reaches
+	// fs.mount-max. 0 means DefaultMaxHelpers.
+	MaxHelpers int
+	// NewAPI serves fsopen, fsconfig and fsmount of FUSE-served types
+	// (newapi.go); the filter must trap all three. Without it fsopen of
+	// a served type answers ENOSYS and libmount falls back to mount(2).
+	NewAPI bool
 }
+
+// DefaultMaxHelpers is MaxHelpers when not set (--max-fuse).
+const DefaultMaxHelpers = 16
 
 // Packages names the Debian package of each known helper, for error
 // messages.
@@ -35,8 +51,9 @@ func DefaultPolicy() Policy {
 			// Many kernels (this project's CI among them) have no vfat.
 			"vfat": "fusefat",
 		},
-		Kernel:  map[string]bool{},
-		Timeout: 10 * time.Second,
+		Kernel:     map[string]bool{},
+		Timeout:    10 * time.Second,
+		MaxHelpers: DefaultMaxHelpers,
 	}
 }
 

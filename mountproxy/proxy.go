@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +41,9 @@ type Devices interface {
 	HelperNode(idx int, readOnly bool) (*os.File, func(), error)
 	// FuseNode returns an O_PATH fd of a /dev/fuse node a helper opens.
 	FuseNode() (*os.File, error)
+	// DevName is the name of idx's node in the sandbox's /dev: loopN,
+	// or loopNpM for a device that serves a partition.
+	DevName(idx int) string
 }
 
 const (
@@ -58,6 +60,10 @@ type fuseMount struct {
 	release   func()    // revokes the helper's device node
 	cmd       *exec.Cmd // the jail's launcher; the helper dies with it
 	done      chan struct{}
+	idx       int    // the loop device it serves
+	fstype    string // the type it was mounted as
+	readOnly  bool   // the helper (and the superblock) is read-only
+	dev       string // the FUSE superblock's MAJOR:MINOR, as in mountinfo
 }
 
 // Proxy serves the mount calls of one instance.
@@ -67,9 +73,12 @@ type Proxy struct {
 	log    *logrus.Entry
 	userNS *os.File // the sandbox's user namespace, for idmapped mounts
 
-	mu     sync.Mutex
-	fuse   map[uint64]*fuseMount
-	closed bool
+	mu      sync.Mutex
+	fuse    map[uint64]*fuseMount
+	helpers int // helpers running or starting (Policy.MaxHelpers)
+	closed  bool
+
+	api newAPI // contexts handed out by fsopen (newapi.go)
 
 	// KeepHelpers lets FUSE helpers outlive the supervisor (the agent's
 	// containers outlive the agent); they still die with the sandbox.
@@ -146,8 +155,9 @@ func sameRoot(procRoot string) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
-// Fsopen serves fsopen(2): types loopvisor serves answer ENOSYS so that
-// libmount falls back to mount(2), which loopvisor can see whole.
+// Fsopen serves fsopen(2) of a type loopvisor serves: a context of the
+// new mount API (newapi.go), or ENOSYS where that is not served, so that
+// libmount falls back to mount(2).
 func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 	// The kernel checks the flags first (EINVAL); so must loopvisor,
 	// before it answers ENOSYS for a served type.
@@ -162,8 +172,7 @@ func (p *Proxy) Fsopen(c Caller, args [6]uint64) notify.Reply {
 		return cont // the kernel's EPERM, as without loopvisor
 	}
 	if p.pol.Serves(fstype) {
-		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "fsopen", "fstype": fstype}).Debug("ENOSYS: served through mount(2)")
-		return notify.Errno(unix.ENOSYS)
+		return p.fsopenServed(c, fstype, args[1])
 	}
 	return cont
 }
@@ -173,21 +182,28 @@ type mountArgs struct {
 	source, target, fstype string
 	flags                  uint64
 	data                   []string
+	// mntSock, if set, stops at the created FUSE context (target ""),
+	// sent over this socket (the new mount API).
+	mntSock *os.File
 }
 
 // Mount serves mount(2) for the instance's loop devices.
 func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
-	// MS_NOUSER is the kernel's own: path_mount refuses it (EINVAL) before
-	// anything else is done.
-	if args[3]&(1<<31) != 0 {
+	// MS_NOUSER is the kernel's own: path_mount refuses it (EINVAL) once
+	// it has dropped MS_MGC_VAL (whose top bit is MS_NOUSER's).
+	flags := CleanFlags(args[3])
+	if flags&(1<<31) != 0 {
 		return cont
 	}
-	flags := CleanFlags(args[3])
 	if !isNewMount(flags) || args[2] == 0 || args[0] == 0 {
 		return cont
 	}
 	fstype, err := c.ReadString(args[2], pathMax)
-	if err != nil || !p.pol.Serves(fstype) {
+	if err != nil {
+		return cont
+	}
+	served := p.pol.Serves(fstype)
+	if !served && !blockType(fstype) {
 		return cont
 	}
 	source, err := c.ReadString(args[0], pathMax)
@@ -208,17 +224,12 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 	if !p.dev.Owns(idx) {
 		return cont // not ours: the kernel refuses it as without loopvisor
 	}
-	// From here on the call is loopvisor's: errors are the caller's. The
-	// kernel's may_mount() comes first.
-	if ok, err := c.Privileged(); err != nil || !ok {
-		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
-		return notify.Errno(unix.EPERM)
-	}
-	target, err := c.ReadString(args[1], pathMax)
-	if err != nil {
-		return fail(err)
-	}
-	a := mountArgs{source: source, target: target, fstype: fstype, flags: flags}
+	// From here on the call is loopvisor's: errors are the caller's, in
+	// the kernel's order. The syscall copies the type, the source and the
+	// data page (EFAULT), path_mount looks the target up (ENOENT,
+	// ENOTDIR, ENAMETOOLONG, ELOOP), and only then comes may_mount()
+	// (EPERM).
+	a := mountArgs{source: source, fstype: fstype, flags: flags}
 	if args[4] != 0 {
 		data, err := c.ReadString(args[4], 4096)
 		if err != nil && !errors.Is(err, unix.ENAMETOOLONG) {
@@ -226,8 +237,31 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 		}
 		a.data = ParseData(data)
 	}
+	target, err := c.ReadString(args[1], pathMax)
+	if err != nil {
+		return fail(err)
+	}
+	a.target = target
+	// Host root cannot look into a FUSE mount of the container (allow_other
+	// stops at its user namespace: EACCES), e.g. an ESP mounted on the
+	// root's /boot/efi. The caller can: the op that attaches the mount looks
+	// the target up again as the container's root and gives its errors.
+	tgt, err := resolve(c.Pid(), target, true)
+	if err != nil && !errors.Is(err, unix.EACCES) {
+		return fail(err)
+	}
+	if tgt != nil {
+		_ = tgt.Close()
+	}
+	if ok, err := c.Privileged(); err != nil || !ok {
+		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
+		return notify.Errno(unix.EPERM)
+	}
 	if !c.Valid() {
 		return fail(notify.ErrStale)
+	}
+	if !served {
+		return p.foreignType(idx, a)
 	}
 	log := p.log.WithFields(logrus.Fields{
 		"pid": c.Pid(), "syscall": "mount", "loop": idx, "source": source, "target": target,
@@ -247,9 +281,12 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 
 // mountEntry is one line of /proc/PID/mountinfo.
 type mountEntry struct {
-	id     uint64
-	point  string
-	fstype string
+	id        uint64
+	dev       string // MAJOR:MINOR of the superblock
+	root      string // the directory of the file system mounted here
+	point     string
+	fstype    string
+	superOpts string
 }
 
 // parseMountinfo decodes a mountinfo text (the kernel's, for the caller's
@@ -273,7 +310,11 @@ func parseMountinfo(text string) []mountEntry {
 		if len(rf) == 0 {
 			continue
 		}
-		out = append(out, mountEntry{id: id, point: unescapeMount(f[4]), fstype: rf[0]})
+		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: rf[0]}
+		if len(rf) >= 3 {
+			e.superOpts = rf[2]
+		}
+		out = append(out, e)
 	}
 	return out
 }
@@ -305,16 +346,54 @@ func callerMounts(pid int) []mountEntry {
 	return parseMountinfo(string(b))
 }
 
-// topMountAt returns the id of the topmost mount on path in pid's table.
-func topMountAt(pid int, path string) (uint64, bool) {
-	var id uint64
-	found := false
-	for _, m := range callerMounts(pid) {
-		if m.point == path {
-			id, found = m.id, true // later lines are mounted on top
+// fdMountID returns the id of the mount f is on, from /proc/self/fdinfo,
+// without a request to its file system.
+func fdMountID(f *os.File) (uint64, error) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "mnt_id:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 		}
 	}
-	return id, found
+	return 0, unix.ENOENT
+}
+
+// helperFor returns the live helper whose superblock has device number
+// dev ("MAJOR:MINOR"), or nil.
+func (p *Proxy) helperFor(dev string) *fuseMount {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fm := range p.fuse {
+		if fm.dev == dev && fm.live() {
+			return fm
+		}
+	}
+	return nil
+}
+
+// live reports whether the helper still runs.
+func (fm *fuseMount) live() bool {
+	select {
+	case <-fm.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// helperOf returns the live helper that serves loop device idx, or nil.
+func (p *Proxy) helperOf(idx int) *fuseMount {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fm := range p.fuse {
+		if fm.idx == idx && fm.live() {
+			return fm
+		}
+	}
+	return nil
 }
 
 // helperErrno maps what a FUSE helper printed to the errno the kernel would
@@ -351,6 +430,11 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) n
 		return notify.Errno(unix.EINVAL)
 	}
 	a.data = opts
+	if p.helperOf(idx) != nil {
+		// The kernel holds a device whose superblock is another type's.
+		log.Info("device served by a FUSE helper: EBUSY, as the kernel answers for a device another superblock holds")
+		return notify.Errno(unix.EBUSY)
+	}
 	node, err := p.dev.NodePath(idx)
 	if err != nil {
 		return fail(err)
@@ -396,21 +480,31 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 		return cont
 	}
 	flags := int(int32(args[1]))
-	abs := target
-	if !strings.HasPrefix(abs, "/") {
-		cwd, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/cwd")
-		if err != nil {
-			return cont
-		}
-		abs = filepath.Join(cwd, target)
-	}
-	id, ok := topMountAt(c.Pid(), filepath.Clean(abs))
-	if !ok {
+	// The mount umount2 would find: the target as the caller sees it
+	// (symlinks followed unless UMOUNT_NOFOLLOW). Its mount id comes from
+	// fdinfo: statx would ask the file system, and a FUSE mount of the
+	// container answers EACCES to host root (allow_other stops at its
+	// user namespace).
+	t, err := resolve(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
+	if err != nil {
 		return cont
 	}
-	p.mu.Lock()
-	fm := p.fuse[id]
-	p.mu.Unlock()
+	id, err := fdMountID(t)
+	_ = t.Close()
+	if err != nil {
+		return cont
+	}
+	var fm *fuseMount
+	for _, m := range callerMounts(c.Pid()) {
+		if m.id == id {
+			// Any mount of a helper's superblock: the first, a second
+			// mount of the device, a bind the container made.
+			fm = p.helperFor(m.dev)
+		}
+	}
+	if fm == nil {
+		fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount (newapi.go)
+	}
 	if fm == nil {
 		return cont
 	}
@@ -426,9 +520,25 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	if err := nsexec.Umount(ns, target, flags); err != nil {
 		return fail(err)
 	}
+	// The helper exits when its superblock goes, with the last mount of
+	// it (as the kernel's superblock does): wait for it only then. A copy
+	// in another mount namespace (unshare -m in the container) keeps it,
+	// and the wait ends after umountWaitHelper.
+	last := true
+	for _, m := range callerMounts(c.Pid()) {
+		if m.dev == fm.dev {
+			last = false
+		}
+	}
+	if !last {
+		log.Info("unmounted one mount of a FUSE superblock; others remain")
+		return notify.Reply{}
+	}
 	if flags&unix.MNT_DETACH == 0 {
 		select {
 		case <-fm.done:
+			// Before the caller hears back: its node is dead by then.
+			fm.release()
 		case <-time.After(umountWaitHelper):
 			log.Warn("FUSE helper still running 30s after umount")
 		}
@@ -439,6 +549,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 
 // Close kills every helper of the instance and waits for them.
 func (p *Proxy) Close() {
+	p.api.close()
 	p.mu.Lock()
 	p.closed = true
 	var all []*fuseMount

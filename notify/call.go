@@ -20,10 +20,13 @@ const (
 	SysUmount2
 	SysUmount // i386 only: umount(target) is umount2(target, 0)
 	SysFsopen
+	SysFsconfig
+	SysFsmount
 )
 
 var sysNames = map[Syscall]string{
 	SysIoctl: "ioctl", SysMount: "mount", SysUmount2: "umount2", SysUmount: "umount", SysFsopen: "fsopen",
+	SysFsconfig: "fsconfig", SysFsmount: "fsmount",
 }
 
 func (s Syscall) String() string {

@@ -34,6 +34,9 @@ func TestDecode(t *testing.T) {
 		{"i386 umount2", AuditArchI386, 52, true, SysUmount2, true},
 		{"i386 umount", AuditArchI386, 22, true, SysUmount2, true},
 		{"i386 fsopen", AuditArchI386, 430, true, SysFsopen, true},
+		{"fsconfig", AuditArchX86_64, 431, true, SysFsconfig, false},
+		{"x32 fsmount", AuditArchX86_64, x32Bit | 432, true, SysFsmount, true},
+		{"i386 fsconfig", AuditArchI386, 431, true, SysFsconfig, true},
 		{"read", AuditArchX86_64, 0, false, SysUnknown, false},
 		{"x32 bit with native ioctl nr", AuditArchX86_64, x32Bit | 16, false, SysUnknown, false},
 		{"i386 with native nr 16", AuditArchI386, 16, false, SysUnknown, false},
@@ -63,7 +66,7 @@ func TestDecode(t *testing.T) {
 		})
 	}
 	// Every trapped pair is one of the above.
-	if n := len(syscalls); n != 13 {
-		t.Errorf("%d trapped (arch, nr) pairs, want 13", n)
+	if n := len(syscalls); n != 19 {
+		t.Errorf("%d trapped (arch, nr) pairs, want 19", n)
 	}
 }

@@ -30,6 +30,7 @@ const (
 	LoopCtlGetFree   = linux.LoopCtlGetFree
 	BlkRRPart        = linux.BlkRRPart
 	BlkPG            = linux.BlkPG
+	HdioGetGeo       = linux.HdioGetGeo
 )
 
 // LoopCommands is every ioctl command the filter traps.
@@ -37,7 +38,7 @@ var LoopCommands = []uint64{
 	LoopSetFD, LoopClrFD, LoopSetStatus, LoopGetStatus, LoopSetStatus64,
 	LoopGetStatus64, LoopChangeFD, LoopSetCapacity, LoopSetDirectIO,
 	LoopSetBlockSize, LoopConfigure, LoopCtlAdd, LoopCtlRemove, LoopCtlGetFree,
-	BlkRRPart, BlkPG,
+	BlkRRPart, BlkPG, HdioGetGeo,
 }
 
 // Seccomp filter flags (include/uapi/linux/seccomp.h).
@@ -72,7 +73,8 @@ type Options struct {
 	// Mount traps mount(2) calls that may create a new mount (no
 	// MS_REMOUNT, MS_BIND or MS_MOVE; these bits are not part of
 	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE), umount2(2) (and the
-	// i386 umount(2)) and fsopen(2).
+	// i386 umount(2)), fsopen(2), and fsconfig(2) and fsmount(2) (the
+	// new mount API on contexts loopvisor handed out).
 	Mount bool
 }
 
@@ -139,7 +141,7 @@ func addMountRules(f *seccomp.ScmpFilter) error {
 		return fmt.Errorf("seccomp: rule mount: %w", err)
 	}
 	// "umount" exists only in the i386 ABI; libseccomp adds it there.
-	for _, name := range []string{"umount2", "umount", "fsopen"} {
+	for _, name := range []string{"umount2", "umount", "fsopen", "fsconfig", "fsmount"} {
 		nr, err := seccomp.GetSyscallFromName(name)
 		if err != nil {
 			return err

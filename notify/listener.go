@@ -21,13 +21,29 @@ type Request struct {
 	Nr   int32
 	Arch uint32
 	Args [6]uint64
+	// Mem and Proc are set for a notification another process received
+	// (LXC's monitor sends them with each one): the caller's
+	// /proc/PID/mem, through which its memory is then read and written,
+	// and its /proc/PID directory, through which its status and
+	// namespaces are read. They are borrowed: notify never closes them.
+	// Either way every read is followed by an ID check.
+	Mem, Proc *os.File
 }
 
-// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue.
+// Reply is the answer to a Request: either Errno (> 0) or Val, or Continue,
+// or FD.
 type Reply struct {
 	Val      int64
 	Errno    syscall.Errno
 	Continue bool
+	// FD, if set, is installed in the caller (SECCOMP_IOCTL_NOTIF_ADDFD)
+	// and its number is the call's result; Respond closes it.
+	FD      *os.File
+	Cloexec bool // FD gets O_CLOEXEC in the caller
+	// SetFD installs FD at descriptor NewFD instead (replacing what is
+	// there, as dup2), and the call then gets Val.
+	SetFD bool
+	NewFD int
 }
 
 // Errno makes a Reply that fails the call with e.
@@ -36,26 +52,56 @@ func Errno(e syscall.Errno) Reply { return Reply{Errno: e} }
 // Value makes a Reply that returns v.
 func Value(v int64) Reply { return Reply{Val: v} }
 
-// Listener is a seccomp listener fd driven through the Go netpoller.
+// Listener is a seccomp listener fd, driven through the Go netpoller
+// (NewListener) or by blocking receives on one OS thread
+// (NewBlockingListener).
 type Listener struct {
 	f        *os.File
 	rc       syscall.RawConn
 	fd       int
 	SyncWake bool // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP is in effect
+	blocking bool // Next blocks in SECCOMP_IOCTL_NOTIF_RECV
 	mu       sync.Mutex
 	closed   bool
 	pidfds   map[int]int // tid -> pidfd, see Target
+	observer bool        // made by Observe: Valid and Target only
 }
 
-// NewListener takes ownership of fd, a seccomp listener.
+// NewListener takes ownership of fd, a seccomp listener, and drives it
+// through the Go netpoller: any number of listeners cost no OS thread while
+// they wait (the agent's case).
 func NewListener(fd int) (*Listener, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		_ = unix.Close(fd) // we own fd and fail; nothing else uses it
-		return nil, os.NewSyscallError("fcntl(O_NONBLOCK)", err)
-	}
+	return newListener(fd, false)
+}
+
+// NewBlockingListener takes ownership of fd, a seccomp listener, to be
+// served by one goroutine with its OS thread locked (Serve does that when
+// Blocking reports true): Next blocks in SECCOMP_IOCTL_NOTIF_RECV on that
+// thread, so that with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP the kernel hands
+// the CPU from the trapped task straight to it, without the netpoller's
+// wake-up and goroutine scheduling on the way (about half of a trapped
+// call's time, make bench). It costs one OS thread per listener: for one
+// sandbox (`run`), not for many (the agent).
+//
+// Where the kernel has no sync wake-up (before 6.6) a blocking receive is
+// not woken when the last task leaves the filter, so the listener is
+// driven through the netpoller as by NewListener and Blocking reports
+// false.
+func NewBlockingListener(fd int) (*Listener, error) {
+	return newListener(fd, true)
+}
+
+func newListener(fd int, blocking bool) (*Listener, error) {
 	l := &Listener{fd: fd, pidfds: map[int]int{}}
 	if err := setFlags(fd, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); err == nil {
 		l.SyncWake = true
+	}
+	l.blocking = blocking && l.SyncWake
+	// A blocking fd is not registered with the netpoller: os.File then
+	// closes it only once no call (a receive in progress) uses it.
+	if err := unix.SetNonblock(fd, !l.blocking); err != nil {
+		_ = unix.Close(fd) // we own fd and fail; nothing else uses it
+		return nil, os.NewSyscallError("fcntl(O_NONBLOCK)", err)
 	}
 	l.f = os.NewFile(uintptr(fd), "seccomp-listener")
 	rc, err := l.f.SyscallConn()
@@ -67,9 +113,20 @@ func NewListener(fd int) (*Listener, error) {
 	return l, nil
 }
 
+// Blocking reports whether Next blocks its OS thread in the kernel: the
+// caller should serve the listener from one goroutine with
+// runtime.LockOSThread.
+func (l *Listener) Blocking() bool { return l.blocking }
+
 // Next blocks until a notification arrives and returns it. It returns
 // ErrGone once no task uses the filter.
 func (l *Listener) Next() (Request, error) {
+	if l.observer {
+		return Request{}, ErrObserver
+	}
+	if l.blocking {
+		return l.nextBlocking()
+	}
 	var n seccompNotif
 	var rerr error
 	err := l.rc.Read(func(fd uintptr) bool {
@@ -110,28 +167,67 @@ func (l *Listener) Next() (Request, error) {
 	if rerr != nil {
 		return Request{}, rerr
 	}
+	return n.request(), nil
+}
+
+func (n *seccompNotif) request() Request {
 	return Request{
 		ID:   n.ID,
 		Pid:  int(n.Pid),
 		Nr:   n.Data.Nr,
 		Arch: n.Data.Arch,
 		Args: n.Data.Args,
-	}, nil
+	}
+}
+
+// nextBlocking is Next on a blocking listener. The kernel ends a blocking
+// receive with ENOENT both when the caller it woke for is gone and when no
+// task uses the filter any more; only in the second case does poll say
+// POLLHUP.
+func (l *Listener) nextBlocking() (Request, error) {
+	for {
+		var n seccompNotif
+		var err error
+		var hup bool
+		cerr := l.rc.Control(func(fd uintptr) {
+			err = recvNotif(int(fd), &n)
+			if errors.Is(err, unix.ENOENT) {
+				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				if _, perr := unix.Poll(pfd, 0); perr == nil && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+					hup = true
+				}
+			}
+		})
+		switch {
+		case cerr != nil:
+			if errors.Is(cerr, os.ErrClosed) {
+				return Request{}, ErrGone
+			}
+			return Request{}, cerr
+		case err == nil:
+			return n.request(), nil
+		case hup:
+			return Request{}, ErrGone
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EINTR):
+			// The caller died or was signalled between its wake-up
+			// and our receive: nothing to answer.
+		default:
+			return Request{}, os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
+		}
+	}
 }
 
 // Respond sends r for the notification id. ENOENT (the caller is gone or
 // restarted its call after a signal) is not an error: there is nobody left to
 // answer.
 func (l *Listener) Respond(id uint64, r Reply) error {
-	resp := seccompNotifResp{ID: id}
-	switch {
-	case r.Continue:
-		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
-	case r.Errno != 0:
-		resp.Error = -int32(r.Errno)
-	default:
-		resp.Val = r.Val
+	if l.observer {
+		return ErrObserver
 	}
+	if r.FD != nil {
+		return l.respondFD(id, r)
+	}
+	resp := respFor(id, r)
 	var err error
 	cerr := l.rc.Control(func(fd uintptr) { err = sendResp(int(fd), &resp) })
 	if cerr != nil {
@@ -146,6 +242,20 @@ func (l *Listener) Respond(id uint64, r Reply) error {
 	return nil
 }
 
+// respFor is the kernel's form of reply r to notification id.
+func respFor(id uint64, r Reply) seccompNotifResp {
+	resp := seccompNotifResp{ID: id}
+	switch {
+	case r.Continue:
+		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+	case r.Errno != 0:
+		resp.Error = -int32(r.Errno)
+	default:
+		resp.Val = r.Val
+	}
+	return resp
+}
+
 // Valid reports whether notification id is still pending: the caller is
 // alive and still blocked in the same system call. Call it after every read
 // of the caller's memory or fds and before any side effect.
@@ -156,6 +266,8 @@ func (l *Listener) Valid(id uint64) bool {
 }
 
 // Close releases the listener. Callers blocked in the filter then get ENOSYS.
+// On a blocking listener the fd is released once a receive in progress
+// returns.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

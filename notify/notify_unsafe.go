@@ -143,3 +143,19 @@ func Install(prog []unix.SockFilter) (int, error) {
 	}
 	return -1, os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", lastErr)
 }
+
+// nativeBigEndian is true on big-endian hosts, whose seccomp structs the
+// byte decoders of proxied.go do not handle.
+var nativeBigEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 0
+}()
+
+// getNotifSizes fills s with struct seccomp_notif_sizes {u16 notif, resp, data}.
+func getNotifSizes(s *[3]uint16) error {
+	_, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_NOTIF_SIZES, 0, uintptr(unsafe.Pointer(s)))
+	if e != 0 {
+		return e
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"strconv"
 
@@ -138,7 +139,7 @@ func (t *Target) GetFD(unsafeFD uint32) (FD, error) {
 // Read copies len(buf) bytes at unsafeAddr of the caller into buf. A bad
 // address gives EFAULT, as copy_from_user would.
 func (t *Target) Read(unsafeAddr uint64, buf []byte) error {
-	err := readMem(t.req.Pid, unsafeAddr, buf)
+	err := t.readMem(unsafeAddr, buf)
 	if !t.Valid() {
 		return ErrStale
 	}
@@ -156,7 +157,7 @@ func (t *Target) Write(unsafeAddr uint64, buf []byte) error {
 	if !t.Valid() {
 		return ErrStale
 	}
-	if err := writeMem(t.req.Pid, unsafeAddr, buf); err != nil {
+	if err := t.writeMem(unsafeAddr, buf); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return ErrStale
 		}
@@ -167,7 +168,7 @@ func (t *Target) Write(unsafeAddr uint64, buf []byte) error {
 
 // Status returns the contents of /proc/PID/status of the caller.
 func (t *Target) Status() ([]byte, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(t.req.Pid) + "/status")
+	b, err := t.procFile("status")
 	if !t.Valid() {
 		return nil, ErrStale
 	}
@@ -177,7 +178,12 @@ func (t *Target) Status() ([]byte, error) {
 // UserNS returns the inode of the caller's user namespace.
 func (t *Target) UserNS() (uint64, error) {
 	var st unix.Stat_t
-	err := unix.Stat("/proc/"+strconv.Itoa(t.req.Pid)+"/ns/user", &st)
+	var err error
+	if t.req.Proc != nil {
+		err = unix.Fstatat(int(t.req.Proc.Fd()), "ns/user", &st, 0)
+	} else {
+		err = unix.Stat("/proc/"+strconv.Itoa(t.req.Pid)+"/ns/user", &st)
+	}
 	if !t.Valid() {
 		return 0, ErrStale
 	}
@@ -212,7 +218,7 @@ func (t *Target) ReadString(unsafeAddr uint64, max int) (string, error) {
 			n = max - len(out)
 		}
 		buf := make([]byte, n)
-		if err := readMem(t.req.Pid, addr, buf); err != nil {
+		if err := t.readMem(addr, buf); err != nil {
 			if !t.Valid() {
 				return "", ErrStale
 			}
@@ -232,4 +238,51 @@ func (t *Target) ReadString(unsafeAddr uint64, max int) (string, error) {
 		return "", ErrStale
 	}
 	return "", unix.ENAMETOOLONG
+}
+
+// readMem reads the caller's memory: through Request.Mem if set, else
+// with process_vm_readv on its pid.
+func (t *Target) readMem(addr uint64, buf []byte) error {
+	if t.req.Mem == nil {
+		return readMem(t.req.Pid, addr, buf)
+	}
+	return memIO(t.req.Mem.ReadAt, addr, buf)
+}
+
+// writeMem is readMem's counterpart.
+func (t *Target) writeMem(addr uint64, buf []byte) error {
+	if t.req.Mem == nil {
+		return writeMem(t.req.Pid, addr, buf)
+	}
+	return memIO(t.req.Mem.WriteAt, addr, buf)
+}
+
+// memIO does one whole transfer through a /proc/PID/mem file; any short
+// or failed transfer is EFAULT, as a partial copy_from_user is.
+func memIO(rw func([]byte, int64) (int, error), addr uint64, buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if addr > 1<<63-1-uint64(len(buf)) {
+		return unix.EFAULT
+	}
+	n, err := rw(buf, int64(addr))
+	if err != nil || n != len(buf) {
+		return unix.EFAULT
+	}
+	return nil
+}
+
+// procFile reads file name of the caller's /proc/PID directory.
+func (t *Target) procFile(name string) ([]byte, error) {
+	if t.req.Proc == nil {
+		return os.ReadFile("/proc/" + strconv.Itoa(t.req.Pid) + "/" + name)
+	}
+	fd, err := unix.Openat(int(t.req.Proc.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer func() { _ = f.Close() }() // read-only
+	return io.ReadAll(io.LimitReader(f, 1<<20))
 }

@@ -4,14 +4,19 @@
 set -euo pipefail
 pkgs=(libseccomp-dev pkg-config gcc make util-linux mount e2fsprogs busybox
       fuse3 fuse2fs squashfuse squashfs-tools runc crun fusefat dosfstools mtools fdisk
-      mmdebstrap debian-archive-keyring gpg distro-info-data
-      podman uidmap passwd)
+      mmdebstrap debian-archive-keyring gpg distro-info-data podman containerd jq
+      uidmap passwd qemu-system-x86 ovmf lxc)
+# lxc (lxc-start, lxc-attach, lxc-stop) runs tests/lxc_test.go; uidmap is
+# what LXC uses for id maps when not run by root.
 # mmdebstrap, the keyring, gpg (signed-by) and distro-info-data (which
 # suites get updates and security) build the stock Debian images the acceptance
 # tests run (tests/oci/stock.go; cached in $LOOPVISOR_CACHE, else
-# /var/cache/loopvisor-test). podman (rootless, with runc), uidmap
-# (newuidmap/newgidmap) and passwd (useradd/userdel) are for the tests of
-# unprivileged users (tests/unpriv_test.go).
+# /var/cache/loopvisor-test). podman, containerd (with ctr) and jq: the engine
+# acceptance tests (tests/engines_test.go) and examples/podman, examples/containerd.
+# uidmap (newuidmap/newgidmap) and passwd (useradd/userdel) are for the tests of
+# unprivileged users (tests/unpriv_test.go: rootless podman, loopvisor run without root).
+# qemu-system-x86 and ovmf boot the image tests/bootable_test.go builds (grub
+# itself runs inside the test's image).
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

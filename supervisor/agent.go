@@ -59,7 +59,8 @@ type Agent struct {
 	// blocks must not stall the others.
 	mu         sync.Mutex
 	containers map[containerKey]*container
-	closing    sync.WaitGroup // instances being released
+	proxied    map[proxyKey]*proxied // containers served through a manager's proxy (lxcproxy.go)
+	closing    sync.WaitGroup        // instances being released
 	stop       chan struct{}
 	users      userGate // the user socket's connections in flight
 }
@@ -86,8 +87,9 @@ type container struct {
 	ns        *nsexec.NS
 	userNS    *os.File
 	mntNS     *os.File // pins the mount namespace's inode while the instance lives
-	listeners int      // a.mu
-	closing   bool     // a.mu
+	dev       *devGrants
+	listeners int  // a.mu
+	closing   bool // a.mu
 	started   time.Time
 	log       *logrus.Entry
 }
@@ -116,13 +118,15 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		_ = host.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}}
+	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}, proxied: map[proxyKey]*proxied{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
-	if err := ensureLoopControlNode(reg.Dir); err != nil {
+	ctl, err := ensureLoopControlNode(reg.Dir)
+	if err != nil {
 		_ = host.Close()
 		return nil, err
 	}
+	host.AddControlNode(ctl)
 	released, left := GC(host, reg, a.log.WithField("phase", "start"), 2*time.Second)
 	if released+left > 0 {
 		a.log.WithFields(logrus.Fields{"released": released, "left": left}).Info("reclaimed what a previous supervisor held")
@@ -173,9 +177,13 @@ func (a *Agent) handleConn(conn *net.UnixConn) {
 		return
 	}
 	defer m.Close()
-	if m.Status {
+	if m.Status || m.Info {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		_ = json.NewEncoder(conn).Encode(a.Status())
+		if m.Info {
+			_ = json.NewEncoder(conn).Encode(a.Info())
+		} else {
+			_ = json.NewEncoder(conn).Encode(a.Status())
+		}
 		return
 	}
 	st := m.State
@@ -451,6 +459,7 @@ func (c *container) teardown() {
 	if c.ns != nil {
 		c.ns.Close()
 	}
+	c.dev.close()
 	for _, f := range []*os.File{c.userNS, c.mntNS} {
 		if f != nil {
 			_ = f.Close()
@@ -513,7 +522,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	defer func() {
 		if err != nil {
 			c.teardown()
-			c.in, c.mounts, c.ns, c.userNS, c.mntNS = nil, nil, nil, nil, nil
+			c.in, c.mounts, c.ns, c.userNS, c.mntNS, c.dev = nil, nil, nil, nil, nil, nil
 		}
 	}()
 	if c.ns, err = nsexec.OpenNS(pid, pidfd); err != nil {
@@ -542,7 +551,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	}
 	log := a.log.WithField("container", c.id)
 	in, err := loopctl.NewInstance(a.host, a.reg, loopctl.Config{
-		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, DecoyControl: c.key.owner != rootOwner, Limits: limits, Log: log,
+		ID: NewID(), Container: c.id, ContainerPid: pid, HostUID: uid, HostGID: gid, ChargeUID: chargeUID, Limits: limits, Log: log,
 	})
 	if err != nil {
 		return err
@@ -550,13 +559,21 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	c.in = in
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
+	c.dev = openDevGrants(pid, pidfd, c.log)
+	c.dev.grantStatic(pol != nil)
 	in.View.Publish = func(name string, node *os.File) error {
-		return nsexec.Bind(c.ns, node, "/dev/"+name)
+		c.dev.grantNode(name, node)
+		err := nsexec.Bind(c.ns, node, "/dev/"+name)
+		if err != nil {
+			c.log.WithError(err).WithField("node", name).Warn("cannot put the node into the container's /dev")
+		}
+		return err
 	}
 	in.View.Unpublish = func(name string) {
 		if err := nsexec.Unbind(c.ns, "/dev/"+name); err != nil {
 			c.log.WithError(err).WithField("node", name).Debug("cannot remove node from the container's /dev")
 		}
+		c.dev.revoke(name)
 	}
 	if err := c.publishStatic(); err != nil {
 		return err
@@ -569,8 +586,8 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	return nil
 }
 
-// publishStatic puts the instance's /dev/loop-control and sysfs views into
-// the container.
+// publishStatic puts the instance's /dev/loop-control, sysfs views and
+// /proc/partitions into the container.
 func (c *container) publishStatic() error {
 	node, err := c.in.View.Clone(view.Dev + "/loop-control")
 	if err != nil {
@@ -596,13 +613,25 @@ func (c *container) publishStatic() error {
 			c.log.WithError(err).WithField("target", m.Target).Warn("cannot filter the container's sysfs view; it shows every loop device (names only)")
 		}
 	}
+	for _, m := range view.ProcFiles { // over the container's own /proc
+		v, err := c.in.View.Clone(m.File)
+		if err != nil {
+			return err
+		}
+		err = nsexec.Bind(c.ns, v, m.Target)
+		_ = v.Close()
+		if err != nil {
+			c.log.WithError(err).WithField("target", m.Target).Warn("cannot give the container its own view; it shows every loop device")
+		}
+	}
 	return nil
 }
 
 // policyFor applies a container's listenerMetadata to the agent's policy.
 // Metadata is "key=value" pairs separated by ';': max-loop=N (at most the
 // agent's --max-loop), kernel-mount=no (serve every type with FUSE helpers
-// or not at all), mount=no (leave mount calls to the kernel).
+// or not at all), mount=no (leave mount calls to the kernel), mount-api=new
+// (the filter traps fsconfig and fsmount: serve the new mount API).
 func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, error) {
 	limits := a.cfg.Limits
 	var pol *mountproxy.Policy
@@ -635,13 +664,22 @@ func (a *Agent) policyFor(metadata string) (loopctl.Limits, *mountproxy.Policy, 
 			if pol != nil {
 				pol.Kernel = map[string]bool{}
 			}
+		case "mount-api":
+			// oci-config's word that the filter traps fsconfig and
+			// fsmount too (mountproxy.Policy.NewAPI).
+			if v != "new" {
+				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount-api=new can be given", kv)
+			}
+			if pol != nil {
+				pol.NewAPI = true
+			}
 		case "mount":
 			if v != "no" {
 				return limits, nil, fmt.Errorf("listenerMetadata %q: only mount=no can be asked for", kv)
 			}
 			pol = nil
 		default:
-			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount)", kv)
+			return limits, nil, fmt.Errorf("listenerMetadata %q: unknown key (known: max-loop, kernel-mount, mount, mount-api)", kv)
 		}
 	}
 	return limits, pol, nil
@@ -753,41 +791,48 @@ func (a *Agent) Close() {
 // 0600, which a runtime's bind of it keeps): nodes on a tmpfs of the
 // agent's own (the state directory may sit on a nodev file system), mode
 // 0666 so any container root can open it, in a directory only root can
-// reach. Every loop-control command from a container is trapped and served
-// by its instance; the agent replaces the node with the instance's own
-// (0600, owned by the container's root) as soon as it gets the container.
-func ensureLoopControlNode(stateDir string) error {
+// reach. loop-control is a /dev/null node, as every container's is: an fd
+// of it outside a filter is worth nothing; the agent knows it by the inode
+// it returns, and every loop-control command from a container is trapped
+// and served by its instance. The agent replaces the node with the
+// instance's own (0600, owned by the container's root) as soon as it gets
+// the container.
+func ensureLoopControlNode(stateDir string) (loopctl.NodeID, error) {
 	dir := filepath.Join(stateDir, "dev")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	var sfs, parent unix.Stat_t
 	if err := unix.Stat(dir, &sfs); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if err := unix.Stat(stateDir, &parent); err != nil {
-		return err
+		return loopctl.NodeID{}, err
 	}
 	if sfs.Dev == parent.Dev { // not mounted yet
 		if err := unix.Mount("loopvisor-dev", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
-			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+			return loopctl.NodeID{}, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 		}
 	}
 	for _, n := range []struct {
 		name         string
 		major, minor uint32
-	}{{"loop-control", linux.MiscMajor, linux.LoopCtlMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
+	}{{"loop-control", linux.NullMajor, linux.NullMinor}, {"fuse", linux.FuseMajor, linux.FuseMinor}} {
 		node := filepath.Join(dir, n.name)
 		var st unix.Stat_t
 		if unix.Lstat(node, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(n.major, n.minor) {
 			_ = os.Remove(node)
 			if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-				return fmt.Errorf("mknod %s: %w", node, err)
+				return loopctl.NodeID{}, fmt.Errorf("mknod %s: %w", node, err)
 			}
 		}
 		if err := os.Chmod(node, 0o666); err != nil {
-			return err
+			return loopctl.NodeID{}, err
 		}
 	}
-	return nil
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "loop-control"), &st); err != nil {
+		return loopctl.NodeID{}, err
+	}
+	return loopctl.NodeIDOf(&st), nil
 }

@@ -6,11 +6,13 @@
 // One way through for every request (serve.go): notify.Listener receives
 // it, notify.Decode says which call it is in which ABI, handle decides
 // whose it is (loopctl.Instance.Ioctl for loop and block ioctls,
-// mountproxy.Proxy for mount, umount2 and fsopen), the handler acts on its
+// mountproxy.Proxy for mount, umount2, fsopen, fsconfig and fsmount), the handler acts on its
 // own copies of the arguments and returns a notify.Reply, and Serve sends
 // it. Sub-packages hold what is not lifecycle: ociconfig (rewriting a
 // runtime's config.json), ociproto (the runtime's wire protocol to the
-// agent), sandboxinit (the init of a `loopvisor run` sandbox).
+// agent), lxcproto and lxcconfig (LXC's seccomp notify proxy protocol and
+// `loopvisor lxc-config`), sandboxinit (the init of a `loopvisor run`
+// sandbox).
 //
 // Process model of `loopvisor run`:
 //
@@ -63,11 +65,27 @@
 // mount namespaces the peer owns (NS_GET_OWNER_UID up the chain) with maps
 // inside its sub-id ranges, and since no kernel query ties a listener to a
 // process, Sandbox.Check vets every trapped call's caller. Such containers
-// are keyed apart (containerKey.owner), get FUSE only, a decoy
-// loop-control and limits charged to the peer. RunAsUser (userrun.go) is
+// are keyed apart (containerKey.owner), get FUSE only, the view's
+// /dev/null loop-control and limits charged to the peer. RunAsUser (userrun.go) is
 // `loopvisor run` without root: newuidmap/newgidmap map the sandbox, the
 // init re-execs itself to gain its capabilities in the new namespace, and
 // the listener goes to the agent's user socket, whose answer it awaits.
+//
+// Process model of `loopvisor agent --lxc-socket` (LXC's
+// lxc.seccomp.notify.proxy): LXC's monitor keeps the listener and sends
+// each notification as one SOCK_SEQPACKET packet (lxcproto) with the
+// caller's /proc/PID and /proc/PID/mem and the listener as fds; the agent
+// answers each in order and LXC passes the answer to the kernel. The same
+// path is the library entry point for managers that run their own proxy
+// (Agent.HandleProxied): the notification goes through handle like any
+// other, with notify.Observe wrapping the listener for ID checks only and
+// the caller's memory read through the mem fd. An instance per container
+// (init pid checked on a pidfd, then its namespaces) is created by the
+// first notification and released when the init's pidfd polls readable
+// (watched on the netpoller, no thread per container) or the monitor
+// hangs up. /dev/loop-control and /dev/fuse reach the container from
+// LXC's start-host hook (PublishLXCNodes), run as host root before the
+// container's init starts.
 //
 // Errors a container sees are computed in one place, notify.ErrnoOf. Logs
 // come as one logrus entry per decision with fields instance, pid, syscall

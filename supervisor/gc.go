@@ -8,6 +8,7 @@ import (
 
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/loopctl/registry"
+	"github.com/loopvisor/loopvisor/loopctl/view"
 )
 
 // GC releases what supervisors that died left behind in reg: for every
@@ -56,6 +57,12 @@ func GC(h *loopctl.Host, reg *registry.Registry, log *logrus.Entry, wait time.Du
 		released += r
 		left += l
 	}
+	if n, err := loopctl.RevokeOrphanViews(reg); err != nil {
+		log.WithError(err).Warn("gc: revoking views without a journal")
+	} else if n > 0 {
+		log.WithField("nodes", n).Info("gc: revoked the nodes of views without a journal")
+	}
+	loopctl.ReleaseViews(reg)
 	return released, left
 }
 
@@ -64,6 +71,17 @@ func GC(h *loopctl.Host, reg *registry.Registry, log *logrus.Entry, wait time.Du
 // lock is not held.
 func gcJournal(h *loopctl.Host, reg *registry.Registry, j *registry.Journal, log *logrus.Entry, wait time.Duration) (released, left int) {
 	jl := log.WithFields(logrus.Fields{"instance": j.ID, "dead_pid": j.Pid})
+	// First, before any device leaves: every node the dead supervisor's
+	// view made is revoked, whatever references the sandbox passed out.
+	if dir, err := loopctl.ViewDir(reg, j.ID); err == nil {
+		n, err := view.RevokePersisted(dir)
+		if err != nil {
+			jl.WithError(err).Warn("gc: revoking the dead instance's nodes")
+		} else if n > 0 {
+			jl.WithField("nodes", n).Info("gc: revoked the dead instance's device nodes")
+		}
+		loopctl.ReleaseViews(reg)
+	}
 	// Release in rounds: a partition device holds its whole device open,
 	// so the whole device goes only after its partitions.
 	keep := append([]int(nil), j.Devices...)

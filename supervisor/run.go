@@ -71,6 +71,11 @@ func Run(cfg RunConfig) (int, error) {
 	// Briefly: a device still in use (mounted on the host, say) must not
 	// slow every start; loopvisor gc --wait is there for the patient.
 	GC(host, reg, cfg.Log.WithField("phase", "start"), 200*time.Millisecond)
+	if cfg.Mounts != nil && cfg.Mounts.CacheDir == "" {
+		pol := *cfg.Mounts
+		pol.CacheDir = reg.Dir // host root's only: helpers' file lists
+		cfg.Mounts = &pol
+	}
 	if cfg.Bare {
 		return runBare(cfg)
 	}
@@ -102,8 +107,15 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	defer func() { _ = ours.Close() }()
 
 	extra := []*os.File{theirs}
+	dirs := make([]string, 0, len(view.Mounts)+len(view.ProcFiles))
 	for _, m := range view.Mounts {
-		f, err := in.View.Clone(m.Dir)
+		dirs = append(dirs, m.Dir)
+	}
+	for _, m := range view.ProcFiles {
+		dirs = append(dirs, m.File)
+	}
+	for _, d := range dirs {
+		f, err := in.View.Clone(d)
 		if err != nil {
 			_ = theirs.Close()
 			closeAll(extra[1:])
@@ -147,7 +159,8 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 		abort()
 		return exitCode(cmd), fmt.Errorf("sandbox set-up failed: %w", err)
 	}
-	l, err := notify.NewListener(lfd)
+	// One sandbox, one listener: served on a thread of its own.
+	l, err := notify.NewBlockingListener(lfd)
 	if err != nil {
 		abort()
 		return 0, err
@@ -167,7 +180,9 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	in.UserNS = st.Ino
 	sb := &Sandbox{Instance: in, Log: log}
 	if cfg.Mounts != nil {
-		sb.Mounts = mountproxy.New(*cfg.Mounts, in, userNS, log)
+		pol := *cfg.Mounts
+		pol.NewAPI = true // the filter run installs traps fsconfig and fsmount
+		sb.Mounts = mountproxy.New(pol, in, userNS, log)
 		defer sb.Mounts.Close()
 	}
 	log.WithFields(logrus.Fields{"sync_wakeup": l.SyncWake, "uid_map": fmt.Sprintf("0:%d:%d", cfg.UIDMap.Host, cfg.UIDMap.Size)}).Info("sandbox started")

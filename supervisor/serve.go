@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -24,8 +25,14 @@ type Sandbox struct {
 
 // Serve answers the listener's notifications until no task uses the filter
 // any more. Requests of one listener are served in order, so a flood from
-// one sandbox queues behind itself only.
+// one sandbox queues behind itself only. A blocking listener is served on
+// this goroutine's OS thread, locked for the purpose: every call is
+// received, decided and answered there.
 func Serve(l *notify.Listener, sb *Sandbox) error {
+	if l.Blocking() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	for {
 		req, err := l.Next()
 		if errors.Is(err, notify.ErrGone) {
@@ -70,6 +77,11 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 			sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "syscall": loopctl.CmdName(cmd)}).Warn("32-bit LOOP_SET/GET_STATUS is not served: EINVAL; use the 64 variants")
 			return notify.Errno(unix.EINVAL)
 		}
+		if uint32(args[1]) == notify.HdioGetGeo {
+			// Partition geometry is served in the 64-bit layout only;
+			// the kernel answers 32-bit callers (ENOTTY for a loop device).
+			return notify.Continue
+		}
 	}
 	if call.Syscall != notify.SysIoctl && sb.Mounts == nil {
 		return notify.Continue
@@ -89,6 +101,10 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 		return sb.Mounts.Umount(c, args)
 	case notify.SysFsopen:
 		return sb.Mounts.Fsopen(c, args)
+	case notify.SysFsconfig:
+		return sb.Mounts.Fsconfig(c, args)
+	case notify.SysFsmount:
+		return sb.Mounts.Fsmount(c, args)
 	}
 	return notify.Errno(unix.ENOSYS)
 }

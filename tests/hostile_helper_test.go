@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/loopvisor/loopvisor/tests/oci"
 )
 
@@ -285,33 +287,200 @@ sleep 1000`)
 	})
 }
 
-// TestAttack3HelperNode: the helper's own device node is reachable from
-// the sandbox through /proc/HELPER/root while the helper runs. Before the
-// fix it belonged to the sandbox's root (chmod 0666 worked) and was never
-// revoked, so a kept reference reopened whatever device got the index
-// next. Now the sandbox cannot chmod it and a reopen after the helper
-// exited fails.
+// TestAttack3HelperNode: the helper's own device node sits in its jail.
+// Before the fix it belonged to the sandbox's root (chmod 0666 worked) and
+// was never revoked, so a reference kept through /proc/HELPER/root reopened
+// whatever device got the index next. The sandbox can no longer reach the
+// jail at all (TestHelperNotTraceable); the node's revocation stays as a
+// second wall, checked here with a reference the test takes from the jail
+// and hands to the sandbox's host uid: it opens the node while the helper
+// runs, cannot chmod it, and cannot reopen it once the helper has exited.
 func TestAttack3HelperNode(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
 	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
-	r := sandbox(t, dir, stateDir(t), nil, `mkdir -p mnt
-mount -o loop disk.img mnt || exit 1
+	fifo := filepath.Join(dir, "go")
+	check(t, exec.Command("mkfifo", fifo).Run())
+	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
+	done := sandboxAsync(dir, stateDir(t), nil, `set -e
+mkdir -p mnt
+mount -o loop disk.img mnt
 h=$(pgrep -x fuse2fs)
-n=$(ls /proc/$h/root/dev/ | grep '^loop')
-if chmod 0666 /proc/$h/root/dev/$n 2>/dev/null; then echo chmod-ok; else echo chmod-refused; fi
-exec 7</proc/$h/root/dev/$n || exit 1
+if ls /proc/$h/root/dev/ >/dev/null 2>&1; then echo jail-reachable; fi
+echo ready > ready
+read x < go
 umount mnt
-sleep 0.5
-if head -c1 /proc/self/fd/7 >/dev/null 2>&1; then echo reopen-ok; else echo reopen-refused; fi`)
+echo unmounted > unmounted
+read x < go`)
+	waitFile := func(name string) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sandbox did not write %s", name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			check(t, os.WriteFile(fifo, []byte("go\n"), 0))
+		}
+	}
+	t.Cleanup(func() {
+		if !released {
+			_ = os.WriteFile(fifo, []byte("go\n"), 0)
+		}
+	})
+	waitFile("ready")
+	var node *os.File
+	for _, h := range pidsNamed("fuse2fs") {
+		root := fmt.Sprintf("/proc/%d/root/dev", h)
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "loop") {
+				f, err := os.OpenFile(filepath.Join(root, e.Name()), unix.O_PATH|unix.O_CLOEXEC, 0)
+				check(t, err)
+				node = f
+			}
+		}
+	}
+	if node == nil {
+		t.Fatal("no helper node found")
+	}
+	defer func() { _ = node.Close() }()
+	// As the sandbox's root on the host: a reference it kept.
+	asSandbox := func(script string) string {
+		cmd := exec.Command("setpriv", "--reuid", strconv.Itoa(SandboxUID), "--regid", strconv.Itoa(SandboxUID),
+			"--clear-groups", "sh", "-c", script)
+		cmd.ExtraFiles = []*os.File{node}
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	const try = `if head -c1 /proc/self/fd/3 >/dev/null 2>&1; then echo reopen-ok; else echo reopen-refused; fi
+if chmod 0666 /proc/self/fd/3 2>/dev/null; then echo chmod-ok; else echo chmod-refused; fi`
+	live := asSandbox(try)
+	release()
+	waitFile("unmounted")
+	after := asSandbox(try)
+	released = false
+	release()
+	o := <-done
+	if o.err != nil || o.r.Code != 0 {
+		t.Fatalf("sandbox: %v\n%s", o.err, o.r)
+	}
+	if strings.Contains(o.r.Stdout, "jail-reachable") {
+		t.Errorf("the sandbox reached its helper's jail:\n%s", o.r)
+	}
+	if !strings.Contains(live, "reopen-ok") {
+		t.Errorf("control: the sandbox's uid could not open the helper's node while it served (the test cannot tell):\n%s", live)
+	}
+	if !strings.Contains(live, "chmod-refused") || !strings.Contains(after, "chmod-refused") {
+		t.Errorf("the sandbox's uid could chmod its helper's node:\n%s\n%s", live, after)
+	}
+	if !strings.Contains(after, "reopen-refused") {
+		t.Errorf("a kept reference to the helper's node reopened after the helper exited:\n%s", after)
+	}
+}
+
+// TestHelperNotTraceable: the container's root owns every process of its
+// own, so before the fix it could ptrace its FUSE helper (same uid, pid
+// namespace and capabilities in its user namespace), read its memory, open
+// its fds and look into its jail through /proc/HELPER/root, and make the
+// helper run code of its choosing under the helper's filter instead of its
+// own. Now every way in is refused, while the same probe succeeds against
+// a process the container started itself (so the probe can tell).
+func TestHelperNotTraceable(t *testing.T) {
+	needRoot(t)
+	for _, c := range []struct{ fstype, helper, mkfs, use string }{
+		{"ext4", "fuse2fs", "truncate -s 32M disk.img && mkfs.ext4 -q disk.img",
+			"echo still-served > mnt/hello && cat mnt/hello"},
+		{"vfat", "fusefat", "truncate -s 32M disk.img && mkfs.vfat disk.img >/dev/null",
+			"echo still-served > mnt/hello && cat mnt/hello"},
+		{"squashfs", "squashfuse", "mkdir t && echo still-served > t/hello && mksquashfs t disk.img -quiet -no-progress >/dev/null",
+			"cat mnt/hello"},
+	} {
+		t.Run(c.fstype, func(t *testing.T) {
+			hostGuard(t)
+			dir := workDir(t)
+			probe := filepath.Join(binDir, "helperprobe")
+			r := sandbox(t, dir, stateDir(t), nil, fmt.Sprintf(`set -e
+%[2]s
+mkdir -p mnt
+mount -t %[3]s -o loop disk.img mnt
+sleep 1000 &
+own=$!
+h=$(pgrep -x %[4]s)
+echo "== own"
+%[1]s $own
+echo "== helper"
+%[1]s $h
+kill $own
+%[5]s
+umount mnt`, probe, c.mkfs, c.fstype, c.helper, c.use))
+			if r.Code != 0 {
+				t.Fatalf("sandbox:\n%s", r)
+			}
+			own, helper, ok := strings.Cut(r.Stdout, "== helper\n")
+			if !ok || !strings.Contains(helper, "still-served") {
+				t.Fatalf("sandbox output:\n%s", r)
+			}
+			t.Logf("against the helper:\n%s", helper)
+			for _, op := range []string{"attach", "seize", "vmread", "mem", "root", "fddir", "fdlink", "environ", "ns", "cwd", "getfd"} {
+				if !strings.Contains(own, op+" OK\n") {
+					t.Errorf("control: the sandbox's root could not %s its own process (the probe cannot tell):\n%s", op, own)
+				}
+				if !strings.Contains(helper, op+" ERR ") {
+					t.Errorf("the sandbox's root could %s its FUSE helper:\n%s", op, helper)
+				}
+			}
+		})
+	}
+}
+
+// TestFUSEHelperLimit: each FUSE mount costs a helper (processes, memory
+// charged to the container but also a jail, pipes and a goroutine in the
+// supervisor). Before the fix a sandbox could start helpers without end
+// (up to its devices, and a helper such as squashfuse does not refuse a
+// device mounted twice); now --max-fuse bounds those
+// running or starting per sandbox, the next mount fails with ENOSPC (what
+// mount(2) answers when a mount namespace reaches fs.mount-max), and an
+// umount frees a slot.
+func TestFUSEHelperLimit(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
+	script := `set -e
+d1=$(losetup -r -f --show disk.img)
+d2=$(losetup -r -f --show disk.img)
+d3=$(losetup -r -f --show disk.img)
+mkdir -p m1 m2 m3
+mount -o ro $d1 m1
+mount -o ro $d2 m2
+if mount -o ro $d3 m3 2>err; then echo third-mounted; umount m3; else echo third-refused; cat err; fi
+umount m2
+mount -o ro $d3 m3 && echo freed-slot-used
+umount m3
+umount m1
+losetup -d $d1 $d2 $d3`
+	bareFails(t, dir, stateDir(t), script)
+	r := sandbox(t, dir, stateDir(t), []string{"--max-fuse", "2"}, script)
 	if r.Code != 0 {
 		t.Fatalf("sandbox:\n%s", r)
 	}
-	if !strings.Contains(r.Stdout, "chmod-refused") {
-		t.Errorf("the sandbox could chmod its helper's node:\n%s", r)
+	if !strings.Contains(r.Stdout, "third-refused") || !strings.Contains(r.Stdout, "No space left on device") {
+		t.Errorf("a third FUSE mount with --max-fuse 2 was not refused with ENOSPC:\n%s", r)
 	}
-	if !strings.Contains(r.Stdout, "reopen-refused") {
-		t.Errorf("a kept reference to the helper's node reopened after the helper exited:\n%s", r)
+	if !strings.Contains(r.Stdout, "freed-slot-used") {
+		t.Errorf("an umount did not free a helper slot:\n%s", r)
+	}
+	if !strings.Contains(r.Stderr, "too many FUSE helpers") {
+		t.Errorf("no log line for the refusal:\n%s", r.Stderr)
 	}
 }

@@ -108,23 +108,31 @@ echo b-done`)
 }
 
 // TestAttack7StallRun: sandbox A attaches a file on a FUSE mount it serves
-// whose reads never return (losetup -P makes loopvisor read the partition
-// table; mount makes it read the superblock). Sandbox B, on the same state
-// directory, and `loopvisor gc` keep answering.
+// whose size query (GETATTR) is never answered: LOOP_CONFIGURE asks for the
+// backing file's size, and loopvisor asks it as the caller (the driver's
+// getattr runs as the calling task; a FUSE file system the container
+// serves refuses host root), so A's call waits for A's own server, in D
+// state once the server has read the request, as it would on the host.
+// Sandbox B, on the same state directory, and `loopvisor gc` keep
+// answering. (The loop driver's reads of such a file never reach the
+// server: the kernel's loop worker is not in the server's user namespace
+// and FUSE refuses it, so partition scans and superblock checks get EIO
+// at once.)
 func TestAttack7StallRun(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	state := stateDir(t)
 	dirA, dirB := workDir(t), workDir(t)
 	image(t, dirB, "b.img", 8<<20)
+	lc := filepath.Join(binDir, "loopctl")
 	supA := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--",
-		"sh", "-c", fmt.Sprintf(`mkdir -p f m
-%s file f 67108864 || exit 1
-d=$(losetup -P -f --show f/img) || exit 1
-echo "$d" > dev
+		"sh", "-c", fmt.Sprintf(`mkdir -p f
+%s attrhang f 67108864 || exit 1
+r=$(%[2]s getfree)
+case "$r" in "OK "*) ;; *) echo "getfree: $r"; exit 1;; esac
 echo ready > ready
-mount -t ext4 "$d" m &
-exec sleep 1000`, filepath.Join(binDir, "fusehang")))
+%[2]s configure /dev/loop${r#OK } f/img > configured
+exec sleep 1000`, filepath.Join(binDir, "fusehang"), lc))
 	supA.Dir = dirA
 	supA.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	var logA strings.Builder
@@ -146,17 +154,17 @@ exec sleep 1000`, filepath.Join(binDir, "fusehang")))
 			t.Errorf("sandbox A did not end after SIGTERM:\n%s", logA.String())
 		}
 	}()
+	// A's server has read the size query and will never answer it.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(dirA, "ready")); err == nil {
+		if _, err := os.Stat(filepath.Join(dirA, "getattr-pending")); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sandbox A did not attach its FUSE-backed file:\n%s", logA.String())
+			t.Fatalf("sandbox A's LOOP_CONFIGURE never asked its FUSE server for the size:\n%s", logA.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // A's partition scan and superblock check are stuck
 
 	done := sandboxAsync(dirB, state, nil, `set -e
 for i in 1 2 3 4 5; do d=$(losetup -f --show b.img); losetup -d $d; done
@@ -171,5 +179,41 @@ echo b-done`)
 		t.Errorf("sandbox B's losetup stalled behind sandbox A")
 		_ = supA.Process.Kill()
 		<-done
+	}
+	// A was stalled all along: its call has not returned.
+	if b, err := os.ReadFile(filepath.Join(dirA, "configured")); err == nil && len(b) > 0 {
+		t.Errorf("sandbox A's LOOP_CONFIGURE returned (%q): the test did not stall it", b)
+	}
+}
+
+// TestFUSEBackedSize: a loop device over a file on a FUSE mount the
+// sandbox serves has the file's size. Before the fix it had size 0: the
+// loop driver asks the backing file's getattr for the size as the task
+// that issues LOOP_CONFIGURE, which was the supervisor (host root), and
+// FUSE answers only tasks of the server's user namespace. Offset,
+// sizelimit and LOOP_SET_CAPACITY take the size the same way.
+func TestFUSEBackedSize(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	script := fmt.Sprintf(`set -e
+mkdir -p f
+%s file f 67108864
+stat -c "file %%s" f/img
+d=$(losetup -f --show f/img)
+echo "device $(blockdev --getsize64 $d)"
+losetup -c $d
+echo "capacity $(blockdev --getsize64 $d)"
+losetup -d $d
+d=$(losetup -f --show -o 1048576 f/img)
+echo "offset $(blockdev --getsize64 $d)"
+losetup -d $d
+umount f`, filepath.Join(binDir, "fusehang"))
+	bareFails(t, dir, stateDir(t), script)
+	out := sandboxOK(t, dir, stateDir(t), nil, script)
+	for _, want := range []string{"file 67108864", "device 67108864", "capacity 67108864", "offset 66060288"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("want %q:\n%s", want, out)
+		}
 	}
 }

@@ -15,6 +15,13 @@
 //                     buffer; prints "read BYTES NS"
 //   fstype MNT        prints "fstype TYPE SOURCE" of the mount on MNT (the
 //                     last one in /proc/self/mountinfo)
+//   write IMG MNT MIB mount -o loop IMG MNT, write MIB MiB of pseudo-random
+//                     bytes to MNT/w.bin with write(2) from a 1 MiB buffer,
+//                     close, umount MNT; prints "write BYTES NS", the time
+//                     of all of it (umount returns once the data is on the
+//                     device: the kernel syncs, a FUSE helper has exited)
+//   untar IMG MNT TAR mount -o loop IMG MNT, tar -xf TAR -C MNT, umount MNT;
+//                     prints "untar NS", likewise
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -111,6 +118,77 @@ static int readfile(const char *path) {
 	return 0;
 }
 
+static int writefile(char *img, char *mnt, long mib) {
+	static char buf[1 << 20];
+	static int filled;
+	char path[4096];
+	char *mount_argv[] = {"mount", "-o", "loop", img, mnt, NULL};
+	char *umount_argv[] = {"umount", mnt, NULL};
+	if (!filled) {
+		unsigned long long x = 0x9e3779b97f4a7c15ULL;
+		for (size_t i = 0; i < sizeof buf; i += 8) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			memcpy(buf + i, &x, 8);
+		}
+		filled = 1;
+	}
+	if (snprintf(path, sizeof path, "%s/w.bin", mnt) >= (int)sizeof path) {
+		printf("err path too long\n");
+		return -1;
+	}
+	double t0 = now_ns();
+	if (spawn(mount_argv) < 0)
+		return -1;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		printf("err open %s: %s\n", path, strerror(errno));
+		spawn(umount_argv);
+		return -1;
+	}
+	long long total = 0;
+	for (long i = 0; i < mib; i++) {
+		for (size_t off = 0; off < sizeof buf;) {
+			ssize_t w = write(fd, buf + off, sizeof buf - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				printf("err write %s: %s\n", path, w < 0 ? strerror(errno) : "short write");
+				close(fd);
+				spawn(umount_argv);
+				return -1;
+			}
+			off += (size_t)w;
+			total += w;
+		}
+	}
+	if (close(fd) < 0) {
+		printf("err close %s: %s\n", path, strerror(errno));
+		spawn(umount_argv);
+		return -1;
+	}
+	if (spawn(umount_argv) < 0)
+		return -1;
+	printf("write %lld %.0f\n", total, now_ns() - t0);
+	return 0;
+}
+
+static int untar(char *img, char *mnt, char *tar) {
+	char *mount_argv[] = {"mount", "-o", "loop", img, mnt, NULL};
+	char *tar_argv[] = {"tar", "-xf", tar, "-C", mnt, NULL};
+	char *umount_argv[] = {"umount", mnt, NULL};
+	double t0 = now_ns();
+	if (spawn(mount_argv) < 0)
+		return -1;
+	if (spawn(tar_argv) < 0) {
+		spawn(umount_argv);
+		return -1;
+	}
+	if (spawn(umount_argv) < 0)
+		return -1;
+	printf("untar %.0f\n", now_ns() - t0);
+	return 0;
+}
+
 // fstype prints the type and source of the topmost mount on mnt.
 static int fstype(const char *mnt) {
 	char want[4096], line[8192], type[256] = "", source[4096] = "";
@@ -162,6 +240,10 @@ int main(void) {
 			r = readfile(f[1]);
 		else if (strcmp(f[0], "fstype") == 0 && nf == 2)
 			r = fstype(f[1]);
+		else if (strcmp(f[0], "write") == 0 && nf == 4 && atol(f[3]) > 0)
+			r = writefile(f[1], f[2], atol(f[3]));
+		else if (strcmp(f[0], "untar") == 0 && nf == 4)
+			r = untar(f[1], f[2], f[3]);
 		else {
 			printf("err unknown command %s\n", f[0]);
 			r = -1;

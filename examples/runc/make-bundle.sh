@@ -5,10 +5,14 @@
 # oci-config` and nothing else.
 #
 #   examples/runc/make-bundle.sh BUNDLE_DIR [SOCKET] [STATE_DIR]
+#
+# Without STATE_DIR, oci-config asks the running agent at SOCKET where its
+# nodes are (and refuses if no agent answers).
 set -euo pipefail
 bundle=${1:?usage: make-bundle.sh BUNDLE_DIR [SOCKET] [STATE_DIR]}
 socket=${2:-/run/loopvisor/agent.sock}
-state=${3:-/run/loopvisor}
+state=()
+[ -z "${3:-}" ] || state=(--state-dir "$3")
 loopvisor=${LOOPVISOR:-$(command -v loopvisor || echo bin/loopvisor)}
 command -v jq >/dev/null || { echo "make-bundle: needs jq (apt-get install jq)" >&2; exit 1; }
 
@@ -36,5 +40,5 @@ jq '.process.terminal = false
   | .linux.uidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}]
   | .linux.gidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}]' config.json > config.json.new
 mv config.json.new config.json
-"$loopvisor" oci-config --listener "$socket" --state-dir "$state" config.json
-echo "bundle ready in $PWD; run it with: runc run --bundle $PWD demo"
+"$loopvisor" oci-config --listener "$socket" "${state[@]}" config.json
+echo "bundle ready in $PWD; run it with: runc run --bundle $PWD lv-demo-runc (crun: lv-demo-crun)"

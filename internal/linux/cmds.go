@@ -18,11 +18,17 @@ const (
 	LoopCtlGetFree   = 0x4C82
 )
 
-// Block ioctls served for partitions (include/uapi/linux/fs.h).
+// Block ioctls served for partitions (include/uapi/linux/fs.h,
+// include/uapi/linux/hdreg.h).
 const (
-	BlkRRPart = 0x125F
-	BlkPG     = 0x1269
+	BlkRRPart  = 0x125F
+	BlkPG      = 0x1269
+	HdioGetGeo = 0x0301
 )
+
+// SizeofHdGeometry is sizeof(struct hd_geometry) in the 64-bit ABI: u8
+// heads, u8 sectors, u16 cylinders, unsigned long start (at offset 8).
+const SizeofHdGeometry = 16
 
 // Loop device flags (enum in include/uapi/linux/loop.h).
 const (

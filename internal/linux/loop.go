@@ -13,6 +13,12 @@ const (
 	MaxLoopMinor = 1<<20 - 1 // the block layer's 20-bit minors
 	FuseMajor    = 10        // char major of /dev/fuse
 	FuseMinor    = 229       // char minor of /dev/fuse
+	// A container's /dev/loop-control is a node of /dev/null (1:3): an fd
+	// of it passed out of the container is worth nothing, and only the
+	// supervisor, which knows the node's inode, serves loop-control
+	// commands on it.
+	NullMajor = 1
+	NullMinor = 3
 )
 
 // ErrShort is returned by decoders given fewer bytes than the structure.

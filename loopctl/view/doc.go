@@ -6,8 +6,10 @@
 // /sys/dev/block; an OCI container gets each node bind-mounted into its
 // own /dev through Publish.
 //
-// Design: loop nodes appear (AddLoop, AddNode) and vanish (RemoveLoop,
-// RemoveNode) as the instance gets and gives back devices. Every node
+// Design: loop nodes appear (AddLoop, AddPartition) and vanish
+// (RemoveLoop, RemovePartition) as the instance gets and gives back
+// devices; a partition is shown as the kernel shows one, /dev/loopNpM and
+// a loopNpM directory inside loopN's sysfs directory (see sysfs.go). Every node
 // inode belongs to host root (the container's root reaches it through an
 // ACL entry, so it cannot chmod or chown it), each assignment gets a fresh
 // inode, and Revoke makes every inode ever made for an index unopenable

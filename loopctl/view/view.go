@@ -47,6 +47,18 @@ type View struct {
 	nodes map[int][]*nodeInode
 	// helperSeq names helper nodes uniquely.
 	helperSeq int
+	// The inode of the view's /dev/loop-control.
+	ctlDev, ctlIno uint64
+	// Where Persist attached the view ("" if not).
+	persisted string
+	// parts holds the partitions shown for each device (see sysfs.go).
+	parts map[int]map[int]Part
+	// loops are the devices shown as /dev/loopN.
+	loops map[int]bool
+	// procParts is the view's /proc/partitions (see procparts.go) and
+	// procPartsData what it holds.
+	procParts     *os.File
+	procPartsData []byte
 
 	// Publish, if set, is called after a device node appears in the view
 	// with a detached mount of it (the caller owns it), and Unpublish
@@ -175,8 +187,12 @@ func New(uid, gid int) (*View, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fsmount(tmpfs)", err)
 	}
-	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}}
+	v := &View{root: os.NewFile(uintptr(mfd), "loopvisor-view"), uid: uid, gid: gid, nodes: map[int][]*nodeInode{}, loops: map[int]bool{}}
 	if err := v.populate(); err != nil {
+		_ = v.Close()
+		return nil, err
+	}
+	if err := v.makeProcFiles(); err != nil {
 		_ = v.Close()
 		return nil, err
 	}
@@ -195,6 +211,11 @@ func (v *View) Close() error {
 		}
 		delete(v.nodes, idx)
 	}
+	persisted := v.persisted
+	if v.procParts != nil {
+		_ = v.procParts.Close()
+		v.procParts = nil
+	}
 	v.mu.Unlock()
 	v.pubMu.Lock()
 	v.pubStop = true
@@ -202,10 +223,95 @@ func (v *View) Close() error {
 		v.pubCond.Broadcast()
 	}
 	v.pubMu.Unlock()
+	if persisted != "" {
+		_ = unix.Unmount(persisted, unix.MNT_DETACH)
+		_ = os.Remove(persisted)
+	}
 	return v.root.Close()
 }
 
+// Persist attaches a clone of the view at dir (created; its parent must be
+// reachable by root only) until Close, so that a later process (gc, after
+// this supervisor was killed) can revoke every node the view made
+// (RevokePersisted). Every node inode keeps a name in the view's
+// supervisor-only directory, which the sandbox cannot remove.
+func (v *View) Persist(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	fd, err := unix.OpenTree(v.fd(), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		_ = os.Remove(dir)
+		return os.NewSyscallError("open_tree view", err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		_ = os.Remove(dir)
+		return os.NewSyscallError("move_mount view", err)
+	}
+	v.mu.Lock()
+	v.persisted = dir
+	v.mu.Unlock()
+	return nil
+}
+
+// RevokePersisted revokes every loop node (block device inode) of a view a
+// dead supervisor persisted at dir, whatever names the sandbox gave them
+// (each inode also has a name in the supervisor-only directory), then
+// detaches the view and removes dir. It returns how many inodes it
+// revoked. A dir that does not exist is not an error.
+func RevokePersisted(dir string) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if err == unix.ENOENT {
+			return 0, nil
+		}
+		return 0, err
+	}
+	n := 0
+	var first error
+	// Only the supervisor-only directory: every node inode has a name
+	// there, and nothing the sandbox made is walked.
+	nodes := filepath.Join(dir, viewNodes)
+	ents, err := os.ReadDir(nodes)
+	if err != nil && !os.IsNotExist(err) {
+		first = err
+	}
+	for _, e := range ents {
+		if e.Type()&os.ModeDevice == 0 || e.Type()&os.ModeCharDevice != 0 {
+			continue
+		}
+		fd, err := unix.Open(filepath.Join(nodes, e.Name()), unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		ni := &nodeInode{f: os.NewFile(uintptr(fd), e.Name())}
+		if err := ni.revoke(); err != nil && first == nil {
+			first = err
+		} else if err == nil {
+			n++
+		}
+		_ = ni.f.Close()
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && err != unix.EINVAL && first == nil {
+		first = os.NewSyscallError("umount "+dir, err)
+	}
+	if err := os.Remove(dir); err != nil && first == nil {
+		first = err
+	}
+	return n, first
+}
+
 func (v *View) fd() int { return int(v.root.Fd()) }
+
+// IsControl reports whether st is the view's /dev/loop-control node (by
+// inode: bind mounts and hard links of it are it too).
+func (v *View) IsControl(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Dev == v.ctlDev && st.Ino == v.ctlIno
+}
 
 func (v *View) populate() error {
 	for _, d := range []string{Dev, SysBlock, SysClass, SysDev} {
@@ -239,9 +345,18 @@ func (v *View) populate() error {
 			return err
 		}
 	}
-	if err := v.mknod(Dev+"/loop-control", unix.S_IFCHR|0o600, linux.MiscMajor, linux.LoopCtlMinor, v.uid, v.gid); err != nil {
+	// Not the kernel's loop-control: a /dev/null node. Its fd outside the
+	// container's filter is worth nothing; the supervisor knows it by its
+	// inode (IsControl) and serves the container's trapped commands on
+	// it. util-linux and busybox only need it to exist and open.
+	if err := v.mknod(Dev+"/loop-control", unix.S_IFCHR|0o600, linux.NullMajor, linux.NullMinor, v.uid, v.gid); err != nil {
 		return err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(v.fd(), Dev+"/loop-control", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	v.ctlDev, v.ctlIno = st.Dev, st.Ino
 	for _, d := range []string{"pts", "shm"} {
 		if err := unix.Mkdirat(v.fd(), Dev+"/"+d, 0o755); err != nil {
 			return err
@@ -346,6 +461,8 @@ func (v *View) AddLoop(idx int) error {
 			return err
 		}
 	}
+	v.loops[idx] = true
+	v.refreshPartitions()
 	return nil
 }
 
@@ -362,17 +479,22 @@ func (v *View) RemoveLoop(idx int) {
 	for _, n := range v.nodes[idx] {
 		_ = n.revoke()
 		_ = n.f.Close()
+		v.remove(keepName(n.ino))
 	}
 	delete(v.nodes, idx)
-	v.remove(SysBlock + "/" + name)
-	v.remove(SysClass + "/" + name)
-	v.remove(fmt.Sprintf("%s/%d:%d", SysDev, linux.LoopMajor, idx))
+	v.removeDisk(idx)
+	delete(v.loops, idx)
+	v.refreshPartitions()
 }
 
 // Clone returns a detached mount of path in the view (a directory of
-// Mounts or a node under dev/), for the sandbox to attach with
-// move_mount.
+// Mounts, a file of ProcFiles or a node under dev/), for the sandbox to
+// attach with move_mount.
 func (v *View) Clone(dir string) (*os.File, error) {
+	if dir == ProcPartitions {
+		procPartitionsUsed.Store(true)
+		v.RefreshPartitions()
+	}
 	fd, err := unix.OpenTree(v.fd(), dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("open_tree "+dir, err)
@@ -394,14 +516,6 @@ func hostNodeMode(idx int) (uint32, int) {
 		}
 	}
 	return 0o660, 6
-}
-
-// AddNode shows loop device idx in the sandbox's /dev under name (a
-// partition: loopNpM), without sysfs links.
-func (v *View) AddNode(name string, idx int) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.addNode(name, idx)
 }
 
 // nodeInode is one loop node inode the view made.
@@ -472,6 +586,9 @@ func (n *nodeInode) revoke() error {
 	return nil
 }
 
+// keepName is the supervisor-only name of a node inode.
+func keepName(ino uint64) string { return viewNodes + "/keep-" + strconv.FormatUint(ino, 10) }
+
 // addNode makes /dev/name for loop device idx and publishes it: a fresh
 // inode each time, made in the supervisor-only directory, granted (see
 // grant) before the sandbox can reach it, then moved into dev/.
@@ -502,6 +619,12 @@ func (v *View) addNode(name string, idx int) error {
 		v.remove(tmp)
 		return err
 	}
+	// A name of the inode the sandbox cannot remove: a gc after a killed
+	// supervisor finds every node through it (RevokePersisted).
+	if err := unix.Linkat(v.fd(), tmp, v.fd(), keepName(n.ino), 0); err != nil {
+		v.remove(tmp)
+		return os.NewSyscallError("link "+name, err)
+	}
 	v.remove(Dev + "/" + name)
 	if err := unix.Renameat(v.fd(), tmp, v.fd(), Dev+"/"+name); err != nil {
 		v.remove(tmp)
@@ -516,17 +639,6 @@ func (v *View) addNode(name string, idx int) error {
 	}
 	v.enqueue(name, os.NewFile(uintptr(cfd), "view-"+name))
 	return nil
-}
-
-// RemoveNode hides a node AddNode made for loop device idx. The inode is
-// revoked when the device leaves the instance (RemoveLoop).
-func (v *View) RemoveNode(name string, idx int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.Unpublish != nil {
-		v.enqueue(name, nil)
-	}
-	v.removeIfOurs(name, idx)
 }
 
 // Revoke makes every node inode made for loop device idx unopenable (see
@@ -641,26 +753,4 @@ func (v *View) FuseNode() (*os.File, error) {
 		return nil, os.NewSyscallError("open "+path, err)
 	}
 	return os.NewFile(uintptr(fd), "fuse"), nil
-}
-
-// DecoyControl replaces the view's dev/loop-control with a node of
-// /dev/null (same owner and mode) and returns its file identity, by which
-// the instance recognizes the sandbox's loop-control fds. Trapped
-// loop-control commands are served the same; an fd of it that reaches a
-// process outside the filter (the user owning a rootless container can
-// open its /dev through /proc/PID/root) opens /dev/null, not the host's
-// LOOP_CTL_ADD/REMOVE.
-func (v *View) DecoyControl() (dev, ino uint64, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	p := Dev + "/loop-control"
-	v.remove(p)
-	if err := v.mknod(p, unix.S_IFCHR|0o600, 1, 3, v.uid, v.gid); err != nil {
-		return 0, 0, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(v.fd(), p, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return 0, 0, os.NewSyscallError("stat "+p, err)
-	}
-	return st.Dev, st.Ino, nil
 }

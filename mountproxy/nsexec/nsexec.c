@@ -22,6 +22,21 @@
  *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
  *                       file if it does not exist (a device node for /dev)
  *   unbind TARGET       detach what is mounted on TARGET and remove it
+ *   loopioctl PID CMD ARG
+ *                       ioctl(fd 6, CMD, ...) with the credentials of task
+ *                       PID (the caller) in its user namespace, not in its
+ *                       mount namespace: the argument is what stdin holds
+ *                       (a loop_config or loop_info64, read to EOF) or, when
+ *                       stdin is empty, ARG; a backing file is fd 7. The
+ *                       loop driver asks the backing file's getattr for its
+ *                       size as the calling task, and a FUSE file system
+ *                       owned by the container answers only tasks of its
+ *                       user namespace (host root gets EACCES, and the
+ *                       device size 0).
+ *   clonemount SRC ID TARGET SET CLR
+ *                       attach a private clone of the mount at SRC (its
+ *                       mount id must be ID) on TARGET, with MOUNT_ATTR_*
+ *                       bits CLR cleared and SET set (see clonemount())
  * FUSE helpers are started by fusejail.c, not here.
  * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
  * in Go), a message on stderr and exit status 120.
@@ -36,7 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -168,6 +186,103 @@ static void lockmove(const char *target) {
 	_exit(0);
 }
 
+/* status_ids reads the "Uid:" or "Gid:" line of /proc/PID/status (real,
+ * effective, saved, fs), as seen from our user namespace. */
+static void status_ids(const char *pid, const char *key, unsigned ids[4]) {
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%s/status", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(errno, "open status");
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		die(n < 0 ? errno : ESRCH, "read status");
+	buf[n] = 0;
+	char *l = strstr(buf, key);
+	if (!l || sscanf(l + strlen(key), "%u %u %u %u", &ids[0], &ids[1], &ids[2], &ids[3]) != 4)
+		die(ESRCH, "parse status");
+}
+
+static void loopioctl(char **argv) {
+	const char *pid = argv[1];
+	unsigned long cmd = strtoul(argv[2], NULL, 0);
+	unsigned long arg = strtoul(argv[3], NULL, 0);
+	char buf[512];
+	size_t len = 0;
+	for (;;) {
+		ssize_t r = read(0, buf + len, sizeof(buf) - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			die(errno, "read argument");
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len == sizeof(buf))
+			die(E2BIG, "argument");
+	}
+	drop_groups();
+	if (setns(3, CLONE_NEWUSER) < 0)
+		die(errno, "setns");
+	unsigned u[4], g[4];
+	status_ids(pid, "\nUid:", u);
+	status_ids(pid, "\nGid:", g);
+	if (setresgid(g[0], g[1], g[2]) < 0)
+		die(errno, "setresgid");
+	setfsgid(g[3]); /* returns the old value, never an error */
+	if (setresuid(u[0], u[1], u[2]) < 0)
+		die(errno, "setresuid");
+	setfsuid(u[3]);
+	close(3);
+	close(4);
+	close(5);
+	int r = len ? ioctl(6, cmd, buf) : ioctl(6, cmd, arg);
+	if (r < 0)
+		die(errno, "ioctl");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
+#ifndef AT_STATX_DONT_SYNC
+#define AT_STATX_DONT_SYNC 0x4000
+#endif
+
+/*
+ * clonemount makes another mount of the file system mounted at src, as
+ * the kernel does for a second mount(2) of a block device that already
+ * has a superblock: same files, its own flags, its own propagation (a
+ * clone would otherwise join src's peer group). src must still be the
+ * mount the supervisor chose (id): a container that moved it in the
+ * meantime gets ESTALE, never another mount. No request reaches the file
+ * system (the FUSE helper may be the container's to stall).
+ * Preconditions: in the caller's namespaces and root (enter()).
+ */
+static void clonemount(const char *src, unsigned long long id, const char *target, unsigned long long set,
+		       unsigned long long clr) {
+	int s = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s < 0)
+		die(errno, "open source mount");
+	struct statx sx;
+	if (statx(s, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &sx) < 0)
+		die(errno, "statx source mount");
+	if (!(sx.stx_mask & STATX_MNT_ID) || sx.stx_mnt_id != id)
+		die(ESTALE, "source mount changed");
+	int m = syscall(SYS_open_tree, s, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | O_CLOEXEC);
+	if (m < 0)
+		die(errno, "open_tree");
+	struct lv_mount_attr a = {.attr_set = set, .attr_clr = clr, .propagation = MS_PRIVATE};
+	if (syscall(SYS_mount_setattr, m, "", AT_EMPTY_PATH, &a, sizeof a) < 0)
+		die(errno, "mount_setattr");
+	int t = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t < 0)
+		die(errno, "open target");
+	if (syscall(SYS_move_mount, m, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die(errno, "move_mount");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -202,6 +317,13 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 			die(errno, "unlink");
 		dprintf(1, "0\n");
 		_exit(0);
+	}
+	if (!strcmp(op, "loopioctl") && argc >= 4)
+		loopioctl(argv);
+	if (!strcmp(op, "clonemount") && argc >= 6) {
+		enter();
+		clonemount(argv[1], strtoull(argv[2], NULL, 10), argv[3], strtoull(argv[4], NULL, 10),
+			   strtoull(argv[5], NULL, 10));
 	}
 	if (!strcmp(op, "umount") && argc >= 3) {
 		enter();

@@ -74,7 +74,31 @@ const OpTimeout = 10 * time.Second
 
 // runOp runs a short nsexec op and returns the errno it reports.
 func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
-	cmd := nsexecCmd(ns, op, mnt, args...)
+	return runCmd(nsexecCmd(ns, op, mnt, args...), op, args)
+}
+
+// LoopIoctl runs ioctl(loop, cmd, buf or arg) as the task pid (pidfd)
+// in its user namespace, with its ids, backing as the backing file at fd
+// 7 (a loop_config in buf must name fd 7). Bounded by OpTimeout: the
+// backing file may be on a FUSE file system the container serves.
+func LoopIoctl(pid, pidfd int, loop, backing *os.File, cmd uint32, arg uint64, buf []byte) error {
+	dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	pf := os.NewFile(uintptr(dup), "pidfd")
+	defer func() { _ = pf.Close() }()
+	args := []string{strconv.Itoa(pid), strconv.FormatUint(uint64(cmd), 10), strconv.FormatUint(arg, 10)}
+	cmd0 := exec.Command("/proc/self/exe", args...)
+	cmd0.Args = append([]string{"loopvisor-nsexec"}, args...)
+	cmd0.Env = []string{"_LOOPVISOR_NSEXEC=loopioctl"}
+	cmd0.ExtraFiles = []*os.File{pf, nil, nil, loop, backing}
+	cmd0.Stdin = bytes.NewReader(buf)
+	cmd0.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	return runCmd(cmd0, "loopioctl", args)
+}
+
+func runCmd(cmd *exec.Cmd, op string, args []string) error {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -147,6 +171,16 @@ func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", 
 // must be set on mnt before.
 func MoveLocked(ns *NS, mnt *os.File, target string) error {
 	return runOp(ns, "lockmove", mnt, target)
+}
+
+// CloneMount makes another mount of the file system mounted at src (whose
+// mount id must be srcID, else ESTALE) on the directory target inside the
+// sandbox of ns: an open_tree clone of that one mount, private, with the
+// MOUNT_ATTR_* bits clr cleared and set set, as a new mount(2) of an
+// already mounted device gets another mount of its superblock.
+func CloneMount(ns *NS, src string, srcID uint64, target string, set, clr uint64) error {
+	return runOp(ns, "clonemount", nil, src, strconv.FormatUint(srcID, 10), target,
+		strconv.FormatUint(set, 10), strconv.FormatUint(clr, 10))
 }
 
 // Umount runs umount2(target, flags) inside the sandbox of ns.

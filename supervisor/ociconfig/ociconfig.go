@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/notify"
@@ -33,8 +34,12 @@ type Options struct {
 	NoCapSysAdmin bool
 }
 
+// newAPIMetadata tells the agent that the filter traps fsopen, fsconfig
+// and fsmount, so it may serve the new mount API.
+const newAPIMetadata = "mount-api=new"
+
 // mountSyscalls are the calls loopvisor traps for `mount -o loop`.
-var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen"}
+var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
 
 type jsonObj = map[string]any
 
@@ -173,6 +178,11 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 	var kept []any
 	ioctlAllowed := def == "SCMP_ACT_ALLOW"
 	allowed := map[string]bool{}
+	// conds are the conditions (containers/common's and moby's
+	// "includes"/"excludes": capabilities, architectures, kernel
+	// versions) under which the profile allows a mount call; its trap
+	// carries the same ones.
+	conds := map[string][]jsonObj{}
 	denied := map[string]bool{}
 	for _, r := range rules {
 		rule, ok := r.(jsonObj)
@@ -184,8 +194,14 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 				ioctlAllowed = true
 			}
 			if rule["action"] == "SCMP_ACT_NOTIFY" {
+				c := condition(rule)
 				for _, n := range strList(rule["names"]) {
-					allowed[n] = true // trapped by a previous run: the profile allowed it
+					// trapped by a previous run: the profile allowed it
+					if c == nil {
+						allowed[n] = true
+					} else {
+						conds[n] = append(conds[n], c)
+					}
 				}
 			}
 			continue
@@ -200,6 +216,9 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 				continue
 			}
 			switch {
+			case rule["action"] == "SCMP_ACT_ALLOW" && !conditional && n != "ioctl" && condition(rule) != nil:
+				conds[n] = append(conds[n], condition(rule))
+				// dropped from this rule: loopvisor's trap below carries its condition
 			case rule["action"] == "SCMP_ACT_ALLOW" && !conditional:
 				allowed[n] = true
 				if n == "ioctl" {
@@ -238,23 +257,56 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 		ours = append(ours, jsonObj{"names": []any{"ioctl"}, "action": "SCMP_ACT_NOTIFY",
 			"args": []any{jsonObj{"index": 1, "value": uint64(0xffffffff), "valueTwo": cmd, "op": "SCMP_CMP_MASKED_EQ"}}})
 	}
+	metadata := o.Metadata
 	if !o.NoMount {
 		var trap []string
+		// conditional traps, one rule per distinct condition, in order
+		var condKeys []string
+		condNames := map[string][]string{}
+		condOf := map[string]jsonObj{}
 		for _, n := range mountSyscalls {
-			if denied[n] || (def != "SCMP_ACT_ALLOW" && !allowed[n]) {
-				notes = append(notes, fmt.Sprintf("the profile does not allow %s; loopvisor leaves it so (mount -o loop needs mount and umount2)", n))
+			if !denied[n] && (def == "SCMP_ACT_ALLOW" || allowed[n]) {
+				trap = append(trap, n)
 				continue
 			}
-			trap = append(trap, n)
+			if !denied[n] && len(conds[n]) > 0 {
+				for _, c := range conds[n] {
+					k := canonical(c)
+					if _, ok := condOf[k]; !ok {
+						condKeys = append(condKeys, k)
+						condOf[k] = c
+					}
+					condNames[k] = append(condNames[k], n)
+				}
+				continue
+			}
+			notes = append(notes, fmt.Sprintf("the profile does not allow %s; loopvisor leaves it so (mount -o loop needs mount and umount2)", n))
 		}
 		if len(trap) > 0 {
 			ours = append(ours, jsonObj{"names": anyList(trap), "action": "SCMP_ACT_NOTIFY"})
 		}
+		for _, k := range condKeys {
+			r := jsonObj{"names": anyList(condNames[k]), "action": "SCMP_ACT_NOTIFY"}
+			for key, v := range condOf[k] {
+				r[key] = v
+			}
+			ours = append(ours, r)
+		}
+		// The agent serves the new mount API only to filters that trap
+		// all of it; an fsopen answered without its fsconfig would strand
+		// the caller.
+		if contains(trap, "fsopen") && contains(trap, "fsconfig") && contains(trap, "fsmount") &&
+			!contains(strings.Split(metadata, ";"), newAPIMetadata) {
+			if metadata != "" {
+				metadata += ";"
+			}
+			metadata += newAPIMetadata
+		}
 	}
 	sc["syscalls"] = append(kept, ours...)
 	sc["listenerPath"] = o.Listener
-	if o.Metadata != "" {
-		sc["listenerMetadata"] = o.Metadata
+	if metadata != "" {
+		sc["listenerMetadata"] = metadata
 	}
 	flags := strList(sc["flags"])
 	for _, f := range o.Flags {
@@ -267,6 +319,27 @@ func mergeSeccomp(sc jsonObj, o Options) ([]string, error) {
 		sc["flags"] = anyList(flags)
 	}
 	return notes, nil
+}
+
+// condition returns a rule's non-empty "includes" and "excludes" (the
+// conditions containers/common and moby profiles put on a rule), or nil.
+func condition(rule jsonObj) jsonObj {
+	var c jsonObj
+	for _, k := range []string{"includes", "excludes"} {
+		if m, ok := rule[k].(jsonObj); ok && len(m) > 0 {
+			if c == nil {
+				c = jsonObj{}
+			}
+			c[k] = m
+		}
+	}
+	return c
+}
+
+// canonical is a condition's JSON (maps encode with sorted keys).
+func canonical(c jsonObj) string {
+	b, _ := json.Marshal(c)
+	return string(b)
 }
 
 // conflictsWithLoop reports whether a conditional ioctl rule compares

@@ -72,7 +72,7 @@ func TestOCIConfigNoProfile(t *testing.T) {
 	}
 	m := decode(t, out)
 	sc := obj(t, obj(t, m, "linux"), "seccomp")
-	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4" {
+	if sc["defaultAction"] != "SCMP_ACT_ALLOW" || sc["listenerPath"] != opts.Listener || sc["listenerMetadata"] != "max-loop=4;mount-api=new" {
 		t.Errorf("seccomp: %v", sc)
 	}
 	if m["x-unknown"] == nil {
@@ -95,7 +95,7 @@ func TestOCIConfigNoProfile(t *testing.T) {
 			}
 		}
 	}
-	if notifies != 17 { // 14 loop commands, BLKRRPART, BLKPG + the mount family
+	if notifies != 18 { // 14 loop commands, BLKRRPART, BLKPG, HDIO_GETGEO + the mount family
 		t.Errorf("%d notify rules", notifies)
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "CAP_SYS_ADMIN") {
@@ -176,6 +176,30 @@ func TestOCIConfigDefaultDeny(t *testing.T) {
 	if len(notes) < 3 {
 		t.Errorf("notes should say umount2/umount/fsopen stay denied: %v", notes)
 	}
+	// fsopen is not trapped: the agent must not serve the new mount API.
+	if md := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["listenerMetadata"]; md != "max-loop=4" {
+		t.Errorf("listenerMetadata %v, want max-loop=4 without mount-api=new", md)
+	}
+}
+
+// The new mount API needs fsopen, fsconfig and fsmount all trapped: a
+// profile that allows fsopen but not fsconfig gets no mount-api=new.
+func TestOCIConfigNewAPIMetadata(t *testing.T) {
+	for _, c := range []struct {
+		allow, want string
+	}{
+		{`"read", "ioctl", "mount", "umount2", "fsopen", "fsconfig", "fsmount"`, "max-loop=4;mount-api=new"},
+		{`"read", "ioctl", "mount", "umount2", "fsopen", "fsmount"`, "max-loop=4"},
+	} {
+		prof := `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": [` + c.allow + `], "action": "SCMP_ACT_ALLOW"}]}`
+		out, _, err := Rewrite(config(prof), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["listenerMetadata"]; md != c.want {
+			t.Errorf("allowing %s: listenerMetadata %v, want %s", c.allow, md, c.want)
+		}
+	}
 }
 
 func TestOCIConfigRefusals(t *testing.T) {
@@ -195,5 +219,51 @@ func TestOCIConfigRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one containing %q", name, err, c.want)
 		}
+	}
+}
+
+// A profile in the containers/common and moby format that allows mount
+// calls only under a condition ("includes": a capability): the trap carries
+// the same condition, so a container without the capability still gets the
+// profile's default action, the rest of the conditional rule stays, and a
+// second run changes nothing.
+func TestOCIConfigConditionalMount(t *testing.T) {
+	prof := `{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+		"syscalls": [{"names": ["read", "ioctl"], "action": "SCMP_ACT_ALLOW", "includes": {}, "excludes": {}},
+		{"names": ["mount", "umount2", "sethostname"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}, "excludes": {}}]}`
+	out, _, err := Rewrite(config(prof), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, _, err := Rewrite(out, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != string(twice) {
+		t.Errorf("second run changed the config:\n%s\n---\n%s", out, twice)
+	}
+	var kept, trapped bool
+	for _, r := range rules(t, out) {
+		names, _ := r["names"].([]any)
+		inc, _ := r["includes"].(map[string]any)
+		caps, _ := inc["caps"].([]any)
+		switch {
+		case r["action"] == "SCMP_ACT_ALLOW" && len(names) == 1 && names[0] == "sethostname":
+			kept = len(caps) == 1 && caps[0] == "CAP_SYS_ADMIN"
+		case r["action"] == "SCMP_ACT_NOTIFY" && names[0] != "ioctl":
+			if len(names) != 2 || names[0] != "mount" || names[1] != "umount2" || len(caps) != 1 || caps[0] != "CAP_SYS_ADMIN" {
+				t.Errorf("the mount trap must be mount, umount2 under CAP_SYS_ADMIN only: %v", r)
+			}
+			trapped = true
+		case r["action"] == "SCMP_ACT_ALLOW":
+			for _, n := range names {
+				if n == "mount" || n == "umount2" {
+					t.Errorf("%s left allowed: %v", n, r)
+				}
+			}
+		}
+	}
+	if !kept || !trapped {
+		t.Errorf("conditional rule kept %v, conditional trap %v:\n%s", kept, trapped, out)
 	}
 }

@@ -52,12 +52,17 @@ const MaxMessage = 1 << 20
 // ContainerProcessState.
 const StatusRequest = `{"loopvisor":"status"}`
 
+// InfoRequest is what `loopvisor oci-config` and `loopvisor status
+// --node-dir` send to learn where the agent keeps its nodes.
+const InfoRequest = `{"loopvisor":"info"}`
+
 // ReadTimeout bounds how long a peer may take to send its message.
 const ReadTimeout = 10 * time.Second
 
 // Message is one decoded connection.
 type Message struct {
 	Status bool                   // a status request, not a runtime's
+	Info   bool                   // an info request (InfoRequest)
 	State  *ContainerProcessState // the runtime's message
 	fds    []int
 }
@@ -110,8 +115,12 @@ func Read(conn *net.UnixConn) (*Message, error) {
 	}
 	m.fds = parseFds(oob[:oobn])
 	msg := append([]byte(nil), buf[:n]...)
-	if strings.TrimSpace(string(msg)) == StatusRequest {
+	switch strings.TrimSpace(string(msg)) {
+	case StatusRequest:
 		m.Status = true
+		return m, nil
+	case InfoRequest:
+		m.Info = true
 		return m, nil
 	}
 	for !json.Valid(msg) {
@@ -172,18 +181,22 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Query sends a status request to the agent at socket and decodes its
 // answer into out.
-func Query(socket string, out any) error {
+func Query(socket string, out any) error { return QueryWith(socket, StatusRequest, out) }
+
+// QueryWith sends request (StatusRequest, InfoRequest) to the agent at
+// socket and decodes its answer into out.
+func QueryWith(socket, request string, out any) error {
 	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("no agent at %s: %w (is loopvisor agent running?)", socket, err)
 	}
 	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte(StatusRequest)); err != nil {
+	if _, err := conn.Write([]byte(request)); err != nil {
 		return err
 	}
 	if err := json.NewDecoder(conn).Decode(out); err != nil {
-		return fmt.Errorf("agent status: %w", err)
+		return fmt.Errorf("agent at %s: %w", socket, err)
 	}
 	return nil
 }

@@ -89,15 +89,20 @@ func TestReadRuntimeMessage(t *testing.T) {
 }
 
 func TestReadStatusRequest(t *testing.T) {
-	r, w := pair(t)
-	go func() { _, _ = w.Write([]byte(StatusRequest + "\n")) }()
-	m, err := Read(r)
-	if err != nil {
+	for _, tc := range []struct {
+		req          string
+		status, info bool
+	}{{StatusRequest, true, false}, {InfoRequest, false, true}} {
+		r, w := pair(t)
+		go func() { _, _ = w.Write([]byte(tc.req + "\n")) }()
+		m, err := Read(r)
+		if err != nil {
+			m.Close()
+			t.Fatal(err)
+		}
+		if m.Status != tc.status || m.Info != tc.info || m.State != nil {
+			t.Errorf("%s: %+v", tc.req, m)
+		}
 		m.Close()
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if !m.Status {
-		t.Fatalf("status request: %v %+v", err, m)
 	}
 }

@@ -5,7 +5,8 @@
 //
 // Design: the init makes / private, attaches the instance's view (detached
 // mounts on fds ViewFD0...) over /dev and the sysfs block directories,
-// mounts devpts, shm and proc, loads the notify filter, hands the listener
+// mounts devpts, shm and proc, attaches the view's files over the new
+// /proc's (ProcFD0...: /proc/partitions), loads the notify filter, hands the listener
 // to the supervisor over SockFD and waits for its acknowledgement, then
 // runs the command, forwards the signals in Forwarded and exits with the
 // command's status. It never calls setns: everything it needs reaches it

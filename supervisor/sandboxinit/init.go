@@ -22,6 +22,10 @@ const (
 	ViewFD0 = 4 // first of len(view.Mounts) detached view mounts
 )
 
+// ProcFD0 is the first of len(view.ProcFiles) detached view files, which
+// go over the new /proc's files.
+var ProcFD0 = ViewFD0 + len(view.Mounts)
+
 // Maybe runs the sandbox init and never returns if this process was
 // started as one. Call it first thing in main.
 func Maybe() {
@@ -122,7 +126,17 @@ func setupMounts(bare bool) error {
 	if err := unix.Mount("shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
 		return os.NewSyscallError("mount /dev/shm", err)
 	}
-	return mountProc()
+	if err := mountProc(); err != nil {
+		return err
+	}
+	for i, m := range view.ProcFiles {
+		fd := ProcFD0 + i
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
+		}
+		_ = unix.Close(fd)
+	}
+	return nil
 }
 
 // mountProc gives the new pid namespace its own /proc; sysfs stays the

@@ -38,6 +38,12 @@ var StockPrograms = []string{
 	"usr/sbin/sfdisk", "usr/bin/truncate",
 }
 
+// BootPackages are what the bootable-image test's root has on top of
+// StockPackages (tests/bootable_test.go): grub-install and its modules for
+// BIOS and UEFI, udevadm (grub-install asks it for a partition's sysfs
+// path), cpio for the initramfs and a static busybox for the guest.
+var BootPackages = []string{"grub-pc-bin", "grub-efi-amd64-bin", "grub2-common", "udev", "cpio", "busybox-static"}
+
 // stockDpkgOpts leave documentation out of the image: it is a quarter of
 // its size and nothing inside reads it (as Debian's "slim" images do).
 var stockDpkgOpts = []string{
@@ -78,8 +84,10 @@ var distName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 // CacheDir()/debian-DIST-KEY.tar, KEY a hash of everything the build
 // depends on (dist, variant, packages, dpkg options, mirror, architecture,
 // builder format).
-func StockImagePath(dist string) string {
-	pkgs := append([]string(nil), StockPackages...)
+func StockImagePath(dist string) string { return imagePath(dist, nil) }
+
+func imagePath(dist string, extra []string) string {
+	pkgs := imagePackages(extra)
 	sort.Strings(pkgs)
 	h := sha256.New()
 	_, _ = fmt.Fprintf(h, "format=%s\ndist=%s\nvariant=minbase\narch=%s\nmirror=%s\npackages=%s\ndpkgopts=%s\n",
@@ -87,16 +95,31 @@ func StockImagePath(dist string) string {
 	return filepath.Join(CacheDir(), fmt.Sprintf("debian-%s-%s.tar", dist, hex.EncodeToString(h.Sum(nil))[:12]))
 }
 
+func imagePackages(extra []string) []string {
+	return append(append([]string(nil), StockPackages...), extra...)
+}
+
+var pkgName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]*$`)
+
 // StockImage returns the tarball of a stock Debian root file system for
 // dist ("bookworm", "trixie"), building it with BuildStockImage if the
 // cache does not have it yet. Concurrent callers (other test processes,
 // CI's prebuild) wait on a lock in the cache directory instead of building
 // twice. Needs root and the Debian mirror for a build, neither for a hit.
-func StockImage(dist string) (string, error) {
+func StockImage(dist string) (string, error) { return StockImageWith(dist) }
+
+// StockImageWith is StockImage with more Debian packages installed (unmodified,
+// from the same mirror): a different tarball, cached likewise.
+func StockImageWith(dist string, extra ...string) (string, error) {
 	if !distName.MatchString(dist) {
 		return "", fmt.Errorf("oci: bad distribution name %q", dist)
 	}
-	path := StockImagePath(dist)
+	for _, p := range extra {
+		if !pkgName.MatchString(p) {
+			return "", fmt.Errorf("oci: bad package name %q", p)
+		}
+	}
+	path := imagePath(dist, extra)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -114,7 +137,7 @@ func StockImage(dist string) (string, error) {
 	if _, err := os.Stat(path); err == nil { // built while we waited
 		return path, nil
 	}
-	if err := BuildStockImage(dist, path); err != nil {
+	if err := buildImage(dist, path, imagePackages(extra)); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -129,13 +152,15 @@ var BuildTimeout = 10 * time.Minute
 //
 // (with the documentation left out, see stockDpkgOpts) into a temporary
 // file next to out, checks it with CheckStockImage and renames it to out.
-func BuildStockImage(dist, out string) (err error) {
+func BuildStockImage(dist, out string) error { return buildImage(dist, out, StockPackages) }
+
+func buildImage(dist, out string, pkgs []string) (err error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return fmt.Errorf("oci: mmdebstrap is not installed (apt-get install -y mmdebstrap): %w", err)
 	}
 	tmp := fmt.Sprintf("%s.partial-%d", out, os.Getpid())
 	defer func() { err = errors.Join(err, removeStale(tmp)) }()
-	args := []string{"--variant=minbase", "--include=" + strings.Join(StockPackages, ","), "--format=tar", "--quiet"}
+	args := []string{"--variant=minbase", "--include=" + strings.Join(pkgs, ","), "--format=tar", "--quiet"}
 	for _, o := range stockDpkgOpts {
 		args = append(args, "--dpkgopt="+o)
 	}
@@ -345,8 +370,11 @@ func setTime(p string, t time.Time) {
 // StockRootfs returns a new directory (/tmp/loopvisor-stock-DIST-XXXX,
 // 0755, reachable by the container's root) holding a fresh copy of the
 // stock image of dist, owners shifted by HostID. The caller removes it.
-func StockRootfs(dist string) (string, error) {
-	img, err := StockImage(dist)
+func StockRootfs(dist string) (string, error) { return StockRootfsWith(dist) }
+
+// StockRootfsWith is StockRootfs of StockImageWith(dist, extra...).
+func StockRootfsWith(dist string, extra ...string) (string, error) {
+	img, err := StockImageWith(dist, extra...)
 	if err != nil {
 		return "", err
 	}

@@ -241,6 +241,16 @@ int main(int argc, char **argv)
 		r = mount(src, mountat(argv[2], "mnt"), "ext2", MS_RDONLY, NULL);
 		if (r == 0)
 			umount(mountat(argv[2], "mnt"));
+	} else if (!strcmp(c, "mount-mgc")) {
+		/* MS_MGC_VAL (0xC0ED0000) is dropped before the MS_NOUSER check,
+		 * whose bit it shares: a plain mount */
+		char src[64];
+
+		devimg(argv[2], "ext3.img", 0, 0, 0);
+		snprintf(src, sizeof(src), "/dev/loop%d", idx);
+		r = mount(src, mountat(argv[2], "mnt"), "ext4", 0xC0ED0000UL | MS_RDONLY, NULL);
+		if (r == 0)
+			umount(mountat(argv[2], "mnt"));
 	} else if (!strcmp(c, "mount-nouser")) {
 		/* MS_NOUSER (1<<31) is refused by path_mount: EINVAL */
 		char src[64];

@@ -5,8 +5,17 @@
  *                                   INIT): every access below MOUNTPOINT
  *                                   blocks until the server dies
  *   fusehang file MOUNTPOINT SIZE   one regular file "img" of SIZE bytes
- *                                   whose READs are never answered: a loop
- *                                   device backed by it stalls every reader
+ *                                   whose READs are never answered (a loop
+ *                                   device's reads do not reach it: the
+ *                                   kernel's loop worker is not in the
+ *                                   server's user namespace, and FUSE
+ *                                   refuses it with EOVERFLOW, so EIO)
+ *   fusehang attrhang MOUNTPOINT SIZE
+ *                                   the same, but the attributes of "img"
+ *                                   are never cached and its GETATTRs never
+ *                                   answered: the first one creates the
+ *                                   file "getattr-pending" in the server's
+ *                                   cwd. LOOP_CONFIGURE asks for the size.
  *
  * Mounts with mount(2) as the caller (root of a user namespace), forks the
  * server into the background and exits 0 once the mount is up.
@@ -48,6 +57,7 @@ struct init_out {
 
 static int fd;
 static uint64_t size;
+static int attrhang;
 
 static void reply(uint64_t unique, int err, const void *p, size_t n) {
 	char buf[512];
@@ -97,7 +107,7 @@ static void serve(void) {
 					uint64_t nodeid, gen, ev, av;
 					uint32_t evn, avn;
 					struct attr a;
-				} e = {.nodeid = 2, .ev = 3600, .av = 3600};
+				} e = {.nodeid = 2, .ev = 3600, .av = attrhang ? 0 : 3600};
 				fill(&e.a, 2);
 				reply(h->unique, 0, &e, sizeof(e));
 			} else {
@@ -105,11 +115,17 @@ static void serve(void) {
 			}
 			break;
 		case 3: { /* GETATTR */
+			if (attrhang && h->nodeid == 2) {
+				int m = open("getattr-pending", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+				if (m >= 0)
+					close(m);
+				break; /* never answered */
+			}
 			struct {
 				uint64_t av;
 				uint32_t avn, dummy;
 				struct attr a;
-			} o = {.av = 3600};
+			} o = {.av = attrhang ? 0 : 3600};
 			fill(&o.a, h->nodeid);
 			reply(h->unique, 0, &o, sizeof(o));
 			break;
@@ -146,6 +162,7 @@ int main(int argc, char **argv) {
 		return 2;
 	}
 	int hang = !strcmp(argv[1], "hang");
+	attrhang = !strcmp(argv[1], "attrhang");
 	size = argc > 3 ? strtoull(argv[3], NULL, 0) : 64 << 20;
 	fd = open("/dev/fuse", O_RDWR);
 	if (fd < 0) {

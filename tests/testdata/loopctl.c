@@ -4,6 +4,7 @@
  *   loopctl getfree | add IDX | remove IDX | remove64 IDX | add64 IDX
  *   loopctl open PATH               (open O_RDWR, report)
  *   loopctl hold PATH SECONDS       (open O_RDWR and sleep)
+ *   loopctl configure DEV FILE      (open both O_RDWR, LOOP_CONFIGURE)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@ static const char *ename(int e) {
 	case ENOSPC: return "ENOSPC";
 	case ENOTTY: return "ENOTTY";
 	case ENOSYS: return "ENOSYS";
+	case ETIMEDOUT: return "ETIMEDOUT";
 	}
 	static char buf[32];
 	snprintf(buf, sizeof buf, "errno%d", e);
@@ -53,6 +55,16 @@ int main(int argc, char **argv) {
 		if (fd < 0) return report(fd);
 		sleep(atoi(argv[3]));
 		return 0;
+	}
+	if (!strcmp(argv[1], "configure") && argc == 4) {
+		int dev = open(argv[2], O_RDWR);
+		if (dev < 0) return report(dev);
+		int file = open(argv[3], O_RDWR);
+		if (file < 0) return report(file);
+		struct loop_config cfg;
+		memset(&cfg, 0, sizeof cfg);
+		cfg.fd = (unsigned)file;
+		return report(ioctl(dev, LOOP_CONFIGURE, &cfg));
 	}
 	const char *ctlpath = getenv("LOOPCTL_CONTROL"); /* a node bound elsewhere */
 	int ctl = open(ctlpath ? ctlpath : "/dev/loop-control", O_RDWR);

@@ -1,0 +1,240 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Differential tests of mount semantics: the same script runs as host
+// root (in a private mount namespace of its own) and as the root of a
+// sandbox, and must print the same, after normalizing what differs by
+// nature (the directory, loop indices, FUSE's "fuse." type prefix and, for
+// kernel mounts, their locked nosuid and nodev and their idmapping).
+
+// mkImage makes dir/name (16 MiB) with cmd (the image path is its last
+// argument) as host root, owned by the sandbox's root.
+func mkImage(t *testing.T, dir, name string, cmd ...string) {
+	t.Helper()
+	p := image(t, dir, name, 16<<20)
+	if out, err := exec.Command(cmd[0], append(cmd[1:], p)...).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s: %v\n%s", cmd, p, err, out)
+	}
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
+}
+
+// hostScript runs script as host root in a private mount namespace in dir
+// and detaches, whatever happens, every loop device left bound to one of
+// dir's files.
+func hostScript(t *testing.T, dir, script string) string {
+	t.Helper()
+	t.Cleanup(func() {
+		imgs, _ := filepath.Glob(filepath.Join(dir, "*"))
+		for _, img := range imgs {
+			out, _ := exec.Command("losetup", "-j", img).Output()
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if d, _, ok := strings.Cut(l, ":"); ok {
+					if o, err := exec.Command("losetup", "-d", d).CombinedOutput(); err != nil {
+						t.Errorf("losetup -d %s: %v %s", d, err, o)
+					}
+				}
+			}
+		}
+	})
+	r := run(t, dir, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	if r.Code != 0 {
+		t.Fatalf("host script failed:\n%s", r)
+	}
+	return r.Stdout
+}
+
+var (
+	loopDevName = regexp.MustCompile(`/dev/loop[0-9]+`)
+	lockedOpt   = regexp.MustCompile(`,(nosuid|nodev)\b`)
+	spaces      = regexp.MustCompile(` +`)
+)
+
+// normMount makes host and sandbox output comparable.
+func normMount(out, dir string, kernel bool) string {
+	out = strings.ReplaceAll(out, dir, "DIR")
+	out = loopDevName.ReplaceAllString(out, "/dev/loopN")
+	out = strings.ReplaceAll(out, "fuse.", "")
+	if kernel {
+		out = lockedOpt.ReplaceAllString(out, "")
+		out = strings.ReplaceAll(out, ",idmapped", "")
+	}
+	return spaces.ReplaceAllString(out, " ")
+}
+
+// diffLines reports the lines of host and sandbox output that differ.
+func diffLines(t *testing.T, host, sb string) {
+	t.Helper()
+	h, s := strings.Split(host, "\n"), strings.Split(sb, "\n")
+	if len(h) != len(s) {
+		t.Errorf("host printed %d lines, sandbox %d\n--- host\n%s--- sandbox\n%s", len(h), len(s), host, sb)
+		return
+	}
+	for i := range h {
+		if h[i] != s[i] {
+			t.Errorf("host:    %s\nsandbox: %s", h[i], s[i])
+		}
+	}
+}
+
+// extImages makes the ext and squashfs images of the type tests in dir.
+func extImages(t *testing.T, dir string) {
+	t.Helper()
+	mkImage(t, dir, "ext2.img", "mkfs.ext2", "-q", "-F")
+	mkImage(t, dir, "ext3.img", "mkfs.ext3", "-q", "-F")
+	mkImage(t, dir, "ext4.img", "mkfs.ext4", "-q", "-F")
+	mkImage(t, dir, "ext4nj.img", "mkfs.ext4", "-q", "-F", "-O", "^has_journal")
+	mkImage(t, dir, "ext2dn.img", "mkfs.ext2", "-q", "-F", "-O", "dir_nlink")
+	mkImage(t, dir, "ext4q.img", "mkfs.ext4", "-q", "-F", "-O", "quota")
+	image(t, dir, "zero.img", 16<<20)
+	tree := filepath.Join(dir, "tree")
+	check(t, os.MkdirAll(tree, 0o755))
+	check(t, os.WriteFile(filepath.Join(tree, "f"), []byte("x\n"), 0o644))
+	if out, err := exec.Command("mksquashfs", tree, filepath.Join(dir, "sq.img"), "-quiet", "-no-progress").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	check(t, os.Chown(filepath.Join(dir, "sq.img"), SandboxUID, SandboxUID))
+	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
+	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+}
+
+// TestMountTypeChecks: mount(2) of ext2/3/4 images (with and without a
+// journal, with ext4-only and unknown-to-ext2 features, with quota) and of
+// squashfs and empty images as ext2, ext3, ext4 and squashfs, read-write
+// and read-only, gives the host kernel's answer: fuse2fs would mount any
+// ext image under any of the three names.
+func TestMountTypeChecks(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "mksquashfs", "fuse2fs", "squashfuse")
+	script := `for img in ext2 ext3 ext4 ext4nj ext2dn ext4q sq zero; do
+  d=$(losetup -f --show $img.img) || exit 1
+  for t in ext2 ext3 ext4 squashfs; do for fl in 0 1; do echo "$img as $t flags $fl: $(mountcall $t $d mnt $fl)"; done; done
+  losetup -d $d
+done`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			extImages(t, hostDir)
+			extImages(t, dir)
+			host := normMount(hostScript(t, hostDir, script), hostDir, false)
+			if !strings.Contains(host, "ext4 as ext2 flags 0: EINVAL") || !strings.Contains(host, "ext2 as ext3 flags 0: EINVAL") {
+				t.Fatalf("set-up: the host kernel should refuse ext4 as ext2 and ext2 as ext3:\n%s", host)
+			}
+			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, false)
+			diffLines(t, host, sb)
+			bareFails(t, dir, state, `d=$(losetup -f --show ext2.img)`)
+		})
+	}
+}
+
+// TestMountTypeLists: util-linux's type lists (`-t ext2,ext4`, and
+// negated ones like `-t noext4`, which try every type of /proc/filesystems
+// but those) end as on the host, with the same type or the same message.
+func TestMountTypeLists(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs")
+	script := `for img in ext2 ext3 ext4; do for t in nofoo,bar,ext2,ext4 noext4 noext2,ext4 ext2,ext4 ext3,ext4 bar,ext3; do
+  out=$(mount -t $t -o loop $img.img mnt 2>&1); rc=$?
+  echo "$img -t $t: rc=$rc type=$(findmnt -n -o FSTYPE mnt) $(echo "$out" | head -1)"
+  [ $rc = 0 ] && umount mnt
+done; done
+echo "left $(losetup -a | wc -l)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			extImages(t, hostDir)
+			extImages(t, dir)
+			host := normMount(hostScript(t, hostDir, script), hostDir, false)
+			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, false)
+			diffLines(t, host, sb)
+			bareFails(t, dir, state, `mount -t ext2,ext4 -o loop ext2.img mnt`)
+		})
+	}
+}
+
+// TestMountSecondMount: a second mount of a mounted device (util-linux
+// reuses the loop device already attached to the file) shows the same
+// files with its own flags; another type or read-only state gives EBUSY;
+// umount of either leaves the other working, and after the last umount
+// the device is released and the image complete.
+func TestMountSecondMount(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs", "e2fsck", "debugfs")
+	script := `mkdir -p a b c
+mount -o loop fs.img a; echo "first $?"
+echo one > a/f
+mount -o loop,noexec fs.img b; echo "second $?"
+echo "devices $(losetup -a | wc -l)"
+cat b/f
+echo "a: $(findmnt -n -o SOURCE,VFS-OPTIONS a)"
+echo "b: $(findmnt -n -o SOURCE,VFS-OPTIONS b)"
+d=$(findmnt -n -o SOURCE a)
+mount -o ro $d c 2>&1 | head -1; echo "ro: $(findmnt -n -o TARGET c)"
+mount -t ext3 $d c 2>&1 | head -1; echo "ext3: $(findmnt -n -o TARGET c)"
+echo "EBUSY ro: $(mountcall ext4 $d c 1) ext3: $(mountcall ext3 $d c 0)"
+umount a; echo "umount a $?"
+cat b/f; echo two >> b/f; cat b/f
+umount b; echo "umount b $?"
+echo "devices $(losetup -a | wc -l)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+			}
+			host := normMount(hostScript(t, hostDir, script), hostDir, false)
+			if !strings.Contains(host, "second 0\ndevices 1\none\n") {
+				t.Fatalf("set-up: the host should mount the device twice:\n%s", host)
+			}
+			out := sandboxOK(t, dir, state, p.flags, script)
+			sb := normMount(out, dir, p.name == "kernel")
+			diffLines(t, host, sb)
+			img := filepath.Join(dir, "fs.img")
+			hostFsck(t, img)
+			if got := debugfsCat(t, img, "/f"); got != "one\ntwo\n" {
+				t.Errorf("the image holds %q after the last umount, want both writes", got)
+			}
+		})
+	}
+}
+
+// TestMountFlagsPropagation: per-mount flags with a propagation type
+// (util-linux makes the mount, then changes its propagation) show as on
+// the host: a FUSE mount is not nosuid or nodev unless asked for. (A
+// kernel mount is always nosuid and nodev, locked, and idmapped: compared
+// without those.)
+func TestMountFlagsPropagation(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs")
+	script := `for o in ro,private nosuid,shared noexec,slave nodev,unbindable ro,noatime,private nosymfollow,nodiratime; do
+  mount -o loop,$o fs.img mnt; echo "$o: $? $(findmnt -n -o VFS-OPTIONS,PROPAGATION mnt)"; umount mnt
+done
+echo "left $(losetup -a | wc -l)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+				check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
+				check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
+			}
+			host := normMount(hostScript(t, hostDir, script), hostDir, false)
+			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, p.name == "kernel")
+			// A kernel mount is always nosuid and nodev (locked): compare
+			// without them.
+			diffLines(t, normMount(host, hostDir, p.name == "kernel"), sb)
+			bareFails(t, dir, state, `mount -o loop,ro,private fs.img mnt`)
+		})
+	}
+}
