@@ -454,6 +454,23 @@ func TestAttackUserSocket(t *testing.T) {
 	// Mallory's namespace that shares the host's mount namespace.
 	hostMnt := startAs(t, mallory.uid, mallory.gid, "unshare", "--map-root-user", "sleep", "600")
 
+	t.Run("requests that are no runtime message", func(t *testing.T) {
+		// A status or info request on the user socket must neither crash
+		// the agent nor list other users' containers.
+		if r := mallory.run(t, dir, loopvisor, "status", "--socket", sock); r.Code == 0 {
+			t.Errorf("status answered on the user socket:\n%s", r)
+		}
+		cfg := filepath.Join(dir, "config.json")
+		check(t, os.WriteFile(cfg, []byte(`{"ociVersion":"1.0.2","process":{"capabilities":{}},"linux":{"namespaces":[{"type":"user"}],"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}}`), 0o644))
+		check(t, os.Chown(cfg, mallory.uid, mallory.gid))
+		if r := mallory.run(t, dir, loopvisor, "oci-config", "--listener", sock, cfg); r.Code != 0 {
+			t.Errorf("oci-config asking the user socket:\n%s", r)
+		}
+		if a.cmd.ProcessState != nil {
+			t.Fatalf("the agent died:\n%s", a.logText())
+		}
+	})
+
 	for _, tc := range []struct {
 		name          string
 		statePid, pid string
