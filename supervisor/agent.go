@@ -516,7 +516,7 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 		// to (which it picks from its ranges).
 		chargeUID = c.key.owner
 		if pol != nil {
-			pol.Kernel = map[string]bool{}
+			fuseOnly(pol)
 		}
 	}
 	defer func() {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopvisor/loopvisor/loopctl/view"
+	"github.com/loopvisor/loopvisor/mountproxy"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
 	"github.com/loopvisor/loopvisor/supervisor/ociproto"
@@ -371,4 +372,18 @@ func (c *container) publishFuse() error {
 		return fmt.Errorf("put /dev/fuse into the container: %w", err)
 	}
 	return nil
+}
+
+// fuseOnly turns pol into FUSE only: the types the agent mounts with the
+// kernel go back to their default helpers (or are not served at all).
+func fuseOnly(pol *mountproxy.Policy) {
+	defaults := mountproxy.DefaultPolicy().Fuse
+	for t := range pol.Kernel {
+		if h, ok := defaults[t]; ok {
+			if _, set := pol.Fuse[t]; !set {
+				pol.Fuse[t] = h
+			}
+		}
+	}
+	pol.Kernel = map[string]bool{}
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/loopvisor/loopvisor/mountproxy"
 )
 
 func TestParseIDMapText(t *testing.T) {
@@ -92,5 +94,29 @@ func TestUserGate(t *testing.T) {
 	g.leave(1001)
 	if !g.enter(1001) {
 		t.Fatal("a connection that ended still counts")
+	}
+}
+
+func TestFuseOnly(t *testing.T) {
+	p := mountproxy.DefaultPolicy()
+	check := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(p.AllowKernel("ext4,xfs"))
+	check(p.AddFuse("squashfs=mysquash"))
+	check(p.Resolve(map[string]bool{"squashfs": true}))
+	fuseOnly(&p)
+	if len(p.Kernel) != 0 {
+		t.Errorf("kernel types left: %v", p.Kernel)
+	}
+	for typ, want := range map[string]string{"ext4": "fuse2fs", "squashfs": "mysquash", "ext2": "fuse2fs"} {
+		if p.Fuse[typ] != want {
+			t.Errorf("%s is served by %q, want %q", typ, p.Fuse[typ], want)
+		}
+	}
+	if p.Serves("xfs") {
+		t.Error("xfs, which has no FUSE helper, is still served")
 	}
 }

@@ -182,7 +182,8 @@ func (u *hostUser) dir(t *testing.T) string {
 }
 
 // userAgent starts an agent with a user socket in a root-owned directory
-// every user can search.
+// every user can search. It allows kernel mounts of ext4, which users'
+// containers must never get.
 func userAgent(t *testing.T) (*agentProc, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "loopvisor-usock-")
@@ -190,7 +191,7 @@ func userAgent(t *testing.T) (*agentProc, string) {
 	cleanupDir(t, dir)
 	check(t, os.Chmod(dir, 0o755))
 	sock := filepath.Join(dir, "agent.sock")
-	return startAgent(t, stateDir(t), "--user-socket", sock), sock
+	return startAgent(t, stateDir(t), "--user-socket", sock, "--allow-kernel-mount", "ext4"), sock
 }
 
 // userImage makes an ext4 image in dir owned by u (the sandbox's root is
@@ -238,7 +239,7 @@ func TestUnprivRun(t *testing.T) {
 	img := userImage(t, u, dir)
 
 	bareRun := u.run(t, dir, loopvisor, "run", "--bare", "--", "sh", "-c", "cat /proc/self/uid_map; losetup -f --show disk.img")
-	if bareRun.Code == 0 || strings.Contains(bareRun.Stdout, "/dev/loop") {
+	if bareRun.Code == 0 || strings.Contains(bareRun.Stdout, "/dev/loop") || !strings.Contains(bareRun.Stderr, "losetup: ") {
 		t.Fatalf("losetup worked without loopvisor, so this test proves nothing:\n%s", bareRun)
 	}
 	if !strings.Contains(bareRun.Stdout, fmt.Sprintf("%d", u.sub)) {
@@ -265,6 +266,9 @@ func TestUnprivRun(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("agent log lacks %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "mounted by the kernel") {
+		t.Errorf("a user's container got a kernel mount (the agent allows ext4 kernel mounts):\n%s", log)
 	}
 }
 
@@ -363,7 +367,7 @@ func TestUnprivPodmanRootless(t *testing.T) {
 		return append(args, extra...)
 	}
 	without := u.run(t, dir, append(podman("--rootfs", rootfs), "sh", "-c", "cd /work && losetup -f --show disk.img")...)
-	if without.Code == 0 || strings.Contains(without.Stdout, "/dev/loop") {
+	if without.Code == 0 || strings.Contains(without.Stdout, "/dev/loop") || !strings.Contains(without.Stderr, "losetup: ") {
 		t.Fatalf("losetup worked in rootless podman without loopvisor, so this test proves nothing:\n%s", without)
 	}
 	r := u.run(t, dir, append(podman("--security-opt", "seccomp="+profile, "--rootfs", rootfs),
@@ -381,6 +385,9 @@ func TestUnprivPodmanRootless(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("agent log lacks %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "mounted by the kernel") {
+		t.Errorf("a user's container got a kernel mount (the agent allows ext4 kernel mounts):\n%s", log)
 	}
 }
 
@@ -446,6 +453,23 @@ func TestAttackUserSocket(t *testing.T) {
 	writeMaps(t, rootOwned, fmt.Sprintf("0 %d 100\n", mallory.sub))
 	// Mallory's namespace that shares the host's mount namespace.
 	hostMnt := startAs(t, mallory.uid, mallory.gid, "unshare", "--map-root-user", "sleep", "600")
+
+	t.Run("requests that are no runtime message", func(t *testing.T) {
+		// A status or info request on the user socket must neither crash
+		// the agent nor list other users' containers.
+		if r := mallory.run(t, dir, loopvisor, "status", "--socket", sock); r.Code == 0 {
+			t.Errorf("status answered on the user socket:\n%s", r)
+		}
+		cfg := filepath.Join(dir, "config.json")
+		check(t, os.WriteFile(cfg, []byte(`{"ociVersion":"1.0.2","process":{"capabilities":{}},"linux":{"namespaces":[{"type":"user"}],"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}}`), 0o644))
+		check(t, os.Chown(cfg, mallory.uid, mallory.gid))
+		if r := mallory.run(t, dir, loopvisor, "oci-config", "--listener", sock, cfg); r.Code != 0 {
+			t.Errorf("oci-config asking the user socket:\n%s", r)
+		}
+		if a.cmd.ProcessState != nil {
+			t.Fatalf("the agent died:\n%s", a.logText())
+		}
+	})
 
 	for _, tc := range []struct {
 		name          string
