@@ -303,15 +303,43 @@ func initialUserNS() (unix.Stat_t, error) {
 }
 
 // inUserNS reports whether task tid's user namespace is the one with inode
-// ino or descends from it.
+// ino or descends from it, and so is the user namespace that owns tid's
+// mount namespace. The second matters as much: the owner of a container's
+// user namespace may join it from the host (setns needs only the
+// capabilities it holds there) without leaving the host's mount namespace,
+// and the agent resolves such a caller's paths in the host's root as host
+// root.
 func inUserNS(tid int, ino uint64) (bool, error) {
-	fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	open := func(name string) (int, error) {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/ns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == unix.ENOENT || err == unix.ESRCH {
-			return false, errGone
+			return -1, errGone
 		}
+		return fd, err
+	}
+	fd, err := open("user")
+	if err != nil {
 		return false, err
 	}
+	if ok, err := userNSBelow(fd, ino); err != nil || !ok {
+		return false, err
+	}
+	mnt, err := open("mnt")
+	if err != nil {
+		return false, err
+	}
+	owner, err := unix.IoctlRetInt(mnt, unix.NS_GET_USERNS)
+	closeFD(mnt)
+	if err != nil {
+		return false, os.NewSyscallError("ioctl NS_GET_USERNS", err)
+	}
+	unix.CloseOnExec(owner)
+	return userNSBelow(owner, ino)
+}
+
+// userNSBelow reports whether user namespace fd (which it closes) is the
+// one with inode ino or descends from it.
+func userNSBelow(fd int, ino uint64) (bool, error) {
 	defer func() { closeFD(fd) }()
 	for depth := 0; depth < maxUserNSDepth; depth++ {
 		var st unix.Stat_t
@@ -325,6 +353,7 @@ func inUserNS(tid int, ino uint64) (bool, error) {
 		if err != nil {
 			return false, nil // reached the top without meeting it
 		}
+		unix.CloseOnExec(parent)
 		closeFD(fd)
 		fd = parent
 	}
