@@ -1,12 +1,15 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,4 +73,96 @@ func TestAttackUserSocketOutsideMountNS(t *testing.T) {
 		t.Errorf("no refusal log line:\n%s", a.logText())
 	}
 	waitGone(t, a)
+}
+
+// TestAttackUserDevCgroupShared: a user's runtime runs in a device cgroup
+// it shares with a process that is not the user's (here a root service
+// confined by a device allow-list, running the user's job). The agent
+// granted the user's container's devices to that cgroup, so the root
+// process could open /dev/loop-control, which its device cgroup denies.
+// A user's container must get no grant in a cgroup holding processes that
+// are neither in its user namespace nor the user's own.
+func TestAttackUserDevCgroupShared(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	if _, err := os.Stat("/sys/fs/cgroup/devices/devices.allow"); err != nil {
+		t.Skip("no cgroup v1 devices hierarchy here")
+	}
+	u := newHostUser(t)
+	a, sock := userAgent(t)
+	dir := u.dir(t)
+
+	cg := fmt.Sprintf("/sys/fs/cgroup/devices/loopvisor-attack-%d", os.Getpid())
+	check(t, os.Mkdir(cg, 0o755))
+	t.Cleanup(func() {
+		for _, p := range strings.Fields(readFile(cg + "/cgroup.procs")) {
+			_ = os.WriteFile("/sys/fs/cgroup/devices/cgroup.procs", []byte(p), 0o644)
+		}
+		if err := os.Remove(cg); err != nil {
+			t.Errorf("removing %s: %v", cg, err)
+		}
+	})
+	check(t, os.WriteFile(cg+"/devices.deny", []byte("a"), 0o644))
+	for _, rule := range []string{"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"} {
+		check(t, os.WriteFile(cg+"/devices.allow", []byte(rule), 0o644))
+	}
+	join := "echo $$ > " + cg + "/cgroup.procs && "
+	// The root service (its confined process) in that cgroup.
+	startAs(t, 0, 0, "sh", "-c", join+"exec sleep 600")
+	tryControl := func() result {
+		out, err := exec.Command("sh", "-c", join+"exec 3<>/dev/loop-control && echo opened").CombinedOutput()
+		return result{Stdout: string(out), Code: exitCode(err)}
+	}
+	if r := tryControl(); strings.Contains(r.Stdout, "opened") {
+		t.Fatalf("the cgroup does not deny /dev/loop-control, so this test proves nothing:\n%s", r)
+	}
+
+	// The user's job, started by the service in its cgroup.
+	cmd := exec.Command("sh", "-c", join+"exec setpriv --reuid "+fmt.Sprint(u.uid)+" --regid "+fmt.Sprint(u.gid)+" --clear-groups -- "+
+		loopvisor+" run --agent "+sock+" -- sh -c 'while [ ! -e release ]; do sleep 0.1; done'")
+	cmd.Dir = dir
+	cmd.Env = u.command(dir).Env
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 10 * time.Second
+	check(t, cmd.Start())
+	done := false
+	release := func() {
+		if done {
+			return
+		}
+		done = true
+		check(t, os.WriteFile(filepath.Join(dir, "release"), nil, 0o644))
+		_ = cmd.Wait()
+	}
+	t.Cleanup(release)
+	// Until the agent has set the container up (its instance exists).
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(a.logText(), "container instance created"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the user's container was not set up:\n%s\nagent:\n%s", out.String(), a.logText())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := tryControl(); strings.Contains(r.Stdout, "opened") {
+		t.Errorf("a root process sharing the user's device cgroup opened /dev/loop-control once the user's container was served (devices.list: %q)\nagent:\n%s",
+			readFile(cg+"/devices.list"), a.logText())
+	}
+	release()
+	waitGone(t, a)
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
