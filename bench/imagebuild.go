@@ -42,6 +42,9 @@ mkdir -p mnt; mount $p2 mnt
 cp -a tree/. mnt; MTOOLS_SKIP_CHECK=1 mcopy -s -i $p1 tree/usr ::
 umount mnt; losetup -d $p1 $p2; rm -f disk.img; trap - EXIT`
 
+// targetImageRatio is the target for the sandbox's build against the host's.
+const targetImageRatio = 1.25
+
 type imageResults struct{ host, sandbox []time.Duration }
 
 // measureImageBuild runs the build rounds times on the host and in a
@@ -97,7 +100,8 @@ func reportImageBuild(r *imageResults) {
 	fmt.Println("partitioned image build (GPT, ESP vfat + root ext4, mkfs, mount root, copy, mcopy to ESP, umount, detach), median of", len(r.host), "rounds")
 	fmt.Printf("  host (losetup --offset per partition; kernel ext4 mount)         %8.0f ms\n", float64(h.Microseconds())/1000)
 	fmt.Printf("  sandbox (losetup -P served by loopvisor; fuse2fs mount)          %8.0f ms  (includes sandbox start)\n", float64(s.Microseconds())/1000)
-	fmt.Printf("  ratio sandbox / host: %.2f\n", float64(s)/float64(h))
+	ratio := float64(s) / float64(h)
+	fmt.Printf("  ratio sandbox / host: %.2f   target <= %.2f: %s\n", ratio, targetImageRatio, metIf(ratio <= targetImageRatio))
 }
 
 func lastLines(s string, n int) string {

@@ -4,10 +4,12 @@
 // It measures, with one small C probe (csrc/probe.c, compiled at run time) whose
 // timed loops contain nothing but the system call:
 //
-//   - the bare seccomp-notify ping-pong: the probe, under the filter a
-//     sandbox loads (notify.Program), calls ioctl(/dev/null,
-//     LOOP_CTL_GET_FREE) and a Go supervisor on the project's notify package
-//     answers every notification at once with 0;
+//   - the floor of a trapped call: a C seccomp-notify ping-pong with sync
+//     wake-up (csrc/pingfloor.c) under the filter a sandbox loads
+//     (notify.Program); the probe calls ioctl(/dev/null, LOOP_CTL_GET_FREE)
+//     and the C supervisor answers every notification at once with 0;
+//   - the same with a Go supervisor on the project's notify package, its
+//     listener served as `loopvisor run` serves one (the Go ping-pong);
 //   - the same call as loopvisor serves it: the probe runs in `loopvisor run`
 //     and calls ioctl(/dev/loop-control, LOOP_CTL_GET_FREE);
 //   - non-trapped system calls (getppid, an ioctl the filter lets through) with
@@ -20,14 +22,22 @@
 //     host, in a sandbox with the FUSE default and in one with
 //     --allow-kernel-mount ext4;
 //   - a cold sequential read of a large file through each of those mounts,
-//     the page cache dropped before each read.
+//     the page cache dropped before each read;
+//   - a sequential write and the unpacking of a 10,000-file tree, each
+//     from mount to umount (data on the device);
 //
-// and, with a third (csrc/agentburst.c, see agent.go), the agent's cost
+// the partitioned image build of issue 5 (imagebuild.go), and, with a
+// third probe (csrc/agentburst.c, see agent.go), the agent's cost
 // with many containers: N (-agent-n, default 1,000) processes in their own
 // user namespaces with a notify filter, handed to one `loopvisor agent` as
 // runc hands them; the agent's peak OS threads and RSS while they attach,
 // call and exit together, one container's trapped-call time with N-1 idle,
 // and the aggregate calls/s of all N at once.
+//
+// Other work on the machine shifts absolute figures; every ratio compares
+// set-ups measured in the same run, interleaved round by round. The whole
+// run is bounded (-deadline, 9 minutes): past it the bench stops what it
+// started, says which phase it was in and exits 1.
 //
 // Every measurement is repeated for several rounds, fresh processes each
 // round, the set-ups in turn. Trapped calls run under the normal scheduler
@@ -101,7 +111,7 @@ func main() {
 	flag.IntVar(&c.plainBatches, "plain-batches", 25, "timed batches of non-trapped calls per process")
 	flag.BoolVar(&c.syscalls, "syscalls", true, "measure the system call figures")
 	flag.BoolVar(&c.mount, "mount", true, "measure the mount figures")
-	flag.IntVar(&c.imageRounds, "image-rounds", 3, "rounds of the partitioned image build (0: skip)")
+	flag.IntVar(&c.imageRounds, "image-rounds", 5, "rounds of the partitioned image build (0: skip)")
 	flag.IntVar(&c.agent.n, "agent-n", 1000, "containers handed to one loopvisor agent (0: skip the agent figures)")
 	flag.IntVar(&c.agent.single, "agent-single", 2000, "timed calls per batch of the lone caller among the agent's containers")
 	flag.IntVar(&c.agent.batches, "agent-batches", 5, "batches of the lone caller")
@@ -111,7 +121,7 @@ func main() {
 	flag.IntVar(&c.m.imgMiB, "mount-image-mib", 64, "size of the ext4 image mounted in the cycles (MiB)")
 	flag.IntVar(&c.m.readRounds, "read-rounds", 9, "cold reads per set-up and image placement (disk, tmpfs), after a warm-up read")
 	flag.IntVar(&c.m.readMiB, "read-mib", 256, "size of the file read (MiB)")
-	flag.IntVar(&c.m.writeRounds, "write-rounds", 3, "rounds of sequential writes and tree unpacks per set-up, after a warm-up (0: skip)")
+	flag.IntVar(&c.m.writeRounds, "write-rounds", 5, "rounds of sequential writes and tree unpacks per set-up, after a warm-up (0: skip)")
 	flag.IntVar(&c.m.writeMiB, "write-mib", 256, "size of the file written (MiB)")
 	flag.IntVar(&c.m.treeFiles, "tree-files", 10000, "files in the tree unpacked")
 	flag.DurationVar(&c.deadline, "deadline", 9*time.Minute, "overall bound: past it the bench stops what it started, says what it was measuring and exits 1")

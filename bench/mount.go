@@ -279,7 +279,10 @@ func measureWrites(r *mountResults, setups []mountSetup, probers []*prober, c mo
 			i := (round + 1 + j) % len(setups)
 			s, p := setups[i], probers[i]
 			img := s.ram + "/w.img"
-			mkfs := fmt.Sprintf("exec mkfs.ext4 -q -F -b %d %s", readBlockSize, img)
+			// Inode tables and journal initialised now: with lazy init
+			// the kernel zeroes them in the background after mounting
+			// (ext4lazyinit), which made its writes 400 to 1,700 MB/s.
+			mkfs := fmt.Sprintf("exec mkfs.ext4 -q -F -b %d -E lazy_itable_init=0,lazy_journal_init=0 %s", readBlockSize, img)
 			if _, err := p.do(mkfs); err != nil {
 				return err
 			}
@@ -793,8 +796,12 @@ func reportMount(r *mountResults, c mountConfig) {
 				u.quantile("", 0.5), fmt.Sprintf("[%.0f..%.0f]", u.quantile("", 0), u.quantile("", 1)), pairedRatio(r.untar[s.key], r.untar["kernel"]))
 		}
 		wr, ur := pairedRatio(r.write["fuse"], r.write["kernel"]), pairedRatio(r.untar["fuse"], r.untar["kernel"])
-		fmt.Printf("    ratio FUSE / kernel mount, sequential write of %d MiB (MB/s): %5.2f   target >= %.2f: %s\n", c.writeMiB, wr, targetWriteRatio, metIf(wr >= targetWriteRatio))
-		fmt.Printf("    ratio FUSE / kernel mount, unpacking %d files (time):      %5.2f   target <= %.2f: %s\n\n", c.treeFiles, ur, targetUntarRatio, metIf(ur <= targetUntarRatio))
+		// Other work only ever slows a round down: best against best
+		// shows what each path can do.
+		wbest := samples{"": r.write["fuse"]}.quantile("", 1) / samples{"": r.write["kernel"]}.quantile("", 1)
+		ubest := samples{"": r.untar["fuse"]}.quantile("", 0) / samples{"": r.untar["kernel"]}.quantile("", 0)
+		fmt.Printf("    ratio FUSE / kernel mount, sequential write of %d MiB (MB/s): %5.2f   target >= %.2f: %s   (best / best: %.2f)\n", c.writeMiB, wr, targetWriteRatio, metIf(wr >= targetWriteRatio), wbest)
+		fmt.Printf("    ratio FUSE / kernel mount, unpacking %d files (time):      %5.2f   target <= %.2f: %s   (best / best: %.2f)\n\n", c.treeFiles, ur, targetUntarRatio, metIf(ur <= targetUntarRatio), ubest)
 	}
 	fmt.Printf("  mounted as:")
 	for _, s := range r.setups {

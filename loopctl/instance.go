@@ -96,15 +96,6 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A supervisor killed with SIGKILL revokes nothing itself: the next
-	// gc reaches the view here (see gc, view.RevokePersisted).
-	if dir, err := ViewDir(reg, c.ID); err != nil {
-		_ = v.Close()
-		return nil, err
-	} else if err := v.Persist(dir); err != nil {
-		_ = v.Close()
-		return nil, fmt.Errorf("persist the view: %w", err)
-	}
 	in := &Instance{
 		ID: c.ID, Container: c.Container, containerPid: c.ContainerPid, HostUID: c.HostUID, chargeUID: c.ChargeUID, limits: c.Limits, host: h, reg: reg, View: v,
 		log: c.Log.WithField("instance", c.ID), devs: map[int]*os.File{}, binding: map[int]int{}, parts: map[int][]partDev{}, hidden: map[int]bool{}, fuseBacked: map[int]bool{},
@@ -119,6 +110,18 @@ func NewInstance(h *Host, reg *registry.Registry, c Config) (*Instance, error) {
 	if err := in.writeJournal(true); err != nil {
 		_ = v.Close()
 		return nil, err
+	}
+	// A supervisor killed with SIGKILL revokes nothing itself: the next
+	// gc reaches the view here (see gc, view.RevokePersisted). After the
+	// journal: a view whose journal is gone is an orphan gc may revoke.
+	if err := persistView(reg, v, c.ID); err != nil {
+		_ = v.Close()
+		ReleaseViews(reg)
+		if unlock, lerr := reg.Lock(); lerr == nil {
+			_ = reg.Delete(c.ID)
+			unlock()
+		}
+		return nil, fmt.Errorf("persist the view: %w", err)
 	}
 	subscribe(in)
 	go in.watch()
@@ -139,6 +142,92 @@ func ViewDir(reg *registry.Registry, id string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(dir, id), nil
+}
+
+// persistView attaches v at ViewDir(reg, id) (view.Persist), under the
+// registry lock, on STATE/views made a private tmpfs of its own first, so
+// the views attached there do not propagate into other mount namespaces
+// (a shared /run would copy each into every peer). The lock keeps two
+// supervisors from stacking two tmpfs there, and ReleaseViews from
+// detaching it under a view being attached.
+func persistView(reg *registry.Registry, v *view.View, id string) error {
+	dir, err := ViewDir(reg, id)
+	if err != nil {
+		return err
+	}
+	unlock, err := reg.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	views := filepath.Dir(dir)
+	if !isMountpoint(views, reg.Dir) {
+		if err := unix.Mount("loopvisor-views", views, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
+			return fmt.Errorf("mount tmpfs on %s: %w", views, err)
+		}
+		if err := unix.Mount("", views, "", unix.MS_PRIVATE, ""); err != nil {
+			_ = unix.Unmount(views, unix.MNT_DETACH)
+			return fmt.Errorf("make %s private: %w", views, err)
+		}
+	}
+	return v.Persist(dir)
+}
+
+// RevokeOrphanViews revokes and detaches the views in STATE/views that
+// no journal names (a supervisor killed after it deleted its journal and
+// before it detached its view), under the registry lock, where views are
+// attached only after their journal is written.
+func RevokeOrphanViews(reg *registry.Registry) (revoked int, err error) {
+	views := filepath.Join(reg.Dir, "views")
+	unlock, err := reg.Lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	ents, err := os.ReadDir(views)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	js, _ := reg.Journals()
+	named := map[string]bool{}
+	for _, j := range js {
+		named[j.ID] = true
+	}
+	for _, e := range ents {
+		if named[e.Name()] {
+			continue
+		}
+		n, rerr := view.RevokePersisted(filepath.Join(views, e.Name()))
+		revoked += n
+		if rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return revoked, err
+}
+
+// ReleaseViews detaches STATE/views once no view is attached there.
+func ReleaseViews(reg *registry.Registry) {
+	views := filepath.Join(reg.Dir, "views")
+	unlock, err := reg.Lock()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if !isMountpoint(views, reg.Dir) {
+		return
+	}
+	if ents, err := os.ReadDir(views); err == nil && len(ents) == 0 {
+		_ = unix.Unmount(views, unix.MNT_DETACH)
+	}
+}
+
+func isMountpoint(dir, parent string) bool {
+	var st, pst unix.Stat_t
+	return unix.Stat(dir, &st) == nil && unix.Stat(parent, &pst) == nil && st.Dev != pst.Dev
 }
 
 func (in *Instance) writeJournal(lock bool) error {
@@ -614,6 +703,7 @@ func (in *Instance) Close(timeout time.Duration) error {
 		Tombstone(in.reg, idx)
 	}
 	_ = in.View.Close()
+	ReleaseViews(in.reg)
 	if len(left) > 0 {
 		in.log.WithField("loops", left).Warn("devices still in use outside the instance; left for loopvisor gc")
 		return fmt.Errorf("%d loop devices still in use; run loopvisor gc later", len(left))

@@ -494,11 +494,9 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 		return notify.Errno(unix.ENODEV)
 	}
 	defer func() { _ = helperX.Close() }()
-	self, err := os.Executable()
-	if err != nil {
-		return fail(err)
-	}
-	selfX, err := execOnlyCopy(self)
+	// By /proc/self/exe: it opens even when the binary was replaced on
+	// disk (an upgrade) while the supervisor runs.
+	selfX, err := execOnlyCopy("/proc/self/exe")
 	if err != nil {
 		log.WithError(err).Error("cannot copy loopvisor for the helper's fusermount: EIO")
 		return notify.Errno(unix.EIO)

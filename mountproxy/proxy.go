@@ -242,11 +242,17 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 		return fail(err)
 	}
 	a.target = target
+	// Host root cannot look into a FUSE mount of the container (allow_other
+	// stops at its user namespace: EACCES), e.g. an ESP mounted on the
+	// root's /boot/efi. The caller can: the op that attaches the mount looks
+	// the target up again as the container's root and gives its errors.
 	tgt, err := resolve(c.Pid(), target, true)
-	if err != nil {
+	if err != nil && !errors.Is(err, unix.EACCES) {
 		return fail(err)
 	}
-	_ = tgt.Close()
+	if tgt != nil {
+		_ = tgt.Close()
+	}
 	if ok, err := c.Privileged(); err != nil || !ok {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")
 		return notify.Errno(unix.EPERM)

@@ -57,3 +57,55 @@ func (l *Listener) respondFD(id uint64, r Reply) error {
 	}
 	return l.Respond(id, Errno(e))
 }
+
+// Resolve turns r into a reply another process can send for notification
+// id (a proxied notification: LXC's monitor answers with
+// SECCOMP_IOCTL_NOTIF_SEND, which cannot carry a descriptor). A reply
+// with FD installs it in the caller now (SECCOMP_IOCTL_NOTIF_ADDFD without
+// SEND; with SetFD at NewFD) and becomes the value the call returns: the
+// new descriptor's number, or r.Val for SetFD. If the install fails the
+// call fails with the kernel's errno (ENOENT: the call is gone). Replies
+// without FD are returned unchanged. r.FD is closed.
+func (l *Listener) Resolve(id uint64, r Reply) Reply {
+	if r.FD == nil {
+		return r
+	}
+	defer func() { _ = r.FD.Close() }() // our copy; the caller has its own
+	a := seccompNotifAddfd{ID: id, SrcFD: uint32(r.FD.Fd())}
+	if r.SetFD {
+		a.Flags, a.NewFD = unix.SECCOMP_ADDFD_FLAG_SETFD, uint32(r.NewFD)
+	}
+	if r.Cloexec {
+		a.NewFDFlags = unix.O_CLOEXEC
+	}
+	var n int
+	var err error
+	cerr := l.rc.Control(func(fd uintptr) {
+		var r1 uintptr
+		var e syscall.Errno
+		for {
+			r1, _, e = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(unix.SECCOMP_IOCTL_NOTIF_ADDFD), uintptr(unsafe.Pointer(&a)))
+			if e != unix.EINTR {
+				break
+			}
+		}
+		n = int(r1)
+		if e != 0 {
+			err = e
+		}
+	})
+	if cerr != nil {
+		return Errno(unix.EIO)
+	}
+	if err != nil {
+		var e syscall.Errno
+		if !errors.As(err, &e) {
+			e = unix.EIO
+		}
+		return Errno(e)
+	}
+	if r.SetFD {
+		return Value(r.Val)
+	}
+	return Value(int64(n))
+}

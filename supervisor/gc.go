@@ -57,6 +57,12 @@ func GC(h *loopctl.Host, reg *registry.Registry, log *logrus.Entry, wait time.Du
 		released += r
 		left += l
 	}
+	if n, err := loopctl.RevokeOrphanViews(reg); err != nil {
+		log.WithError(err).Warn("gc: revoking views without a journal")
+	} else if n > 0 {
+		log.WithField("nodes", n).Info("gc: revoked the nodes of views without a journal")
+	}
+	loopctl.ReleaseViews(reg)
 	return released, left
 }
 
@@ -74,6 +80,7 @@ func gcJournal(h *loopctl.Host, reg *registry.Registry, j *registry.Journal, log
 		} else if n > 0 {
 			jl.WithField("nodes", n).Info("gc: revoked the dead instance's device nodes")
 		}
+		loopctl.ReleaseViews(reg)
 	}
 	// Release in rounds: a partition device holds its whole device open,
 	// so the whole device goes only after its partitions.

@@ -67,7 +67,9 @@ type proxied struct {
 // (Incus); `loopvisor agent --lxc-socket` uses it for LXC's monitor.
 //
 // Every request goes the one way of Serve (handle: notify.Decode, then
-// loopctl or mountproxy); the notification ID is checked on p.Listener
+// loopctl or mountproxy); a reply that hands the caller a descriptor is
+// installed with SECCOMP_IOCTL_NOTIF_ADDFD on p.Listener and returned as
+// its number. The notification ID is checked on p.Listener
 // before anything is read and after every read of the caller. A
 // notification the agent cannot serve is answered ENOSYS, as LXC answers
 // when no proxy is there.
@@ -101,7 +103,9 @@ func (a *Agent) HandleProxied(p Proxied) notify.Reply {
 		return notify.Errno(unix.ENOSYS)
 	}
 	req := p.Request
-	return handle(l, &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}, &req)
+	// A reply that hands the caller a descriptor (the new mount API's
+	// contexts) is installed here; the manager's answer carries its number.
+	return l.Resolve(req.ID, handle(l, &Sandbox{Instance: c.in, Mounts: c.mounts, Log: c.log}, &req))
 }
 
 // proxiedContainer returns the ready container of p, creating its instance

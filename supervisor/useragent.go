@@ -163,11 +163,22 @@ func (a *Agent) handleUserConn(conn *net.UnixConn) {
 		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_ = json.NewEncoder(conn).Encode(r)
 	}
+	if m.Info {
+		// Where the agent keeps its nodes: what the user's oci-config
+		// asks before it writes a bundle's config.
+		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = json.NewEncoder(conn).Encode(a.Info())
+		return
+	}
 	if m.Status {
 		reply(errors.New("status is answered on the root socket only"))
 		return
 	}
 	st := m.State
+	if st == nil {
+		reply(errors.New("no container process state in the message"))
+		return
+	}
 	log = log.WithFields(logrus.Fields{"container": st.State.ID, "pid": st.Pid, "init": st.State.Pid})
 	lfd := m.TakeFD("seccompFd")
 	if lfd < 0 {

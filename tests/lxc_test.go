@@ -63,6 +63,7 @@ func lxcSubIDs(t *testing.T) {
 
 // lxcEnv is a private lxcpath with its own agent (nil: without loopvisor).
 type lxcEnv struct {
+	dist      string // stock image of the containers ("" bookworm)
 	path      string
 	agent     *agentProc
 	lxcSocket string
@@ -77,6 +78,7 @@ func newLXCEnv(t *testing.T, withAgent bool) *lxcEnv {
 	cleanupDir(t, dir)
 	check(t, os.Chmod(dir, 0o755)) // the container's root reaches its rootfs through it
 	e := &lxcEnv{path: dir}
+	lxcCgroupCleanup(t, "lxc.pivot")
 	if withAgent {
 		state := stateDir(t)
 		e.lxcSocket = filepath.Join(state, "lxc.sock")
@@ -103,7 +105,11 @@ func (e *lxcEnv) start(t *testing.T, initScript string, lxcConfigArgs ...string)
 	c := &lxcContainer{env: e, name: fmt.Sprintf("lvt%d-%d", os.Getpid(), lxcSeq)}
 	dir := filepath.Join(e.path, c.name)
 	c.root = filepath.Join(dir, "rootfs")
-	tarball, err := oci.StockImage("bookworm")
+	dist := e.dist
+	if dist == "" {
+		dist = "bookworm"
+	}
+	tarball, err := oci.StockImage(dist)
 	check(t, err)
 	check(t, oci.UnpackShifted(tarball, c.root, SandboxUID))
 	check(t, os.Chmod(dir, 0o755))
@@ -132,6 +138,7 @@ lxc.init.cmd = /bin/sh /lv/init.sh
 		}
 	}
 	logFile := filepath.Join(e.path, c.name+".log")
+	lxcCgroupCleanup(t, "lxc.monitor."+c.name, "lxc.payload."+c.name)
 	t.Cleanup(func() {
 		// -k: SIGKILL the init; an error only says it was not running.
 		_ = exec.Command("lxc-stop", "-P", e.path, "-n", c.name, "-k").Run()
@@ -146,6 +153,36 @@ lxc.init.cmd = /bin/sh /lv/init.sh
 		t.Fatalf("lxc-start:\n%s\nlog:\n%s", r, grepLines(string(b), "ERROR"))
 	}
 	return c
+}
+
+// lxcCgroupCleanup removes, when t ends, the cgroup directories LXC
+// leaves behind (its monitor's and payload's after a failed start, and
+// lxc.pivot, where it parks its monitor on the way out) unless they
+// existed before. They are empty once LXC is done; one still in use by
+// another LXC stays (rmdir fails with EBUSY).
+func lxcCgroupCleanup(t *testing.T, names ...string) {
+	t.Helper()
+	existed := map[string]bool{}
+	for _, n := range names {
+		for _, d := range lxcCgroupDirs(n) {
+			existed[d] = true
+		}
+	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			for _, d := range lxcCgroupDirs(n) {
+				if !existed[d] {
+					_ = os.Remove(d) // EBUSY: in use by a live LXC; nothing of this test's
+				}
+			}
+		}
+	})
+}
+
+func lxcCgroupDirs(name string) []string {
+	v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + name)
+	return append(v1, v2...)
 }
 
 func grepLines(s, word string) string {
@@ -409,5 +446,35 @@ func TestLXCIncusProfile(t *testing.T) {
 	check(t, err)
 	if !strings.HasPrefix(string(b), incusDefaultProfile) || !strings.Contains(string(b), "ioctl notify") {
 		t.Errorf("merged profile:\n%s", b)
+	}
+}
+
+// TestLXCNewMountAPI: on trixie, whose util-linux (2.41) mounts with
+// fsopen/fsconfig/fsmount/move_mount, mount -o loop works in the
+// container: the proxied fsopen's context descriptor is installed in the
+// caller (ADDFD without SEND) and LXC answers with its number.
+func TestLXCNewMountAPI(t *testing.T) {
+	needRoot(t)
+	needTools(t, "fuse2fs", "debugfs")
+	hostGuard(t)
+	e := newLXCEnv(t, true)
+	e.dist = "trixie"
+	c := e.start(t, `set -e
+truncate -s 32M ext.img && mkfs.ext4 -q ext.img
+mkdir -p mnt && mount -o loop ext.img mnt
+grep " /lv/mnt " /proc/self/mountinfo
+echo new-api > mnt/hello && umount mnt
+echo "left $(losetup -a | wc -l)"`)
+	out, rc := c.waitInit(t)
+	if rc != 0 || !strings.Contains(out, "left 0") {
+		t.Fatalf("mount -o loop on trixie: exit %d\n%s\nagent log:\n%s", rc, out, e.agent.logText())
+	}
+	if !strings.Contains(e.agent.logText(), "syscall=fsconfig") {
+		t.Errorf("the mount did not go through the new mount API:\n%s", e.agent.logText())
+	}
+	img := filepath.Join(c.root, "lv", "ext.img")
+	hostFsck(t, img)
+	if got := debugfsCat(t, img, "/hello"); got != "new-api\n" {
+		t.Errorf("/hello on the host: %q", got)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -230,21 +229,6 @@ func (v *View) removeDisk(idx int) {
 	v.removeAll(SysBlock + "/" + name)
 	v.remove(SysClass + "/" + name)
 	v.remove(fmt.Sprintf("%s/%d:%d", SysDev, linux.LoopMajor, idx))
-}
-
-// Partitions returns the partitions the view shows for each device, in
-// device and partition order.
-func (v *View) Partitions() map[int][]Part {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := map[int][]Part{}
-	for idx, ps := range v.parts {
-		for _, p := range ps {
-			out[idx] = append(out[idx], p)
-		}
-		sort.Slice(out[idx], func(i, j int) bool { return out[idx][i].Num < out[idx][j].Num })
-	}
-	return out
 }
 
 // sysAttr reads attribute attr of loop device idx from the real sysfs.

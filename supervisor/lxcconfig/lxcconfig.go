@@ -40,10 +40,15 @@ const (
 	rulesEnd   = "# loopvisor rules: end"
 )
 
-// trapped are the calls loopvisor's rules name (ioctl always; the rest
-// unless NoMount). "umount" exists only in the i386 ABI; LXC skips it
-// where the ABI has no such call.
-var mountCalls = []string{"mount", "umount2", "umount", "fsopen"}
+// mountCalls are the calls loopvisor's rules name besides ioctl (unless
+// NoMount), as oci-config's. "umount" exists only in the i386 ABI; LXC
+// skips it where the ABI has no such call.
+var mountCalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
+
+// newAPICookie tells the agent that the profile traps fsopen, fsconfig and
+// fsmount, so it may serve the new mount API (oci-config puts the same
+// word into listenerMetadata).
+const newAPICookie = "mount-api=new"
 
 // Rules returns loopvisor's profile lines (LXC's seccomp v2 syntax, for
 // the [all] section).
@@ -121,8 +126,8 @@ func Block(o Options, profile string) []string {
 		"lxc.seccomp.profile = " + profile,
 		"lxc.seccomp.notify.proxy = unix:" + o.Proxy,
 	}
-	if o.Cookie != "" {
-		out = append(out, "lxc.seccomp.notify.cookie = "+o.Cookie)
+	if c := cookie(o); c != "" {
+		out = append(out, "lxc.seccomp.notify.cookie = "+c)
 	}
 	// The nodes must be there before the container's first instruction
 	// (LXC does not wait for the agent); the agent replaces
@@ -137,6 +142,24 @@ func Block(o Options, profile string) []string {
 		}
 	}
 	return out
+}
+
+// cookie is o.Cookie, with mount-api=new added when the rules trap the
+// whole new mount API.
+func cookie(o Options) string {
+	c := o.Cookie
+	if o.NoMount {
+		return c
+	}
+	for _, kv := range strings.Split(c, ";") {
+		if strings.TrimSpace(kv) == newAPICookie {
+			return c
+		}
+	}
+	if c != "" {
+		c += ";"
+	}
+	return c + newAPICookie
 }
 
 // Rewrite returns config with loopvisor's block (re)placed at its end, and

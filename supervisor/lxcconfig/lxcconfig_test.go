@@ -24,7 +24,7 @@ func TestProfileMerge(t *testing.T) {
 		wantErr    string
 	}{
 		{name: "none", want: []string{"2\ndenylist\n# loopvisor rules: begin\n[all]\n", "ioctl notify [1,19456,SCMP_CMP_MASKED_EQ,4294967295]", "umount2 notify"}},
-		{name: "denylist", base: denylist, want: []string{"kexec_load errno 1\n# loopvisor rules: begin\n[all]\nioctl notify", "mount notify [3,0,SCMP_CMP_MASKED_EQ,12320]", "fsopen notify"}},
+		{name: "denylist", base: denylist, want: []string{"kexec_load errno 1\n# loopvisor rules: begin\n[all]\nioctl notify", "mount notify [3,0,SCMP_CMP_MASKED_EQ,12320]", "fsopen notify", "fsconfig notify", "fsmount notify"}},
 		{name: "no mount", base: denylist, noMount: true, want: []string{"ioctl notify [1,19586,"}},
 		{name: "allowlist", base: "2\nallowlist\n[all]\nread\n", wantErr: "allowlist"},
 		{name: "version 1", base: "1\n0\n1\n", wantErr: "version 2"},
@@ -86,7 +86,7 @@ func TestRewriteFileIdempotent(t *testing.T) {
 		"lxc.net.0.type = empty\n# loopvisor lxc-config: begin",
 		"lxc.seccomp.profile = " + cfg + ".seccomp\n",
 		"lxc.seccomp.notify.proxy = unix:/run/loopvisor/lxc.sock\n",
-		"lxc.seccomp.notify.cookie = max-loop=2\n",
+		"lxc.seccomp.notify.cookie = max-loop=2;mount-api=new\n",
 		"lxc.hook.start-host = /usr/bin/loopvisor lxc-hook --state-dir /run/loopvisor\n",
 		"lxc.cgroup.devices.allow = b 7:* rwm\n",
 	} {
@@ -113,7 +113,7 @@ func TestRewriteFileIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	third, _ := os.ReadFile(cfg)
-	if strings.Contains(string(third), "cookie") || strings.Count(string(third), "begin") != 1 {
+	if !strings.Contains(string(third), "cookie = mount-api=new\n") || strings.Count(string(third), "begin") != 1 {
 		t.Errorf("changed options did not replace the block:\n%s", third)
 	}
 	if _, err := RewriteFile(cfg, Options{Proxy: "relative.sock", Loopvisor: "/usr/bin/loopvisor"}); err == nil {

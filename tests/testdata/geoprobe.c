@@ -5,8 +5,9 @@
  * Usage: geoprobe DEV...
  *
  * Prints one line per device: "DEV: err=ERRNO" or
- * "DEV: heads=H sectors=S cylinders=C start=N", and one more per device
- * for a NULL argument: "DEV null: err=ERRNO" (or "ok").
+ * "DEV: heads=H sectors=S cylinders=C start=N", and one more each for a
+ * NULL argument and an unmapped one: "DEV null: err=ERRNO" (or "ok"),
+ * "DEV bad: err=ERRNO" (or "ok").
  * Exit status 0 unless a device cannot be opened (1).
  */
 #include <errno.h>
@@ -48,6 +49,10 @@ int main(int argc, char **argv)
 			printf("%s null: err=%s\n", argv[i], errname(errno));
 		else
 			printf("%s null: ok\n", argv[i]);
+		if (ioctl(fd, HDIO_GETGEO, (void *)8) < 0)
+			printf("%s bad: err=%s\n", argv[i], errname(errno));
+		else
+			printf("%s bad: ok\n", argv[i]);
 		close(fd);
 	}
 	return 0;

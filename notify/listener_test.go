@@ -1,0 +1,183 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenerChildEnv makes the test binary the child of TestBlockingListener.
+const listenerChildEnv = "_NOTIFY_TEST_LISTENER_CHILD"
+
+// childCalls is how many trapped calls the child makes.
+const childCalls = 3
+
+// listenerChild loads the sandbox's filter (no_new_privs, no privilege
+// needed), passes the listener to the test over fd 3, waits for its go
+// byte, makes childCalls trapped ioctl(/dev/null, LOOP_CTL_GET_FREE) that
+// must return the test's answer (7), and exits 0; any other outcome
+// exits 1.
+func listenerChild() int {
+	sock := 3
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return 1
+	}
+	prog, err := Program(Options{})
+	if err != nil {
+		return 1
+	}
+	lfd, err := Install(prog)
+	if err != nil {
+		return 1
+	}
+	if unix.Sendmsg(sock, []byte{'L'}, unix.UnixRights(lfd), nil, 0) != nil || unix.Close(lfd) != nil {
+		return 1
+	}
+	b := make([]byte, 1)
+	if n, err := unix.Read(sock, b); n != 1 || err != nil {
+		return 1
+	}
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 1
+	}
+	for i := 0; i < childCalls; i++ {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(null), uintptr(LoopCtlGetFree), 0)
+		if e != 0 || r != 7 {
+			return 1
+		}
+	}
+	return 0
+}
+
+// startListenerChild starts listenerChild and returns its listener fd.
+func startListenerChild(t *testing.T) (*exec.Cmd, int, *os.File) {
+	t.Helper()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "test"), os.NewFile(uintptr(pair[1]), "child")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), listenerChildEnv+"=1")
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = os.Stderr
+	err = cmd.Start()
+	_ = theirs.Close()
+	if err != nil {
+		_ = ours.Close()
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(int(ours.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+	var fds []int
+	if err == nil {
+		var msgs []unix.SocketControlMessage
+		if msgs, err = unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+			fds, err = unix.ParseUnixRights(&msgs[0])
+		}
+	}
+	if err != nil || len(fds) != 1 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = ours.Close()
+		t.Fatalf("no listener from the child: %v", err)
+	}
+	return cmd, fds[0], ours
+}
+
+// TestBlockingListener: a blocking listener receives the child's trapped
+// calls on a locked thread, answers them, and reports ErrGone once the
+// child has exited (the kernel ends a blocking receive then); Close while
+// a receive blocks returns at once.
+func TestBlockingListener(t *testing.T) {
+	for _, closeEarly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("close-while-blocked=%v", closeEarly), func(t *testing.T) {
+			cmd, lfd, sock := startListenerChild(t)
+			defer func() { _ = sock.Close() }()
+			l, err := NewBlockingListener(lfd)
+			if err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatal(err)
+			}
+			defer func() { _ = l.Close() }()
+			if l.Blocking() != l.SyncWake {
+				t.Errorf("Blocking() = %v with sync wake-up %v", l.Blocking(), l.SyncWake)
+			}
+			type result struct {
+				served int
+				err    error
+			}
+			done := make(chan result, 1)
+			go func() {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				n := 0
+				for {
+					req, err := l.Next()
+					if err != nil {
+						done <- result{n, err}
+						return
+					}
+					if err := l.Respond(req.ID, Value(7)); err != nil {
+						done <- result{n, err}
+						return
+					}
+					n++
+				}
+			}()
+			if closeEarly {
+				// The receive is blocked (the child waits for its go
+				// byte): Close must not wait for it.
+				time.Sleep(100 * time.Millisecond)
+				closed := make(chan error, 1)
+				go func() { closed <- l.Close() }()
+				select {
+				case err := <-closed:
+					if err != nil {
+						t.Errorf("Close: %v", err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("Close waited for a blocked receive")
+				}
+			}
+			if _, err := sock.Write([]byte{'G'}); err != nil {
+				t.Fatal(err)
+			}
+			werr := cmd.Wait()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Next did not return after the child exited")
+			}
+			if closeEarly {
+				// The receive in progress still takes the child's first
+				// call; the fd is released once it returns, so the
+				// answer cannot be sent (use of closed file) and the
+				// child's call fails with ENOSYS.
+				if r.err == nil || werr == nil {
+					t.Errorf("after Close: serving ended with %v, child with %v; want both to fail", r.err, werr)
+				}
+				return
+			}
+			if !errors.Is(r.err, ErrGone) {
+				t.Errorf("Next after the child exited: %v, want ErrGone", r.err)
+			}
+			if werr != nil || r.served != childCalls {
+				t.Errorf("child: %v, served %d calls, want %d answered 7", werr, r.served, childCalls)
+			}
+		})
+	}
+}
