@@ -166,3 +166,43 @@ func exitCode(err error) int {
 	}
 	return 0
 }
+
+// TestAttackUnprivRunPathOracle: `loopvisor run` without root gives the
+// user's sandbox the host's root directory; its root is the user's own uid.
+// The agent looks a mount(2) target up as host root before anything else,
+// so whether a path under a directory only host root may search exists
+// shows in the errno (ENOENT for a missing one, the image's EIO or the
+// attach's EACCES for one that exists). The kernel answers EACCES to both.
+func TestAttackUnprivRunPathOracle(t *testing.T) {
+	needRoot(t)
+	t.Skip("known: mountproxy.resolve looks mount and umount2 targets up as host root (RESOLVE_IN_ROOT under /proc/PID/root), not with the caller's credentials; a lookup as the caller (an nsexec op) is needed")
+	hostGuard(t)
+	u := newHostUser(t)
+	a, sock := userAgent(t)
+	dir := u.dir(t)
+	secret, err := os.MkdirTemp("", "loopvisor-secret-")
+	check(t, err)
+	cleanupDir(t, secret)
+	check(t, os.Chmod(secret, 0o700))
+	present, absent := filepath.Join(secret, "present"), filepath.Join(secret, "absent")
+	check(t, os.Mkdir(present, 0o700))
+
+	script := fmt.Sprintf(`d=$(losetup -f) || exit 1
+for p in %s %s; do
+  echo "stat $p: $(stat -c %%n $p 2>&1 | grep -o 'Permission denied\|No such file')"
+  echo "mount $p: $(mountcall ext4 $d $p 0)"
+done`, present, absent)
+	r := u.run(t, dir, loopvisor, "run", "--agent", sock, "--", "sh", "-c", script)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "mount "+absent+":") {
+		t.Fatalf("loopvisor run:\n%s\nagent:\n%s", r, a.logText())
+	}
+	for _, p := range []string{present, absent} {
+		if !strings.Contains(r.Stdout, "stat "+p+": Permission denied") {
+			t.Fatalf("the sandbox can look %s up itself, so this test proves nothing:\n%s", p, r)
+		}
+		if !strings.Contains(r.Stdout, "mount "+p+": EACCES") {
+			t.Errorf("mount(2) on %s: want the kernel's EACCES (the lookup as the caller fails):\n%s\nagent:\n%s", p, r, a.logText())
+		}
+	}
+	waitGone(t, a)
+}
