@@ -242,16 +242,18 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 		return fail(err)
 	}
 	a.target = target
-	// Host root cannot look into a FUSE mount of the container (allow_other
-	// stops at its user namespace: EACCES), e.g. an ESP mounted on the
-	// root's /boot/efi. The caller can: the op that attaches the mount looks
-	// the target up again as the container's root and gives its errors.
-	tgt, err := resolve(c.Pid(), target, true)
-	if err != nil && !errors.Is(err, unix.EACCES) {
+	// The target is looked up as the caller: host root would find paths
+	// the caller cannot search (its errno would tell whether they exist),
+	// and cannot look into a FUSE mount of the container (allow_other
+	// stops at its user namespace), e.g. an ESP on the root's /boot/efi.
+	ns, err := callerNS(c)
+	if err != nil {
 		return fail(err)
 	}
-	if tgt != nil {
-		_ = tgt.Close()
+	err = nsexec.Lookup(ns, c.Pid(), target, true)
+	ns.Close()
+	if err != nil {
+		return fail(err)
 	}
 	if ok, err := c.Privileged(); err != nil || !ok {
 		p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "loop": idx}).Info("caller lacks CAP_SYS_ADMIN: EPERM")

@@ -175,7 +175,6 @@ func exitCode(err error) int {
 // attach's EACCES for one that exists). The kernel answers EACCES to both.
 func TestAttackUnprivRunPathOracle(t *testing.T) {
 	needRoot(t)
-	t.Skip("known: mountproxy.resolve looks mount and umount2 targets up as host root (RESOLVE_IN_ROOT under /proc/PID/root), not with the caller's credentials; a lookup as the caller (an nsexec op) is needed")
 	hostGuard(t)
 	u := newHostUser(t)
 	a, sock := userAgent(t)
