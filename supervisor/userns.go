@@ -55,6 +55,27 @@ func peerOf(fd int) (*Peer, error) {
 		p.PidFD = pfd
 		unix.CloseOnExec(pfd)
 	}
+	// A process in a user namespace shows as the host id its uid maps to,
+	// one of its user's sub ids: the user is whoever created the
+	// outermost of its namespaces, or each of 65536 sub ids would be a
+	// user of its own with limits of its own.
+	owner, err := outermostOwner(p.Pid, p.PidFD)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	if owner >= 0 && owner != p.UID {
+		if owner == 0 {
+			p.Close()
+			return nil, refuse("the peer (uid %d) is in a user namespace host root created; root's runtimes use the root socket", p.UID)
+		}
+		p.UID = owner
+		if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+			if g, err := strconv.Atoi(u.Gid); err == nil {
+				p.GID = g
+			}
+		}
+	}
 	p.Name = strconv.Itoa(p.UID)
 	gids := []idRange{{uint64(p.GID), 1}}
 	if u, err := user.LookupId(p.Name); err == nil {
@@ -66,6 +87,45 @@ func peerOf(fd int) (*Peer, error) {
 	p.uids = append([]idRange{{uint64(p.UID), 1}}, subIDRanges(SubIDFiles.UID, p.Name, p.UID)...)
 	p.gids = append(gids, subIDRanges(SubIDFiles.GID, p.Name, p.UID)...)
 	return p, nil
+}
+
+// outermostOwner returns the host uid that created the outermost user
+// namespace (below the initial one) of process pid, or -1 if pid is in the
+// initial user namespace (its SO_PEERCRED uid is then its own).
+func outermostOwner(pid, pidfd int) (int, error) {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, refuse("peer %d: %v", pid, err)
+	}
+	defer func() { closeFD(fd) }()
+	if pidfd >= 0 && !pidfdAlive(pidfd) {
+		return -1, refuse("peer %d exited", pid)
+	}
+	initial, err := initialUserNS()
+	if err != nil {
+		return -1, err
+	}
+	owner := -1
+	for depth := 0; depth <= maxUserNSDepth; depth++ {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return -1, err
+		}
+		if st.Ino == initial.Ino && st.Dev == initial.Dev {
+			return owner, nil
+		}
+		if owner, err = nsOwnerUID(fd); err != nil {
+			return -1, err
+		}
+		parent, err := unix.IoctlRetInt(fd, unix.NS_GET_PARENT)
+		if err != nil {
+			return -1, refuse("peer %d: its user namespace is not below the agent's (%v)", pid, err)
+		}
+		unix.CloseOnExec(parent)
+		closeFD(fd)
+		fd = parent
+	}
+	return -1, refuse("peer %d: user namespaces nested deeper than the kernel allows", pid)
 }
 
 // Close releases the peer's pidfd.

@@ -205,3 +205,33 @@ done`, present, absent)
 	}
 	waitGone(t, a)
 }
+
+// TestAttackUserSocketSubIDPeer: a process in a user namespace of the
+// user's, running as one of its sub ids, connects to the user socket. The
+// kernel gives the agent that sub id as the peer's uid: each of the
+// user's 65536 sub ids was a user of its own, with its own
+// --max-user-containers, --max-loop-per-uid and connection limits. The
+// agent must count it as the user who created the outermost namespace.
+func TestAttackUserSocketSubIDPeer(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	mallory := newHostUser(t)
+	a, sock := userAgent(t)
+	// Her namespace, mapped to her sub ids (as newuidmap would).
+	ns := startAs(t, mallory.uid, mallory.gid, "unshare", "--user", "--mount", "sleep", "600")
+	writeMaps(t, ns, fmt.Sprintf("0 %d 65536\n", mallory.sub))
+
+	cmd := exec.Command("nsenter", "-t", fmt.Sprint(ns), "-U", "-m", "--", filepath.Join(binDir, "usersend"), sock, "child", "child")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "reply:") {
+		t.Fatalf("usersend as her sub id: %v\n%s\nagent:\n%s", err, out, a.logText())
+	}
+	log := a.logText()
+	if strings.Contains(log, fmt.Sprintf("peer_uid=%d ", mallory.sub)) || strings.Contains(log, fmt.Sprintf(`owner="uid %d"`, mallory.sub)) {
+		t.Errorf("her sub id %d was taken for a user of its own:\n%s\n%s", mallory.sub, out, log)
+	}
+	if !strings.Contains(log, fmt.Sprintf("peer_uid=%d ", mallory.uid)) || !strings.Contains(string(out), `"served":true`) {
+		t.Errorf("the connection was not served as hers (uid %d):\n%s\n%s", mallory.uid, out, log)
+	}
+	waitGone(t, a)
+}
