@@ -252,12 +252,17 @@ func (p *Proxy) Mount(c Caller, args [6]uint64) notify.Reply {
 		return fail(err)
 	}
 	a.target = target
-	// Looked up as host root: a FUSE mount of the container on the way
-	// answers EACCES (allow_other stops at its user namespace); the lookup
-	// is then left to the attach step, done as the caller.
-	if tgt, err := resolve(c.Pid(), target, true); err == nil {
-		_ = tgt.Close()
-	} else if !errors.Is(err, unix.EACCES) {
+	// The target is looked up as the caller: host root would find paths
+	// the caller cannot search (its errno would tell whether they exist),
+	// and cannot look into a FUSE mount of the container (allow_other
+	// stops at its user namespace), e.g. an ESP on the root's /boot/efi.
+	ns, err := callerNS(c)
+	if err != nil {
+		return fail(err)
+	}
+	err = nsexec.Lookup(ns, c.Pid(), target, true)
+	ns.Close()
+	if err != nil {
 		return fail(err)
 	}
 	if ok, err := c.Privileged(); err != nil || !ok {

@@ -559,7 +559,11 @@ func (a *Agent) setup(c *container, pidfd int, metadata string) (err error) {
 	c.in = in
 	in.UserNS = ust.Ino
 	c.log = log.WithField("instance", in.ID)
-	c.dev = openDevGrants(pid, pidfd, c.log)
+	if c.key.owner != rootOwner {
+		c.dev = openUserDevGrants(pid, pidfd, &owner{peer: c.key.owner, userNS: c.key.ns.User}, c.log)
+	} else {
+		c.dev = openDevGrants(pid, pidfd, c.log)
+	}
 	c.dev.grantStatic(pol != nil)
 	in.View.Publish = func(name string, node *os.File) error {
 		c.dev.grantNode(name, node)

@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -40,6 +43,92 @@ func openDevGrants(pid, pidfd int, log *logrus.Entry) *devGrants {
 		return nil
 	}
 	return &devGrants{cg: cg, log: log.WithField("cgroup", cg.Path), names: map[string]devcgroup.Device{}}
+}
+
+// openUserDevGrants is openDevGrants for a user's container (o): its
+// cgroup is wherever the user's runtime ran, which may be shared with
+// processes that are not the user's (a root service confined by a device
+// allow-list that runs the user's job). Every process in it would get
+// what is granted, so nothing is granted unless each is in the
+// container's user namespace (or below) or is the user's own (every uid
+// the peer's, in the initial user namespace).
+func openUserDevGrants(pid, pidfd int, o *owner, log *logrus.Entry) *devGrants {
+	g := openDevGrants(pid, pidfd, log)
+	if g == nil {
+		return nil
+	}
+	pids, err := g.cg.Procs()
+	if err == nil {
+		for _, p := range pids {
+			if err = userOwnsProc(p, o); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		g.log.WithError(err).Warn("device cgroup: shared with processes that are not the user's; nothing is granted there (the runtime's device rules apply)")
+		g.close()
+		return nil
+	}
+	return g
+}
+
+// userOwnsProc checks that process pid is in user namespace o.userNS (or
+// below) or runs with every uid o.peer's in the initial user namespace. A
+// process that exited in the meantime is no one's and passes.
+func userOwnsProc(pid int, o *owner) error {
+	in, err := inUserNS(pid, o.userNS)
+	if errors.Is(err, errGone) || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if in {
+		return nil
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	own, err := initialUserNS()
+	if err != nil {
+		return err
+	}
+	var ns unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/user", &ns); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return err
+	}
+	if ns.Ino == own.Ino && ns.Dev == own.Dev && allUIDs(st, o.peer) {
+		return nil
+	}
+	return fmt.Errorf("process %d is neither in the container's user namespace nor uid %d's", pid, o.peer)
+}
+
+// allUIDs reports whether the Uid: line of a /proc/PID/status text names
+// uid four times (real, effective, saved, fs).
+func allUIDs(status []byte, uid int) bool {
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			if len(f) != 4 {
+				return false
+			}
+			for _, x := range f {
+				if x != strconv.Itoa(uid) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // grant allows d under name (a node name in the container's /dev).

@@ -304,7 +304,8 @@ func hasSeccompFilter(pid int) error {
 }
 
 // callerInUserNS returns a Sandbox.Check that lets through only callers in
-// user namespace ino or below it.
+// user namespace ino or below it whose mount namespace that user namespace
+// (or one below it) owns.
 func callerInUserNS(ino uint64) func(*notify.Listener, *notify.Request) error {
 	return func(l *notify.Listener, req *notify.Request) error {
 		ok, err := inUserNS(int(req.Pid), ino)
@@ -317,7 +318,7 @@ func callerInUserNS(ino uint64) func(*notify.Listener, *notify.Request) error {
 			return err
 		}
 		if !ok {
-			return refuse("caller %d is not in the container's user namespace (the listener is not only that container's filter)", req.Pid)
+			return refuse("caller %d is not in the container's user namespace, or its mount namespace is not one of the container's (the listener is not only that container's filter)", req.Pid)
 		}
 		return nil
 	}

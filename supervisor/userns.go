@@ -55,6 +55,27 @@ func peerOf(fd int) (*Peer, error) {
 		p.PidFD = pfd
 		unix.CloseOnExec(pfd)
 	}
+	// A process in a user namespace shows as the host id its uid maps to,
+	// one of its user's sub ids: the user is whoever created the
+	// outermost of its namespaces, or each of 65536 sub ids would be a
+	// user of its own with limits of its own.
+	owner, err := outermostOwner(p.Pid, p.PidFD)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	if owner >= 0 && owner != p.UID {
+		if owner == 0 {
+			p.Close()
+			return nil, refuse("the peer (uid %d) is in a user namespace host root created; root's runtimes use the root socket", p.UID)
+		}
+		p.UID = owner
+		if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+			if g, err := strconv.Atoi(u.Gid); err == nil {
+				p.GID = g
+			}
+		}
+	}
 	p.Name = strconv.Itoa(p.UID)
 	gids := []idRange{{uint64(p.GID), 1}}
 	if u, err := user.LookupId(p.Name); err == nil {
@@ -66,6 +87,45 @@ func peerOf(fd int) (*Peer, error) {
 	p.uids = append([]idRange{{uint64(p.UID), 1}}, subIDRanges(SubIDFiles.UID, p.Name, p.UID)...)
 	p.gids = append(gids, subIDRanges(SubIDFiles.GID, p.Name, p.UID)...)
 	return p, nil
+}
+
+// outermostOwner returns the host uid that created the outermost user
+// namespace (below the initial one) of process pid, or -1 if pid is in the
+// initial user namespace (its SO_PEERCRED uid is then its own).
+func outermostOwner(pid, pidfd int) (int, error) {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, refuse("peer %d: %v", pid, err)
+	}
+	defer func() { closeFD(fd) }()
+	if pidfd >= 0 && !pidfdAlive(pidfd) {
+		return -1, refuse("peer %d exited", pid)
+	}
+	initial, err := initialUserNS()
+	if err != nil {
+		return -1, err
+	}
+	owner := -1
+	for depth := 0; depth <= maxUserNSDepth; depth++ {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return -1, err
+		}
+		if st.Ino == initial.Ino && st.Dev == initial.Dev {
+			return owner, nil
+		}
+		if owner, err = nsOwnerUID(fd); err != nil {
+			return -1, err
+		}
+		parent, err := unix.IoctlRetInt(fd, unix.NS_GET_PARENT)
+		if err != nil {
+			return -1, refuse("peer %d: its user namespace is not below the agent's (%v)", pid, err)
+		}
+		unix.CloseOnExec(parent)
+		closeFD(fd)
+		fd = parent
+	}
+	return -1, refuse("peer %d: user namespaces nested deeper than the kernel allows", pid)
 }
 
 // Close releases the peer's pidfd.
@@ -303,15 +363,43 @@ func initialUserNS() (unix.Stat_t, error) {
 }
 
 // inUserNS reports whether task tid's user namespace is the one with inode
-// ino or descends from it.
+// ino or descends from it, and so is the user namespace that owns tid's
+// mount namespace. The second matters as much: the owner of a container's
+// user namespace may join it from the host (setns needs only the
+// capabilities it holds there) without leaving the host's mount namespace,
+// and the agent resolves such a caller's paths in the host's root as host
+// root.
 func inUserNS(tid int, ino uint64) (bool, error) {
-	fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	open := func(name string) (int, error) {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/ns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == unix.ENOENT || err == unix.ESRCH {
-			return false, errGone
+			return -1, errGone
 		}
+		return fd, err
+	}
+	fd, err := open("user")
+	if err != nil {
 		return false, err
 	}
+	if ok, err := userNSBelow(fd, ino); err != nil || !ok {
+		return false, err
+	}
+	mnt, err := open("mnt")
+	if err != nil {
+		return false, err
+	}
+	owner, err := unix.IoctlRetInt(mnt, unix.NS_GET_USERNS)
+	closeFD(mnt)
+	if err != nil {
+		return false, os.NewSyscallError("ioctl NS_GET_USERNS", err)
+	}
+	unix.CloseOnExec(owner)
+	return userNSBelow(owner, ino)
+}
+
+// userNSBelow reports whether user namespace fd (which it closes) is the
+// one with inode ino or descends from it.
+func userNSBelow(fd int, ino uint64) (bool, error) {
 	defer func() { closeFD(fd) }()
 	for depth := 0; depth < maxUserNSDepth; depth++ {
 		var st unix.Stat_t
@@ -325,6 +413,7 @@ func inUserNS(tid int, ino uint64) (bool, error) {
 		if err != nil {
 			return false, nil // reached the top without meeting it
 		}
+		unix.CloseOnExec(parent)
 		closeFD(fd)
 		fd = parent
 	}

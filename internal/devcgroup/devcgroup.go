@@ -207,6 +207,36 @@ func writeAt(dir *os.File, name, rule string) error {
 	return nil
 }
 
+// Procs lists the processes in the cgroup (v1 and v2 directories) now.
+// Every process there gets what Grant allows: a caller granting for less
+// than all of them checks who they are.
+func (c *Cgroup) Procs() ([]int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var dirs []*os.File
+	if c.v1 != nil {
+		dirs = append(dirs, c.v1)
+	}
+	if c.v2 != nil && c.v2.dir != nil {
+		dirs = append(dirs, c.v2.dir)
+	}
+	var pids []int
+	for _, dir := range dirs {
+		b, err := readAt(dir, "cgroup.procs")
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Fields(string(b)) {
+			p, err := strconv.Atoi(l)
+			if err != nil {
+				return nil, fmt.Errorf("%s/cgroup.procs: %q", dir.Name(), l)
+			}
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
+
 // Grant lets the cgroup's processes read and write d. It reports whether
 // it changed anything (false: the runtime's rules already allow it, or a
 // previous Grant of d stands).

@@ -45,6 +45,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
@@ -285,6 +286,63 @@ static void clonemount(const char *src, unsigned long long id, const char *targe
 	_exit(0);
 }
 
+/*
+ * lookup looks path up exactly as the caller (pid) would: in its user
+ * namespace, from its root and cwd, with its uids, gids and effective
+ * capabilities (not host root's), and reports the errno of an
+ * O_PATH open. The supervisor resolves paths as host root; what a caller
+ * may learn of a path (ENOENT against EACCES) must be what its own lookup
+ * says. Preconditions: host root, fds 3-5.
+ */
+static void lookup(char **argv) {
+	const char *pid = argv[1];
+	int follow = atoi(argv[3]);
+	drop_groups();
+	if (setns(3, CLONE_NEWUSER) < 0)
+		die(errno, "setns");
+	unsigned u[4], g[4];
+	status_ids(pid, "\nUid:", u);
+	status_ids(pid, "\nGid:", g);
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%s/status", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(errno, "open status");
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		die(n < 0 ? errno : ESRCH, "read status");
+	buf[n] = 0;
+	char *l = strstr(buf, "\nCapEff:");
+	unsigned long long eff;
+	if (!l || sscanf(l + strlen("\nCapEff:"), "%llx", &eff) != 1)
+		die(ESRCH, "parse status");
+	if (fchdir(4) < 0)
+		die(errno, "fchdir root");
+	if (chroot(".") < 0)
+		die(errno, "chroot");
+	if (fchdir(5) < 0)
+		die(errno, "fchdir cwd");
+	if (setresgid(g[0], g[1], g[2]) < 0)
+		die(errno, "setresgid");
+	setfsgid(g[3]);
+	if (setresuid(u[0], u[1], u[2]) < 0)
+		die(errno, "setresuid");
+	setfsuid(u[3]);
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {
+		{.effective = (unsigned)eff, .permitted = (unsigned)eff},
+		{.effective = (unsigned)(eff >> 32), .permitted = (unsigned)(eff >> 32)},
+	};
+	if (syscall(SYS_capset, &h, d) < 0)
+		die(errno, "capset");
+	int t = open(argv[2], O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	if (t < 0)
+		die(errno, "lookup");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -320,6 +378,8 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		dprintf(1, "0\n");
 		_exit(0);
 	}
+	if (!strcmp(op, "lookup") && argc >= 4)
+		lookup(argv);
 	if (!strcmp(op, "loopioctl") && argc >= 4)
 		loopioctl(argv);
 	if (!strcmp(op, "clonemount") && argc >= 6) {

@@ -157,6 +157,18 @@ func (e *Error) Unwrap() error { return e.Errno }
 // file if needed.
 func Bind(ns *NS, mnt *os.File, target string) error { return runOp(ns, "bind", mnt, target) }
 
+// Lookup looks path up as task pid (a thread of the sandbox ns names)
+// would: in its user namespace, from its root and cwd, with its ids and
+// effective capabilities. It returns the errno of the caller's own lookup,
+// so that nothing resolved as host root tells the caller more.
+func Lookup(ns *NS, pid int, path string, follow bool) error {
+	f := "0"
+	if follow {
+		f = "1"
+	}
+	return runOp(ns, "lookup", nil, strconv.Itoa(pid), path, f)
+}
+
 // Unbind detaches whatever is mounted on target inside the sandbox of ns
 // and removes target.
 func Unbind(ns *NS, target string) error { return runOp(ns, "unbind", nil, target) }
