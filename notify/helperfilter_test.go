@@ -1,8 +1,13 @@
 package notify
 
 import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
@@ -183,6 +188,67 @@ func TestHelperFilterForeignABI(t *testing.T) {
 	for _, n := range []int32{999, 0x3fffffff, -1} {
 		if got := run(t, prog, n, archX86_64, [6]uint64{}); got != retErrnoEPERM {
 			t.Errorf("nr %d: %s, want EPERM", n, retName(got))
+		}
+	}
+}
+
+// A program under the helper filter on the real kernel (testdata/
+// helperprobe.c, installed as fusejail.c installs it) makes calls outside
+// the list and gets EPERM (clone3 ENOSYS) where, without the filter, the
+// same calls succeed or fail otherwise; the calls the list allows give the
+// answers they give without it.
+func TestHelperFilterProbe(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the probe is x86_64 (int 0x80, x32)")
+	}
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler")
+	}
+	raw, err := HelperProgram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "helperprobe")
+	if out, err := exec.Command(cc, "-O2", "-o", bin, "testdata/helperprobe.c").CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	probe := func(args ...string) map[string]int {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = bytes.NewReader(raw)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helperprobe %v: %v\n%s", args, err, out)
+		}
+		res := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			name, e, ok := strings.Cut(l, " ")
+			n, err := strconv.Atoi(e)
+			if !ok || err != nil {
+				t.Fatalf("helperprobe: %q", l)
+			}
+			res[name] = n
+		}
+		return res
+	}
+	free, filtered := probe(), probe("filter")
+	allowed := []string{"getpid", "socket_unix", "ioctl_blkgetsize64", "prctl_get_dumpable"}
+	if len(free) != len(filtered) || len(free) < 10 {
+		t.Fatalf("unfiltered %v, filtered %v", free, filtered)
+	}
+	for name, got := range filtered {
+		want := int(unix.EPERM)
+		switch {
+		case slices.Contains(allowed, name):
+			want = free[name]
+		case name == "clone3":
+			want = int(unix.ENOSYS)
+		}
+		if got != want {
+			t.Errorf("%s under the filter: errno %d, want %d (without the filter: %d)", name, got, want, free[name])
+		}
+		if !slices.Contains(allowed, name) && free[name] == want {
+			t.Logf("%s gives errno %d without the filter too: this host cannot tell", name, want)
 		}
 	}
 }
