@@ -69,7 +69,8 @@
 //     later remount sets) with the device as its source. The helper starts
 //     with the /dev/fuse fd, no capability (SECBIT_NOROOT locked),
 //     no_new_privs, an empty environment and the helper seccomp filter
-//     (notify.HelperProgram: no loop ioctls, no mount or namespace calls).
+//     (notify.HelperProgram, an allow-list: no loop ioctls, no mount or
+//     namespace calls).
 //     libfuse cannot mount and runs "fusermount", which in the jail is
 //     loopvisor: it hands back the fd it was given, so libfuse2 helpers
 //     (fuse2fs 1.47.0, fusefat) and libfuse3 helpers (squashfuse) work
