@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -105,7 +106,7 @@ const ScanTimeout = 2 * time.Second
 func (in *Instance) Rescan(idx int) error {
 	parts, err := in.readTable(idx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errTableRead, err)
 	}
 	in.mu.Lock()
 	err = in.setPartitions(idx, parts)
@@ -119,6 +120,10 @@ func (in *Instance) Rescan(idx int) error {
 	}
 	return err
 }
+
+// errTableRead marks a Rescan that could not read the partition table
+// (read error, stalled backing file): the kernel's scan answers EIO then.
+var errTableRead = errors.New("partition table not read")
 
 // readTable reads idx's partition table within ScanTimeout.
 func (in *Instance) readTable(idx int) ([]parttable.Partition, error) {
@@ -143,7 +148,21 @@ func (in *Instance) readTable(idx int) ([]parttable.Partition, error) {
 		if err != nil {
 			sector = 512
 		}
-		parts, err := parttable.Read(f, size, int64(sector))
+		var r io.ReaderAt = f
+		if sector > os.Getpagesize() {
+			// Logical blocks larger than a page: a buffered read
+			// fails with EIO when the device's page cache was set up
+			// for a smaller block size (opened before
+			// LOOP_SET_BLOCK_SIZE); read whole blocks directly.
+			df, err := in.reg.OpenLoop(idx, unix.O_RDONLY|unix.O_DIRECT)
+			if err != nil {
+				c <- res{err: err}
+				return
+			}
+			defer func() { _ = df.Close() }()
+			r = directReader{f: df, block: int64(sector)}
+		}
+		parts, err := parttable.Read(r, size, int64(sector))
 		if errors.Is(err, parttable.ErrNoTable) {
 			err = nil
 		}
@@ -158,6 +177,46 @@ func (in *Instance) readTable(idx int) ([]parttable.Partition, error) {
 		in.log.WithField("loop", idx).Warn("partition table read did not return in time (backing file stalled); partitions left as they were")
 		return nil, unix.EIO
 	}
+}
+
+// directReader reads a block device opened O_DIRECT in whole aligned
+// blocks into page-aligned memory.
+type directReader struct {
+	f     *os.File
+	block int64
+}
+
+func (d directReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || len(p) == 0 {
+		return 0, unix.EINVAL
+	}
+	start := off &^ (d.block - 1)
+	end := (off + int64(len(p)) + d.block - 1) &^ (d.block - 1)
+	buf, err := unix.Mmap(-1, 0, int(end-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = unix.Munmap(buf) }()
+	got := 0
+	for got < len(buf) {
+		n, err := unix.Pread(int(d.f.Fd()), buf[got:], start+int64(got))
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			break
+		}
+		got += n
+	}
+	avail := int64(got) - (off - start)
+	if avail <= 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, buf[off-start:off-start+min(avail, int64(len(p)))])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // setPartitions makes idx's partition devices exactly parts.
@@ -293,30 +352,65 @@ func (in *Instance) DropPartitions(idx int) error {
 	return err
 }
 
-// blkpgPartition mirrors struct blkpg_partition (include/uapi/linux/blkpg.h).
-const sizeofBlkpgPartition = 8 + 8 + 4 + 64 + 64 + 4 // start, length, pno, devname, volname, padding
+// sizeofBlkpgPartition is sizeof(struct blkpg_partition)
+// (include/uapi/linux/blkpg.h): start, length, pno, devname, volname and
+// the padding to 8 bytes; the kernel copies all of it.
+const sizeofBlkpgPartition = 8 + 8 + 4 + 64 + 64 + 4
 
-// blkpg serves BLKPG on device idx: arg points at struct blkpg_ioctl_arg.
-func (in *Instance) blkpg(c Caller, idx int, arg uint64) notify.Reply {
-	hdr := make([]byte, 24) // int op, int flags, int datalen, (pad), void *data
-	if err := c.Read(arg, hdr); err != nil {
-		return fail(err)
-	}
+// blkpg serves BLKPG on device idx: arg points at struct blkpg_ioctl_arg
+// (compat: struct compat_blkpg_ioctl_arg, its data pointer 32 bits at
+// offset 12). It answers as block/ioctl.c blkpg_do_ioctl does, in its
+// order: datalen and flags are ignored; the partition is copied whole
+// (EFAULT); a partition device has no partitions and pno must be
+// positive (EINVAL); a delete looks at nothing else; start
+// and length must be non-negative, aligned to the logical block size
+// and within the disk (EINVAL), before the partition is looked up.
+func (in *Instance) blkpg(c Caller, idx int, arg uint64, compat bool) notify.Reply {
 	le := binary.LittleEndian
-	op := int32(le.Uint32(hdr[0:]))
-	datalen := int32(le.Uint32(hdr[8:]))
-	data := le.Uint64(hdr[16:])
-	if datalen < int32(sizeofBlkpgPartition)-4 {
-		return notify.Errno(unix.EINVAL)
+	var op int32
+	var data uint64
+	if compat {
+		hdr := make([]byte, 16) // int op, int flags, int datalen, compat_caddr_t data
+		if err := c.Read(arg, hdr); err != nil {
+			return fail(err)
+		}
+		op, data = int32(le.Uint32(hdr[0:])), uint64(le.Uint32(hdr[12:]))
+	} else {
+		hdr := make([]byte, 24) // int op, int flags, int datalen, (pad), void *data
+		if err := c.Read(arg, hdr); err != nil {
+			return fail(err)
+		}
+		op, data = int32(le.Uint32(hdr[0:])), le.Uint64(hdr[16:])
 	}
-	p := make([]byte, sizeofBlkpgPartition-4)
+	p := make([]byte, sizeofBlkpgPartition)
 	if err := c.Read(data, p); err != nil {
 		return fail(err)
 	}
 	start, length := int64(le.Uint64(p[0:])), int64(le.Uint64(p[8:]))
 	pno := int(int32(le.Uint32(p[16:])))
-	if pno <= 0 || pno > parttable.MaxPartitions || start < 0 || length < 0 {
+	if _, _, isPart := in.partitionOf(idx); isPart || pno <= 0 {
 		return notify.Errno(unix.EINVAL)
+	}
+	if op != blkpgDelPartition {
+		if start < 0 || length <= 0 || start+length < 0 {
+			return notify.Errno(unix.EINVAL)
+		}
+		lbs := sysInt(idx, "queue/logical_block_size")
+		if lbs <= 0 {
+			lbs = 512
+		}
+		if (start|length)%lbs != 0 {
+			return notify.Errno(unix.EINVAL)
+		}
+		// In 512-byte sectors, as the kernel compares them (start and
+		// length are multiples of lbs, itself a multiple of 512).
+		capacity := sysInt(idx, "size")
+		if start>>9 >= capacity || (start>>9)+(length>>9) > capacity {
+			return notify.Errno(unix.EINVAL)
+		}
+		if op != blkpgAddPartition && op != blkpgResizePartition {
+			return notify.Errno(unix.EINVAL)
+		}
 	}
 	if !c.Valid() {
 		return fail(ErrStale)
@@ -329,14 +423,13 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) notify.Reply {
 			cur = &in.parts[idx][i]
 		}
 	}
-	size := sysInt(idx, "size") * 512
 	switch op {
 	case blkpgAddPartition:
+		if pno > parttable.MaxPartitions {
+			return notify.Errno(unix.EINVAL)
+		}
 		if cur != nil {
 			return notify.Errno(unix.EBUSY)
-		}
-		if length == 0 || start+length > size {
-			return notify.Errno(unix.EINVAL)
 		}
 		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
@@ -353,7 +446,7 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) notify.Reply {
 		if cur == nil {
 			return notify.Errno(unix.ENXIO)
 		}
-		if start != cur.start || length == 0 || start+length > size {
+		if start != cur.start {
 			return notify.Errno(unix.EINVAL)
 		}
 		old := *cur
@@ -364,8 +457,6 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64) notify.Reply {
 		if err := in.addPartition(idx, parttable.Partition{Number: pno, Start: start, Size: length}); err != nil {
 			return fail(err)
 		}
-	default:
-		return notify.Errno(unix.EINVAL)
 	}
 	return notify.Reply{}
 }
@@ -438,6 +529,11 @@ func (in *Instance) rrpart(c Caller, idx int) notify.Reply {
 		return fail(ErrStale)
 	}
 	if err := in.Rescan(idx); err != nil {
+		if errors.Is(err, errTableRead) {
+			// The kernel's scan: a read error is EIO (blk_add_partitions).
+			in.log.WithError(err).WithField("loop", idx).Warn("BLKRRPART: partition table not read: EIO")
+			return notify.Errno(unix.EIO)
+		}
 		in.log.WithError(err).WithField("loop", idx).Warn("BLKRRPART: partitions in use or no devices left")
 		return notify.Errno(unix.EBUSY)
 	}

@@ -94,6 +94,13 @@ func value(v int, err error) notify.Reply {
 // Ioctl serves ioctl(unsafeFD, cmd, arg) trapped in the instance's sandbox.
 // cmd has already been truncated to 32 bits as the kernel does.
 func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) notify.Reply {
+	return in.IoctlABI(c, unsafeFD, cmd, arg, false)
+}
+
+// IoctlABI is Ioctl for a caller of the native ABI (compat false) or of
+// a 32-bit one (compat true, notify.Call.Compat): the kernel answers those
+// through the drivers' compat_ioctl, with the 32-bit structure layouts.
+func (in *Instance) IoctlABI(c Caller, unsafeFD uint32, cmd uint32, arg uint64, compat bool) notify.Reply {
 	f, err := c.GetFD(unsafeFD)
 	if err != nil {
 		return fail(err)
@@ -115,7 +122,7 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 			log().WithField("loop", idx).Warn("ioctl on a loop device outside the instance: EPERM")
 			return notify.Errno(unix.EPERM)
 		}
-		r := in.device(c, log, f, idx, cmd, arg)
+		r := in.device(c, log, f, idx, cmd, arg, compat)
 		if cmd != cmdGetStatus64 && cmd != cmdGetStatus && cmd != hdioGetGeo {
 			in.View.RefreshPartitions() // a size may have changed
 		}
@@ -202,7 +209,7 @@ func adminCheck(c Caller, f notify.FD, log func() *logrus.Entry) (notify.Reply, 
 	return notify.Reply{}, false
 }
 
-func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64) notify.Reply {
+func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx int, cmd uint32, arg uint64, compat bool) notify.Reply {
 	log := func() *logrus.Entry { return logf().WithField("loop", idx) }
 	switch cmd {
 	case cmdSetFD, cmdChangeFD:
@@ -269,7 +276,7 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		if !ok {
 			return notify.Errno(unix.EACCES)
 		}
-		return in.blkpg(c, idx, arg)
+		return in.blkpg(c, idx, arg, compat)
 	case cmdClrFD:
 		if !c.Valid() {
 			return fail(ErrStale)
@@ -341,7 +348,11 @@ func (in *Instance) device(c Caller, logf func() *logrus.Entry, f notify.FD, idx
 		}
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	default:
-		// LOOP_CTL_* on a loop device: lo_ioctl refuses them.
+		// LOOP_CTL_* on a loop device: lo_ioctl refuses them (EINVAL);
+		// lo_compat_ioctl does not know them (ENOTTY).
+		if compat && cmd >= cmdCtlAdd && cmd <= cmdCtlGetFree {
+			return notify.Errno(unix.ENOTTY)
+		}
 		return value(Ioctl(f.Fd(), cmd, uintptr(arg)))
 	}
 }

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
 )
@@ -43,12 +44,41 @@ func TestDecode(t *testing.T) {
 		{"native with i386 nr 54", AuditArchX86_64, 54, false, SysUnknown, false},
 		{"unknown arch", AuditArchAArch64, 29, false, SysUnknown, false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req := Request{Arch: tt.arch, Nr: tt.nr, Args: [6]uint64{high | 3, high | 0x4C00, high | 0x1000, 1, 2, 3}}
+	probed := kernelHasX32
+	t.Cleanup(func() { kernelHasX32 = probed })
+	for _, hasX32 := range []bool{true, false} {
+		kernelHasX32 = func() bool { return hasX32 }
+		for _, tt := range tests {
+			decodeCase(t, tt.name, hasX32, tt.arch, tt.nr, tt.ok, tt.sys, tt.compat, high)
+		}
+	}
+	// Every trapped pair is one of the above.
+	if n := len(syscalls); n != 19 {
+		t.Errorf("%d trapped (arch, nr) pairs, want 19", n)
+	}
+}
+
+// decodeCase checks Decode of one (arch, nr) pair. Without the x32 ABI in
+// the kernel, x32 numbers are not decoded and marked NoABI: the kernel's
+// answer is ENOSYS.
+func decodeCase(t *testing.T, name string, hasX32 bool, arch uint32, nr int32, wantOK bool, sys Syscall, compat bool, high uint64) {
+	t.Helper()
+	noABI := false
+	if !hasX32 && arch == AuditArchX86_64 && nr&x32Bit != 0 && wantOK {
+		wantOK, sys, compat, noABI = false, SysUnknown, false, true
+	}
+	tt := struct {
+		nr     int32
+		ok     bool
+		sys    Syscall
+		compat bool
+	}{nr, wantOK, sys, compat}
+	t.Run(fmt.Sprintf("%s/x32=%v", name, hasX32), func(t *testing.T) {
+		{
+			req := Request{Arch: arch, Nr: tt.nr, Args: [6]uint64{high | 3, high | 0x4C00, high | 0x1000, 1, 2, 3}}
 			c, ok := Decode(&req)
-			if ok != tt.ok || c.Syscall != tt.sys || c.Compat != tt.compat {
-				t.Fatalf("Decode = %v %v compat %v, want %v %v compat %v", c.Syscall, ok, c.Compat, tt.sys, tt.ok, tt.compat)
+			if ok != tt.ok || c.Syscall != tt.sys || c.Compat != tt.compat || c.NoABI != noABI {
+				t.Fatalf("Decode = %v %v compat %v noABI %v, want %v %v compat %v noABI %v", c.Syscall, ok, c.Compat, c.NoABI, tt.sys, tt.ok, tt.compat, noABI)
 			}
 			if !ok {
 				return
@@ -63,10 +93,6 @@ func TestDecode(t *testing.T) {
 			if tt.nr == 22 && c.Args[1] != 0 {
 				t.Errorf("i386 umount flags %#x, want 0", c.Args[1])
 			}
-		})
-	}
-	// Every trapped pair is one of the above.
-	if n := len(syscalls); n != 19 {
-		t.Errorf("%d trapped (arch, nr) pairs, want 19", n)
-	}
+		}
+	})
 }

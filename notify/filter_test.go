@@ -24,7 +24,7 @@ const (
 	archX86_64 = 0xc000003e
 	archI386   = 0x40000003
 	archARM64  = 0xc00000b7
-	x32Bit     = 0x40000000
+	x32Bit     = x32SyscallBit
 
 	nrRead64   = 0
 	nrIoctl64  = 16

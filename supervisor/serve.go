@@ -66,6 +66,9 @@ func answer(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 // Serve, which answers it.
 func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	call, ok := notify.Decode(req)
+	if !ok && call.NoABI {
+		return notify.Errno(unix.ENOSYS) // the kernel's answer: no such ABI
+	}
 	if !ok {
 		sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "nr": req.Nr, "arch": req.Arch}).Warn("unexpected trapped syscall: ENOSYS")
 		return notify.Errno(unix.ENOSYS)
@@ -94,7 +97,7 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	c := caller{Target: t, userNS: sb.Instance.UserNS}
 	switch call.Syscall {
 	case notify.SysIoctl:
-		return sb.Instance.Ioctl(c, uint32(args[0]), uint32(args[1]), args[2])
+		return sb.Instance.IoctlABI(c, uint32(args[0]), uint32(args[1]), args[2], call.Compat)
 	case notify.SysMount:
 		return sb.Mounts.Mount(c, args)
 	case notify.SysUmount2:

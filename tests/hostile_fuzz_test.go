@@ -403,39 +403,11 @@ var replayByDesign = []replayRule{
 // once the supervisor is fixed (the test then fails if it comes back).
 var replayKnown = []replayRule{
 	{
-		name: "i386-ctl-on-device",
-		match: func(call, sb, host string) bool {
-			return has(call, "i386") && sb == "EINVAL" && host == "ENOTTY"
-		},
-		reason: "compat ioctls are served as native ones: LOOP_CTL_* on a loop device through the i386 ABI gives ENOTTY on the host (lo_compat_ioctl does not know them: ENOIOCTLCMD), EINVAL in a sandbox (lo_ioctl's answer); the same root cause decodes an i386 BLKPG with the native struct blkpg_ioctl_arg layout (data pointer at offset 16 instead of 12): partx -a from a 32-bit program fails with EFAULT in a sandbox",
-	},
-	{
-		name: "blkpg-decode",
-		match: func(call, sb, host string) bool {
-			return has(call, "BLKPG")
-		},
-		reason: "loopctl.Instance.blkpg decodes struct blkpg_ioctl_arg unlike block/ioctl.c blkpg_do_ioctl: it refuses datalen < 148 with EINVAL (the kernel ignores datalen: a zeroed arg gives EFAULT for data=NULL); it reads 148 of the 152 bytes of struct blkpg_partition (the kernel copies sizeof = 152: EFAULT when the last 4 bytes are in a PROT_NONE page, loopvisor adds the partition); it looks for the partition before the kernel's checks of start/length (< 0, not aligned to the logical block size: RESIZE of start=1000 gives ENXIO instead of EINVAL) and checks start/length for BLKPG_DEL_PARTITION, which the kernel ignores",
-	},
-	{
-		name: "blkrrpart-unparsable",
-		match: func(call, sb, host string) bool {
-			return has(call, "BLKRRPART") && sb == "EBUSY"
-		},
-		reason: "loopctl.Instance.rrpart answers EBUSY when loopvisor's own partition scan fails: loopctl.ReadPartitions refuses logical block sizes above 4096 (\"unsupported sector size\"; LOOP_SET_BLOCK_SIZE accepts up to 65536 on this kernel), and a read error fails the scan too; the kernel's BLKRRPART of a LO_FLAGS_PARTSCAN device answers 0 when it finds no table",
-	},
-	{
 		name: "given-back-index-kept",
 		match: func(call, sb, host string) bool {
 			return (has(call, "CTL_ADD") || has(call, "CTL_REMOVE")) && hasAny(call, "idx=base", "idx=(1<<32)|base")
 		},
 		reason: "loopctl keeps an index the sandbox gave back (LOOP_CTL_REMOVE) reserved, hidden and claimed until the instance ends (attack 4: an open(2) that passed its permission check just before the revoke must not make the kernel create the device again outside the instance), and GET_FREE hands kept indices out first; host root's REMOVE deletes the index, so later ADD/REMOVE of the same index answer differently (sandbox EEXIST/EBUSY where the host creates or finds it absent). A design trade-off of the confinement issue, not yet settled",
-	},
-	{
-		name: "x32-abi-served",
-		match: func(call, sb, host string) bool {
-			return strings.HasSuffix(opOf(call), "x32") && host == "ENOSYS" && sb != "ENOSYS"
-		},
-		reason: "supervisor's syscall table serves x32 numbers (0x40000000|514 ioctl, |165 mount, |166 umount2) although this kernel has no CONFIG_X86_X32_ABI: the host answers ENOSYS, a sandbox gets them executed (an x32 LOOP_CTL_ADD creates a device)",
 	},
 }
 
@@ -564,14 +536,14 @@ var replayRepro = []struct{ rule, repro string }{
 	{"", "mount-ext2-of-ext4"},       // fixed: the kernel's ext2/3/4 feature checks
 	{"", "mount-flags=0x800"},        // fixed: MS_NODIRATIME is a mount attribute
 	{"", "mount-flags=0x400"},        // MS_NOATIME works
-	{"i386-ctl-on-device", "i386-ctl-on-device"},
-	{"i386-ctl-on-device", "blkpg-i386"},
-	{"blkpg-decode", "blkpg-datalen"},
-	{"blkpg-decode", "blkpg-short"},
-	{"blkpg-decode", "blkpg-resize-unaligned"},
+	{"", "i386-ctl-on-device"},       // fixed: lo_compat_ioctl's ENOTTY for LOOP_CTL_*
+	{"", "blkpg-i386"},               // fixed: compat_blkpg_ioctl_arg layout
+	{"", "blkpg-datalen"},            // fixed: datalen is ignored
+	{"", "blkpg-short"},              // fixed: all 152 bytes are copied
+	{"", "blkpg-resize-unaligned"},   // fixed: blkpg_do_ioctl's order of checks
 	{"", "blkpg-nopartscan"},
-	{"blkrrpart-unparsable", "blkrrpart-bs64k"},
-	{"x32-abi-served", "x32-ioctl"},
+	{"", "blkrrpart-bs64k"}, // fixed: 64 KiB logical blocks are scanned
+	{"", "x32-ioctl"},       // fixed: ENOSYS without the x32 ABI
 }
 
 // TestHostileDivergences runs the minimal reproducer of every known

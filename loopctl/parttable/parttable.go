@@ -26,12 +26,13 @@ const (
 var ErrNoTable = errors.New("no partition table")
 
 // Read reads the partition table of a disk of size bytes with
-// logical sector size sector (512 or 4096), as the kernel's efi and msdos
+// logical sector size sector (a power of two from 512 to 65536, as
+// LOOP_SET_BLOCK_SIZE accepts), as the kernel's efi and msdos
 // parsers would: GPT if the protective MBR says so and a header (primary or
 // backup) checks out, else MBR with extended partitions. It is a decoder of
 // untrusted image data: every offset and count is bounded by the disk.
 func Read(r io.ReaderAt, size int64, sector int64) ([]Partition, error) {
-	if sector != 512 && sector != 1024 && sector != 2048 && sector != 4096 {
+	if sector < 512 || sector > 65536 || sector&(sector-1) != 0 {
 		return nil, errors.New("unsupported sector size")
 	}
 	mbr := make([]byte, 512)
