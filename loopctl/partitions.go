@@ -423,9 +423,22 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64, compat bool) notify.Rep
 			cur = &in.parts[idx][i]
 		}
 	}
+	// partition_overlaps: any other partition sharing a byte is EBUSY.
+	overlaps := func(skip int) bool {
+		for _, pd := range in.parts[idx] {
+			if pd.num != skip && start < pd.start+pd.size && start+length > pd.start {
+				return true
+			}
+		}
+		return false
+	}
 	switch op {
 	case blkpgAddPartition:
-		if pno > parttable.MaxPartitions {
+		// bdev_add_partition, then add_partition's own checks.
+		if overlaps(-1) {
+			return notify.Errno(unix.EBUSY)
+		}
+		if pno >= parttable.MaxPartitions { // DISK_MAX_PARTS
 			return notify.Errno(unix.EINVAL)
 		}
 		if cur != nil {
@@ -448,6 +461,9 @@ func (in *Instance) blkpg(c Caller, idx int, arg uint64, compat bool) notify.Rep
 		}
 		if start != cur.start {
 			return notify.Errno(unix.EINVAL)
+		}
+		if overlaps(pno) {
+			return notify.Errno(unix.EBUSY)
 		}
 		old := *cur
 		if err := in.dropPartition(idx, old); err != nil {

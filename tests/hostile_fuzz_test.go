@@ -541,6 +541,7 @@ var replayRepro = []struct{ rule, repro string }{
 	{"", "blkpg-datalen"},            // fixed: datalen is ignored
 	{"", "blkpg-short"},              // fixed: all 152 bytes are copied
 	{"", "blkpg-resize-unaligned"},   // fixed: blkpg_do_ioctl's order of checks
+	{"", "blkpg-overlap"},            // partition_overlaps: EBUSY
 	{"", "blkpg-nopartscan"},
 	{"", "blkrrpart-bs64k"}, // fixed: 64 KiB logical blocks are scanned
 	{"", "x32-ioctl"},       // fixed: ENOSYS without the x32 ABI

@@ -207,6 +207,22 @@ int main(int argc, char **argv)
 
 			ioctl(dev, BLKPG, &d);
 		}
+	} else if (!strcmp(c, "blkpg-overlap")) {
+		/* a partition sharing a sector with another: EBUSY
+		 * (partition_overlaps), before add_partition's checks */
+		struct blkpg_part q = {.start = 0, .length = 1 << 20, .pno = 1};
+		struct blkpg_part o = {.start = 512 << 10, .length = 1 << 20, .pno = 300};
+		struct blkpg_arg a = {BLKPG_ADD_PARTITION, 0, sizeof(q), &q};
+		struct blkpg_arg b = {BLKPG_ADD_PARTITION, 0, sizeof(o), &o};
+
+		device(argv[2], LO_FLAGS_PARTSCAN, 0);
+		r = ioctl(dev, BLKPG, &a);
+		if (r == 0) {
+			struct blkpg_arg d = {BLKPG_DEL_PARTITION, 0, sizeof(q), &q};
+
+			r = ioctl(dev, BLKPG, &b);
+			ioctl(dev, BLKPG, &d);
+		}
 	} else if (!strcmp(c, "blkpg-resize-unaligned")) {
 		/* the kernel checks alignment to the logical block size before it
 		 * looks for the partition: EINVAL, not ENXIO */
