@@ -480,7 +480,11 @@ func (in *Instance) add(idx int32) (int, error) {
 func (in *Instance) take(show bool) (int, error) {
 	best := -1
 	for h := range in.hidden {
-		if in.devs[h] != nil && in.binding[h] == 0 && (best < 0 || h < best) {
+		// A device the instance unbound may still be bound in the kernel:
+		// LOOP_CLR_FD while someone (a helper that is exiting, a node
+		// reference) holds it open only marks it to be cleared at the
+		// last close, and LOOP_CONFIGURE on it answers EBUSY till then.
+		if in.devs[h] != nil && in.binding[h] == 0 && !Bound(h) && (best < 0 || h < best) {
 			best = h
 		}
 	}

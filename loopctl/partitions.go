@@ -258,6 +258,20 @@ func (in *Instance) setPartitions(idx int, parts []parttable.Partition) error {
 // addPartition attaches a loop device of the instance for partition p of
 // idx. Preconditions: in.mu held.
 func (in *Instance) addPartition(idx int, p parttable.Partition) error {
+	// take skips devices still bound in the kernel, but one may be bound
+	// between that check and LOOP_CONFIGURE (a deferred clear is not
+	// done yet): EBUSY then means "try another device", a few times.
+	var err error
+	for try := 0; try < 3; try++ {
+		if err = in.addPartitionOnce(idx, p); !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		in.log.WithField("partition", partName(idx, p.Number)).Info("partition device still being cleared (EBUSY); taking another")
+	}
+	return err
+}
+
+func (in *Instance) addPartitionOnce(idx int, p parttable.Partition) error {
 	child, err := in.take(false)
 	if err != nil {
 		in.log.WithError(err).WithField("partition", partName(idx, p.Number)).Warn("no loop device for a partition")
