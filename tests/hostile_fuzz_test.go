@@ -396,20 +396,19 @@ var replayByDesign = []replayRule{
 		},
 		reason: "mount flags and options the FUSE helper cannot honour (MS_MANDLOCK, data=journal, uid=, ...) fail with EINVAL instead of being dropped (README, mount -o loop)",
 	},
-}
-
-// replayKnown are real divergences found by this test, not fixed yet. They
-// are reported as skipped subtests with their diagnosis; remove an entry
-// once the supervisor is fixed (the test then fails if it comes back).
-var replayKnown = []replayRule{
 	{
 		name: "given-back-index-kept",
 		match: func(call, sb, host string) bool {
 			return (has(call, "CTL_ADD") || has(call, "CTL_REMOVE")) && hasAny(call, "idx=base", "idx=(1<<32)|base")
 		},
-		reason: "loopctl keeps an index the sandbox gave back (LOOP_CTL_REMOVE) reserved, hidden and claimed until the instance ends (attack 4: an open(2) that passed its permission check just before the revoke must not make the kernel create the device again outside the instance), and GET_FREE hands kept indices out first; host root's REMOVE deletes the index, so later ADD/REMOVE of the same index answer differently (sandbox EEXIST/EBUSY where the host creates or finds it absent). A design trade-off of the confinement issue, not yet settled",
+		reason: "loopctl keeps an index the sandbox gave back (LOOP_CTL_REMOVE) reserved, hidden and claimed until the instance ends (attack 4: an open(2) that passed its permission check just before the revoke must not make the kernel create the device again outside the instance), and GET_FREE hands kept indices out first; host root's REMOVE deletes the index, so later ADD/REMOVE of the same index answer differently (sandbox EEXIST/EBUSY where the host creates or finds it absent). The design the confinement issue asks for (REMOVE hides the node and keeps the device claimed); README, Limits",
 	},
 }
+
+// replayKnown are real divergences found by this test, not fixed yet. They
+// are reported as skipped subtests with their diagnosis; remove an entry
+// once the supervisor is fixed (the test then fails if it comes back).
+var replayKnown = []replayRule{}
 
 // TestHostileReplay replays LOOPVISOR_FUZZ_REPLAY calls of the hostile
 // client single-threaded with a fixed seed, once as the root of a sandbox
