@@ -189,9 +189,24 @@ static void lockmove(const char *target) {
 	_exit(0);
 }
 
-/* status_ids reads the "Uid:" or "Gid:" line of /proc/PID/status (real,
- * effective, saved, fs), as seen from our user namespace. */
-static void status_ids(const char *pid, const char *key, unsigned ids[4]) {
+/* task_ids are what /proc/PID/status says of a task's credentials, as
+ * seen from our user namespace: real, effective, saved and fs uids and
+ * gids, and its effective capabilities. */
+struct task_ids {
+	unsigned u[4], g[4];
+	unsigned long long eff;
+};
+
+/* status_field finds "\nKEY" in a status text and parses what follows. */
+static const char *status_field(const char *buf, const char *key) {
+	const char *l = strstr(buf, key);
+	if (!l)
+		die(ESRCH, "parse status");
+	return l + strlen(key);
+}
+
+/* read_task_ids reads /proc/PID/status once. */
+static void read_task_ids(const char *pid, struct task_ids *t) {
 	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/%s/status", pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -202,9 +217,21 @@ static void status_ids(const char *pid, const char *key, unsigned ids[4]) {
 	if (n <= 0)
 		die(n < 0 ? errno : ESRCH, "read status");
 	buf[n] = 0;
-	char *l = strstr(buf, key);
-	if (!l || sscanf(l + strlen(key), "%u %u %u %u", &ids[0], &ids[1], &ids[2], &ids[3]) != 4)
+	if (sscanf(status_field(buf, "\nUid:"), "%u %u %u %u", &t->u[0], &t->u[1], &t->u[2], &t->u[3]) != 4 ||
+	    sscanf(status_field(buf, "\nGid:"), "%u %u %u %u", &t->g[0], &t->g[1], &t->g[2], &t->g[3]) != 4 ||
+	    sscanf(status_field(buf, "\nCapEff:"), "%llx", &t->eff) != 1)
 		die(ESRCH, "parse status");
+}
+
+/* become_ids takes the task's uids and gids (groups already dropped).
+ * setfs[ug]id return the old value, never an error. */
+static void become_ids(const struct task_ids *t) {
+	if (setresgid(t->g[0], t->g[1], t->g[2]) < 0)
+		die(errno, "setresgid");
+	setfsgid(t->g[3]);
+	if (setresuid(t->u[0], t->u[1], t->u[2]) < 0)
+		die(errno, "setresuid");
+	setfsuid(t->u[3]);
 }
 
 static void loopioctl(char **argv) {
@@ -228,15 +255,9 @@ static void loopioctl(char **argv) {
 	drop_groups();
 	if (setns(3, CLONE_NEWUSER) < 0)
 		die(errno, "setns");
-	unsigned u[4], g[4];
-	status_ids(pid, "\nUid:", u);
-	status_ids(pid, "\nGid:", g);
-	if (setresgid(g[0], g[1], g[2]) < 0)
-		die(errno, "setresgid");
-	setfsgid(g[3]); /* returns the old value, never an error */
-	if (setresuid(u[0], u[1], u[2]) < 0)
-		die(errno, "setresuid");
-	setfsuid(u[3]);
+	struct task_ids t;
+	read_task_ids(pid, &t);
+	become_ids(&t);
 	close(3);
 	close(4);
 	close(5);
@@ -300,39 +321,19 @@ static void lookup(char **argv) {
 	drop_groups();
 	if (setns(3, CLONE_NEWUSER) < 0)
 		die(errno, "setns");
-	unsigned u[4], g[4];
-	status_ids(pid, "\nUid:", u);
-	status_ids(pid, "\nGid:", g);
-	char path[64], buf[4096];
-	snprintf(path, sizeof(path), "/proc/%s/status", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		die(errno, "open status");
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		die(n < 0 ? errno : ESRCH, "read status");
-	buf[n] = 0;
-	char *l = strstr(buf, "\nCapEff:");
-	unsigned long long eff;
-	if (!l || sscanf(l + strlen("\nCapEff:"), "%llx", &eff) != 1)
-		die(ESRCH, "parse status");
+	struct task_ids ids;
+	read_task_ids(pid, &ids);
 	if (fchdir(4) < 0)
 		die(errno, "fchdir root");
 	if (chroot(".") < 0)
 		die(errno, "chroot");
 	if (fchdir(5) < 0)
 		die(errno, "fchdir cwd");
-	if (setresgid(g[0], g[1], g[2]) < 0)
-		die(errno, "setresgid");
-	setfsgid(g[3]);
-	if (setresuid(u[0], u[1], u[2]) < 0)
-		die(errno, "setresuid");
-	setfsuid(u[3]);
+	become_ids(&ids);
 	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct d[2] = {
-		{.effective = (unsigned)eff, .permitted = (unsigned)eff},
-		{.effective = (unsigned)(eff >> 32), .permitted = (unsigned)(eff >> 32)},
+		{.effective = (unsigned)ids.eff, .permitted = (unsigned)ids.eff},
+		{.effective = (unsigned)(ids.eff >> 32), .permitted = (unsigned)(ids.eff >> 32)},
 	};
 	if (syscall(SYS_capset, &h, d) < 0)
 		die(errno, "capset");
