@@ -153,6 +153,13 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 // Serve accepts runtime connections on the agent's socket until the
 // listener is closed.
 func (a *Agent) Serve(ln *net.UnixListener) error {
+	return acceptLoop(ln, a.handleConn)
+}
+
+// acceptLoop hands every connection accepted on ln to its own goroutine of
+// handle until ln is closed (nil), or returns accept's error. The agent's
+// three sockets (runtimes, LXC monitors, users) are served this way.
+func acceptLoop(ln *net.UnixListener, handle func(*net.UnixConn)) error {
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
@@ -161,7 +168,7 @@ func (a *Agent) Serve(ln *net.UnixListener) error {
 			}
 			return err
 		}
-		go a.handleConn(conn)
+		go handle(conn)
 	}
 }
 

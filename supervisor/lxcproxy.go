@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -205,16 +204,7 @@ func (a *Agent) ReleaseProxied(container string, initPid int) {
 // ServeLXC accepts LXC monitors (lxc.seccomp.notify.proxy) on ln, a
 // SOCK_SEQPACKET socket from lxcproto.Listen, until ln is closed.
 func (a *Agent) ServeLXC(ln *net.UnixListener) error {
-	for {
-		conn, err := ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		go a.serveLXCConn(conn)
-	}
+	return acceptLoop(ln, a.serveLXCConn)
 }
 
 // ListenLXC creates the LXC proxy socket (SOCK_SEQPACKET, mode 0600).

@@ -118,16 +118,7 @@ type UserReply struct {
 // ServeUsers accepts connections of unprivileged users' runtimes on ln (see
 // ListenUsers) until it is closed.
 func (a *Agent) ServeUsers(ln *net.UnixListener) error {
-	for {
-		conn, err := ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		go a.handleUserConn(conn)
-	}
+	return acceptLoop(ln, a.handleUserConn)
 }
 
 func (a *Agent) handleUserConn(conn *net.UnixConn) {

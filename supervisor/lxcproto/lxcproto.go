@@ -33,10 +33,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/unixsock"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -128,7 +128,7 @@ func Read(conn *net.UnixConn) (*Message, error) {
 	buf := make([]byte, HeaderSize+2*maxStruct+MaxCookie+1)
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
-	fds := parseFds(oob[:oobn])
+	fds := unixsock.Rights(oob[:oobn])
 	closeAll := func() {
 		for _, fd := range fds {
 			_ = unix.Close(fd) // fds of a refused packet: nothing else holds them here
@@ -194,41 +194,6 @@ func (m *Message) Close() {
 	m.Request.Proc, m.Request.Mem = nil, nil
 }
 
-func parseFds(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for i := range msgs {
-		if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
-			out = append(out, fds...)
-		}
-	}
-	for _, fd := range out {
-		unix.CloseOnExec(fd)
-	}
-	return out
-}
-
 // Listen creates the proxy socket (SOCK_SEQPACKET, mode 0600: only root's
 // monitors may connect; a stale socket is replaced).
-func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.Dial("unixpacket", path); err == nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%s: another agent is listening there", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
+func Listen(path string) (*net.UnixListener, error) { return unixsock.Listen("unixpacket", path) }

@@ -18,11 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/loopvisor/loopvisor/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,7 +112,7 @@ func Read(conn *net.UnixConn) (*Message, error) {
 	if err != nil {
 		return m, err
 	}
-	m.fds = parseFds(oob[:oobn])
+	m.fds = unixsock.Rights(oob[:oobn])
 	msg := append([]byte(nil), buf[:n]...)
 	switch strings.TrimSpace(string(msg)) {
 	case StatusRequest:
@@ -141,43 +140,8 @@ func Read(conn *net.UnixConn) (*Message, error) {
 	return m, nil
 }
 
-func parseFds(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for i := range msgs {
-		if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
-			out = append(out, fds...)
-		}
-	}
-	for _, fd := range out {
-		unix.CloseOnExec(fd)
-	}
-	return out
-}
-
 // Listen creates the agent's socket (mode 0600; a stale socket is replaced).
-func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.Dial("unix", path); err == nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%s: another agent is listening there", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
+func Listen(path string) (*net.UnixListener, error) { return unixsock.Listen("unix", path) }
 
 // Query sends a status request to the agent at socket and decodes its
 // answer into out.
