@@ -39,7 +39,7 @@ func TestAttackUserSocketOutsideMountNS(t *testing.T) {
 	present, absent := filepath.Join(secret, "present"), filepath.Join(secret, "absent")
 	check(t, os.Mkdir(present, 0o700))
 
-	r := mallory.run(t, dir, filepath.Join(binDir, "usersetns"), sock, present, absent)
+	r := mallory.run(t, dir, filepath.Join(binDir, "usersend"), "--setns", sock, present, absent)
 	if !strings.Contains(r.Stdout, `"served":true`) || !strings.Contains(r.Stdout, "joined the container's user namespace") {
 		t.Fatalf("setup failed:\n%s\nagent:\n%s", r, a.logText())
 	}
