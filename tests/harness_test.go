@@ -188,6 +188,14 @@ func workDir(t *testing.T) string {
 	return dir
 }
 
+// sandboxMkdir makes dir/name, a directory the sandbox's root owns.
+func sandboxMkdir(t *testing.T, dir, name string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	check(t, os.Mkdir(p, 0o755))
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
+}
+
 // stateDir returns a private state directory for one test.
 func stateDir(t *testing.T) string {
 	t.Helper()

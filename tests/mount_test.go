@@ -54,8 +54,7 @@ func TestMountLoopExt4(t *testing.T) {
 			hostGuard(t)
 			state, dir := stateDir(t), workDir(t)
 			img := image(t, dir, "fs.img", 64<<20)
-			check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-			check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+			sandboxMkdir(t, dir, "mnt")
 			script := `set -e
 mkfs.ext4 -q -F fs.img
 mount -o loop fs.img mnt

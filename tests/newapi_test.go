@@ -39,8 +39,7 @@ func TestNewAPIErrnos(t *testing.T) {
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	helloImage(t, dir, "fs.img")
-	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	sandboxMkdir(t, dir, "mnt")
 	script := `d=$(losetup -f --show fs.img) || exit 1; newapierrs ext4 $d mnt; losetup -d $d`
 	host := run(t, dir, "sh", "-c", script)
 	for _, want := range []string{"create OK\n", "fsmount OK\n", "hello new-api-hello\n", "umount OK\n"} {
@@ -105,10 +104,8 @@ echo "left $(losetup -a | grep -c fs.img)"`
 	// the first mount; a second mount(2) of the device is another mount of
 	// its superblock; unmounting the last waits for the helper (umount(8)
 	// then finds none), as for mount(2).
-	for _, d := range []string{"mnt", "bind"} {
-		check(t, os.Mkdir(filepath.Join(dir, d), 0o755))
-		check(t, os.Chown(filepath.Join(dir, d), SandboxUID, SandboxUID))
-	}
+	sandboxMkdir(t, dir, "mnt")
+	sandboxMkdir(t, dir, "bind")
 	attached := `
 d=$(losetup -f --show fs.img) || exit 1
 newapimount ext4 $d mnt | tr '\n' ' '; echo
