@@ -26,6 +26,17 @@ func mkImage(t *testing.T, dir, name string, cmd ...string) {
 	check(t, os.Chown(p, SandboxUID, SandboxUID))
 }
 
+// squashImage makes dir/name, a squashfs image of tree, as host root,
+// owned by the sandbox's root.
+func squashImage(t *testing.T, dir, name, tree string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if out, err := exec.Command("mksquashfs", tree, p, "-quiet", "-no-progress").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	check(t, os.Chown(p, SandboxUID, SandboxUID))
+}
+
 // hostScript runs script as host root in a private mount namespace in dir
 // and detaches, whatever happens, every loop device left bound to one of
 // dir's files.
@@ -97,12 +108,46 @@ func extImages(t *testing.T, dir string) {
 	tree := filepath.Join(dir, "tree")
 	check(t, os.MkdirAll(tree, 0o755))
 	check(t, os.WriteFile(filepath.Join(tree, "f"), []byte("x\n"), 0o644))
-	if out, err := exec.Command("mksquashfs", tree, filepath.Join(dir, "sq.img"), "-quiet", "-no-progress").CombinedOutput(); err != nil {
-		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	squashImage(t, dir, "sq.img", tree)
+	sandboxMkdir(t, dir, "mnt")
+}
+
+// fsMnt makes in dir fs.img, a 32 MiB ext4 image, and mnt, both the
+// sandbox's root's.
+func fsMnt(t *testing.T, dir string) {
+	t.Helper()
+	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+	sandboxMkdir(t, dir, "mnt")
+}
+
+// mountDiff is a differential mount test.
+type mountDiff struct {
+	script string
+	// kernel normalizes both outputs as for a kernel mount (normMount).
+	kernel bool
+	// prepare fills each of the two work directories.
+	prepare func(t *testing.T, dir string)
+	// hostOK, if set, checks the host's output before the sandbox runs:
+	// a host that does not answer as the test expects proves nothing.
+	hostOK func(t *testing.T, host string)
+}
+
+// run runs m.script as host root and in a sandbox with flags, each in a
+// work directory of its own, and reports the lines that differ. It
+// returns the sandbox's work and state directories.
+func (m mountDiff) run(t *testing.T, flags []string) (dir, state string) {
+	t.Helper()
+	hostGuard(t)
+	hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+	m.prepare(t, hostDir)
+	m.prepare(t, dir)
+	host := normMount(hostScript(t, hostDir, m.script), hostDir, m.kernel)
+	if m.hostOK != nil {
+		m.hostOK(t, host)
 	}
-	check(t, os.Chown(filepath.Join(dir, "sq.img"), SandboxUID, SandboxUID))
-	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	sb := normMount(sandboxOK(t, dir, state, flags, m.script), dir, m.kernel)
+	diffLines(t, host, sb)
+	return dir, state
 }
 
 // TestMountTypeChecks: mount(2) of ext2/3/4 images (with and without a
@@ -120,16 +165,15 @@ func TestMountTypeChecks(t *testing.T) {
 done`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
-			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			extImages(t, hostDir)
-			extImages(t, dir)
-			host := normMount(hostScript(t, hostDir, script), hostDir, false)
-			if !strings.Contains(host, "ext4 as ext2 flags 0: EINVAL") || !strings.Contains(host, "ext2 as ext3 flags 0: EINVAL") {
-				t.Fatalf("set-up: the host kernel should refuse ext4 as ext2 and ext2 as ext3:\n%s", host)
-			}
-			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, false)
-			diffLines(t, host, sb)
+			dir, state := mountDiff{
+				script:  script,
+				prepare: extImages,
+				hostOK: func(t *testing.T, host string) {
+					if !strings.Contains(host, "ext4 as ext2 flags 0: EINVAL") || !strings.Contains(host, "ext2 as ext3 flags 0: EINVAL") {
+						t.Fatalf("set-up: the host kernel should refuse ext4 as ext2 and ext2 as ext3:\n%s", host)
+					}
+				},
+			}.run(t, p.flags)
 			bareFails(t, dir, state, `d=$(losetup -f --show ext2.img)`)
 		})
 	}
@@ -149,13 +193,7 @@ done; done
 echo "left $(losetup -a | wc -l)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
-			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			extImages(t, hostDir)
-			extImages(t, dir)
-			host := normMount(hostScript(t, hostDir, script), hostDir, false)
-			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, false)
-			diffLines(t, host, sb)
+			dir, state := mountDiff{script: script, prepare: extImages}.run(t, p.flags)
 			bareFails(t, dir, state, `mount -t ext2,ext4 -o loop ext2.img mnt`)
 		})
 	}
@@ -187,18 +225,18 @@ umount b; echo "umount b $?"
 echo "devices $(losetup -a | wc -l)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
-			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-			}
-			host := normMount(hostScript(t, hostDir, script), hostDir, false)
-			if !strings.Contains(host, "second 0\ndevices 1\none\n") {
-				t.Fatalf("set-up: the host should mount the device twice:\n%s", host)
-			}
-			out := sandboxOK(t, dir, state, p.flags, script)
-			sb := normMount(out, dir, p.name == "kernel")
-			diffLines(t, host, sb)
+			dir, state := mountDiff{
+				script: script,
+				kernel: p.name == "kernel",
+				prepare: func(t *testing.T, dir string) {
+					fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+				},
+				hostOK: func(t *testing.T, host string) {
+					if !strings.Contains(host, "second 0\ndevices 1\none\n") {
+						t.Fatalf("set-up: the host should mount the device twice:\n%s", host)
+					}
+				},
+			}.run(t, p.flags)
 			img := filepath.Join(dir, "fs.img")
 			hostFsck(t, img)
 			if got := debugfsCat(t, img, "/f"); got != "one\ntwo\n" {
@@ -223,18 +261,9 @@ done
 echo "left $(losetup -a | wc -l)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
-			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-				check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
-				check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
-			}
-			host := normMount(hostScript(t, hostDir, script), hostDir, false)
-			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, p.name == "kernel")
 			// A kernel mount is always nosuid and nodev (locked): compare
 			// without them.
-			diffLines(t, normMount(host, hostDir, p.name == "kernel"), sb)
+			dir, state := mountDiff{script: script, kernel: p.name == "kernel", prepare: fsMnt}.run(t, p.flags)
 			bareFails(t, dir, state, `mount -o loop,ro,private fs.img mnt`)
 		})
 	}
@@ -264,19 +293,16 @@ umount mnt; echo "umount $?"
 echo "left $(losetup -a | wc -l)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
-			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-				check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
-				check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
-			}
-			host := normMount(hostScript(t, hostDir, script), hostDir, p.name == "kernel")
-			if !strings.Contains(host, "remount-ro: rc=0 ro,relatime sb=ro write=refused") {
-				t.Fatalf("set-up: the host should remount read-only:\n%s", host)
-			}
-			sb := normMount(sandboxOK(t, dir, state, p.flags, script), dir, p.name == "kernel")
-			diffLines(t, host, sb)
+			dir, state := mountDiff{
+				script:  script,
+				kernel:  p.name == "kernel",
+				prepare: fsMnt,
+				hostOK: func(t *testing.T, host string) {
+					if !strings.Contains(host, "remount-ro: rc=0 ro,relatime sb=ro write=refused") {
+						t.Fatalf("set-up: the host should remount read-only:\n%s", host)
+					}
+				},
+			}.run(t, p.flags)
 			hostFsck(t, filepath.Join(dir, "fs.img"))
 			bareFails(t, dir, state, `mount -o loop fs.img mnt`)
 		})
@@ -296,10 +322,7 @@ func TestMountTableSource(t *testing.T) {
 	mkImage(t, dir, "vfat.img", "mkfs.vfat")
 	tree := filepath.Join(dir, "tree")
 	check(t, os.MkdirAll(tree, 0o755))
-	if out, err := exec.Command("mksquashfs", tree, filepath.Join(dir, "sq.img"), "-quiet", "-no-progress").CombinedOutput(); err != nil {
-		t.Fatalf("mksquashfs: %v\n%s", err, out)
-	}
-	check(t, os.Chown(filepath.Join(dir, "sq.img"), SandboxUID, SandboxUID))
+	squashImage(t, dir, "sq.img", tree)
 	out := sandboxOK(t, dir, state, nil, `mkdir -p mnt; ln -s mnt lnk
 for img in ext4 sq vfat; do
   mount -o loop $img.img lnk 2>err; rc=$?
