@@ -150,17 +150,26 @@ umount mnt`, fuse2fs))
 	hostFsck(t, filepath.Join(dir, "disk.img"))
 }
 
+// fifoDir returns a work directory holding disk.img, a 32 MiB ext4
+// image, and the path of go there, a FIFO the sandbox's root may read: a
+// script's `read x < go` waits until the test writes a line to it.
+func fifoDir(t *testing.T) (dir, fifo string) {
+	t.Helper()
+	dir = workDir(t)
+	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
+	fifo = filepath.Join(dir, "go")
+	check(t, exec.Command("mkfifo", fifo).Run())
+	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
+	return dir, fifo
+}
+
 // TestAttack1HelperConfinedRun: in `loopvisor run`, the helper runs in the
 // sandbox's namespaces, as its root, with no capability, no_new_privs and
 // the helper filter, in a jail.
 func TestAttack1HelperConfinedRun(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
-	dir := workDir(t)
-	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
-	fifo := filepath.Join(dir, "go")
-	check(t, exec.Command("mkfifo", fifo).Run())
-	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
+	dir, fifo := fifoDir(t)
 	done := sandboxAsync(dir, stateDir(t), nil, `set -e
 mkdir -p mnt
 mount -o loop disk.img mnt
@@ -168,16 +177,7 @@ echo "sandbox $$"
 echo ready > ready
 read x < go
 umount mnt`)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sandbox did not mount")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFileExists(t, filepath.Join(dir, "ready"))
 	helpers := pidsNamed("fuse2fs")
 	var ref int
 	for _, p := range pidsNamed("sh") {
@@ -298,11 +298,7 @@ sleep 1000`)
 func TestAttack3HelperNode(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
-	dir := workDir(t)
-	fsImage(t, dir, "disk.img", "mkfs.ext4", 32<<20)
-	fifo := filepath.Join(dir, "go")
-	check(t, exec.Command("mkfifo", fifo).Run())
-	check(t, os.Chown(fifo, SandboxUID, SandboxUID))
+	dir, fifo := fifoDir(t)
 	done := sandboxAsync(dir, stateDir(t), nil, `set -e
 mkdir -p mnt
 mount -o loop disk.img mnt
@@ -313,18 +309,6 @@ read x < go
 umount mnt
 echo unmounted > unmounted
 read x < go`)
-	waitFile := func(name string) {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("sandbox did not write %s", name)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	released := false
 	release := func() {
 		if !released {
@@ -337,7 +321,7 @@ read x < go`)
 			_ = os.WriteFile(fifo, []byte("go\n"), 0)
 		}
 	})
-	waitFile("ready")
+	waitFileExists(t, filepath.Join(dir, "ready"))
 	var node *os.File
 	for _, h := range pidsNamed("fuse2fs") {
 		root := fmt.Sprintf("/proc/%d/root/dev", h)
@@ -366,7 +350,7 @@ read x < go`)
 if chmod 0666 /proc/self/fd/3 2>/dev/null; then echo chmod-ok; else echo chmod-refused; fi`
 	live := asSandbox(try)
 	release()
-	waitFile("unmounted")
+	waitFileExists(t, filepath.Join(dir, "unmounted"))
 	after := asSandbox(try)
 	released = false
 	release()
