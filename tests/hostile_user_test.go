@@ -14,6 +14,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// secretPaths makes a directory only host root may search and returns
+// present, a directory in it, and absent, a path in it that does not
+// exist: whether a user can tell them apart is the oracle the tests close.
+func secretPaths(t *testing.T) (present, absent string) {
+	t.Helper()
+	secret, err := os.MkdirTemp("", "loopvisor-secret-")
+	check(t, err)
+	cleanupDir(t, secret)
+	check(t, os.Chmod(secret, 0o700))
+	present, absent = filepath.Join(secret, "present"), filepath.Join(secret, "absent")
+	check(t, os.Mkdir(present, 0o700))
+	return present, absent
+}
+
 // TestAttackUserSocketOutsideMountNS: the owner of a container's user
 // namespace may join that namespace from the host (it holds every
 // capability there) without leaving the host's mount namespace. A process
@@ -31,13 +45,7 @@ func TestAttackUserSocketOutsideMountNS(t *testing.T) {
 	a, sock := userAgent(t)
 	dir := mallory.dir(t)
 
-	// A directory only host root may search.
-	secret, err := os.MkdirTemp("", "loopvisor-secret-")
-	check(t, err)
-	cleanupDir(t, secret)
-	check(t, os.Chmod(secret, 0o700))
-	present, absent := filepath.Join(secret, "present"), filepath.Join(secret, "absent")
-	check(t, os.Mkdir(present, 0o700))
+	present, absent := secretPaths(t)
 
 	r := mallory.run(t, dir, filepath.Join(binDir, "usersend"), "--setns", sock, present, absent)
 	if !strings.Contains(r.Stdout, `"served":true`) || !strings.Contains(r.Stdout, "joined the container's user namespace") {
@@ -179,12 +187,7 @@ func TestAttackUnprivRunPathOracle(t *testing.T) {
 	u := newHostUser(t)
 	a, sock := userAgent(t)
 	dir := u.dir(t)
-	secret, err := os.MkdirTemp("", "loopvisor-secret-")
-	check(t, err)
-	cleanupDir(t, secret)
-	check(t, os.Chmod(secret, 0o700))
-	present, absent := filepath.Join(secret, "present"), filepath.Join(secret, "absent")
-	check(t, os.Mkdir(present, 0o700))
+	present, absent := secretPaths(t)
 
 	script := fmt.Sprintf(`d=$(losetup -f) || exit 1
 for p in %s %s; do
