@@ -256,15 +256,23 @@ func TestUnprivRun(t *testing.T) {
 		t.Errorf("/dev/loop-control in a user's sandbox is not the decoy:\n%s", r)
 	}
 	hostCheckImage(t, img, "unpriv-run")
+	userServed(t, a, u, fmt.Sprintf("peer_uid=%d", u.uid))
+}
+
+// userServed checks a's log: the agent took the container for u's (its
+// user namespace and id maps are u's, its owner u) and mounted through a
+// jailed FUSE helper, never by the kernel (the agent allows ext4 kernel
+// mounts); want are more lines the log must hold.
+func userServed(t *testing.T, a *agentProc, u *hostUser, want ...string) {
+	t.Helper()
 	log := a.logText()
-	for _, want := range []string{
-		fmt.Sprintf("peer_uid=%d", u.uid),
+	for _, w := range append(want,
 		"user socket: the container's user namespace and id maps are the user's",
 		fmt.Sprintf(`owner="uid %d"`, u.uid),
 		"mounted through a jailed FUSE helper",
-	} {
-		if !strings.Contains(log, want) {
-			t.Errorf("agent log lacks %q:\n%s", want, log)
+	) {
+		if !strings.Contains(log, w) {
+			t.Errorf("agent log lacks %q:\n%s", w, log)
 		}
 	}
 	if strings.Contains(log, "mounted by the kernel") {
@@ -376,19 +384,7 @@ func TestUnprivPodmanRootless(t *testing.T) {
 		t.Fatalf("rootless podman with loopvisor:\n%s\nagent:\n%s", r, a.logText())
 	}
 	hostCheckImage(t, img, "rootless-podman")
-	log := a.logText()
-	for _, want := range []string{
-		"user socket: the container's user namespace and id maps are the user's",
-		fmt.Sprintf(`owner="uid %d"`, u.uid),
-		"mounted through a jailed FUSE helper",
-	} {
-		if !strings.Contains(log, want) {
-			t.Errorf("agent log lacks %q:\n%s", want, log)
-		}
-	}
-	if strings.Contains(log, "mounted by the kernel") {
-		t.Errorf("a user's container got a kernel mount (the agent allows ext4 kernel mounts):\n%s", log)
-	}
+	userServed(t, a, u)
 }
 
 // startAs starts argv as uid:gid (setpriv; uid 0: as is) and returns its
