@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -185,25 +185,11 @@ func probeRestoreHost(t *testing.T, before map[int]string, dir, notes string) {
 		return
 	}
 	sort.Ints(created)
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
-	if err != nil {
-		t.Errorf("cannot remove loop devices %v the probe created: %v", created, err)
-		return
-	}
-	defer func() { _ = ctl.Close() }() // only ioctls went through it
 	for _, idx := range created {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
-			if e == 0 || e == unix.ENODEV {
-				t.Logf("removed loop%d, created on the host by loopprobe", idx)
-				break
-			}
-			if (e != unix.EBUSY && e != unix.EINTR) || time.Now().After(deadline) {
-				t.Errorf("cannot remove loop%d, created on the host by loopprobe: %v", idx, e)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		if err := loopCtlRemove(idx); err != nil && !errors.Is(err, unix.ENODEV) {
+			t.Errorf("cannot remove loop%d, created on the host by loopprobe: %v", idx, err)
+		} else {
+			t.Logf("removed loop%d, created on the host by loopprobe", idx)
 		}
 	}
 }

@@ -120,27 +120,11 @@ func hostDecoy(t *testing.T, idx int) {
 		t.Fatalf("cannot create decoy loop%d: %v", idx, e)
 	}
 	t.Cleanup(func() {
-		ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer func() { _ = ctl.Close() }()
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
-			if e == 0 {
-				return
-			}
-			if e == unix.ENODEV {
-				t.Errorf("decoy loop%d was removed by someone during the test", idx)
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("cannot remove decoy loop%d: %v", idx, e)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
+		switch err := loopCtlRemove(idx); {
+		case errors.Is(err, unix.ENODEV):
+			t.Errorf("decoy loop%d was removed by someone during the test", idx)
+		case err != nil:
+			t.Errorf("cannot remove decoy loop%d: %v", idx, err)
 		}
 	})
 }

@@ -32,25 +32,32 @@ func unboundHostLoop(t *testing.T) int {
 	return idx
 }
 
-// removeHostLoop removes host loop device idx (LOOP_CTL_REMOVE), retrying
-// while something (udev's probe) still holds it open.
+// removeHostLoop removes host loop device idx, created by the test.
 func removeHostLoop(t *testing.T, idx int) {
 	t.Helper()
+	if err := loopCtlRemove(idx); err != nil {
+		t.Errorf("cannot remove loop%d, created by the test: %v", idx, err)
+	}
+}
+
+// loopCtlRemove removes host loop device idx (LOOP_CTL_REMOVE), retrying
+// for three seconds while something (udev's probe) still holds it open.
+// The error is the one that ended the tries: unix.ENODEV for an index
+// with no device.
+func loopCtlRemove(idx int) error {
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
-		t.Errorf("cannot remove loop%d: %v", idx, err)
-		return
+		return err
 	}
-	defer func() { _ = ctl.Close() }()
+	defer func() { _ = ctl.Close() }() // only ioctls went through it
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
 		if e == 0 {
-			return
+			return nil
 		}
 		if (e != unix.EBUSY && e != unix.EINTR) || time.Now().After(deadline) {
-			t.Errorf("cannot remove loop%d, created by the test: %v", idx, e)
-			return
+			return e
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
