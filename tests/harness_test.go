@@ -292,6 +292,13 @@ func run(t *testing.T, dir, name string, args ...string) result {
 // command is run for any goroutine: it reports failures to start or to end
 // in time as an error and never touches a testing.T.
 func command(dir, name string, args ...string) (result, error) {
+	return commandFor(2*time.Minute, dir, name, args...)
+}
+
+// commandFor is command with a timeout of its own. The error for a
+// command that timed out holds the last 40 lines of its stdout and
+// stderr.
+func commandFor(timeout time.Duration, dir, name string, args ...string) (result, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
@@ -309,11 +316,11 @@ func command(dir, name string, args ...string) (result, error) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(timeout):
 		// Kill fails only if the process already ended: Wait says so.
 		_ = cmd.Process.Kill()
 		<-done
-		return result{}, fmt.Errorf("%s %v: timed out\n%s%s", name, args, so.String(), se.String())
+		return result{}, fmt.Errorf("%s %v: timed out after %v\n%s%s", name, args, timeout, tail(so.String(), 40), tail(se.String(), 40))
 	}
 	return result{Stdout: so.String(), Stderr: se.String(), Code: cmd.ProcessState.ExitCode()}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -46,31 +45,14 @@ func envInt(t *testing.T, name string, def int64) int64 {
 	return v
 }
 
-// runFor is run with a timeout of its own and extra environment.
+// runFor is run with a timeout of its own.
 func runFor(t *testing.T, timeout time.Duration, dir string, name string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Start(); err != nil {
+	r, err := commandFor(timeout, dir, name, args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case werr := <-done:
-		var exitErr *exec.ExitError
-		if werr != nil && !errors.As(werr, &exitErr) {
-			t.Fatalf("%s %v: %v", name, args, werr)
-		}
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		werr := <-done
-		t.Fatalf("%s %v: timed out after %v (%v)\n%s%s", name, args, timeout, werr, tail(so.String(), 40), tail(se.String(), 40))
-	}
-	return result{Stdout: so.String(), Stderr: se.String(), Code: cmd.ProcessState.ExitCode()}
+	return r
 }
 
 // tail returns the last n lines of s.
