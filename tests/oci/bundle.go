@@ -127,6 +127,19 @@ type Bundle struct {
 // Call Save after further edits. dir must be reachable by the container's
 // root (CheckReachable): a t.TempDir() is not, /tmp/name-XXXX made 0755 is.
 func NewBundle(dir string, args []string, extra ...string) (*Bundle, error) {
+	b, err := newBundle(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := BuildRootfs(b.Rootfs, extra...); err != nil {
+		return nil, err
+	}
+	return b, b.writeDefaultSpec(args)
+}
+
+// newBundle makes dir, 0755 and reachable by the container's root, for a
+// bundle with its rootfs in dir/rootfs.
+func newBundle(dir string) (*Bundle, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -136,11 +149,7 @@ func NewBundle(dir string, args []string, extra ...string) (*Bundle, error) {
 	if err := CheckReachable(dir); err != nil {
 		return nil, err
 	}
-	b := &Bundle{Dir: dir, Rootfs: filepath.Join(dir, "rootfs")}
-	if err := BuildRootfs(b.Rootfs, extra...); err != nil {
-		return nil, err
-	}
-	return b, b.writeDefaultSpec(args)
+	return &Bundle{Dir: dir, Rootfs: filepath.Join(dir, "rootfs")}, nil
 }
 
 // writeDefaultSpec gives b the config.json of `runc spec` running args, on

@@ -403,16 +403,10 @@ func NewStockBundle(dir, dist string, args []string, programs ...string) (*Bundl
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	b, err := newBundle(dir)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := CheckReachable(dir); err != nil {
-		return nil, err
-	}
-	b := &Bundle{Dir: dir, Rootfs: filepath.Join(dir, "rootfs")}
 	if err := UnpackShifted(img, b.Rootfs, HostID); err != nil {
 		return nil, err
 	}
