@@ -98,12 +98,10 @@ func Run(cfg RunConfig) (int, error) {
 }
 
 func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, error) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ours, theirs, err := initPair()
 	if err != nil {
-		return 0, os.NewSyscallError("socketpair", err)
+		return 0, err
 	}
-	ours := os.NewFile(uintptr(pair[0]), "sandbox")
-	theirs := os.NewFile(uintptr(pair[1]), "supervisor")
 	defer func() { _ = ours.Close() }()
 
 	extra := []*os.File{theirs}
@@ -127,11 +125,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	if cfg.Mounts != nil {
 		initArgs = append(initArgs, "--mount")
 	}
-	cmd := exec.Command("/proc/self/exe", append(append(initArgs, "--"), cfg.Argv...)...)
-	cmd.Args[0] = "loopvisor-init"
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = sandboxAttr(cfg)
+	cmd := initCommand(initArgs, cfg.Argv, extra, sandboxAttr(cfg))
 	// Signals for the sandbox are forwarded to its init from the moment it
 	// exists.
 	sigs := make(chan os.Signal, 16)
@@ -192,19 +186,7 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	if _, err := ours.Write([]byte{'A'}); err != nil {
 		_ = cmd.Process.Kill()
 	}
-	_, ttyErr := unix.IoctlGetTermios(0, unix.TCGETS)
-	var werr error
-	for done := false; !done; {
-		select {
-		case s := <-sigs:
-			if ttyErr == nil && (s == unix.SIGINT || s == unix.SIGQUIT) {
-				continue // the terminal told the sandbox itself
-			}
-			_ = cmd.Process.Signal(s)
-		case werr = <-waitc:
-			done = true
-		}
-	}
+	werr := forwardSignals(cmd, sigs, waitc)
 	// The pid namespace died with its init; the listener hangs up once the
 	// last task is reaped.
 	select {
@@ -222,6 +204,47 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	}
 	log.WithField("status", code).Info("sandbox exited")
 	return code, nil
+}
+
+// initPair makes the socket pair between the supervisor and the sandbox's
+// init: ours stays here, theirs is the init's.
+func initPair() (ours, theirs *os.File, err error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	return os.NewFile(uintptr(pair[0]), "sandbox"), os.NewFile(uintptr(pair[1]), "supervisor"), nil
+}
+
+// initCommand is the sandbox's init: this program again, as
+// loopvisor-init with args, to run argv on the supervisor's stdio, with
+// extra as its fds from 3 and attr's namespaces.
+func initCommand(args, argv []string, extra []*os.File, attr *syscall.SysProcAttr) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe", append(append(args, "--"), argv...)...)
+	cmd.Args[0] = "loopvisor-init"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = attr
+	return cmd
+}
+
+// forwardSignals forwards the signals from sigs to cmd's process until
+// waitc delivers the end of its wait, and returns that. With a terminal
+// on stdin, SIGINT and SIGQUIT are not forwarded: the terminal told the
+// sandbox itself.
+func forwardSignals(cmd *exec.Cmd, sigs <-chan os.Signal, waitc <-chan error) error {
+	_, ttyErr := unix.IoctlGetTermios(0, unix.TCGETS)
+	for {
+		select {
+		case s := <-sigs:
+			if ttyErr == nil && (s == unix.SIGINT || s == unix.SIGQUIT) {
+				continue
+			}
+			_ = cmd.Process.Signal(s)
+		case werr := <-waitc:
+			return werr
+		}
+	}
 }
 
 func exitCode(cmd *exec.Cmd) int {

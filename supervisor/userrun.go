@@ -83,12 +83,10 @@ func RunAsUser(cfg UserRunConfig) (int, error) {
 			cfg.GIDMap = gid
 		}
 	}
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ours, theirs, err := initPair()
 	if err != nil {
-		return 0, os.NewSyscallError("socketpair", err)
+		return 0, err
 	}
-	ours := os.NewFile(uintptr(pair[0]), "sandbox")
-	theirs := os.NewFile(uintptr(pair[1]), "supervisor")
 	defer func() { _ = ours.Close() }()
 	args := []string{sandboxinit.Arg, "--user"}
 	if cfg.Bare {
@@ -96,14 +94,10 @@ func RunAsUser(cfg UserRunConfig) (int, error) {
 	} else if cfg.Mount {
 		args = append(args, "--mount")
 	}
-	cmd := exec.Command("/proc/self/exe", append(append(args, "--"), cfg.Argv...)...)
-	cmd.Args[0] = "loopvisor-init"
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
+	cmd := initCommand(args, cfg.Argv, []*os.File{theirs}, &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID,
 		Pdeathsig:  unix.SIGKILL,
-	}
+	})
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, sandboxinit.Forwarded...)
 	defer signal.Stop(sigs)
@@ -144,22 +138,12 @@ func RunAsUser(cfg UserRunConfig) (int, error) {
 			_ = cmd.Process.Kill()
 		}
 	}
-	_, ttyErr := unix.IoctlGetTermios(0, unix.TCGETS)
-	for {
-		select {
-		case s := <-sigs:
-			if ttyErr == nil && (s == unix.SIGINT || s == unix.SIGQUIT) {
-				continue
-			}
-			_ = cmd.Process.Signal(s)
-		case werr := <-waitc:
-			var exitErr *exec.ExitError
-			if werr != nil && !errors.As(werr, &exitErr) {
-				log.WithError(werr).Warn("waiting for the sandbox's init failed")
-			}
-			return exitCode(cmd), nil
-		}
+	werr := forwardSignals(cmd, sigs, waitc)
+	var exitErr *exec.ExitError
+	if werr != nil && !errors.As(werr, &exitErr) {
+		log.WithError(werr).Warn("waiting for the sandbox's init failed")
 	}
+	return exitCode(cmd), nil
 }
 
 // writeMaps maps the sandbox's id 0 to the user's own and 1..Size to its
