@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/mountinfo"
 	"github.com/loopvisor/loopvisor/notify"
 )
 
@@ -283,7 +284,7 @@ func cgroupMounts() (map[string]string, error) {
 		switch rf[0] {
 		case "cgroup2":
 			if _, dup := out["cgroup2"]; !dup {
-				out["cgroup2"] = unescapeMount(f[4])
+				out["cgroup2"] = mountinfo.Unescape(f[4])
 			}
 		case "cgroup":
 			var ctl []string
@@ -298,7 +299,7 @@ func cgroupMounts() (map[string]string, error) {
 			}
 			key := strings.Join(ctl, ",")
 			if _, dup := out[key]; !dup {
-				out[key] = unescapeMount(f[4])
+				out[key] = mountinfo.Unescape(f[4])
 			}
 		}
 	}

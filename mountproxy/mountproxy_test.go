@@ -173,9 +173,7 @@ func FuzzParseMountinfo(f *testing.F) {
 	f.Add("22 1 254:0 / / rw - ext4 /dev/vda rw\n")
 	f.Add("1 2 3 4 \\0 6 - \n")
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, m := range parseMountinfo(s) {
-			_ = unescapeMount(m.point)
-		}
+		_ = parseMountinfo(s)
 	})
 }
 

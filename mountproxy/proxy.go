@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/mountinfo"
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 	"github.com/loopvisor/loopvisor/notify"
@@ -324,9 +325,9 @@ func parseMountinfo(text string) []mountEntry {
 		if len(rf) == 0 {
 			continue
 		}
-		e := mountEntry{id: id, dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4]), mountOpts: f[5], fstype: rf[0]}
+		e := mountEntry{id: id, dev: f[2], root: mountinfo.Unescape(f[3]), point: mountinfo.Unescape(f[4]), mountOpts: f[5], fstype: rf[0]}
 		if len(rf) >= 2 {
-			e.source = unescapeMount(rf[1])
+			e.source = mountinfo.Unescape(rf[1])
 		}
 		if len(rf) >= 3 {
 			e.superOpts = rf[2]
@@ -334,25 +335,6 @@ func parseMountinfo(text string) []mountEntry {
 		out = append(out, e)
 	}
 	return out
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func callerMounts(pid int) []mountEntry {

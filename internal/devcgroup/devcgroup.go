@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/mountinfo"
 )
 
 // Device is one device as the device cgroup names it.
@@ -401,9 +403,9 @@ func devicesMount(mountinfo []byte) (string, error) {
 // mountEntry is what this package reads of one mountinfo line.
 type mountEntry struct{ root, point, fstype, super string }
 
-func mountFields(mountinfo []byte) []mountEntry {
+func mountFields(text []byte) []mountEntry {
 	var out []mountEntry
-	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -417,28 +419,9 @@ func mountFields(mountinfo []byte) []mountEntry {
 		if sep < 5 || len(f) < sep+4 {
 			continue
 		}
-		out = append(out, mountEntry{root: unescapeMount(f[3]), point: unescapeMount(f[4]), fstype: f[sep+1], super: f[sep+3]})
+		out = append(out, mountEntry{root: mountinfo.Unescape(f[3]), point: mountinfo.Unescape(f[4]), fstype: f[sep+1], super: f[sep+3]})
 	}
 	return out
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 and friends).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // devicesPath returns the devices hierarchy's path in /proc/PID/cgroup.
