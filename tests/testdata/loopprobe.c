@@ -310,6 +310,16 @@ static void xclose(int *fd)
 	*fd = -1;
 }
 
+/* reopen closes the probe's two fds on loopN and opens them again: dev
+ * O_RDWR, rodev O_RDONLY. */
+static void reopen(int *dev, int *rodev)
+{
+	xclose(rodev);
+	xclose(dev);
+	*dev = opendev("reopen loopN O_RDWR", O_RDWR);
+	*rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+}
+
 static int mkimage(const char *name, off_t size, mode_t mode)
 {
 	int fd;
@@ -573,30 +583,21 @@ int main(int argc, char **argv)
 	R("CLR_FD twice", xioctl(dev, LOOP_CLR_FD, 0));
 	R("GET_STATUS64 in rundown", xioctl(dev, LOOP_GET_STATUS64, (unsigned long)&li));
 	rodev = opendev("open loopN in rundown", O_RDONLY);
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 	state("after clear", dev, N);
 
 	/* --- LOOP_SET_FD through an O_RDONLY device fd ---------------------- */
 	R("SET_FD rw file on O_RDONLY loop fd", xioctl(rodev, LOOP_SET_FD, img));
 	state("bound via O_RDONLY fd", dev, N);
 	R("CLR_FD on O_RDONLY fd (deferred)", xioctl(rodev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 	state("after autoclear", dev, N);
 
 	/* --- write-only backing file --------------------------------------- */
 	R("SET_FD write-only file", xioctl(dev, LOOP_SET_FD, imgwo));
 	state("after SET_FD write-only", dev, N);
 	R("CLR_FD", xioctl(dev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 
 	/* --- a rw regular file, with high bits in the fd argument ------------ */
 	R("SET_FD (1<<32)|fd rw file", xioctl(dev, LOOP_SET_FD, HIGH32 | img));
@@ -812,10 +813,7 @@ int main(int argc, char **argv)
 		}
 	}
 	R("CLR_FD with two openers", xioctl(dev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 	state("after clear", dev, N);
 
 	/* --- LOOP_CONFIGURE ------------------------------------------------- */
@@ -871,10 +869,7 @@ int main(int argc, char **argv)
 	state("configured window", dev, N);
 	R("CONFIGURE again (bound)", xioctl(dev, LOOP_CONFIGURE, (unsigned long)&cfg));
 	R("CLR_FD", xioctl(dev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 
 	config(&cfg, img, 0, 0, 0, LO_FLAGS_AUTOCLEAR | LO_FLAGS_READ_ONLY, "cfg-autoclear");
 	R("CONFIGURE AUTOCLEAR|READ_ONLY cmd|0xdeadbeef<<32",
@@ -892,10 +887,7 @@ int main(int argc, char **argv)
 	R("CONFIGURE DIRECT_IO reserved!=0 on O_RDONLY fd", xioctl(rodev, LOOP_CONFIGURE, (unsigned long)&cfg));
 	state("configured dio", dev, N);
 	R("CLR_FD", xioctl(rodev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 
 	config(&cfg, ro, 512, 0, 0, 0, "cfg-ro");
 	R("CONFIGURE read-only file", xioctl(dev, LOOP_CONFIGURE, (unsigned long)&cfg));
@@ -903,10 +895,7 @@ int main(int argc, char **argv)
 	R("CHANGE_FD same size after CONFIGURE", xioctl(dev, LOOP_CHANGE_FD, same));
 	state("changed to same.img", dev, N);
 	R("CLR_FD", xioctl(dev, LOOP_CLR_FD, 0));
-	xclose(&rodev);
-	xclose(&dev);
-	dev = opendev("reopen loopN O_RDWR", O_RDWR);
-	rodev = opendev("reopen loopN O_RDONLY", O_RDONLY);
+	reopen(&dev, &rodev);
 
 	/* --- loop commands on other files ------------------------------------ */
 	{
