@@ -40,6 +40,16 @@ static void report(const char *name, int ok) {
 		printf("%s ERR %s\n", name, strerrorname_np(errno));
 }
 
+/* opens reports whether /proc/PID/path opens with flags. */
+static void opens(const char *name, pid_t pid, const char *path, int flags) {
+	char p[64];
+	snprintf(p, sizeof p, "/proc/%d/%s", pid, path);
+	int fd = open(p, flags | O_CLOEXEC);
+	report(name, fd >= 0);
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv) {
 	if (argc != 2)
 		return 2;
@@ -68,46 +78,23 @@ int main(int argc, char **argv) {
 	struct iovec remote = {.iov_base = &mine, .iov_len = 1};
 	report("vmread", process_vm_readv(pid, &local, 1, &remote, 1, 0) >= 0 || errno == EFAULT);
 
-	snprintf(p, sizeof p, "/proc/%d/mem", pid);
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	report("mem", fd >= 0);
-	if (fd >= 0)
-		close(fd);
-
-	snprintf(p, sizeof p, "/proc/%d/root/", pid);
-	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	report("root", fd >= 0);
-	if (fd >= 0)
-		close(fd);
-
-	snprintf(p, sizeof p, "/proc/%d/fd/", pid);
-	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	report("fddir", fd >= 0);
-	if (fd >= 0)
-		close(fd);
+	opens("mem", pid, "mem", O_RDONLY);
+	opens("root", pid, "root/", O_RDONLY | O_DIRECTORY);
+	opens("fddir", pid, "fd/", O_RDONLY | O_DIRECTORY);
 
 	char l[256];
 	snprintf(p, sizeof p, "/proc/%d/fd/0", pid);
 	report("fdlink", readlink(p, l, sizeof l) >= 0);
 
 	snprintf(p, sizeof p, "/proc/%d/environ", pid);
-	fd = open(p, O_RDONLY | O_CLOEXEC);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	int ok = fd >= 0 && read(fd, l, sizeof l) >= 0;
 	report("environ", ok);
 	if (fd >= 0)
 		close(fd);
 
-	snprintf(p, sizeof p, "/proc/%d/ns/mnt", pid);
-	fd = open(p, O_RDONLY | O_CLOEXEC);
-	report("ns", fd >= 0);
-	if (fd >= 0)
-		close(fd);
-
-	snprintf(p, sizeof p, "/proc/%d/cwd/", pid);
-	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	report("cwd", fd >= 0);
-	if (fd >= 0)
-		close(fd);
+	opens("ns", pid, "ns/mnt", O_RDONLY);
+	opens("cwd", pid, "cwd/", O_RDONLY | O_DIRECTORY);
 
 	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pfd < 0) {
