@@ -248,6 +248,25 @@ static char *read_all(int fd, size_t *len) {
 	return buf;
 }
 
+/* sendfd passes fd over the unix socket sock with one byte, as
+ * fusermount passes a FUSE fd: 0, or -1 with errno set. */
+static int sendfd(int sock, int fd) {
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	while (sendmsg(sock, &msg, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return 0;
+}
+
 /* fusermount_main is loopvisor run as fusermount inside a jail: it hands
  * libfuse the FUSE fd its helper was started with (fd 3). */
 static void fusermount_main(int argc, char **argv) {
@@ -272,42 +291,17 @@ static void fusermount_main(int argc, char **argv) {
 		while (write(5, &r, 1) < 0 && errno == EINTR)
 			;
 	}
-	int sock = atoi(comm);
-	char byte = 0;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	memset(cbuf, 0, sizeof(cbuf));
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	int fd = 3;
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	while (sendmsg(sock, &msg, 0) < 0) {
-		if (errno != EINTR) {
-			perror("fusermount (loopvisor): sendmsg");
-			_exit(1);
-		}
+	if (sendfd(atoi(comm), 3) < 0) {
+		perror("fusermount (loopvisor): sendmsg");
+		_exit(1);
 	}
 	_exit(0);
 }
 
 /* send_fd passes fd m to the supervisor over the unix socket on fd 14. */
 static void send_fd(int m) {
-	char byte = 0;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	memset(cbuf, 0, sizeof(cbuf));
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &m, sizeof(int));
-	while (sendmsg(14, &msg, 0) < 0)
-		if (errno != EINTR)
-			jfail(errno, "send context");
+	if (sendfd(14, m) < 0)
+		jfail(errno, "send context");
 }
 
 static void jail_main(int argc, char **argv) {
