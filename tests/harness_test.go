@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,6 +125,18 @@ func removeIfExists(p string) error {
 		return err
 	}
 	return nil
+}
+
+// pids lists the processes in /proc, as they are when it reads it.
+func pids() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // snapshot describes the host state tests must not change: bound loop

@@ -234,16 +234,12 @@ lines:
 // processesMentioning lists live processes whose command line contains s.
 func processesMentioning(s string) []string {
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range pids() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil || !bytes.Contains(b, []byte(s)) {
 			continue
 		}
-		out = append(out, e.Name()+": "+strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
+		out = append(out, strconv.Itoa(pid)+": "+strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
 	}
 	return out
 }

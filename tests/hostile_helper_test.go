@@ -102,12 +102,7 @@ func helperConfinement(t *testing.T, helper, ref int, hostUID int) {
 // does not matter: the helpers loopvisor started.
 func pidsNamed(name string) []int {
 	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, pid := range pids() {
 		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		if err == nil && strings.TrimSpace(string(comm)) == name {
 			out = append(out, pid)
