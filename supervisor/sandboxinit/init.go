@@ -114,11 +114,9 @@ func setupMounts(bare bool) error {
 		return mountProc()
 	}
 	for i, m := range view.Mounts {
-		fd := ViewFD0 + i
-		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
+		if err := attachPrivate(ViewFD0+i, m.Target); err != nil {
+			return err
 		}
-		_ = unix.Close(fd)
 	}
 	if err := unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return os.NewSyscallError("mount /dev/pts", err)
@@ -130,12 +128,20 @@ func setupMounts(bare bool) error {
 		return err
 	}
 	for i, m := range view.ProcFiles {
-		fd := ProcFD0 + i
-		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("attach private %s: %w", m.Target, os.NewSyscallError("move_mount", err))
+		if err := attachPrivate(ProcFD0+i, m.Target); err != nil {
+			return err
 		}
-		_ = unix.Close(fd)
 	}
+	return nil
+}
+
+// attachPrivate moves the detached mount on fd, a private clone the
+// supervisor passed, to target, and closes fd.
+func attachPrivate(fd int, target string) error {
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach private %s: %w", target, os.NewSyscallError("move_mount", err))
+	}
+	_ = unix.Close(fd)
 	return nil
 }
 
