@@ -202,12 +202,9 @@ func userImage(t *testing.T, u *hostUser, dir string) string {
 // hostCheckImage runs e2fsck -fn on img and checks that /hello holds want.
 func hostCheckImage(t *testing.T, img, want string) {
 	t.Helper()
-	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
-		t.Fatalf("e2fsck -fn after umount: %v\n%s", err, out)
-	}
-	out, err := exec.Command("debugfs", "-R", "cat /hello", img).Output()
-	if err != nil || strings.TrimSpace(string(out)) != want {
-		t.Fatalf("the image's /hello = %q (%v), want %q", out, err, want)
+	hostFsck(t, img)
+	if got := debugfsCat(t, img, "/hello"); strings.TrimSpace(got) != want {
+		t.Fatalf("the image's /hello = %q, want %q", got, want)
 	}
 }
 
