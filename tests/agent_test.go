@@ -153,8 +153,15 @@ func ociBundle(t *testing.T, a *agentProc, args ...string) *oci.Bundle {
 // and reloads b.Spec from it.
 func ociConfig(t *testing.T, a *agentProc, b *oci.Bundle) {
 	t.Helper()
+	ociConfigFor(t, b, a.socket, a.state)
+}
+
+// ociConfigFor is ociConfig for the agent listening on listener with state
+// directory state (an agent of the test's own, or none at all).
+func ociConfigFor(t *testing.T, b *oci.Bundle, listener, state string) {
+	t.Helper()
 	config := filepath.Join(b.Dir, "config.json")
-	r := run(t, b.Dir, loopvisor, "oci-config", "--listener", a.socket, "--state-dir", a.state, config)
+	r := run(t, b.Dir, loopvisor, "oci-config", "--listener", listener, "--state-dir", state, config)
 	if r.Code != 0 {
 		t.Fatalf("oci-config:\n%s", r)
 	}
@@ -248,14 +255,7 @@ func TestAgentWithoutLoopvisor(t *testing.T) {
 		// With oci-config applied but no agent listening, the runtime
 		// refuses to start the container (as the docs say).
 		state := stateDir(t)
-		r := run(t, dir, loopvisor, "oci-config", "--listener", filepath.Join(state, "agent.sock"), "--state-dir", state, filepath.Join(dir, "config.json"))
-		if r.Code != 0 {
-			t.Fatalf("oci-config:\n%s", r)
-		}
-		spec, _ := os.ReadFile(filepath.Join(dir, "config.json"))
-		if b.Spec, err = oci.ParseSpec(spec); err != nil {
-			t.Fatal(err)
-		}
+		ociConfigFor(t, b, filepath.Join(state, "agent.sock"), state)
 		res, _ = rt.Run(b, nil)
 		if res.Code == 0 {
 			t.Errorf("the container started without an agent:\n%s", res)

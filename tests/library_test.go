@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,14 +71,7 @@ func TestLibraryAttach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, dir, loopvisor, "oci-config", "--listener", sock, "--state-dir", state, filepath.Join(dir, "config.json"))
-	if r.Code != 0 {
-		t.Fatalf("oci-config:\n%s", r)
-	}
-	spec, _ := os.ReadFile(filepath.Join(dir, "config.json"))
-	if b.Spec, err = oci.ParseSpec(spec); err != nil {
-		t.Fatal(err)
-	}
+	ociConfigFor(t, b, sock, state)
 	res, err := rt.Run(b, nil)
 	if serr := <-served; serr != nil {
 		t.Fatalf("Attach: %v", serr)
