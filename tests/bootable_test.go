@@ -390,7 +390,7 @@ func longCommand(t *testing.T, dir string, d time.Duration, name string, args ..
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = testEnv()
 	cmd.WaitDelay = 10 * time.Second
 	var so, se strings.Builder
 	cmd.Stdout, cmd.Stderr = &so, &se

@@ -284,6 +284,21 @@ func sandboxCommand(dir, state string, flags []string, script string) (result, e
 	return command(dir, loopvisor, args...)
 }
 
+// sandboxCmd is `loopvisor run` of script in dir, not started, for a test
+// that holds the sandbox in the background (to signal or kill it).
+func sandboxCmd(dir, state, script string) *exec.Cmd {
+	cmd := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--", "sh", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = testEnv()
+	return cmd
+}
+
+// testEnv is the environment of the commands the tests run: the probes and
+// loopvisor first on PATH.
+func testEnv() []string {
+	return append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+}
+
 // bare runs script in the same namespaces without loopvisor.
 func bare(t *testing.T, dir, state, script string) result {
 	t.Helper()
@@ -314,7 +329,7 @@ func command(dir, name string, args ...string) (result, error) {
 func commandFor(timeout time.Duration, dir, name string, args ...string) (result, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = testEnv()
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Start(); err != nil {

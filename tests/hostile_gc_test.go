@@ -50,12 +50,9 @@ func TestKilledSupervisorRevokes(t *testing.T) {
 	state := stateDir(t)
 	dir := workDir(t)
 	image(t, dir, "a.img", 8<<20)
-	sup := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--",
-		"sh", "-c", `d=$(losetup -f --show a.img) || exit 1
+	sup := sandboxCmd(dir, state, `d=$(losetup -f --show a.img) || exit 1
 echo "$d" > dev
 exec sleep 1000`)
-	sup.Dir = dir
-	sup.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	var logS strings.Builder
 	sup.Stdout, sup.Stderr = &logS, &logS
 	if err := sup.Start(); err != nil {

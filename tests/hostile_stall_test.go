@@ -125,16 +125,13 @@ func TestAttack7StallRun(t *testing.T) {
 	dirA, dirB := workDir(t), workDir(t)
 	image(t, dirB, "b.img", 8<<20)
 	lc := filepath.Join(binDir, "loopctl")
-	supA := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--",
-		"sh", "-c", fmt.Sprintf(`mkdir -p f
+	supA := sandboxCmd(dirA, state, fmt.Sprintf(`mkdir -p f
 %s attrhang f 67108864 || exit 1
 r=$(%[2]s getfree)
 case "$r" in "OK "*) ;; *) echo "getfree: $r"; exit 1;; esac
 echo ready > ready
 %[2]s configure /dev/loop${r#OK } f/img > configured
 exec sleep 1000`, filepath.Join(binDir, "fusehang"), lc))
-	supA.Dir = dirA
-	supA.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	var logA strings.Builder
 	supA.Stdout, supA.Stderr = &logA, &logA
 	if err := supA.Start(); err != nil {

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,10 +106,7 @@ losetup -a | wc -l`)
 func startHeld(t *testing.T, dir, state, img string) (*exec.Cmd, string) {
 	t.Helper()
 	check(t, removeIfExists(filepath.Join(dir, "dev")))
-	cmd := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", fmt.Sprintf("%d:65536", SandboxUID), "--",
-		"sh", "-c", "losetup -f --show "+img+" > dev.tmp && mv dev.tmp dev; sleep 1000")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd := sandboxCmd(dir, state, "losetup -f --show "+img+" > dev.tmp && mv dev.tmp dev; sleep 1000")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

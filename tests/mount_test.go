@@ -314,11 +314,8 @@ func TestMountKilledSandbox(t *testing.T) {
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
 	img := image(t, dir, "fs.img", 64<<20)
-	cmd := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", "100000:65536", "--",
-		"sh", "-c", `mkdir -p mnt; mkfs.ext4 -q -F fs.img; mount -o loop fs.img mnt || exit 1; touch ready
+	cmd := sandboxCmd(dir, state, `mkdir -p mnt; mkfs.ext4 -q -F fs.img; mount -o loop fs.img mnt || exit 1; touch ready
 while :; do head -c 65536 /dev/urandom > mnt/f.$((n=n+1)); done`)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -151,10 +151,7 @@ func TestPartitionsKilled(t *testing.T) {
 		t.Fatalf("sfdisk: %v %s", err, o)
 	}
 	check(t, removeIfExists(filepath.Join(dir, "dev")))
-	held := exec.Command(loopvisor, "run", "--state-dir", state, "--uid-map", "100000:65536", "--",
-		"sh", "-c", "losetup -P -f --show disk.img > dev.tmp && ls /dev/*p[0-9] >> dev.tmp && mv dev.tmp dev; sleep 1000")
-	held.Dir = dir
-	held.Env = append(os.Environ(), "PATH="+binDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+	held := sandboxCmd(dir, state, "losetup -P -f --show disk.img > dev.tmp && ls /dev/*p[0-9] >> dev.tmp && mv dev.tmp dev; sleep 1000")
 	if err := held.Start(); err != nil {
 		t.Fatal(err)
 	}
