@@ -70,17 +70,8 @@ func (a *agentProc) logText() string {
 // /dev it may have left mounted in its state directory.
 func (a *agentProc) stop() error {
 	if a.cmd.ProcessState == nil {
-		// Signal and Kill fail only once the agent has exited, which Wait
-		// then reports; its exit status says nothing its log does not.
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = a.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = a.cmd.Process.Kill()
-			<-done
-		}
+		// Its exit status says nothing its log does not.
+		terminate(a.cmd, 5*time.Second)
 	}
 	err := syscall.Unmount(filepath.Join(a.state, "dev"), syscall.MNT_DETACH)
 	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {

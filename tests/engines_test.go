@@ -379,15 +379,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	_ = logf.Close()
 	cgroupGuard(t, c.ns)
 	t.Cleanup(func() {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-done
-		}
+		terminate(c.cmd, 20*time.Second)
 		if t.Failed() {
 			b, _ := os.ReadFile(c.log)
 			t.Logf("containerd log (tail):\n%s", tail(string(b), 60))

@@ -293,6 +293,24 @@ func sandboxCmd(dir, state, script string) *exec.Cmd {
 	return cmd
 }
 
+// terminate sends cmd's process SIGTERM, waits for it to end and
+// SIGKILLs it after grace; it reports whether SIGTERM was enough. The exit
+// status is the caller's to read in cmd.ProcessState. (Signal and Kill
+// fail only once the process has ended, which Wait then reports.)
+func terminate(cmd *exec.Cmd, grace time.Duration) bool {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+		return false
+	}
+}
+
 // testEnv is the environment of the commands the tests run: the probes and
 // loopvisor first on PATH.
 func testEnv() []string {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,17 +136,9 @@ exec sleep 1000`, filepath.Join(binDir, "fusehang"), lc))
 	if err := supA.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// A's exit status after SIGTERM is not what the test checks, and
-	// Signal and Kill fail only once A has ended.
-	waitA := make(chan struct{})
-	go func() { _ = supA.Wait(); close(waitA) }()
+	// A's exit status after SIGTERM is not what the test checks.
 	defer func() {
-		_ = supA.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-waitA:
-		case <-time.After(20 * time.Second):
-			_ = supA.Process.Kill()
-			<-waitA
+		if !terminate(supA, 20*time.Second) {
 			t.Errorf("sandbox A did not end after SIGTERM:\n%s", logA.String())
 		}
 	}()
