@@ -433,15 +433,53 @@ func (fm *fuseMount) live() bool {
 }
 
 // helperOf returns the live helper that serves loop device idx, or nil.
+// A helper whose process has already exited (its superblock went with
+// the last fd or mount of it) is waited for, briefly and without p.mu:
+// its launcher reports the exit a moment later, and the device must not
+// look busy in that moment (a detached mount's fd closed, then the
+// device mounted again).
 func (p *Proxy) helperOf(idx int) *fuseMount {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var found *fuseMount
 	for _, fm := range p.fuse {
 		if fm.idx == idx && fm.live() {
-			return fm
+			found = fm
+			break
 		}
 	}
-	return nil
+	p.mu.Unlock()
+	if found == nil || !helperExited(found.helperPid) {
+		return found
+	}
+	select {
+	case <-found.done:
+		return nil
+	case <-time.After(helperExitWait):
+		return found
+	}
+}
+
+// helperExitWait bounds how long helperOf waits for an exited helper's
+// launcher to report.
+const helperExitWait = 5 * time.Second
+
+// helperExited tells whether the helper process pid (host pid namespace)
+// is gone or a zombie. pid 0 (not yet known) is not exited.
+func helperExited(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	return s[i+2] == 'Z' || s[i+2] == 'X'
 }
 
 // helperErrno maps what a FUSE helper printed to the errno the kernel would
