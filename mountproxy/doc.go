@@ -12,8 +12,11 @@
 //     sandbox's behalf, always nosuid and nodev, and idmapped to the
 //     sandbox's user namespace where the file system supports it. A type may
 //     not be in both lists.
-//   - A kernel mount is made by host root (fsopen in the supervisor), so
-//     two things keep it from being more than the sandbox could have had.
+//   - A kernel mount is made by host root (fsopen in the supervisor, the
+//     create in nsexec's kcreate, where the source path, which the kernel
+//     keeps as the mount's name, is a node named as in the sandbox's /dev:
+//     /dev/loopN or /dev/loopNpM), so two things keep it from being more
+//     than the sandbox could have had.
 //     Its flags are locked as those of a mount the sandbox inherited
 //     (nsexec's lockmove: the kernel sets MNT_LOCK_* only when it copies a
 //     mount into a namespace of a less privileged user namespace, so the

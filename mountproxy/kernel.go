@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 )
 
 // sbFlagParams are MS_* flags that are superblock parameters in the new
@@ -44,16 +46,21 @@ func mountAttrs(flags uint64) uint64 {
 	return attr
 }
 
-// kernelSuperblock creates the file system on node with the new mount API
-// as host root and returns a detached mount, idmapped to the user namespace
-// userNS if the file system supports it.
-func kernelSuperblock(a mountArgs, node string, userNS *os.File) (*os.File, bool, error) {
+// kernelSuperblock creates the file system on loop device dev with the new
+// mount API as host root and returns a detached mount, idmapped to the user
+// namespace userNS if the file system supports it. devPath is the device's
+// node as the sandbox names it ("/dev/loopN", "/dev/loopNpM"): the kernel
+// keeps the source string as the mount's name (mountinfo's source), so the
+// superblock is created in a private mount namespace where that path is a
+// node of dev (nsexec.CreateSuperblock), not from a node of the host's.
+func kernelSuperblock(a mountArgs, devPath string, dev uint64, userNS *os.File) (*os.File, bool, error) {
 	fsfd, err := unix.Fsopen(a.fstype, unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return nil, false, err // ENODEV: the kernel has no such type
 	}
-	defer func() { _ = unix.Close(fsfd) }()
-	if err := unix.FsconfigSetString(fsfd, "source", node); err != nil {
+	fsctx := os.NewFile(uintptr(fsfd), "fscontext")
+	defer func() { _ = fsctx.Close() }()
+	if err := unix.FsconfigSetString(fsfd, "source", devPath); err != nil {
 		return nil, false, err
 	}
 	for _, f := range sbFlagParams {
@@ -77,7 +84,7 @@ func kernelSuperblock(a mountArgs, node string, userNS *os.File) (*os.File, bool
 			return nil, false, err
 		}
 	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
+	if err := nsexec.CreateSuperblock(fsctx, devPath, dev); err != nil {
 		return nil, false, err
 	}
 	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(mountAttrs(a.flags)))

@@ -525,13 +525,17 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) n
 	if err != nil {
 		return fail(err)
 	}
-	// The host's devtmpfs node gives the mount table the name a host mount
-	// would show; the private node is the fallback.
 	var st unix.Stat_t
-	if host := "/dev/loop" + strconv.Itoa(idx); unix.Stat(host, &st) == nil && loopctl.IsLoopDevice(&st) && loopctl.Index(st.Rdev) == idx {
-		node = host
+	if err := unix.Stat(node, &st); err != nil {
+		return fail(err)
 	}
-	mnt, idmapped, err := kernelSuperblock(a, node, p.userNS)
+	if !loopctl.IsLoopDevice(&st) || loopctl.Index(st.Rdev) != idx {
+		return fail(unix.ENXIO)
+	}
+	// The mount's source is the device as the sandbox names it, as on the
+	// host: /dev/loopNpM for a partition (served by another loop device),
+	// whatever the host's /dev holds.
+	mnt, idmapped, err := kernelSuperblock(a, "/dev/"+p.dev.DevName(idx), st.Rdev, p.userNS)
 	if err != nil {
 		return fail(err)
 	}

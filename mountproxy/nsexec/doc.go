@@ -1,7 +1,10 @@
 // Package nsexec does the few things that must happen inside a container's
 // mount namespace: attach a detached mount (Move, MoveLocked), bind a
 // device node into its /dev and take it away again (Bind, Unbind), and
-// unmount (Umount).
+// unmount (Umount); and one that must happen in a mount namespace of its
+// own: create a kernel mount's superblock from a node that has the name
+// the sandbox knows the device by (CreateSuperblock), which the kernel
+// keeps as the mount's source.
 //
 // Design: setns(2) into a mount namespace fails in a multithreaded process,
 // and every Go process is one. So each op re-executes loopvisor with

@@ -39,6 +39,12 @@
  *                       attach a private clone of the mount at SRC (its
  *                       mount id must be ID) on TARGET, with MOUNT_ATTR_*
  *                       bits CLR cleared and SET set (see clonemount())
+ *   kcreate NAME MAJOR MINOR
+ *                       FSCONFIG_CMD_CREATE of the file system context on
+ *                       fd 6 (its source already /dev/NAME) as host root,
+ *                       with /dev/NAME a block node MAJOR:MINOR on a tmpfs
+ *                       /dev of a private mount namespace (see kcreate());
+ *                       no caller namespaces: fds 3-5 are not used
  * FUSE helpers are started by fusejail.c, not here.
  * Result: "0" on stdout; an error is "ERRNO STEP" on stdout (nsexec.Error
  * in Go), a message on stderr and exit status 120.
@@ -58,6 +64,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -344,6 +351,46 @@ static void lookup(char **argv) {
 	_exit(0);
 }
 
+#ifndef FSCONFIG_CMD_CREATE
+#define FSCONFIG_CMD_CREATE 6
+#endif
+
+/*
+ * kcreate creates the superblock of the file system context on fd 6 (made
+ * by the supervisor with fsopen, its parameters set, its source
+ * "/dev/NAME") as host root, with /dev/NAME a node of the serving loop
+ * device MAJOR:MINOR. The kernel looks the source up at the create
+ * (get_tree_bdev: lookup_bdev in the creating task's root) and keeps the
+ * same string as the mount's name (fsmount: mnt_devname, mountinfo's
+ * source); so the mount shows the name the sandbox knows (/dev/loopNpM
+ * for a partition, whose serving device is another loopK) without a node
+ * in the host's /dev. The node lives on a tmpfs mounted over /dev in a
+ * private mount namespace of this process only (not nodev: lookup_bdev
+ * refuses nodes on nodev mounts), and goes with it. The supervisor does
+ * the fsmount afterwards on its own copy of the context.
+ * Preconditions: single-threaded, host root.
+ */
+static void kcreate(const char *name, const char *maj, const char *min) {
+	size_t n = strlen(name);
+	if (n < 5 || n > 32 || strncmp(name, "loop", 4) != 0 || strspn(name + 4, "0123456789p") != n - 4)
+		die(EINVAL, "device name");
+	char path[48];
+	snprintf(path, sizeof(path), "/dev/%s", name);
+	if (unshare(CLONE_NEWNS) < 0)
+		die(errno, "unshare mount namespace");
+	/* Nothing done here may propagate to the host's mount table. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die(errno, "make / rprivate");
+	if (mount("loopvisor-kcreate", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0700,size=64k,nr_inodes=8") < 0)
+		die(errno, "mount tmpfs on /dev");
+	if (mknod(path, S_IFBLK | 0600, makedev(strtoul(maj, NULL, 10), strtoul(min, NULL, 10))) < 0)
+		die(errno, "mknod");
+	if (syscall(SYS_fsconfig, 6, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		die(errno, "create");
+	dprintf(1, "0\n");
+	_exit(0);
+}
+
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
 	const char *op = getenv("_LOOPVISOR_NSEXEC");
 	if (!op)
@@ -388,6 +435,8 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		clonemount(argv[1], strtoull(argv[2], NULL, 10), argv[3], strtoull(argv[4], NULL, 10),
 			   strtoull(argv[5], NULL, 10));
 	}
+	if (!strcmp(op, "kcreate") && argc >= 4)
+		kcreate(argv[1], argv[2], argv[3]);
 	if (!strcmp(op, "remountbind") && argc >= 3) {
 		enter();
 		if (mount(NULL, argv[1], NULL, MS_REMOUNT | MS_BIND | strtoul(argv[2], NULL, 10), NULL) < 0)

@@ -74,7 +74,7 @@ const OpTimeout = 10 * time.Second
 
 // runOp runs a short nsexec op and returns the errno it reports.
 func runOp(ns *NS, op string, mnt *os.File, args ...string) error {
-	return runCmd(nsexecCmd(ns, op, mnt, args...), op, args)
+	return runCmd(nsexecCmd(ns, op, mnt, args...), op, args, OpTimeout)
 }
 
 // LoopIoctl runs ioctl(loop, cmd, buf or arg) as the task pid (pidfd)
@@ -95,10 +95,37 @@ func LoopIoctl(pid, pidfd int, loop, backing *os.File, cmd uint32, arg uint64, b
 	cmd0.ExtraFiles = []*os.File{pf, nil, nil, loop, backing}
 	cmd0.Stdin = bytes.NewReader(buf)
 	cmd0.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
-	return runCmd(cmd0, "loopioctl", args)
+	return runCmd(cmd0, "loopioctl", args, OpTimeout)
 }
 
-func runCmd(cmd *exec.Cmd, op string, args []string) error {
+// CreateTimeout bounds CreateSuperblock: the kernel reads the image (an
+// ext4 journal replay of a large one takes a while) from a backing file
+// that may sit on a FUSE mount of the container.
+const CreateTimeout = 2 * time.Minute
+
+// CreateSuperblock runs FSCONFIG_CMD_CREATE on the file system context fsctx
+// (fsopen by the supervisor; its parameters set, its source devPath) as
+// host root, in a private mount namespace where devPath, "/dev/loopN" or
+// "/dev/loopNpM", is a block node of dev, the loop device that serves it.
+// The kernel looks the source up at the create and shows the same string
+// as the mount's source: a kernel mount then names the device as the
+// sandbox knows it, without a node in the host's /dev. The caller
+// fsmounts fsctx afterwards. Bounded by CreateTimeout.
+func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
+	name, ok := strings.CutPrefix(devPath, "/dev/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return &Error{Op: "kcreate", Step: "device name", Errno: unix.EINVAL, Detail: devPath}
+	}
+	args := []string{name, strconv.FormatUint(uint64(unix.Major(dev)), 10), strconv.FormatUint(uint64(unix.Minor(dev)), 10)}
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
+	cmd.Env = []string{"_LOOPVISOR_NSEXEC=kcreate"}
+	cmd.ExtraFiles = []*os.File{nil, nil, nil, fsctx}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	return runCmd(cmd, "kcreate", args, CreateTimeout)
+}
+
+func runCmd(cmd *exec.Cmd, op string, args []string, timeout time.Duration) error {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -109,10 +136,10 @@ func runCmd(cmd *exec.Cmd, op string, args []string) error {
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(OpTimeout):
+	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
 		werr := <-done
-		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table stalls); killed (%v)", strings.Join(args, " "), OpTimeout, werr)}
+		return &Error{Op: op, Step: "timeout", Errno: unix.ETIMEDOUT, Detail: fmt.Sprintf("%s: no answer within %v (the container's mount table or backing file stalls); killed (%v)", strings.Join(args, " "), timeout, werr)}
 	}
 	first := strings.TrimSpace(strings.SplitN(out.String(), "\n", 2)[0])
 	num, step, _ := strings.Cut(first, " ")
