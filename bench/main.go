@@ -125,19 +125,12 @@ func main() {
 	flag.IntVar(&c.m.writeMiB, "write-mib", 256, "size of the file written (MiB)")
 	flag.IntVar(&c.m.treeFiles, "tree-files", 10000, "files in the tree unpacked")
 	flag.DurationVar(&c.deadline, "deadline", 9*time.Minute, "overall bound: past it the bench stops what it started, says what it was measuring and exits 1")
-	flag.Var((*argsFlag)(&c.m.fuse2fsArgs), "fuse2fs-args", "also measure a FUSE sandbox whose fuse2fs gets these arguments added, e.g. \"-o max_read=131072 -s\" (repeatable)")
 	flag.Parse()
 	if err := run(*loopvisor, c); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
-
-// argsFlag collects a repeatable flag.
-type argsFlag []string
-
-func (a *argsFlag) String() string     { return strings.Join(*a, " | ") }
-func (a *argsFlag) Set(s string) error { *a = append(*a, s); return nil }
 
 // config says how much to measure.
 type config struct {
@@ -163,11 +156,6 @@ func run(loopvisor string, c config) error {
 	}
 	if c.m.writeRounds > 0 && (c.m.writeMiB < 1 || c.m.treeFiles < 1) {
 		return errors.New("-write-mib and -tree-files must be at least 1")
-	}
-	for _, a := range c.m.fuse2fsArgs {
-		if strings.ContainsAny(a, "\"'`$\\;&|<>()*?[]~#\n") {
-			return fmt.Errorf("-fuse2fs-args %q: plain words only", a)
-		}
 	}
 	lv, err := filepath.Abs(loopvisor)
 	if err != nil {

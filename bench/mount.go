@@ -52,13 +52,12 @@ const (
 
 // mountConfig says how much to measure.
 type mountConfig struct {
-	rounds, cycles  int      // rounds of cycles, cycles per round and set-up
-	readRounds      int      // cold reads per set-up and phase (after a warm-up)
-	readMiB, imgMiB int      // size of the file read; of the image cycled
-	writeRounds     int      // rounds of writes and unpacks (after a warm-up)
-	writeMiB        int      // size of the file written
-	treeFiles       int      // files in the tree unpacked
-	fuse2fsArgs     []string // extra set-ups: FUSE with these fuse2fs arguments added
+	rounds, cycles  int // rounds of cycles, cycles per round and set-up
+	readRounds      int // cold reads per set-up and phase (after a warm-up)
+	readMiB, imgMiB int // size of the file read; of the image cycled
+	writeRounds     int // rounds of writes and unpacks (after a warm-up)
+	writeMiB        int // size of the file written
+	treeFiles       int // files in the tree unpacked
 }
 
 // mountSetup is one way of mounting: on the host or in a sandbox.
@@ -130,14 +129,6 @@ func measureMount(lv, dir, state string, c mountConfig) (*mountResults, error) {
 		{key: "host", label: "host root (own mount namespace: unshare -m)", argv: []string{"unshare", "--mount", "--propagation", "private", probe}},
 		{key: "fuse", label: "loopvisor sandbox, FUSE (default)", argv: sandbox()},
 		{key: "kernel", label: "loopvisor sandbox, --allow-kernel-mount ext4", argv: sandbox("--allow-kernel-mount", "ext4")},
-	}
-	for i, args := range c.fuse2fsArgs {
-		helper, err := fuse2fsWrapper(dir, i, args)
-		if err != nil {
-			return nil, err
-		}
-		setups = append(setups, mountSetup{key: fmt.Sprintf("fuse+%d", i+1), label: "loopvisor sandbox, FUSE, fuse2fs ... " + args,
-			argv: sandbox("--fuse", "ext4="+helper)})
 	}
 	for i := range setups {
 		s := &setups[i]
@@ -417,8 +408,7 @@ func coldRead(p *prober, img, mnt string, want int64, prefaultMiB int) (*coldRea
 	return cr, nil
 }
 
-// helperComm is the FUSE helper's process name (also through the
-// -fuse2fs-args wrapper, which execs it).
+// helperComm is the FUSE helper's process name.
 const helperComm = "fuse2fs"
 
 // userHZ is the unit of the CPU times in /proc/PID/stat.
@@ -549,25 +539,6 @@ func mkdirOwned(p string) error {
 		return err
 	}
 	return os.Chown(p, sandboxUID, sandboxUID)
-}
-
-// fuse2fsWrapper writes a FUSE helper named fuse2fs (so loopvisor applies
-// its fuse2fs rules) that runs the real fuse2fs with args added.
-func fuse2fsWrapper(dir string, i int, args string) (string, error) {
-	real, err := exec.LookPath("fuse2fs")
-	if err != nil {
-		return "", err
-	}
-	wd := filepath.Join(dir, fmt.Sprintf("fuse2fs-args-%d", i+1))
-	if err := os.Mkdir(wd, 0o755); err != nil {
-		return "", err
-	}
-	p := filepath.Join(wd, "fuse2fs")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" %s\n", real, args)
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		return "", err
-	}
-	return p, os.Chmod(p, 0o755)
 }
 
 // dropCaches writes back dirty data and drops the page cache, dentries and
