@@ -107,7 +107,8 @@ func TestStockNewAPIRemount(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			env := "KEEP='" + p.keep + "'"
 			host := loopDevName.ReplaceAllString(hostChroot(t, hostRoot(t, "trixie"), env, stockRemountScript), "/dev/loopN")
-			if !strings.Contains(host, "remount-ro rc=0 mnt=ro sb=ro write=refused\n") || !strings.Contains(host, "\nleft 0") {
+			if !strings.Contains(host, "remount-ro rc=0 mnt=ro sb=ro write=refused\n") || !strings.Contains(host, "\nsymlink rc=0 stderr= at=/mnt/m\n") ||
+				!strings.Contains(host, "\nleft 0") {
 				t.Fatalf("set-up: the host should remount read-only:\n%s", host)
 			}
 			runtimes(t, func(t *testing.T, rt *oci.Runtime) {
