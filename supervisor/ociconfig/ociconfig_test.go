@@ -274,12 +274,14 @@ func TestOCIConfigConditionalMount(t *testing.T) {
 // it keeps it so, and still gets mount-api=new.
 func TestOCIConfigFspick(t *testing.T) {
 	trapped := func(out []byte) bool {
-		for _, r := range obj(t, obj(t, decode(t, out), "linux"), "seccomp")["syscalls"].([]any) {
-			rule := r.(map[string]any)
+		rules, _ := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["syscalls"].([]any)
+		for _, r := range rules {
+			rule, _ := r.(map[string]any)
 			if rule["action"] != "SCMP_ACT_NOTIFY" {
 				continue
 			}
-			for _, n := range rule["names"].([]any) {
+			names, _ := rule["names"].([]any)
+			for _, n := range names {
 				if n == "fspick" {
 					return true
 				}
