@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -121,6 +122,56 @@ func TestStockNewAPIRemount(t *testing.T) {
 				}
 				waitGone(t, a)
 			})
+		})
+	}
+}
+
+// TestFspickErrnos: fspick and fsconfig on reconfiguration contexts, as
+// host root answers them on a kernel ext4 mount, for a served mount with
+// both policies (fspickerrs): bad flags, missing paths, a bad descriptor,
+// a directory that is not a mount root, a symlinked target followed or
+// not; a context duplicated and its first descriptor closed is still the
+// context (fsmount and create EBUSY, the kernel's argument errnos, the
+// option errors=remount-ro taken as the host's ext4 takes it, which a FUSE
+// reconfiguration context refuses by itself, ro applied: writes then fail
+// with EROFS); its number, reused by a tmpfs
+// context, is the kernel's tmpfs context; util-linux's form (an O_PATH
+// descriptor, FSPICK_EMPTY_PATH) makes the mount writable again; fspick of
+// a tmpfs the caller mounted is the kernel's. Then umount ends the mount
+// (its contexts are gone) and the device is free. Without loopvisor the
+// device is not there.
+func TestFspickErrnos(t *testing.T) {
+	needRoot(t)
+	script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+mount -t tmpfs none tmp || exit 1
+fspickerrs mnt tmp
+umount tmp; umount mnt; echo "umount $?"
+losetup -d $d
+echo "left $(losetup -a | grep -c fs.img)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+				for _, m := range []string{"mnt", "tmp"} {
+					check(t, os.Mkdir(filepath.Join(d, m), 0o755))
+					check(t, os.Chown(filepath.Join(d, m), SandboxUID, SandboxUID))
+				}
+			}
+			host := hostScript(t, hostDir, script)
+			for _, want := range []string{"reconfigure-ro OK\nafter-ro sb=ro write=EROFS\n", "after-rw sb=rw write=OK\n", "tmpfs-reconfigure OK\n", "umount 0\n"} {
+				if !strings.Contains(host, want) {
+					t.Fatalf("set-up: the host should give %q:\n%s", want, host)
+				}
+			}
+			sb := sandboxOK(t, dir, state, p.flags, script)
+			diffLines(t, host, sb)
+			if !strings.HasSuffix(sb, "left 0\n") {
+				t.Errorf("device left attached:\n%s", sb)
+			}
+			bareFails(t, dir, state, script)
 		})
 	}
 }
