@@ -136,8 +136,10 @@ func TestStockNewAPIRemount(t *testing.T) {
 // reconfiguration context refuses by itself, ro applied: writes then fail
 // with EROFS); its number, reused by a tmpfs
 // context, is the kernel's tmpfs context; util-linux's form (an O_PATH
-// descriptor, FSPICK_EMPTY_PATH) makes the mount writable again; fspick of
-// a tmpfs the caller mounted is the kernel's. Then umount ends the mount
+// descriptor, FSPICK_EMPTY_PATH) makes the mount writable again; a holder
+// without CAP_SYS_ADMIN (uid 1000) sets parameters but cannot reconfigure
+// (EPERM, then EBUSY: the context has failed); fspick of a tmpfs the
+// caller mounted is the kernel's. Then umount ends the mount
 // (its contexts are gone) and the device is free. Without loopvisor the
 // device is not there.
 func TestFspickErrnos(t *testing.T) {
@@ -161,7 +163,7 @@ echo "left $(losetup -a | grep -c fs.img)"`
 				}
 			}
 			host := hostScript(t, hostDir, script)
-			for _, want := range []string{"reconfigure-ro OK\nafter-ro sb=ro write=EROFS\n", "after-rw sb=rw write=OK\n", "tmpfs-reconfigure OK\n", "umount 0\n"} {
+			for _, want := range []string{"reconfigure-ro OK\nafter-ro sb=ro write=EROFS\n", "after-rw sb=rw write=OK\n", "unprivileged-reconfigure EPERM\n", "after-unprivileged sb=rw write=OK\n", "tmpfs-reconfigure OK\n", "umount 0\n"} {
 				if !strings.Contains(host, want) {
 					t.Fatalf("set-up: the host should give %q:\n%s", want, host)
 				}

@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/mount.h>
 
@@ -111,6 +112,27 @@ int main(int argc, char **argv) {
 	report("reconfigure-rw", fsconfig_(q, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0));
 	state("after-rw", mnt);
 	close(q);
+
+	/* A context whose holder lacks CAP_SYS_ADMIN (uid 1000): parameters
+	 * are taken, the reconfiguration is refused. The context stays open
+	 * in the parent until after the umount that follows (the caller's
+	 * own descriptor is closed first). */
+	int u = report("fspick-for-unprivileged", fspick_(AT_FDCWD, mnt, FSPICK_CLOEXEC));
+	if (u >= 0) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			if (setresgid(1000, 1000, 1000) || setresuid(1000, 1000, 1000))
+				_exit(3);
+			report("unprivileged-ro", fsconfig_(u, FSCONFIG_SET_FLAG, "ro", NULL, 0));
+			report("unprivileged-reconfigure", fsconfig_(u, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0));
+			report("unprivileged-reconfigure-again", fsconfig_(u, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0));
+			_exit(0);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		close(u);
+		state("after-unprivileged", mnt);
+	}
 
 	/* Not loopvisor's: a tmpfs mounted by the caller. */
 	int k = report("fspick-tmpfs", fspick_(AT_FDCWD, tmpfs, FSPICK_CLOEXEC));
