@@ -45,6 +45,7 @@ import (
 type pickState struct {
 	private *os.File   // the context the supervisor reconfigures
 	dev     string     // the superblock's MAJOR:MINOR
+	mntID   uint64     // the mount picked
 	fm      *fuseMount // the helper of a FUSE mount; nil for a kernel mount
 	idx     int        // a kernel mount's loop device
 	roSet   bool       // "ro" or "rw" was given
@@ -111,7 +112,7 @@ func (p *Proxy) Fspick(c Caller, args [6]uint64) notify.Reply {
 	if !found {
 		return cont
 	}
-	pk := &pickState{dev: e.dev, idx: -1}
+	pk := &pickState{dev: e.dev, mntID: e.id, idx: -1}
 	if pk.fm = p.helperFor(e.dev); pk.fm == nil {
 		pk.fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount
 	}
@@ -269,6 +270,7 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 		return notify.Errno(unix.EPERM)
 	}
 	wantRW := pk.roSet && !pk.ro
+	undo := func() {}
 	switch {
 	case wantRW && pk.fm != nil && pk.fm.readOnly:
 		x.phase = phaseFailed
@@ -288,11 +290,22 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 				return notify.Errno(unix.EACCES)
 			}
 		}
+		// A mount made read-only is locked so: as remount.go does, the
+		// mount's flags are set first, as the caller, so that EPERM
+		// comes before the superblock changes (util-linux clears the
+		// mount's ro with mount_setattr next anyway).
+		var r notify.Reply
+		if undo, r = p.pickUnlockRO(c, pk, log); r.Errno != 0 {
+			x.phase = phaseFailed
+			return r
+		}
 	}
 	if !c.Valid() {
+		undo()
 		return fail(notify.ErrStale)
 	}
 	if err := unix.FsconfigReconfigure(int(pk.private.Fd())); err != nil {
+		undo()
 		x.phase = phaseFailed
 		log.WithError(err).Info("reconfiguration failed")
 		return fail(err)
@@ -305,6 +318,43 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 	_ = pk.private.Close()
 	log.WithField("ro", pk.ro).Info("superblock reconfigured on the sandbox's behalf")
 	return notify.Reply{}
+}
+
+// pickUnlockRO makes the picked kernel mount read-write as the caller if
+// it is read-only, and returns what puts its flags back; a failure is
+// answered with r.
+func (p *Proxy) pickUnlockRO(c Caller, pk *pickState, log *logrus.Entry) (undo func(), r notify.Reply) {
+	undo = func() {}
+	var e mountEntry
+	found := false
+	for _, m := range callerMounts(c.Pid()) {
+		if m.id == pk.mntID {
+			e, found = m, true
+		}
+	}
+	flags := optsFlags(e.mountOpts)
+	if !found || flags&unix.MS_RDONLY == 0 {
+		return undo, notify.Reply{}
+	}
+	ns, err := callerNS(c)
+	if err != nil {
+		return undo, fail(err)
+	}
+	defer ns.Close()
+	if err := nsexec.RemountBind(ns, e.point, flags&^unix.MS_RDONLY); err != nil {
+		log.WithError(err).Info("the mount's read-only flag stays (locked): the superblock is left read-only")
+		return undo, fail(err)
+	}
+	return func() {
+		ns, err := callerNS(c)
+		if err == nil {
+			err = nsexec.RemountBind(ns, e.point, flags)
+			ns.Close()
+		}
+		if err != nil {
+			log.WithError(err).Warn("could not restore the mount's flags after a failed remount")
+		}
+	}, notify.Reply{}
 }
 
 // superRW reports whether the superblock dev is read-write now, as a mount

@@ -120,9 +120,30 @@ func TestStockNewAPIRemount(t *testing.T) {
 				if t.Failed() {
 					t.Logf("sandbox stderr:\n%s", res.Stderr)
 				}
+				if p.name == "kernel" {
+					lockedReadOnly(t, rt, a)
+				}
 				waitGone(t, a)
 			})
 		})
+	}
+}
+
+// lockedReadOnly: a kernel mount made read-only on a writable device is
+// locked read-only (the confinement issue), so `mount -o remount,rw`
+// fails with EPERM where the host succeeds; the superblock must stay
+// read-only too (the mount's flag is tried first, as for mount(2)).
+func lockedReadOnly(t *testing.T, rt *oci.Runtime, a *agentProc) {
+	t.Helper()
+	b := stockBundle(t, "trixie", []string{"sh", "-c", `cd /tmp; rm -f e.img; truncate -s 32M e.img; mkfs.ext4 -q e.img; mkdir -p /mnt/m
+d=$(losetup -f --show e.img) || exit 32
+mount -o ro $d /mnt/m || exit 32
+mount -o remount,rw /mnt/m 2>/dev/null; echo "locked rc=$? mnt=$(findmnt -n -o VFS-OPTIONS /mnt/m | cut -d, -f1) sb=$(findmnt -n -o FS-OPTIONS /mnt/m | cut -d, -f1)"
+umount /mnt/m; losetup -d $d; echo "left $(losetup -a | wc -l)"`})
+	ociConfig(t, a, b)
+	res, err := rt.Run(b, nil)
+	if err != nil || !strings.Contains(res.Stdout, "locked rc=32 mnt=ro sb=ro\nleft 0\n") {
+		t.Errorf("remount,rw of a kernel mount locked read-only: want rc=32 and mount and superblock read-only: %v\n%s", err, res)
 	}
 }
 
