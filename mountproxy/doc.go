@@ -97,6 +97,11 @@
 //     lacks and filters that do not trap fsconfig and fsmount
 //     (Policy.NewAPI) get ENOSYS from fsopen, and libmount falls back to
 //     mount(2).
+//   - The new mount API's remount (fspick.go): fspick(2) of a mount
+//     loopvisor made (FUSE or kernel) hands the caller a reconfiguration
+//     context; fsconfig on it is checked as a mount(2) remount is, and
+//     FSCONFIG_CMD_RECONFIGURE reconfigures a second context the
+//     supervisor keeps, never the caller's.
 //
 // When not to use this package: for mounts that do not involve an
 // instance's loop device; they are none of loopvisor's business.

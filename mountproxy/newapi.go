@@ -72,12 +72,17 @@ type fsContext struct {
 	source string
 	flags  uint64   // MS_* superblock flags (ro, sync, ...)
 	data   []string // other parameters, "key" or "key=value"
+
+	pick *pickState // set for a context fspick handed out (fspick.go)
 }
 
 func (x *fsContext) release() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	_ = x.file.Close()
+	if x.pick != nil {
+		_ = x.pick.private.Close()
+	}
 }
 
 // newAPI is a proxy's table of contexts.
@@ -89,14 +94,7 @@ type newAPI struct {
 
 // drop forgets x and releases the supervisor's reference.
 func (n *newAPI) drop(x *fsContext) {
-	n.mu.Lock()
-	for i, y := range n.ctxs {
-		if y == x {
-			n.ctxs = append(n.ctxs[:i:i], n.ctxs[i+1:]...)
-			break
-		}
-	}
-	n.mu.Unlock()
+	n.forget(x)
 	x.release()
 }
 
@@ -310,6 +308,9 @@ func (p *Proxy) Fsconfig(c Caller, args [6]uint64) notify.Reply {
 	if x.phase == phaseAwaitingReconf {
 		x.phase = phaseReconfParams // finish_clean_context
 	}
+	if x.pick != nil {
+		return p.pickConfig(c, x, cmd, k, v, log)
+	}
 	switch cmd {
 	case unix.FSCONFIG_CMD_CREATE, fsconfigCmdCreateExcl:
 		return p.ctxCreate(c, x, int32(args[0]), log)
@@ -507,6 +508,9 @@ func (p *Proxy) Fsmount(c Caller, args [6]uint64) notify.Reply {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.pick != nil {
+		return notify.Errno(unix.EBUSY) // a reconfiguration context
+	}
 	if x.phase != phaseAwaitingMount {
 		return notify.Errno(unix.EINVAL) // no superblock
 	}

@@ -29,6 +29,8 @@ type Policy struct {
 	// NewAPI serves fsopen, fsconfig and fsmount of FUSE-served types
 	// (newapi.go); the filter must trap all three. Without it fsopen of
 	// a served type answers ENOSYS and libmount falls back to mount(2).
+	// It also serves fspick of loopvisor's mounts (fspick.go) where the
+	// filter traps fspick; where it does not, fspick is the kernel's.
 	NewAPI bool
 }
 

@@ -562,7 +562,8 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	p.mu.Lock()
 	none := len(p.fuse) == 0
 	p.mu.Unlock()
-	if none {
+	picks := p.api.hasPicks()
+	if none && !picks {
 		return cont
 	}
 	target, err := c.ReadString(args[0], pathMax)
@@ -577,6 +578,14 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	// user namespace).
 	m, ok := mountAt(c.Pid(), target, flags&unix.UMOUNT_NOFOLLOW == 0)
 	if !ok {
+		return cont
+	}
+	if picks {
+		// fspick contexts loopvisor holds keep the superblock active
+		// (fspick.go): they go before its mounts do.
+		p.api.dropPicks(m.dev)
+	}
+	if none {
 		return cont
 	}
 	// Any mount of a helper's superblock: the first, a second mount of

@@ -24,11 +24,12 @@ const (
 	SysFsopen
 	SysFsconfig
 	SysFsmount
+	SysFspick
 )
 
 var sysNames = map[Syscall]string{
 	SysIoctl: "ioctl", SysMount: "mount", SysUmount2: "umount2", SysUmount: "umount", SysFsopen: "fsopen",
-	SysFsconfig: "fsconfig", SysFsmount: "fsmount",
+	SysFsconfig: "fsconfig", SysFsmount: "fsmount", SysFspick: "fspick",
 }
 
 func (s Syscall) String() string {

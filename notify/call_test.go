@@ -38,6 +38,9 @@ func TestDecode(t *testing.T) {
 		{"fsconfig", AuditArchX86_64, 431, true, SysFsconfig, false},
 		{"x32 fsmount", AuditArchX86_64, x32Bit | 432, true, SysFsmount, true},
 		{"i386 fsconfig", AuditArchI386, 431, true, SysFsconfig, true},
+		{"fspick", AuditArchX86_64, 433, true, SysFspick, false},
+		{"x32 fspick", AuditArchX86_64, x32Bit | 433, true, SysFspick, true},
+		{"i386 fspick", AuditArchI386, 433, true, SysFspick, true},
 		{"read", AuditArchX86_64, 0, false, SysUnknown, false},
 		{"x32 bit with native ioctl nr", AuditArchX86_64, x32Bit | 16, false, SysUnknown, false},
 		{"i386 with native nr 16", AuditArchI386, 16, false, SysUnknown, false},
@@ -53,8 +56,8 @@ func TestDecode(t *testing.T) {
 		}
 	}
 	// Every trapped pair is one of the above.
-	if n := len(syscalls); n != 19 {
-		t.Errorf("%d trapped (arch, nr) pairs, want 19", n)
+	if n := len(syscalls); n != 22 {
+		t.Errorf("%d trapped (arch, nr) pairs, want 22", n)
 	}
 }
 

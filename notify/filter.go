@@ -74,8 +74,9 @@ type Options struct {
 	// MS_REMOUNT, MS_BIND or MS_MOVE; these bits are not part of
 	// MS_MGC_VAL, unlike MS_PRIVATE and MS_SLAVE) or remount a
 	// superblock (MS_REMOUNT without MS_BIND), umount2(2) (and the i386
-	// umount(2)), fsopen(2), and fsconfig(2) and fsmount(2) (the new
-	// mount API on contexts loopvisor handed out).
+	// umount(2)), fsopen(2), and fsconfig(2), fsmount(2) and fspick(2)
+	// (the new mount API on contexts loopvisor handed out, and its
+	// remount).
 	Mount bool
 }
 
@@ -152,7 +153,7 @@ func addMountRules(f *seccomp.ScmpFilter) error {
 		return fmt.Errorf("seccomp: rule mount remount: %w", err)
 	}
 	// "umount" exists only in the i386 ABI; libseccomp adds it there.
-	for _, name := range []string{"umount2", "umount", "fsopen", "fsconfig", "fsmount"} {
+	for _, name := range []string{"umount2", "umount", "fsopen", "fsconfig", "fsmount", "fspick"} {
 		nr, err := seccomp.GetSyscallFromName(name)
 		if err != nil {
 			return err

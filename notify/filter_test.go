@@ -493,6 +493,7 @@ func TestFilterMount(t *testing.T) {
 		{nrFsconfig, archX86_64}, {nrFsmount, archX86_64},
 		{x32Bit | nrFsconfig, archX86_64}, {x32Bit | nrFsmount, archX86_64},
 		{nrFsconfig, archI386}, {nrFsmount, archI386},
+		{nrFspick, archX86_64}, {x32Bit | nrFspick, archX86_64}, {nrFspick, archI386},
 	}
 	for _, c := range trapped {
 		for _, a := range [][6]uint64{{}, {0x1000, 0x2}, {^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}} {
@@ -506,7 +507,7 @@ func TestFilterMount(t *testing.T) {
 		arch uint32
 	}{
 		{nrRead64, archX86_64}, {nrOpenat64, archX86_64},
-		{nrOpenTree, archX86_64}, {nrMoveMount, archX86_64}, {nrFspick, archX86_64},
+		{nrOpenTree, archX86_64}, {nrMoveMount, archX86_64},
 		{x32Bit | nrOpenTree, archX86_64}, {nrOpenTree, archI386},
 		{nrUmount2_32, archX86_64}, // 52 on x86_64 is getpeername
 		{nrMount32, archX86_64},    // 21 on x86_64 is access

@@ -6,7 +6,7 @@
 // One way through for every request (serve.go): notify.Listener receives
 // it, notify.Decode says which call it is in which ABI, handle decides
 // whose it is (loopctl.Instance.Ioctl for loop and block ioctls,
-// mountproxy.Proxy for mount, umount2, fsopen, fsconfig and fsmount), the handler acts on its
+// mountproxy.Proxy for mount, umount2, fsopen, fsconfig, fsmount and fspick), the handler acts on its
 // own copies of the arguments and returns a notify.Reply, and Serve sends
 // it. Sub-packages hold what is not lifecycle: ociconfig (rewriting a
 // runtime's config.json), ociproto (the runtime's wire protocol to the

@@ -108,6 +108,8 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 		return sb.Mounts.Fsconfig(c, args)
 	case notify.SysFsmount:
 		return sb.Mounts.Fsmount(c, args)
+	case notify.SysFspick:
+		return sb.Mounts.Fspick(c, args)
 	}
 	return notify.Errno(unix.ENOSYS)
 }

@@ -452,7 +452,9 @@ func TestLXCIncusProfile(t *testing.T) {
 // TestLXCNewMountAPI: on trixie, whose util-linux (2.41) mounts with
 // fsopen/fsconfig/fsmount/move_mount, mount -o loop works in the
 // container: the proxied fsopen's context descriptor is installed in the
-// caller (ADDFD without SEND) and LXC answers with its number.
+// caller (ADDFD without SEND) and LXC answers with its number. Its
+// remount (fspick, fsconfig, FSCONFIG_CMD_RECONFIGURE) makes the mount
+// read-only and back, the same way.
 func TestLXCNewMountAPI(t *testing.T) {
 	needRoot(t)
 	needTools(t, "fuse2fs", "debugfs")
@@ -463,10 +465,13 @@ func TestLXCNewMountAPI(t *testing.T) {
 truncate -s 32M ext.img && mkfs.ext4 -q ext.img
 mkdir -p mnt && mount -o loop ext.img mnt
 grep " /lv/mnt " /proc/self/mountinfo
+mount -o remount,ro mnt
+if touch mnt/x 2>/dev/null; then echo remount-ro-ignored; else echo remount-ro-honoured; fi
+mount -o remount,rw mnt
 echo new-api > mnt/hello && umount mnt
 echo "left $(losetup -a | wc -l)"`)
 	out, rc := c.waitInit(t)
-	if rc != 0 || !strings.Contains(out, "left 0") {
+	if rc != 0 || !strings.Contains(out, "remount-ro-honoured\n") || !strings.Contains(out, "left 0") {
 		t.Fatalf("mount -o loop on trixie: exit %d\n%s\nagent log:\n%s", rc, out, e.agent.logText())
 	}
 	if !strings.Contains(e.agent.logText(), "syscall=fsconfig") {

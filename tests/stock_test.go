@@ -203,15 +203,9 @@ echo "left $(losetup -a | wc -l)"`,
 				checkStockWorkload(t, stdout, true)
 				// A stock image has no mount.fuse: util-linux 2.38 remounts
 				// the FUSE mount with mount(2), as it remounts ext4 on the
-				// host. 2.41 reconfigures with fspick/fsconfig, and FUSE
-				// refuses the parameters it sets ("No changes allowed in
-				// reconfigure"): a known gap of the new mount API (README,
-				// mount -o loop), until fspick of served mounts is served.
-				switch {
-				case strings.Contains(stdout, "remount-ro-honoured\nremount-rw-honoured\n"):
-				case strings.Contains(t.Name(), "trixie") && strings.Contains(stdout, "remount-ro-failed\n"):
-					t.Log("KNOWN GAP: util-linux 2.41's new-API remount of a FUSE mount fails")
-				default:
+				// host; 2.41 with fspick and fsconfig, which loopvisor
+				// serves (mountproxy/fspick.go).
+				if !strings.Contains(stdout, "remount-ro-honoured\nremount-rw-honoured\n") {
 					t.Errorf("mount -o remount,ro and back in a stock image:\n%s", stdout)
 				}
 			},

@@ -43,7 +43,7 @@ const (
 // mountCalls are the calls loopvisor's rules name besides ioctl (unless
 // NoMount), as oci-config's. "umount" exists only in the i386 ABI; LXC
 // skips it where the ABI has no such call.
-var mountCalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
+var mountCalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount", "fspick"}
 
 // newAPICookie tells the agent that the profile traps fsopen, fsconfig and
 // fsmount, so it may serve the new mount API (oci-config puts the same

@@ -24,7 +24,7 @@ func TestProfileMerge(t *testing.T) {
 		wantErr    string
 	}{
 		{name: "none", want: []string{"2\ndenylist\n# loopvisor rules: begin\n[all]\n", "ioctl notify [1,19456,SCMP_CMP_MASKED_EQ,4294967295]", "umount2 notify"}},
-		{name: "denylist", base: denylist, want: []string{"kexec_load errno 1\n# loopvisor rules: begin\n[all]\nioctl notify", "mount notify [3,0,SCMP_CMP_MASKED_EQ,12320]", "fsopen notify", "fsconfig notify", "fsmount notify"}},
+		{name: "denylist", base: denylist, want: []string{"kexec_load errno 1\n# loopvisor rules: begin\n[all]\nioctl notify", "mount notify [3,0,SCMP_CMP_MASKED_EQ,12320]", "fsopen notify", "fsconfig notify", "fsmount notify", "fspick notify"}},
 		{name: "no mount", base: denylist, noMount: true, want: []string{"ioctl notify [1,19586,"}},
 		{name: "allowlist", base: "2\nallowlist\n[all]\nread\n", wantErr: "allowlist"},
 		{name: "version 1", base: "1\n0\n1\n", wantErr: "version 2"},

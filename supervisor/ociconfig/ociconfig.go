@@ -39,7 +39,7 @@ type Options struct {
 const newAPIMetadata = "mount-api=new"
 
 // mountSyscalls are the calls loopvisor traps for `mount -o loop`.
-var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount"}
+var mountSyscalls = []string{"mount", "umount2", "umount", "fsopen", "fsconfig", "fsmount", "fspick"}
 
 type jsonObj = map[string]any
 

@@ -267,3 +267,46 @@ func TestOCIConfigConditionalMount(t *testing.T) {
 		t.Errorf("conditional rule kept %v, conditional trap %v:\n%s", kept, trapped, out)
 	}
 }
+
+// fspick is trapped where the profile allows it (the remount of the new
+// mount API, mountproxy/fspick.go), also when an older oci-config's output
+// (whose notify rule lacks it) is rewritten; a profile that does not allow
+// it keeps it so, and still gets mount-api=new.
+func TestOCIConfigFspick(t *testing.T) {
+	trapped := func(out []byte) bool {
+		rules, _ := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["syscalls"].([]any)
+		for _, r := range rules {
+			rule, _ := r.(map[string]any)
+			if rule["action"] != "SCMP_ACT_NOTIFY" {
+				continue
+			}
+			names, _ := rule["names"].([]any)
+			for _, n := range names {
+				if n == "fspick" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		prof string
+		want bool
+	}{
+		{`{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "ioctl", "mount", "umount2", "fsopen", "fsconfig", "fsmount", "fspick"], "action": "SCMP_ACT_ALLOW"}]}`, true},
+		{`{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "ioctl", "mount", "umount2", "fsopen", "fsconfig", "fsmount"], "action": "SCMP_ACT_ALLOW"}]}`, false},
+		// An older oci-config's output: its notify rule has no fspick.
+		{`{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/loopvisor/agent.sock", "listenerMetadata": "max-loop=4;mount-api=new", "syscalls": [{"names": ["umount2", "umount", "fsopen", "fsconfig", "fsmount"], "action": "SCMP_ACT_NOTIFY"}]}`, true},
+	} {
+		out, _, err := Rewrite(config(c.prof), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := trapped(out); got != c.want {
+			t.Errorf("%s: fspick trapped %v, want %v", c.prof, got, c.want)
+		}
+		if md := obj(t, obj(t, decode(t, out), "linux"), "seccomp")["listenerMetadata"]; md != "max-loop=4;mount-api=new" {
+			t.Errorf("%s: listenerMetadata %v", c.prof, md)
+		}
+	}
+}
