@@ -753,7 +753,7 @@ func reportMount(r *mountResults, c mountConfig) {
 			target = targetRAMReadRatio
 		}
 		fmt.Printf("    ratio FUSE / kernel mount (both in the sandbox): %5.2f   target >= %.2f: %s   (best / best: %.2f)\n\n",
-			fuse, target, metIf(fuse >= target), best)
+			fuse, target, metBoth(fuse >= target, best >= target), best)
 	}
 	if len(r.write) > 0 {
 		fmt.Printf("write and unpack, image file in a tmpfs of each set-up's own, a fresh ext4 (4 KiB blocks) each time; %d rounds after a warm-up;\n", c.writeRounds)
@@ -771,8 +771,8 @@ func reportMount(r *mountResults, c mountConfig) {
 		// shows what each path can do.
 		wbest := samples{"": r.write["fuse"]}.quantile("", 1) / samples{"": r.write["kernel"]}.quantile("", 1)
 		ubest := samples{"": r.untar["fuse"]}.quantile("", 0) / samples{"": r.untar["kernel"]}.quantile("", 0)
-		fmt.Printf("    ratio FUSE / kernel mount, sequential write of %d MiB (MB/s): %5.2f   target >= %.2f: %s   (best / best: %.2f)\n", c.writeMiB, wr, targetWriteRatio, metIf(wr >= targetWriteRatio), wbest)
-		fmt.Printf("    ratio FUSE / kernel mount, unpacking %d files (time):      %5.2f   target <= %.2f: %s   (best / best: %.2f)\n\n", c.treeFiles, ur, targetUntarRatio, metIf(ur <= targetUntarRatio), ubest)
+		fmt.Printf("    ratio FUSE / kernel mount, sequential write of %d MiB (MB/s): %5.2f   target >= %.2f: %s   (best / best: %.2f)\n", c.writeMiB, wr, targetWriteRatio, metBoth(wr >= targetWriteRatio, wbest >= targetWriteRatio), wbest)
+		fmt.Printf("    ratio FUSE / kernel mount, unpacking %d files (time):      %5.2f   target <= %.2f: %s   (best / best: %.2f)\n\n", c.treeFiles, ur, targetUntarRatio, metBoth(ur <= targetUntarRatio, ubest <= targetUntarRatio), ubest)
 	}
 	fmt.Printf("  mounted as:")
 	for _, s := range r.setups {
@@ -785,6 +785,24 @@ func reportMount(r *mountResults, c mountConfig) {
 		}
 	}
 	fmt.Println()
+}
+
+// metBoth is the verdict for a ratio of throughputs that other work on the
+// machine moves: met only when the median of the paired rounds and best
+// against best both meet the target. Other work only ever slows a round
+// down, so a median that meets it while best/best does not means the
+// compared side was slowed (a kernel mount's writes vary 4x here), not
+// that the target is met.
+func metBoth(median, best bool) string {
+	switch {
+	case median && best:
+		return "met"
+	case median:
+		return "NOT met (the median only: best / best does not)"
+	case best:
+		return "NOT met (best / best only: the median does not)"
+	}
+	return "NOT met"
 }
 
 func metIf(ok bool) string {
