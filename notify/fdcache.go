@@ -2,6 +2,7 @@ package notify
 
 import (
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,17 +50,21 @@ type cachedFile struct {
 	fd    int // our reference (a pidfd_getfd duplicate)
 	flags int
 	st    unix.Stat_t
-	// Under l.mu:
-	users   int  // FDs handed out and not yet closed
-	dropped bool // out of the cache: the last user closes fd
-	used    bool // handed out since the last sweep
+	// users counts the FDs handed out and not yet closed; it grows only
+	// under l.mu while c is in the cache. Once dropped (out of the
+	// cache), whoever sees users at 0 closes fd, once (closed).
+	users   atomic.Int32
+	dropped atomic.Bool
+	closed  atomic.Bool
+	used    bool // handed out since the last sweep (l.mu)
 }
 
-// Bounds of one listener's file cache.
-const (
-	maxCachedFiles = 64
-	fileSweep      = 250 * time.Millisecond
-)
+// maxCachedFiles bounds one listener's file cache.
+const maxCachedFiles = 64
+
+// fileSweep is how often a listener's file cache drops the entries not
+// used since the last sweep (a variable for tests).
+var fileSweep = 250 * time.Millisecond
 
 // selfPid is this process's pid, for kcmp.
 var selfPid = os.Getpid()
@@ -82,7 +87,7 @@ func (l *Listener) lookupFile(key fileKey) *cachedFile {
 	defer l.mu.Unlock()
 	c := l.files[key]
 	if c != nil {
-		c.users++
+		c.users.Add(1)
 		c.used = true
 	}
 	return c
@@ -101,7 +106,8 @@ func (l *Listener) keepFile(key fileKey, f FD, st *unix.Stat_t) *cachedFile {
 	if l.closed || l.keep == nil || !l.keep(&cp) || len(l.files) >= maxCachedFiles || l.files[key] != nil {
 		return nil
 	}
-	c := &cachedFile{l: l, fd: f.N, flags: f.Flags, st: *st, users: 1, used: true}
+	c := &cachedFile{l: l, fd: f.N, flags: f.Flags, st: *st, used: true}
+	c.users.Store(1)
 	if l.files == nil {
 		l.files = map[fileKey]*cachedFile{}
 	}
@@ -120,22 +126,22 @@ func (l *Listener) forget(key fileKey, c *cachedFile) {
 	l.mu.Lock()
 	if l.files[key] == c {
 		delete(l.files, key)
-		c.dropped = true
+		c.dropped.Store(true)
 	}
 	l.mu.Unlock()
 	c.release()
 }
 
-// release ends one use of c.
+// release ends one use of c, without a lock: the serve loop's path.
 func (c *cachedFile) release() {
-	l := c.l
-	l.mu.Lock()
-	if c.users > 0 {
-		c.users--
+	if c.users.Add(-1) <= 0 && c.dropped.Load() {
+		c.close()
 	}
-	last := c.dropped && c.users == 0
-	l.mu.Unlock()
-	if last {
+}
+
+// close closes our reference once, when c is dropped and unused.
+func (c *cachedFile) close() {
+	if c.closed.CompareAndSwap(false, true) {
 		_ = unix.Close(c.fd) // our reference; kept files are character devices
 	}
 }
@@ -152,20 +158,18 @@ func (l *Listener) sweep() {
 }
 
 // dropFilesLocked removes the entries not used since the last sweep (all
-// of them if all is set) and returns the descriptors nobody uses any
-// more, to be closed once l.mu is released. Preconditions: l.mu held.
-func (l *Listener) dropFilesLocked(all bool) []int {
-	var drop []int
+// of them if all is set) and returns them, to be closed (closeFiles) once
+// l.mu is released. Preconditions: l.mu held.
+func (l *Listener) dropFilesLocked(all bool) []*cachedFile {
+	var drop []*cachedFile
 	for key, c := range l.files {
 		if !all && c.used {
 			c.used = false
 			continue
 		}
 		delete(l.files, key)
-		c.dropped = true
-		if c.users == 0 {
-			drop = append(drop, c.fd)
-		}
+		c.dropped.Store(true)
+		drop = append(drop, c)
 	}
 	if all && l.sweeper != nil {
 		l.sweeper.Stop()
@@ -173,9 +177,13 @@ func (l *Listener) dropFilesLocked(all bool) []int {
 	return drop
 }
 
-func closeFiles(fds []int) {
-	for _, fd := range fds {
-		_ = unix.Close(fd) // our references; kept files are character devices
+// closeFiles closes the dropped entries nobody uses; a user's release
+// closes the others.
+func closeFiles(cs []*cachedFile) {
+	for _, c := range cs {
+		if c.users.Load() <= 0 {
+			c.close()
+		}
 	}
 }
 

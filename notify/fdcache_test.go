@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,6 +148,7 @@ func serveFiles(l *Listener) error {
 // number (a device, a regular file), a closed number, a dup and another
 // thread get the file they have, as pidfd_getfd would give it.
 func TestFileCache(t *testing.T) {
+	noSweep(t)
 	cmd, lfd, sock := startChild(t, fileCacheChild)
 	defer func() { _ = sock.Close() }()
 	l, err := NewBlockingListener(lfd)
@@ -179,6 +181,23 @@ func TestFileCache(t *testing.T) {
 	if n == 0 {
 		t.Error("no file kept")
 	}
+	// Two sweeps without a call in between drop every entry (TestMain
+	// checks that their descriptors were closed).
+	l.sweep()
+	l.sweep()
+	l.mu.Lock()
+	n = len(l.files)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d files kept after two sweeps without calls", n)
+	}
+}
+
+// noSweep keeps the file cache's sweeper from running during a test.
+func noSweep(t testing.TB) {
+	old := fileSweep
+	fileSweep = time.Hour
+	t.Cleanup(func() { fileSweep = old })
 }
 
 // TestFileCacheForeignTask: a kept entry for a thread id is checked
@@ -190,6 +209,7 @@ func TestFileCache(t *testing.T) {
 // says it was only recognised, Valid says the call is gone, and the
 // reply goes nowhere.
 func TestFileCacheForeignTask(t *testing.T) {
+	noSweep(t)
 	cmd, lfd, sock := startListenerChild(t)
 	defer func() { _ = sock.Close() }()
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
