@@ -337,35 +337,43 @@ func fileBenchChild() int {
 }
 
 // BenchmarkServeKeptFile: one trapped call on a kept file as a serve loop
-// answers it (receive, Open, GetFDStat: kcmp and the ID check, Valid,
-// reply), with the caller's side included. allocs/op is the serving
-// side's: it must stay 0.
+// answers it (receive, Open, GetFDStat: kcmp, Valid, reply), with the
+// caller's side included, on a blocking listener (`run`) and on one
+// driven by the netpoller (the agent). allocs/op is the serving side's:
+// it must stay 0.
 func BenchmarkServeKeptFile(b *testing.B) {
-	b.Setenv(benchCallsEnv, strconv.Itoa(b.N))
-	cmd, lfd, sock := startChild(b, fileBenchMode)
-	defer func() { _ = sock.Close() }()
-	l, err := NewBlockingListener(lfd)
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		b.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
-	b.ReportAllocs()
-	b.ResetTimer()
-	done := make(chan error, 1)
-	go func() { done <- serveFiles(l) }()
-	if _, err := sock.Write([]byte{'G'}); err != nil {
-		b.Fatal(err)
-	}
-	werr := cmd.Wait()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	if werr != nil {
-		b.Fatalf("child: %v", werr)
+	for _, mode := range []struct {
+		name string
+		new  func(int) (*Listener, error)
+	}{{"blocking", NewBlockingListener}, {"netpoller", NewListener}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.Setenv(benchCallsEnv, strconv.Itoa(b.N))
+			cmd, lfd, sock := startChild(b, fileBenchMode)
+			defer func() { _ = sock.Close() }()
+			l, err := mode.new(lfd)
+			if err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				b.Fatal(err)
+			}
+			defer func() { _ = l.Close() }()
+			l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
+			b.ReportAllocs()
+			b.ResetTimer()
+			done := make(chan error, 1)
+			go func() { done <- serveFiles(l) }()
+			if _, err := sock.Write([]byte{'G'}); err != nil {
+				b.Fatal(err)
+			}
+			werr := cmd.Wait()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if werr != nil {
+				b.Fatalf("child: %v", werr)
+			}
+		})
 	}
 }
 

@@ -76,6 +76,7 @@ type Listener struct {
 	pidfds   map[int]int // tid -> pidfd, see Target
 	observer bool        // made by Observe: Valid and Target only
 	// The file cache (fdcache.go), under mu.
+	poll    *pollRecv // Next of NewListener
 	keep    func(*unix.Stat_t) bool
 	files   map[fileKey]*cachedFile
 	sweeper *time.Timer
@@ -134,7 +135,8 @@ func NewBlockingListener(fd int) (*Listener, error) {
 }
 
 func newListener(fd int, blocking bool) (*Listener, error) {
-	l := &Listener{fd: fd, pidfds: map[int]int{}}
+	l := &Listener{fd: fd, pidfds: map[int]int{}, poll: &pollRecv{}}
+	l.poll.fn = l.poll.try
 	if err := setFlags(fd, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); err == nil {
 		l.SyncWake = true
 	}
@@ -169,47 +171,57 @@ func (l *Listener) Next() (Request, error) {
 	if l.blocking {
 		return l.nextBlocking()
 	}
-	var n seccompNotif
-	var rerr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, 0); err != nil {
-			if errors.Is(err, unix.EINTR) {
-				return false
-			}
-			rerr = os.NewSyscallError("poll", err)
-			return true
-		}
-		if pfd[0].Revents&unix.POLLIN != 0 {
-			err := recvNotif(int(fd), &n)
-			switch {
-			case err == nil:
-				return true
-			case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-				// The caller died or was signalled between the wake-up
-				// and our receive: nothing to answer.
-				return false
-			default:
-				rerr = os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
-				return true
-			}
-		}
-		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-			rerr = ErrGone
-			return true
-		}
-		return false
-	})
-	if err != nil {
+	r := l.poll
+	r.err = nil
+	if err := l.rc.Read(r.fn); err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return Request{}, ErrGone
 		}
 		return Request{}, err
 	}
-	if rerr != nil {
-		return Request{}, rerr
+	if r.err != nil {
+		return Request{}, r.err
 	}
-	return n.request(), nil
+	return r.n.request(), nil
+}
+
+// pollRecv is the netpoller's receive of one listener: fn (bound once,
+// so that a wait allocates nothing) polls the fd and receives the
+// notification into n, or sets err. Only one goroutine calls Next.
+type pollRecv struct {
+	n   seccompNotif
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (r *pollRecv) try(fd uintptr) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd[:], 0); err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return false
+		}
+		r.err = os.NewSyscallError("poll", err)
+		return true
+	}
+	if pfd[0].Revents&unix.POLLIN != 0 {
+		err := recvNotif(int(fd), &r.n)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			// The caller died or was signalled between the wake-up
+			// and our receive: nothing to answer.
+			return false
+		default:
+			r.err = os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
+			return true
+		}
+	}
+	if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		r.err = ErrGone
+		return true
+	}
+	return false
 }
 
 func (n *seccompNotif) request() Request {
