@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"errors"
 	"os"
 	"sync/atomic"
 	"time"
@@ -210,6 +211,11 @@ func (t *Target) GetFDStat(unsafeFD uint32) (FD, unix.Stat_t, error) {
 		// Another file under that number, none, or the thread is gone:
 		// served as a first call.
 		l.forget(key, c)
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+			// No kcmp (CONFIG_KCMP), or no ptrace access to the
+			// caller (Yama): keeping files would only cost.
+			l.KeepFiles(nil)
+		}
 	}
 	f, err := t.GetFD(unsafeFD)
 	if err != nil {
