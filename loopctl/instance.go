@@ -403,17 +403,38 @@ func (in *Instance) GetFree() (int, error) {
 	return idx, err
 }
 
-func (in *Instance) getFree() (int, error) {
+// heldFree returns the lowest device the instance holds unbound and
+// shown (what getFree returns first) if there is one, and the wait
+// GetFree makes for its nodes; it changes nothing.
+func (in *Instance) heldFree() (int, bool) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	// A device the supervisor holds O_EXCL is known to exist and be
-	// unbound (nobody else can bind it, nor remove it while it is open).
+	best := in.lowestHeldFree()
+	ok := best >= 0 && !in.hidden[best]
+	in.mu.Unlock()
+	if ok {
+		in.View.WaitPublished("loop"+strconv.Itoa(best), PublishWait)
+	}
+	return best, ok
+}
+
+// lowestHeldFree returns the lowest device the supervisor holds O_EXCL
+// and nobody binds, or -1. Such a device is known to exist and be unbound
+// (nobody else can bind it, nor remove it while it is open).
+// Preconditions: in.mu held.
+func (in *Instance) lowestHeldFree() int {
 	best := -1
 	for idx, f := range in.devs {
 		if f != nil && in.binding[idx] == 0 && (best < 0 || idx < best) {
 			best = idx
 		}
 	}
+	return best
+}
+
+func (in *Instance) getFree() (int, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	best := in.lowestHeldFree()
 	if best < 0 {
 		for idx := range in.devs {
 			if Exists(idx) && !Bound(idx) && (best < 0 || idx < best) {

@@ -101,20 +101,23 @@ func (in *Instance) Ioctl(c Caller, unsafeFD uint32, cmd uint32, arg uint64) not
 // a 32-bit one (compat true, notify.Call.Compat): the kernel answers those
 // through the drivers' compat_ioctl, with the 32-bit structure layouts.
 func (in *Instance) IoctlABI(c Caller, unsafeFD uint32, cmd uint32, arg uint64, compat bool) notify.Reply {
-	f, err := c.GetFD(unsafeFD)
+	f, st, err := getFDStat(c, unsafeFD)
 	if err != nil {
 		return fail(err)
 	}
 	defer func() { _ = f.Close() }()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return fail(err)
-	}
 	// Log entries are built only when something is logged: this is the
 	// hot path of every trapped call.
 	log := func() *logrus.Entry { return in.log.WithField("syscall", CmdName(cmd)) }
+	control := in.isControl(&st)
+	if f.Recognised() && !control && !c.Valid() {
+		// A file recognised by kcmp is the caller's only while the call
+		// is pending: control checks that before any side effect (or
+		// gives an answer only the reply proves); the rest act at once.
+		return fail(ErrStale)
+	}
 	switch {
-	case in.isControl(&st):
+	case control:
 		return in.control(c, log, cmd, arg)
 	case IsLoopDevice(&st):
 		idx := Index(st.Rdev)
@@ -139,10 +142,43 @@ func (in *Instance) IoctlABI(c Caller, unsafeFD uint32, cmd uint32, arg uint64, 
 	}
 }
 
+// statCaller is a Caller that returns a descriptor with its fstat,
+// recognising a file it has seen before without duplicating it again
+// (notify.Target.GetFDStat).
+type statCaller interface {
+	GetFDStat(unsafeFD uint32) (notify.FD, unix.Stat_t, error)
+}
+
+// getFDStat duplicates the caller's descriptor unsafeFD and returns it
+// with its fstat.
+func getFDStat(c Caller, unsafeFD uint32) (notify.FD, unix.Stat_t, error) {
+	if sc, ok := c.(statCaller); ok {
+		return sc.GetFDStat(unsafeFD)
+	}
+	var st unix.Stat_t
+	f, err := c.GetFD(unsafeFD)
+	if err != nil {
+		return f, st, err
+	}
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		_ = f.Close() // our duplicate, refused before any use
+		return notify.FD{N: -1}, st, err
+	}
+	return f, st, nil
+}
+
 func (in *Instance) control(c Caller, log func() *logrus.Entry, cmd uint32, arg uint64) notify.Reply {
 	switch cmd {
 	case cmdCtlGetFree:
-		// GET_FREE may create a device: not for a call that is gone.
+		// A free device the instance holds is an answer without side
+		// effects: the reply reaches the caller only if the call is
+		// still pending, which proves the caller's file as well
+		// (notify.FD.Recognised). No ID check is needed for it.
+		if idx, ok := in.heldFree(); ok {
+			return value(idx, nil)
+		}
+		// Otherwise GET_FREE may create a device: not for a call that
+		// is gone.
 		if !c.Valid() {
 			return fail(ErrStale)
 		}
@@ -180,6 +216,17 @@ func (in *Instance) control(c Caller, log func() *logrus.Entry, cmd uint32, arg 
 // kernel's (a node of the host's, if a runtime bound one in).
 func (in *Instance) isControl(st *unix.Stat_t) bool {
 	return IsLoopControl(st) || in.View.IsControl(st) || in.host.isControlNode(st)
+}
+
+// KeepFile is the policy of notify.Listener.KeepFiles for the
+// instance's listeners: loop-control nodes, character devices that count
+// no opens (the loop driver's misc device, or the /dev/null node the view
+// shows as loop-control), are kept. A caller's loop device is never kept:
+// a reference the supervisor held would keep it open, and a detach with
+// autoclear, LOOP_CTL_REMOVE and exclusive opens depend on who has it
+// open.
+func (in *Instance) KeepFile(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && in.isControl(st)
 }
 
 // writable reports whether f was opened for writing (the loop driver's

@@ -38,11 +38,11 @@ func addFD(fd int, id uint64, srcfd int, r Reply) error {
 // (its table is full, say) the call fails with the kernel's errno instead.
 func (l *Listener) respondFD(id uint64, r Reply) error {
 	defer func() { _ = r.FD.Close() }() // our copy; the caller has its own
-	var err error
-	cerr := l.rc.Control(func(fd uintptr) { err = addFD(int(fd), id, int(r.FD.Fd()), r) })
-	if cerr != nil {
-		return cerr
+	if !l.use() {
+		return errClosed
 	}
+	err := addFD(l.fd, id, int(r.FD.Fd()), r)
+	l.done()
 	switch {
 	case err == nil && r.SetFD:
 		return l.Respond(id, Value(r.Val))
@@ -78,24 +78,23 @@ func (l *Listener) Resolve(id uint64, r Reply) Reply {
 	if r.Cloexec {
 		a.NewFDFlags = unix.O_CLOEXEC
 	}
+	if !l.use() {
+		return Errno(unix.EIO)
+	}
 	var n int
 	var err error
-	cerr := l.rc.Control(func(fd uintptr) {
-		var r1 uintptr
-		var e syscall.Errno
-		for {
-			r1, _, e = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(unix.SECCOMP_IOCTL_NOTIF_ADDFD), uintptr(unsafe.Pointer(&a)))
-			if e != unix.EINTR {
-				break
-			}
+	var r1 uintptr
+	var e syscall.Errno
+	for {
+		r1, _, e = unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), uintptr(unix.SECCOMP_IOCTL_NOTIF_ADDFD), uintptr(unsafe.Pointer(&a)))
+		if e != unix.EINTR {
+			break
 		}
-		n = int(r1)
-		if e != 0 {
-			err = e
-		}
-	})
-	if cerr != nil {
-		return Errno(unix.EIO)
+	}
+	l.done()
+	n = int(r1)
+	if e != 0 {
+		err = e
 	}
 	if err != nil {
 		var e syscall.Errno

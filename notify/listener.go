@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,16 +57,57 @@ func Value(v int64) Reply { return Reply{Val: v} }
 // Listener is a seccomp listener fd, driven through the Go netpoller
 // (NewListener) or by blocking receives on one OS thread
 // (NewBlockingListener).
+//
+// Every use of the fd but the netpoller's wait holds a reference (use,
+// done), taken with two atomic operations and no allocation: the hot path
+// of a trapped call is a receive, a few checks and a reply, and the
+// closures os.File's RawConn needs cost more than the checks.
 type Listener struct {
 	f        *os.File
-	rc       syscall.RawConn
+	rc       syscall.RawConn // the netpoller's wait (Next of NewListener)
 	fd       int
 	SyncWake bool // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP is in effect
 	blocking bool // Next blocks in SECCOMP_IOCTL_NOTIF_RECV
+	// refs counts the calls using fd, plus closingRef once Close was
+	// called: the call that brings it to closingRef closes f.
+	refs     atomic.Int64
 	mu       sync.Mutex
 	closed   bool
 	pidfds   map[int]int // tid -> pidfd, see Target
 	observer bool        // made by Observe: Valid and Target only
+	// The file cache (fdcache.go), under mu.
+	poll    *pollRecv // Next of NewListener
+	keep    func(*unix.Stat_t) bool
+	files   map[fileKey]*cachedFile
+	sweeper *time.Timer
+	hits    atomic.Int64 // calls recognised by kcmp (tests)
+}
+
+// closingRef marks Listener.refs once Close was called.
+const closingRef = 1 << 62
+
+// errClosed is what a call on a closed listener returns.
+var errClosed = os.NewSyscallError("seccomp listener", os.ErrClosed)
+
+// use takes a reference on l.fd; false once Close was called.
+func (l *Listener) use() bool {
+	for {
+		r := l.refs.Load()
+		if r&closingRef != 0 {
+			return false
+		}
+		if l.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// done drops a reference taken by use; the last one after Close closes
+// the fd.
+func (l *Listener) done() {
+	if l.refs.Add(-1) == closingRef {
+		_ = l.f.Close() // nothing is left to report it to
+	}
 }
 
 // NewListener takes ownership of fd, a seccomp listener, and drives it
@@ -92,7 +135,8 @@ func NewBlockingListener(fd int) (*Listener, error) {
 }
 
 func newListener(fd int, blocking bool) (*Listener, error) {
-	l := &Listener{fd: fd, pidfds: map[int]int{}}
+	l := &Listener{fd: fd, pidfds: map[int]int{}, poll: &pollRecv{}}
+	l.poll.fn = l.poll.try
 	if err := setFlags(fd, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); err == nil {
 		l.SyncWake = true
 	}
@@ -127,47 +171,57 @@ func (l *Listener) Next() (Request, error) {
 	if l.blocking {
 		return l.nextBlocking()
 	}
-	var n seccompNotif
-	var rerr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, 0); err != nil {
-			if errors.Is(err, unix.EINTR) {
-				return false
-			}
-			rerr = os.NewSyscallError("poll", err)
-			return true
-		}
-		if pfd[0].Revents&unix.POLLIN != 0 {
-			err := recvNotif(int(fd), &n)
-			switch {
-			case err == nil:
-				return true
-			case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-				// The caller died or was signalled between the wake-up
-				// and our receive: nothing to answer.
-				return false
-			default:
-				rerr = os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
-				return true
-			}
-		}
-		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-			rerr = ErrGone
-			return true
-		}
-		return false
-	})
-	if err != nil {
+	r := l.poll
+	r.err = nil
+	if err := l.rc.Read(r.fn); err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return Request{}, ErrGone
 		}
 		return Request{}, err
 	}
-	if rerr != nil {
-		return Request{}, rerr
+	if r.err != nil {
+		return Request{}, r.err
 	}
-	return n.request(), nil
+	return r.n.request(), nil
+}
+
+// pollRecv is the netpoller's receive of one listener: fn (bound once,
+// so that a wait allocates nothing) polls the fd and receives the
+// notification into n, or sets err. Only one goroutine calls Next.
+type pollRecv struct {
+	n   seccompNotif
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (r *pollRecv) try(fd uintptr) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd[:], 0); err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return false
+		}
+		r.err = os.NewSyscallError("poll", err)
+		return true
+	}
+	if pfd[0].Revents&unix.POLLIN != 0 {
+		err := recvNotif(int(fd), &r.n)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			// The caller died or was signalled between the wake-up
+			// and our receive: nothing to answer.
+			return false
+		default:
+			r.err = os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
+			return true
+		}
+	}
+	if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		r.err = ErrGone
+		return true
+	}
+	return false
 }
 
 func (n *seccompNotif) request() Request {
@@ -186,24 +240,20 @@ func (n *seccompNotif) request() Request {
 // POLLHUP.
 func (l *Listener) nextBlocking() (Request, error) {
 	for {
+		if !l.use() {
+			return Request{}, ErrGone
+		}
 		var n seccompNotif
-		var err error
-		var hup bool
-		cerr := l.rc.Control(func(fd uintptr) {
-			err = recvNotif(int(fd), &n)
-			if errors.Is(err, unix.ENOENT) {
-				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-				if _, perr := unix.Poll(pfd, 0); perr == nil && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-					hup = true
-				}
+		err := recvNotif(l.fd, &n)
+		hup := false
+		if errors.Is(err, unix.ENOENT) {
+			pfd := [1]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}}
+			if _, perr := unix.Poll(pfd[:], 0); perr == nil && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				hup = true
 			}
-		})
+		}
+		l.done()
 		switch {
-		case cerr != nil:
-			if errors.Is(cerr, os.ErrClosed) {
-				return Request{}, ErrGone
-			}
-			return Request{}, cerr
 		case err == nil:
 			return n.request(), nil
 		case hup:
@@ -228,11 +278,11 @@ func (l *Listener) Respond(id uint64, r Reply) error {
 		return l.respondFD(id, r)
 	}
 	resp := respFor(id, r)
-	var err error
-	cerr := l.rc.Control(func(fd uintptr) { err = sendResp(int(fd), &resp) })
-	if cerr != nil {
-		return cerr
+	if !l.use() {
+		return errClosed
 	}
+	err := sendResp(l.fd, &resp)
+	l.done()
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -260,18 +310,21 @@ func respFor(id uint64, r Reply) seccompNotifResp {
 // alive and still blocked in the same system call. Call it after every read
 // of the caller's memory or fds and before any side effect.
 func (l *Listener) Valid(id uint64) bool {
-	var err error
-	cerr := l.rc.Control(func(fd uintptr) { err = idValid(int(fd), id) })
-	return cerr == nil && err == nil
+	if !l.use() {
+		return false
+	}
+	err := idValid(l.fd, id)
+	l.done()
+	return err == nil
 }
 
 // Close releases the listener. Callers blocked in the filter then get ENOSYS.
-// On a blocking listener the fd is released once a receive in progress
-// returns.
+// The fd is released once the calls using it (a blocking receive in
+// progress) return.
 func (l *Listener) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return nil
 	}
 	l.closed = true
@@ -279,7 +332,13 @@ func (l *Listener) Close() error {
 		_ = unix.Close(fd) // a cached pidfd: closing it cannot fail in a way that matters
 		delete(l.pidfds, tid)
 	}
-	return l.f.Close()
+	drop := l.dropFilesLocked(true)
+	l.mu.Unlock()
+	closeFiles(drop)
+	if l.refs.Add(closingRef) == closingRef {
+		return l.f.Close()
+	}
+	return nil
 }
 
 // String names the listener for logs.

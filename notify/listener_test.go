@@ -59,6 +59,13 @@ func listenerChild() int {
 // startListenerChild starts listenerChild and returns its listener fd.
 func startListenerChild(t *testing.T) (*exec.Cmd, int, *os.File) {
 	t.Helper()
+	return startChild(t, "1")
+}
+
+// startChild starts the test binary with listenerChildEnv set to mode and
+// returns its listener fd.
+func startChild(t testing.TB, mode string) (*exec.Cmd, int, *os.File) {
+	t.Helper()
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func startListenerChild(t *testing.T) (*exec.Cmd, int, *os.File) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), listenerChildEnv+"=1")
+	cmd.Env = append(os.Environ(), listenerChildEnv+"="+mode)
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	err = cmd.Start()

@@ -11,7 +11,13 @@ import (
 // with listenerChildEnv set, the test binary is the child of
 // TestBlockingListener instead.
 func TestMain(m *testing.M) {
-	if os.Getenv(listenerChildEnv) != "" {
+	switch os.Getenv(listenerChildEnv) {
+	case "":
+	case fileCacheChild:
+		os.Exit(fileChild())
+	case fileBenchMode:
+		os.Exit(fileBenchChild())
+	default:
 		os.Exit(listenerChild())
 	}
 	os.Exit(fdleak.Run(m, "notify"))

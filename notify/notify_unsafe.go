@@ -43,14 +43,17 @@ func recvNotif(fd int, n *seccompNotif) error {
 	return ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_RECV, unsafe.Pointer(n))
 }
 
+// sendResp and idValid never wait for a container (the listener's mutex
+// is held only briefly by the kernel): they skip the runtime's
+// system-call bookkeeping (linux.IoctlPtrRaw). The kernel's SEND does not
+// sleep interruptibly before it has consumed the reply, so a retry after
+// EINTR is safe.
 func sendResp(fd int, r *seccompNotifResp) error {
-	// EINTR must not be retried blindly for SEND? The kernel's send does not
-	// sleep interruptibly before it has consumed the reply, so a retry is safe.
-	return ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(r))
+	return linux.IoctlPtrRaw(uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(r))
 }
 
 func idValid(fd int, id uint64) error {
-	return ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id))
+	return linux.IoctlPtrRaw(uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id))
 }
 
 func setFlags(fd int, flags uint64) error {

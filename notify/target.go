@@ -27,17 +27,37 @@ type Target struct {
 // cached one either names the caller or a dead task that had its tid, in
 // which case pidfd_getfd fails with ESRCH and the Target opens a fresh one.
 func (l *Listener) Target(req *Request) (*Target, error) {
-	l.mu.Lock()
-	pidfd, ok := l.pidfds[req.Pid]
-	l.mu.Unlock()
-	t := &Target{l: l, req: req, pidfd: pidfd}
-	if ok {
-		return t, nil
-	}
-	if err := t.refresh(); err != nil {
+	t := new(Target)
+	l.Open(t, req)
+	if err := t.pidFD(); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// Open is Target that fills t, for a serve loop that reuses one Target
+// from request to request (no allocation per call). The caller's pidfd is
+// looked up or opened when first needed: a call on a file the listener
+// keeps needs none. Errors come from the methods then (ErrStale).
+func (l *Listener) Open(t *Target, req *Request) {
+	*t = Target{l: l, req: req, pidfd: -1}
+}
+
+// pidFD makes t.pidfd the caller's pidfd: the cached one, else a fresh
+// one (refresh).
+func (t *Target) pidFD() error {
+	if t.pidfd >= 0 {
+		return nil
+	}
+	l := t.l
+	l.mu.Lock()
+	pidfd, ok := l.pidfds[t.req.Pid]
+	l.mu.Unlock()
+	if ok {
+		t.pidfd = pidfd
+		return nil
+	}
+	return t.refresh()
 }
 
 // refresh opens a new pidfd for the caller and caches it.
@@ -88,17 +108,33 @@ func (t *Target) Pid() int { return t.req.Pid }
 func (t *Target) Valid() bool { return t.l.Valid(t.req.ID) }
 
 // FD is a file descriptor the supervisor duplicated from a caller, with
-// its open flags. It is a plain value: no finalizer, Close it.
+// its open flags. It is a plain value: no finalizer; Close it once.
 type FD struct {
 	N     int
 	Flags int // F_GETFL: O_ACCMODE and friends
+	c     *cachedFile
+	recog bool
 }
 
 // Fd returns the descriptor number.
 func (f FD) Fd() uintptr { return uintptr(f.N) }
 
-// Close closes the descriptor.
-func (f FD) Close() error { return unix.Close(f.N) }
+// Recognised reports whether GetFDStat recognised the file with kcmp
+// rather than duplicating it: it is then the caller's only if the call is
+// still pending, which the reply proves by itself (a reply to a call that
+// is gone goes nowhere) and Valid proves before anything else is done
+// with it.
+func (f FD) Recognised() bool { return f.recog }
+
+// Close closes the descriptor; for a file the listener keeps
+// (GetFDStat), it ends this use of the listener's reference.
+func (f FD) Close() error {
+	if f.c != nil {
+		f.c.release()
+		return nil
+	}
+	return unix.Close(f.N)
+}
 
 // GetFD duplicates the caller's file descriptor unsafeFD into the
 // supervisor. It fails with EBADF as the kernel's fget() would: for a bad
@@ -110,6 +146,9 @@ func (f FD) Close() error { return unix.Close(f.N) }
 func (t *Target) GetFD(unsafeFD uint32) (FD, error) {
 	if unsafeFD > 0x7fffffff {
 		return FD{N: -1}, unix.EBADF
+	}
+	if err := t.pidFD(); err != nil {
+		return FD{N: -1}, err
 	}
 	fd, err := unix.PidfdGetfd(t.pidfd, int(unsafeFD), 0)
 	if errors.Is(err, unix.ESRCH) {

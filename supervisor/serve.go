@@ -28,28 +28,51 @@ type Sandbox struct {
 // one sandbox queues behind itself only. A blocking listener is served on
 // this goroutine's OS thread, locked for the purpose: every call is
 // received, decided and answered there.
+//
+// The listener keeps the callers' loop-control files it sees
+// (Instance.KeepFile): later calls on them are recognised with one kcmp.
 func Serve(l *notify.Listener, sb *Sandbox) error {
 	if l.Blocking() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	if sb.Instance != nil {
+		l.KeepFiles(sb.Instance.KeepFile)
+	}
+	sc := new(scratch)
 	for {
-		req, err := l.Next()
+		var err error
+		sc.req, err = l.Next()
 		if errors.Is(err, notify.ErrGone) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		reply := answer(l, sb, &req)
-		if err := l.Respond(req.ID, reply); err != nil {
-			sb.Log.WithError(err).WithField("pid", req.Pid).Warn("cannot answer notification")
+		reply := answerWith(l, sb, &sc.req, sc)
+		if err := l.Respond(sc.req.ID, reply); err != nil {
+			sb.Log.WithError(err).WithField("pid", sc.req.Pid).Warn("cannot answer notification")
 		}
 	}
 }
 
+// scratch is what one serve loop reuses from request to request, so that
+// serving a call allocates nothing: the request, its Target and the
+// caller handed to loopctl and mountproxy (which keep none of them past
+// the call).
+type scratch struct {
+	req notify.Request
+	t   notify.Target
+	c   caller
+}
+
 // answer vets req's caller with sb.Check, then decides it (handle).
 func answer(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
+	return answerWith(l, sb, req, nil)
+}
+
+// answerWith is answer with the scratch of a serve loop (nil: none).
+func answerWith(l *notify.Listener, sb *Sandbox, req *notify.Request, sc *scratch) notify.Reply {
 	if sb.Check != nil {
 		if err := sb.Check(l, req); err != nil {
 			if !errors.Is(err, errStale) {
@@ -58,13 +81,18 @@ func answer(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 			return notify.Errno(unix.EPERM)
 		}
 	}
-	return handle(l, sb, req)
+	return handleWith(l, sb, req, sc)
 }
 
 // handle decides one notification: notify decodes it, loopctl and
 // mountproxy act on copies of its arguments, and the reply goes back to
 // Serve, which answers it.
 func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
+	return handleWith(l, sb, req, nil)
+}
+
+// handleWith is handle with the scratch of a serve loop (nil: none).
+func handleWith(l *notify.Listener, sb *Sandbox, req *notify.Request, sc *scratch) notify.Reply {
 	call, ok := notify.Decode(req)
 	if !ok && call.NoABI {
 		return notify.Errno(unix.ENOSYS) // the kernel's answer: no such ABI
@@ -89,12 +117,14 @@ func handle(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 	if call.Syscall != notify.SysIoctl && sb.Mounts == nil {
 		return notify.Continue
 	}
-	t, err := l.Target(req)
-	if err != nil {
-		return notify.Errno(unix.ENOENT) // nobody left to read it
+	if sc == nil {
+		sc = new(scratch)
 	}
+	t := &sc.t
+	l.Open(t, req)
 	defer t.Close()
-	c := caller{Target: t, userNS: sb.Instance.UserNS}
+	sc.c = caller{Target: t, userNS: sb.Instance.UserNS}
+	c := &sc.c
 	switch call.Syscall {
 	case notify.SysIoctl:
 		return sb.Instance.IoctlABI(c, uint32(args[0]), uint32(args[1]), args[2], call.Compat)

@@ -53,3 +53,23 @@ func IoctlPtr(fd uintptr, cmd uint, p unsafe.Pointer) error {
 		return nil
 	}
 }
+
+// IoctlPtrRaw is IoctlPtr through unix.RawSyscall: the Go runtime's
+// system-call bookkeeping (entersyscall/exitsyscall) is skipped and the
+// OS thread keeps its P throughout.
+//
+// Preconditions: the command never sleeps on anything a container
+// controls (the seccomp listener's SEND and ID_VALID take a mutex held
+// only briefly); a call that may wait goes through IoctlPtr.
+func IoctlPtrRaw(fd uintptr, cmd uint, p unsafe.Pointer) error {
+	for {
+		_, _, e := unix.RawSyscall(unix.SYS_IOCTL, fd, uintptr(cmd), uintptr(p))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+}

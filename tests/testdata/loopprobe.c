@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MiB (1024L * 1024L)
@@ -410,6 +411,58 @@ static void *atend(const void *src, size_t n)
 	return p;
 }
 
+/*
+ * swaps: one descriptor number, changed under the caller's hands. The
+ * supervisor recognises a loop-control file it has seen before (kcmp);
+ * every change under the same number must give the kernel's answer for
+ * the file now there: another device, a regular file, a closed number,
+ * the control file back, a dup, and another process (a new thread id)
+ * with the inherited descriptor that replaces it in its own table.
+ */
+static void swaps(int ctl, int null, int file)
+{
+	const int n = 50;
+	pid_t pid;
+	int st, d;
+
+	if (dup2(ctl, n) < 0)
+		die("dup2");
+	RI("swap: GET_FREE on a dup2 of loop-control", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	RI("swap: GET_FREE again", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	if (dup2(null, n) < 0)
+		die("dup2");
+	R("swap: GET_FREE on /dev/null under that number", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	R("swap: LOOP_CTL_ADD on /dev/null under that number", xioctl(n, LOOP_CTL_ADD, 0x7fffffff));
+	if (dup2(ctl, n) < 0)
+		die("dup2");
+	RI("swap: GET_FREE on loop-control back", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	if (dup2(file, n) < 0)
+		die("dup2");
+	R("swap: GET_FREE on a regular file under that number", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	close(n);
+	R("swap: GET_FREE on the closed number", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	if (dup2(ctl, n) < 0)
+		die("dup2");
+	RI("swap: GET_FREE on loop-control again", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	d = dup(n);
+	RI("swap: GET_FREE on a dup", xioctl(d, LOOP_CTL_GET_FREE, 0));
+	close(d);
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		RI("swap: child: GET_FREE on the inherited number", xioctl(n, LOOP_CTL_GET_FREE, 0));
+		if (dup2(null, n) < 0)
+			_exit(1);
+		R("swap: child: GET_FREE on /dev/null under that number", xioctl(n, LOOP_CTL_GET_FREE, 0));
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		die("swap child");
+	RI("swap: parent: GET_FREE after the child's swap", xioctl(n, LOOP_CTL_GET_FREE, 0));
+	close(n);
+}
+
 /* ---- the sequence ------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -490,6 +543,7 @@ int main(int argc, char **argv)
 	RI("LOOP_CTL_GET_FREE fd|1<<32", xioctl(HIGH32 | ctl, LOOP_CTL_GET_FREE, 0));
 	RI("LOOP_CTL_GET_FREE fd=-1", xioctl(-1, LOOP_CTL_GET_FREE, 0));
 	RI("LOOP_CTL_GET_FREE fd=9999", xioctl(9999, LOOP_CTL_GET_FREE, 0));
+	swaps(ctl, null, same);
 	errno = 0;
 	ctlro = open("/dev/loop-control", O_RDONLY | O_CLOEXEC);
 	report("open loop-control O_RDONLY", ctlro < 0 ? -1 : 0, errno, NULL);
