@@ -337,13 +337,22 @@ losetup -d $d; echo "left $(losetup -a | wc -l)"`
 // remounted read-write, exec and symfollow, with superblock and bind
 // remounts (util-linux 2.38's mount(2) path), as host root can: only
 // nosuid and nodev (and the atime flags) are locked, not what the caller
-// asked for. (The locked nosuid and nodev are left out of the comparison;
-// TestAttack5KernelMountUnlocked checks that they hold.)
+// asked for; a bare fspick reconfiguration to read-write leaves the
+// mount's own ro as it is. (The locked nosuid and nodev are left out of
+// the comparison; TestAttack5KernelMountUnlocked checks that they hold.)
 func TestKernelMountRemountUnlocked(t *testing.T) {
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "e2fsck")
+	// A bare superblock reconfiguration (fspick) leaves the mount's own
+	// read-only flag as it is, as on the host.
+	script := strings.Replace(unlockedScript, "\nlosetup -d $d;", `
+mount -o ro $d mnt; st mount-ro-again $?
+fspickrw mnt rw; st fspick-rw x
+fspickrw mnt ro; st fspick-ro x
+umount mnt; echo "umount $?"
+losetup -d $d;`, 1)
 	dir, state := mountDiff{
-		script:  unlockedScript,
+		script:  script,
 		kernel:  true,
 		prepare: fsMnt,
 		hostOK: func(t *testing.T, host string) {
