@@ -93,7 +93,9 @@ exec chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ` + env + ` 
 // FUSE policy and for kernel mounts (--allow-kernel-mount ext4, whose
 // locked nosuid is left out of the comparison). A mount through a
 // symlinked target updates libmount's view without a message, as on the
-// host. Without loopvisor the first mount fails.
+// host. For kernel mounts, unlockedStockScript too: ro, noexec and
+// nosymfollow asked at the mount are not locked, as on the host
+// (unlockedNewAPI). Without loopvisor the first mount fails.
 func TestStockNewAPIRemount(t *testing.T) {
 	needRoot(t)
 	cases := []struct {
