@@ -17,11 +17,14 @@
 //     keeps as the mount's name, is a node named as in the sandbox's /dev:
 //     /dev/loopN or /dev/loopNpM), so two things keep it from being more
 //     than the sandbox could have had.
-//     Its flags are locked as those of a mount the sandbox inherited
-//     (nsexec's lockmove: the kernel sets MNT_LOCK_* only when it copies a
-//     mount into a namespace of a less privileged user namespace, so the
-//     mount is copied there and a clone of the copy attached); a remount
-//     that clears nosuid, nodev, ro or noexec fails with EPERM. And its file
+//     Its nosuid, nodev and atime flags are locked as those of a mount the
+//     sandbox inherited (nsexec's lockmove: the kernel sets MNT_LOCK_* only
+//     when it copies a mount into a namespace of a less privileged user
+//     namespace, so the mount is copied there and a clone of the copy
+//     attached); a remount that clears nosuid or nodev, or changes the
+//     atime flags, fails with EPERM. ro, noexec and nosymfollow are set on
+//     the clone before it is attached, after the copy, so they are not
+//     locked: the sandbox may clear them, as host root may. And its file
 //     system options come from an allow-list per type (KernelOptions):
 //     nothing that names a host object, reads a host id, or can take the
 //     host down (errors=panic); ext2/3/4 always get an errors= setting,

@@ -270,7 +270,6 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 		return notify.Errno(unix.EPERM)
 	}
 	wantRW := pk.roSet && !pk.ro
-	undo := func() {}
 	switch {
 	case wantRW && pk.fm != nil && pk.fm.readOnly:
 		x.phase = phaseFailed
@@ -283,6 +282,9 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 		log.Warn("a FUSE mount made read-only cannot become writable (its helper runs read-only): EROFS; umount and mount it read-write")
 		return notify.Errno(unix.EROFS)
 	case wantRW && pk.fm == nil && !p.superRW(c.Pid(), pk.dev):
+		// The mount's own flags are not the reconfiguration's: a mount
+		// made read-only stays so until the caller clears it
+		// (util-linux does with mount_setattr next), as on the host.
 		if node, err := p.dev.NodePath(pk.idx); err == nil {
 			if ro, err := deviceReadOnly(node); err == nil && ro {
 				x.phase = phaseFailed
@@ -290,22 +292,11 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 				return notify.Errno(unix.EACCES)
 			}
 		}
-		// A mount made read-only is locked so: as remount.go does, the
-		// mount's flags are set first, as the caller, so that EPERM
-		// comes before the superblock changes (util-linux clears the
-		// mount's ro with mount_setattr next anyway).
-		var r notify.Reply
-		if undo, r = p.pickUnlockRO(c, pk, log); r.Errno != 0 {
-			x.phase = phaseFailed
-			return r
-		}
 	}
 	if !c.Valid() {
-		undo()
 		return fail(notify.ErrStale)
 	}
 	if err := unix.FsconfigReconfigure(int(pk.private.Fd())); err != nil {
-		undo()
 		x.phase = phaseFailed
 		log.WithError(err).Info("reconfiguration failed")
 		return fail(err)
@@ -318,43 +309,6 @@ func (p *Proxy) pickReconfigure(c Caller, x *fsContext, log *logrus.Entry) notif
 	_ = pk.private.Close()
 	log.WithField("ro", pk.ro).Info("superblock reconfigured on the sandbox's behalf")
 	return notify.Reply{}
-}
-
-// pickUnlockRO makes the picked kernel mount read-write as the caller if
-// it is read-only, and returns what puts its flags back; a failure is
-// answered with r.
-func (p *Proxy) pickUnlockRO(c Caller, pk *pickState, log *logrus.Entry) (undo func(), r notify.Reply) {
-	undo = func() {}
-	var e mountEntry
-	found := false
-	for _, m := range callerMounts(c.Pid()) {
-		if m.id == pk.mntID {
-			e, found = m, true
-		}
-	}
-	flags := optsFlags(e.mountOpts)
-	if !found || flags&unix.MS_RDONLY == 0 {
-		return undo, notify.Reply{}
-	}
-	ns, err := callerNS(c)
-	if err != nil {
-		return undo, fail(err)
-	}
-	defer ns.Close()
-	if err := nsexec.RemountBind(ns, e.point, flags&^unix.MS_RDONLY); err != nil {
-		log.WithError(err).Info("the mount's read-only flag stays (locked): the superblock is left read-only")
-		return undo, fail(err)
-	}
-	return func() {
-		ns, err := callerNS(c)
-		if err == nil {
-			err = nsexec.RemountBind(ns, e.point, flags)
-			ns.Close()
-		}
-		if err != nil {
-			log.WithError(err).Warn("could not restore the mount's flags after a failed remount")
-		}
-	}, notify.Reply{}
 }
 
 // superRW reports whether the superblock dev is read-write now, as a mount

@@ -19,6 +19,11 @@ var sbFlagParams = []struct {
 	{unix.MS_LAZYTIME, "lazytime"}, {unix.MS_MANDLOCK, "mand"}, {unix.MS_POSIXACL, "acl"},
 }
 
+// unlockedAttrs are the MOUNT_ATTR_* bits of a kernel mount that the
+// sandbox may clear again, as host root may on the host: they are set
+// after the locked copy (nsexec.MoveLocked), so they are not locked.
+const unlockedAttrs = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_NOSYMFOLLOW
+
 // mountAttrs turns MS_* flags into MOUNT_ATTR_* mount attributes; nosuid
 // and nodev are always set.
 func mountAttrs(flags uint64) uint64 {
@@ -46,9 +51,22 @@ func mountAttrs(flags uint64) uint64 {
 	return attr
 }
 
+// lockedAttrs are the attributes a kernel mount is made with, to be locked
+// by the copy into the sandbox's user namespace: nosuid, nodev and the
+// atime flags (the kernel locks a copy's atime flags whatever they are,
+// and a locked mount's atime flags cannot change at all, so they are
+// chosen here); set are the caller's other flags, set on the locked
+// copy before it is attached.
+func lockedAttrs(flags uint64) (locked, set uint64) {
+	a := mountAttrs(flags)
+	return a &^ unlockedAttrs, a & unlockedAttrs
+}
+
 // kernelSuperblock creates the file system on loop device dev with the new
-// mount API as host root and returns a detached mount, idmapped to the user
-// namespace userNS if the file system supports it. devPath is the device's
+// mount API as host root and returns a detached mount with the attributes
+// to lock (lockedAttrs: ro, noexec and nosymfollow are the caller's to set
+// on the locked copy), idmapped to the user namespace userNS if the file
+// system supports it. devPath is the device's
 // node as the sandbox names it ("/dev/loopN", "/dev/loopNpM"): the kernel
 // keeps the source string as the mount's name (mountinfo's source), so the
 // superblock is created in a private mount namespace where that path is a
@@ -87,7 +105,8 @@ func kernelSuperblock(a mountArgs, devPath string, dev uint64, userNS *os.File) 
 	if err := nsexec.CreateSuperblock(fsctx, devPath, dev); err != nil {
 		return nil, false, err
 	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(mountAttrs(a.flags)))
+	locked, _ := lockedAttrs(a.flags)
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(locked))
 	if err != nil {
 		return nil, false, err
 	}

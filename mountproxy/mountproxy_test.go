@@ -124,6 +124,23 @@ func TestMountAttrs(t *testing.T) {
 	}
 }
 
+// TestLockedAttrs: a kernel mount is made (and locked) with nosuid, nodev
+// and its atime flags only; ro, noexec and nosymfollow are set afterwards,
+// unlocked.
+func TestLockedAttrs(t *testing.T) {
+	locked, set := lockedAttrs(unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NOSYMFOLLOW | unix.MS_NOATIME | unix.MS_NODIRATIME)
+	if want := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOATIME | unix.MOUNT_ATTR_NODIRATIME); locked != want {
+		t.Errorf("locked %#x, want %#x", locked, want)
+	}
+	if want := uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_NOSYMFOLLOW); set != want {
+		t.Errorf("set %#x, want %#x", set, want)
+	}
+	locked, set = lockedAttrs(0)
+	if want := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_RELATIME); locked != want || set != 0 {
+		t.Errorf("no flags: locked %#x set %#x, want %#x and 0", locked, set, want)
+	}
+}
+
 func extSuper(blocks uint64, logBlock uint32, bit64 bool) []byte {
 	b := make([]byte, extSuperSize)
 	le := binary.LittleEndian

@@ -503,8 +503,9 @@ func helperErrno(msg string) unix.Errno {
 
 // kernelMount mounts with the kernel on the sandbox's behalf: nosuid,
 // nodev, idmapped to the sandbox's user namespace where supported, with
-// file system options from the type's allow-list and the mount's flags
-// locked as those of a mount the sandbox inherited.
+// file system options from the type's allow-list, nosuid, nodev and the
+// atime flags locked as those of a mount the sandbox inherited, and the
+// caller's ro, noexec and nosymfollow set but not locked (as on the host).
 func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) notify.Reply {
 	opts, err := KernelOptions(a.fstype, a.data)
 	if err != nil {
@@ -545,7 +546,10 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) n
 		return fail(err)
 	}
 	defer ns.Close()
-	if err := nsexec.MoveLocked(ns, mnt, a.target); err != nil {
+	// nosuid, nodev and the atime flags locked; ro, noexec and
+	// nosymfollow set before the mount is attached, not locked.
+	_, set := lockedAttrs(a.flags)
+	if err := nsexec.MoveLocked(ns, mnt, a.target, set); err != nil {
 		return fail(err)
 	}
 	l := log.WithFields(logrus.Fields{"idmapped": idmapped, "options": strings.Join(a.data, ",")})

@@ -30,7 +30,7 @@ const perMountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_
 // A kernel superblock belongs to the initial user namespace: the
 // container cannot reconfigure it (EPERM), and loopvisor does it on its
 // behalf: the per-mount flags first, as the caller, so that the kernel
-// enforces the mount's locked flags (nosuid, nodev, ...: EPERM and nothing
+// enforces the mount's locked flags (nosuid, nodev, atime: EPERM and nothing
 // changed), then the superblock's ro/rw and allow-listed options with
 // fspick as host root on the caller's own mount.
 func (p *Proxy) remount(c Caller, args [6]uint64, flags uint64) notify.Reply {
@@ -121,9 +121,7 @@ func (p *Proxy) kernelRemount(c Caller, t *os.File, e mountEntry, idx int, targe
 			opts = append(opts, o)
 		}
 	}
-	// A read-only device cannot become writable (the kernel's EACCES), a
-	// mount made read-only is locked read-only as well (EPERM): the
-	// host's answer is the device's.
+	// A read-only device cannot become writable: the kernel's EACCES.
 	if flags&unix.MS_RDONLY == 0 && !strings.HasPrefix(e.superOpts, "rw") {
 		if node, err := p.dev.NodePath(idx); err == nil {
 			if ro, err := deviceReadOnly(node); err == nil && ro {

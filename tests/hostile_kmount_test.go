@@ -112,7 +112,9 @@ const (
 // kernel locks when it copies the mount namespace. Every call must give
 // the same result on both (but `mount -o remount,ro`, which keeps the
 // locked flags and is served for the kernel mount as on the host), and the
-// node must never open.
+// node must never open. A kernel mount asked for ro and noexec may lose
+// those again (as on the host), never nosuid or nodev, nor change its
+// atime flags.
 func TestAttack5KernelMountUnlocked(t *testing.T) {
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "debugfs", "losetup")
@@ -185,19 +187,29 @@ umount b
 	script.WriteString(`echo "final read $(kmcall read mnt/node)"
 umount mnt && echo unmounted
 `)
-	// ro and noexec are locked too when the mount was asked for them.
+	// A mount asked for ro and noexec: those are the caller's to clear, as
+	// on the host, but nosuid and nodev stay locked whatever else changes,
+	// the atime flags too, and the node still does not open.
 	script.WriteString("mount -o loop,ro,noexec fs.img mnt || exit 1\n")
 	for _, c := range []struct {
 		name  string
 		flags uint64
 	}{
-		{"clear-ro-noexec", msRemount | msBind | msNosuid | msNodev},
+		{"clear-nodev-too", msRemount | msBind | msNosuid},
+		{"clear-nosuid-too", msRemount | msBind | msNodev},
+		{"change-atime", msRemount | msBind | msNosuid | msNodev | msRdonly | unix.MS_NOEXEC | unix.MS_NOATIME},
+		{"keep-all", msRemount | msBind | msNosuid | msNodev | msRdonly | unix.MS_NOEXEC},
 		{"clear-ro", msRemount | msBind | msNosuid | msNodev | unix.MS_NOEXEC},
 		{"clear-noexec", msRemount | msBind | msNosuid | msNodev | msRdonly},
-		{"keep-all", msRemount | msBind | msNosuid | msNodev | msRdonly | unix.MS_NOEXEC},
+		{"clear-ro-noexec", msRemount | msBind | msNosuid | msNodev},
+		{"then-clear-nodev", msRemount | msBind | msNosuid},
 	} {
 		fmt.Fprintf(&script, "echo \"rox %s $(kmcall mount - mnt - %#x -)\"\n", c.name, c.flags)
 	}
+	script.WriteString(`echo "rox setattr-clear-nodev $(kmcall setattr mnt ` + fmt.Sprintf("%#x", unix.MOUNT_ATTR_NODEV) + `)"
+echo "rox flags $(grep " $PWD/mnt " /proc/self/mountinfo | cut -d' ' -f6)"
+echo "rox read $(kmcall read mnt/node)"
+`)
 	script.WriteString(`umount mnt && echo unmounted-rox
 losetup -a | wc -l
 `)
@@ -233,8 +245,10 @@ losetup -a | wc -l
 		}
 	}
 	for _, w := range []string{"ref clear-nosuid-nodev ERR EPERM", "mnt add-ro OK", "mnt back-to-rw OK",
-		"bind clear-nosuid-nodev ERR EPERM", "rox clear-ro-noexec ERR EPERM", "rox clear-ro ERR EPERM", "rox clear-noexec ERR EPERM", "rox keep-all OK",
-		"unmounted-rox\n0\n"} {
+		"bind clear-nosuid-nodev ERR EPERM", "rox clear-nodev-too ERR EPERM", "rox clear-nosuid-too ERR EPERM",
+		"rox change-atime ERR EPERM", "rox keep-all OK", "rox clear-ro OK", "rox clear-noexec OK", "rox clear-ro-noexec OK",
+		"rox then-clear-nodev ERR EPERM", "rox setattr-clear-nodev ERR EPERM", "rox flags rw,nosuid,nodev,relatime,idmapped\n",
+		"rox read ERR ", "unmounted-rox\n0\n"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("want %q", w)
 		}

@@ -309,6 +309,63 @@ echo "left $(losetup -a | wc -l)"`
 	}
 }
 
+// unlockedScript mounts a writable loop device read-only, noexec and
+// nosymfollow in turn and clears those flags again with superblock and
+// bind remounts; after each step, the mount's flags, the superblock's
+// ro/rw and whether a write and an exec work.
+const unlockedScript = `st() { echo "$1: rc=$2 $(findmnt -n -o VFS-OPTIONS mnt) sb=$(findmnt -n -o FS-OPTIONS mnt | cut -d, -f1) write=$(touch mnt/t 2>/dev/null && echo ok || echo refused) exec=$(mnt/x 2>/dev/null || echo refused)"; }
+d=$(losetup -f --show fs.img) || exit 1
+mount -o ro $d mnt; st mount-ro $?
+mount -i -o remount,rw mnt; st remount-rw $?
+printf '#!/bin/sh\necho ran\n' > mnt/x; chmod 755 mnt/x; echo "write $?"
+mount -i -o remount,ro mnt; st remount-ro $?
+mount -i -o remount,rw mnt; st remount-rw-again $?
+mount -i -o remount,bind,noexec mnt; st bind-noexec $?
+mount -i -o remount,bind,exec mnt; st bind-exec $?
+umount mnt; echo "umount $?"
+mount -o noexec $d mnt; st mount-noexec $?
+mount -i -o remount,exec mnt; st remount-exec $?
+umount mnt; echo "umount $?"
+mount -o ro,noexec,nosymfollow $d mnt; st mount-ro-noexec-nosymfollow $?
+mount -i -o remount,bind,rw mnt; st bind-rw $?
+mount -i -o remount,rw,exec mnt; st remount-rw-exec $?
+umount mnt; echo "umount $?"
+losetup -d $d; echo "left $(losetup -a | wc -l)"`
+
+// TestKernelMountRemountUnlocked: a kernel mount (--allow-kernel-mount
+// ext4) made read-only, noexec or nosymfollow on a writable device can be
+// remounted read-write, exec and symfollow, with superblock and bind
+// remounts (util-linux 2.38's mount(2) path), as host root can: only
+// nosuid and nodev (and the atime flags) are locked, not what the caller
+// asked for; a bare fspick reconfiguration to read-write leaves the
+// mount's own ro as it is. (The locked nosuid and nodev are left out of
+// the comparison; TestAttack5KernelMountUnlocked checks that they hold.)
+func TestKernelMountRemountUnlocked(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "e2fsck")
+	// A bare superblock reconfiguration (fspick) leaves the mount's own
+	// read-only flag as it is, as on the host.
+	script := strings.Replace(unlockedScript, "\nlosetup -d $d;", `
+mount -o ro $d mnt; st mount-ro-again $?
+fspickrw mnt rw; st fspick-rw x
+fspickrw mnt ro; st fspick-ro x
+umount mnt; echo "umount $?"
+losetup -d $d;`, 1)
+	dir, state := mountDiff{
+		script:  script,
+		kernel:  true,
+		prepare: fsMnt,
+		hostOK: func(t *testing.T, host string) {
+			if !strings.Contains(host, "remount-rw: rc=0 rw,relatime sb=rw write=ok") ||
+				!strings.Contains(host, "bind-exec: rc=0 rw,relatime sb=rw write=ok exec=ran") {
+				t.Fatalf("set-up: the host should remount read-write and exec:\n%s", host)
+			}
+		},
+	}.run(t, []string{"--allow-kernel-mount", "ext4"})
+	hostFsck(t, filepath.Join(dir, "fs.img"))
+	bareFails(t, dir, state, `d=$(losetup -f --show fs.img)`)
+}
+
 // TestMountTableSource: every helper's mount shows the device as its
 // source in mountinfo, as a kernel mount does, and util-linux finds the
 // mount it made when the target is a symlink (no "failed to update

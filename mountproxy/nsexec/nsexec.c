@@ -16,8 +16,10 @@
  *   argv  loopvisor-nsexec ARGS...
  * Ops:
  *   move TARGET         attach fd 6 on TARGET (move_mount)
- *   lockmove TARGET     attach fd 6 on TARGET with its flags locked, as
- *                       if the sandbox had inherited it (see lockmove())
+ *   lockmove TARGET SET attach fd 6 on TARGET with its flags locked, as
+ *                       if the sandbox had inherited it, then MOUNT_ATTR_*
+ *                       bits SET (ro, noexec, nosymfollow only) set on it,
+ *                       not locked (see lockmove())
  *   umount TARGET FLAGS umount2(TARGET, FLAGS)
  *   bind TARGET         attach fd 6 on TARGET, creating TARGET as an empty
  *                       file if it does not exist (a device node for /dev)
@@ -132,33 +134,56 @@ static void attach(int t) {
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
 #endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
 #ifndef MOUNT_ATTR_NODEV
 #define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef MOUNT_ATTR_NOEXEC
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
+#ifndef MOUNT_ATTR_NOSYMFOLLOW
+#define MOUNT_ATTR_NOSYMFOLLOW 0x00200000
 #endif
 struct lv_mount_attr {
 	unsigned long long attr_set, attr_clr, propagation, userns_fd;
 };
 
+/* unlocked_attrs are the flags lockmove sets after the locked copy: the
+ * caller's to clear again, as on the host. */
+#define UNLOCKED_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSYMFOLLOW)
+
 /*
  * lockmove attaches the detached mount on fd 6 (made by host root, e.g. with
- * fsmount) on target in the sandbox's mount namespace with its flags locked:
- * the sandbox cannot remount it without nosuid, nodev, noexec or ro (when
- * set), nor change its atime flags, exactly as for a mount it inherited.
+ * fsmount) on target in the sandbox's mount namespace with the flags it has
+ * on fd 6 locked: the sandbox cannot remount it without nosuid or nodev
+ * (when set), nor change its atime flags, exactly as for a mount it
+ * inherited. set (MOUNT_ATTR_RDONLY, _NOEXEC, _NOSYMFOLLOW) is then set on
+ * the mount before it is attached, not locked: the sandbox may clear those
+ * again with a remount, as host root may on the host, and the mount is
+ * never attached without them.
  *
  * The kernel sets MNT_LOCK_* only when it copies mounts into a mount
  * namespace owned by a less privileged user namespace (copy_mnt_ns ->
  * lock_mnt_tree) or propagates them into one; a mount moved in by host root
- * is not locked. So: attach the mount in a private mount namespace of our
- * own (still the host's user namespace), join the sandbox's user namespace,
- * unshare the mount namespace again (the copy belongs to the sandbox's user
- * namespace: every copied mount is locked), clone the locked copy with
- * open_tree (lock flags are part of the mount's flags and survive the
- * clone), join the sandbox's mount namespace and attach the clone. An
- * idmapping must be set on fd 6 before: mount_setattr refuses to idmap an
- * attached mount, and the copy and the clone keep it.
+ * is not locked. lock_mnt_tree locks each flag the mount has then (ro,
+ * nodev, nosuid, noexec) and always its atime flags. So: attach the mount in
+ * a private mount namespace of our own (still the host's user namespace),
+ * join the sandbox's user namespace, unshare the mount namespace again (the
+ * copy belongs to the sandbox's user namespace: every copied mount is
+ * locked), clone the locked copy with open_tree (lock flags are part of the
+ * mount's flags and survive the clone), set set on the clone (with
+ * CAP_SYS_ADMIN over our mount namespace, owned by the sandbox's user
+ * namespace; only setting, so the locks are not in the way), join the
+ * sandbox's mount namespace and attach the clone. An idmapping must be set
+ * on fd 6 before: mount_setattr refuses to idmap an attached mount, and the
+ * copy and the clone keep it.
  * Preconditions: single-threaded, host root, fds 3-6 as for "move".
  */
-static void lockmove(const char *target) {
+static void lockmove(const char *target, unsigned long long set) {
+	if (set & ~(unsigned long long)UNLOCKED_ATTRS)
+		die(EINVAL, "flags to set");
 	if (unshare(CLONE_NEWNS) < 0)
 		die(errno, "unshare mount namespace");
 	/* Nothing done here may propagate to the host's mount table. */
@@ -184,6 +209,11 @@ static void lockmove(const char *target) {
 		die(EPERM, "the kernel did not lock the mount's flags");
 	if (errno != EPERM)
 		die(errno, "mount_setattr check");
+	if (set) {
+		struct lv_mount_attr s = {.attr_set = set};
+		if (syscall(SYS_mount_setattr, m, "", AT_EMPTY_PATH, &s, sizeof s) < 0)
+			die(errno, "mount_setattr");
+	}
 	if (setns(3, CLONE_NEWNS) < 0)
 		die(errno, "setns mount");
 	become_caller();
@@ -403,8 +433,8 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 		enter();
 		attach(open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC));
 	}
-	if (!strcmp(op, "lockmove"))
-		lockmove(argv[1]);
+	if (!strcmp(op, "lockmove") && argc >= 3)
+		lockmove(argv[1], strtoull(argv[2], NULL, 10));
 	if (!strcmp(op, "bind")) {
 		enter();
 		int t = open(argv[1], O_PATH | O_NOFOLLOW | O_CLOEXEC);

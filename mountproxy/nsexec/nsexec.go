@@ -204,12 +204,15 @@ func Unbind(ns *NS, target string) error { return runOp(ns, "unbind", nil, targe
 func Move(ns *NS, mnt *os.File, target string) error { return runOp(ns, "move", mnt, target) }
 
 // MoveLocked attaches mnt (a detached mount made by host root) on the
-// existing directory target inside the sandbox with its flags locked, as
-// the kernel locks those of a mount the sandbox inherited: the sandbox
-// cannot remount it without nosuid, nodev, noexec or ro. Any idmapping
-// must be set on mnt before.
-func MoveLocked(ns *NS, mnt *os.File, target string) error {
-	return runOp(ns, "lockmove", mnt, target)
+// existing directory target inside the sandbox with the flags it has
+// locked, as the kernel locks those of a mount the sandbox inherited (the
+// sandbox cannot remount it without nosuid or nodev, nor change its atime
+// flags), then with the MOUNT_ATTR_* bits set (only RDONLY, NOEXEC and
+// NOSYMFOLLOW, else EINVAL) set on it before it is attached, not locked:
+// the sandbox may clear those, as on the host. Any idmapping must be set
+// on mnt before.
+func MoveLocked(ns *NS, mnt *os.File, target string, set uint64) error {
+	return runOp(ns, "lockmove", mnt, target, strconv.FormatUint(set, 10))
 }
 
 // CloneMount makes another mount of the file system mounted at src (whose
