@@ -424,25 +424,34 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	if r, ok := p.secondMount(c, idx, a, log); ok {
 		return r
 	}
-	if node, err := p.dev.NodePath(idx); err != nil {
+	devNode, err := p.dev.NodePath(idx)
+	if err != nil {
 		return fail(err)
-	} else if deviceHeld(node) {
+	}
+	if deviceHeld(devNode) {
 		log.Info("device held by another superblock (a kernel mount): EBUSY, as the kernel answers")
 		return notify.Errno(unix.EBUSY)
-	} else if ro, err := deviceReadOnly(node); err != nil {
+	} else if ro, err := deviceReadOnly(devNode); err != nil {
 		return fail(err)
 	} else if ro && a.flags&unix.MS_RDONLY == 0 {
 		log.Info("read-only device mounted without MS_RDONLY: EACCES, as the kernel answers")
 		return notify.Errno(unix.EACCES)
-	} else if ic, err := checkImage(a.fstype, node, a.flags&unix.MS_RDONLY != 0); err != nil {
+	}
+	ic, err := checkImage(a.fstype, devNode, a.flags&unix.MS_RDONLY != 0)
+	if err != nil {
 		log.WithError(err).Warn("image refused as the kernel would refuse it")
 		return fail(err)
-	} else if ic.forceRO {
+	}
+	if ic.forceRO {
 		log.Info("image has the read-only feature: mounted read-only, as the kernel does")
 		a.flags |= unix.MS_RDONLY
 		if opts, err = fuseOptions(helper, a.flags, a.data); err != nil {
 			return notify.Errno(unix.EINVAL)
 		}
+	}
+	if ic.blockSize > 0 {
+		// Held until the helper has the device open (or failed).
+		defer matchBlockSize(devNode, ic.blockSize, log)()
 	}
 	files, err := jailFiles(path, p.pol.CacheDir)
 	if err != nil {
