@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,58 @@ func jailFiles(helper, cacheDir string) ([]string, error) {
 	jailFilesCache[key] = out
 	storeJailCache(cacheDir, helper, exe, out)
 	return out, nil
+}
+
+// Prewarm makes, in the background, what the first FUSE mount of a
+// process would otherwise make on its caller's time: the helpers' seccomp
+// filter, execute-only copies of loopvisor and of the policy's helpers, and
+// the helpers' jail file lists where the state dir's cache has them (a miss
+// is left to the mount: listing runs ldd). `run` calls it once its sandbox
+// runs: a sandbox's first mount then starts its helper about 5 ms sooner
+// (most of it the copy of loopvisor). The copies take their size in memory
+// (loopvisor's about 7 MB) for the life of the process, mounted or not.
+func (p *Proxy) Prewarm() {
+	helpers := make([]string, 0, len(p.pol.Fuse))
+	for _, h := range p.pol.Fuse {
+		helpers = append(helpers, h)
+	}
+	sort.Strings(helpers)
+	go func() {
+		_, _ = helperProgram()
+		if f, err := execOnlyCopy("/proc/self/exe"); err == nil {
+			_ = f.Close()
+		}
+		seen := map[string]bool{}
+		for _, h := range helpers {
+			path, err := jailHelper(h)
+			if err != nil || seen[path] {
+				continue
+			}
+			seen[path] = true
+			warmJailFiles(path, p.pol.CacheDir)
+			if f, err := execOnlyCopy(path); err == nil {
+				_ = f.Close()
+			}
+		}
+	}()
+}
+
+// warmJailFiles loads helper's jail file list from cacheDir's cache into the
+// process's, if the cache holds a valid one.
+func warmJailFiles(helper, cacheDir string) {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	key := jailCacheKey(helper, exe)
+	jailFilesMu.Lock()
+	defer jailFilesMu.Unlock()
+	if _, ok := jailFilesCache[key]; ok {
+		return
+	}
+	if fs, ok := loadJailCache(cacheDir, helper, exe); ok {
+		jailFilesCache[key] = fs
+	}
 }
 
 func fileExists(p string) bool {

@@ -192,6 +192,12 @@ func runSandbox(cfg RunConfig, in *loopctl.Instance, log *logrus.Entry) (int, er
 	if _, err := ours.Write([]byte{'A'}); err != nil {
 		_ = cmd.Process.Kill()
 	}
+	if sb.Mounts != nil {
+		// One sandbox per process: its first FUSE mount need not pay for
+		// what every mount of the process shares (on the idle CPU while
+		// the sandbox starts its command).
+		sb.Mounts.Prewarm()
+	}
 	_, ttyErr := unix.IoctlGetTermios(0, unix.TCGETS)
 	var werr error
 	for done := false; !done; {
