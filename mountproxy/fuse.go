@@ -125,10 +125,11 @@ func jailFiles(helper, cacheDir string) ([]string, error) {
 // process would otherwise make on its caller's time: the helpers' seccomp
 // filter, execute-only copies of loopvisor and of the policy's helpers, and
 // the helpers' jail file lists where the state dir's cache has them (a miss
-// is left to the mount: listing runs ldd). `run` calls it once its sandbox
-// runs: a sandbox's first mount then starts its helper about 5 ms sooner
-// (most of it the copy of loopvisor). The copies take their size in memory
-// (loopvisor's about 7 MB) for the life of the process, mounted or not.
+// is left to the mount: listing runs ldd). `run` calls it at its sandbox's
+// first trapped call: the sandbox's first mount then starts its helper
+// about 5 ms sooner (most of it the copy of loopvisor). The copies take
+// their size in memory (loopvisor's about 7 MB) for the life of the
+// process, mounted or not.
 func (p *Proxy) Prewarm() {
 	helpers := make([]string, 0, len(p.pol.Fuse))
 	for _, h := range p.pol.Fuse {
