@@ -28,10 +28,11 @@ import (
 // 2 to 3 times longer without it.
 
 // blockSizeWait bounds how long a mount waits for BLKBSZSET, which writes
-// the device's dirty pages back first: a backing file the container
-// serves through FUSE may never answer. The mount goes on without the
-// new size then; the ioctl finishes (or not) in the background.
-const blockSizeWait = 250 * time.Millisecond
+// the device's dirty pages back first, as the kernel's mount does: a
+// backing file the container serves through FUSE may never answer. The
+// mount goes on without the new size then; the ioctl finishes (or not)
+// in the background. As long as the superblock read's bound.
+const blockSizeWait = CheckTimeout
 
 // matchBlockSize sets the block size of the device at node to size unless
 // it has it already, and returns a function that gives up the device once
