@@ -270,7 +270,8 @@ func CheckFatBoot(b []byte) error {
 
 // imageCheck is what checkImage found.
 type imageCheck struct {
-	forceRO bool // the kernel would mount read-only by itself
+	forceRO   bool // the kernel would mount read-only by itself
+	blockSize int  // the file system's block size, where the kernel's mount sets the device's to it (ext2/3/4); 0 otherwise
 }
 
 // checkImage applies the kernel's checks of fstype's superblock on the
@@ -373,7 +374,7 @@ func readImage(fstype, node string, readOnly bool) (imageCheck, error) {
 	if sb.Blocks > size/sb.BlockBytes {
 		return imageCheck{}, fmt.Errorf("%w: bad geometry: block count %d exceeds size of device (%d blocks)", unix.EINVAL, sb.Blocks, size/sb.BlockBytes)
 	}
-	return imageCheck{forceRO: forceRO}, nil
+	return imageCheck{forceRO: forceRO, blockSize: int(sb.BlockBytes)}, nil
 }
 
 // deviceHeld reports whether the block device at node is held

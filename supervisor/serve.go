@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"runtime"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -21,6 +22,11 @@ type Sandbox struct {
 	// done for it: an error refuses the call with EPERM (logged), errStale
 	// drops it.
 	Check func(l *notify.Listener, req *notify.Request) error
+	// Warm, if set, is called once, at the first trapped call (before it
+	// is served): work a sandbox that uses loop devices will want done
+	// ahead of its mounts, and one that never does should not pay for.
+	Warm     func()
+	warmOnce sync.Once
 }
 
 // Serve answers the listener's notifications until no task uses the filter
@@ -73,6 +79,9 @@ func answer(l *notify.Listener, sb *Sandbox, req *notify.Request) notify.Reply {
 
 // answerWith is answer with the scratch of a serve loop (nil: none).
 func answerWith(l *notify.Listener, sb *Sandbox, req *notify.Request, sc *scratch) notify.Reply {
+	if sb.Warm != nil {
+		sb.warmOnce.Do(sb.Warm)
+	}
 	if sb.Check != nil {
 		if err := sb.Check(l, req); err != nil {
 			if !errors.Is(err, errStale) {

@@ -247,6 +247,44 @@ echo "devices $(losetup -a | wc -l)"`
 	}
 }
 
+// TestMountBlockSize: while an ext4 file system with 1024-byte blocks
+// (mke2fs's choice below 512 MiB) is mounted, its device's block size
+// (BLKBSZGET) is the file system's, as the kernel's mount sets it, not
+// the 4096 the kernel chose when the device was first opened; and
+// whatever the sandbox wrote is in the image after the umount.
+func TestMountBlockSize(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs", "e2fsck", "debugfs", "blockdev")
+	script := `mkdir -p a
+mount -o loop fs.img a; echo "mount $?"
+d=$(findmnt -n -o SOURCE a)
+echo "block size: $(blockdev --getbsz $d)"
+dd if=/dev/zero of=a/f bs=1k count=300 status=none; echo "write $?"
+echo end >> a/f
+umount a; echo "umount $?"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+			}
+			host := normMount(hostScript(t, hostDir, script), hostDir, false)
+			if !strings.Contains(host, "block size: 1024\n") {
+				t.Fatalf("set-up: the host's mount should set the device's block size to 1024:\n%s", host)
+			}
+			out := sandboxOK(t, dir, state, p.flags, script)
+			diffLines(t, host, normMount(out, dir, p.name == "kernel"))
+			img := filepath.Join(dir, "fs.img")
+			hostFsck(t, img)
+			if got := debugfsCat(t, img, "/f"); len(got) != 300<<10+4 || !strings.HasSuffix(got, "end\n") {
+				t.Errorf("the image holds %d bytes in /f after the umount, want %d ending in \"end\"", len(got), 300<<10+4)
+			}
+			bareFails(t, dir, state, `mkdir -p a; mount -o loop fs.img a`)
+		})
+	}
+}
+
 // TestMountFlagsPropagation: per-mount flags with a propagation type
 // (util-linux makes the mount, then changes its propagation) show as on
 // the host: a FUSE mount is not nosuid or nodev unless asked for. (A
