@@ -113,7 +113,7 @@ func (p *Proxy) Fspick(c Caller, args [6]uint64) notify.Reply {
 		return cont
 	}
 	pk := &pickState{dev: e.dev, mntID: e.id, idx: -1}
-	if pk.fm = p.helperFor(e.dev); pk.fm == nil {
+	if pk.fm = p.helperFor(e); pk.fm == nil {
 		pk.fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount
 	}
 	if pk.fm == nil {

@@ -1,0 +1,114 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pidWithArg returns the host pid of a process in another mount namespace
+// than the test's whose command line holds arg, waiting up to d for one to
+// appear.
+func pidWithArg(t *testing.T, arg string, d time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err != nil || !strings.Contains(string(b), arg) {
+				continue
+			}
+			ns, err1 := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
+			own, err2 := os.Readlink("/proc/self/ns/mnt")
+			if err1 == nil && err2 == nil && ns != own {
+				return pid
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no process with %q in its command line", arg)
+	return 0
+}
+
+// TestAttackFspickStaleHelperDev: a FUSE helper's superblock is known to
+// loopvisor by its device number (0:N), which the kernel gives to the next
+// superblock once the old one is gone. The container stops its helper
+// (SIGSTOP: it runs as the container's root, in its pid namespace) and
+// detaches the mount (umount -l): the superblock goes, the helper is still
+// "live". A superblock the container does not own then takes the number:
+// here a tmpfs that host root mounts into the container's mount namespace
+// (as an engine adds a volume to a running container). fspick of it,
+// "ro" and FSCONFIG_CMD_RECONFIGURE must be the kernel's answer, EPERM
+// (the superblock belongs to the initial user namespace), and the tmpfs
+// stays writable. Before the fix loopvisor took it for the helper's mount
+// and reconfigured it read-only as host root ("reconfigure OK", sb=ro).
+// Without loopvisor the FUSE mount is not there.
+func TestAttackFspickStaleHelperDev(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir, state := workDir(t), stateDir(t)
+	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
+	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	// The marker is put together by the shell: the script itself is on
+	// loopvisor's command line, in the host's mount namespace.
+	marker := fmt.Sprintf("fspick-stale-wait-%d", os.Getpid())
+	script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+mountpoint -d mnt > dev.tmp && mv dev.tmp dev
+h=$(pgrep -x fuse2fs) || exit 1
+kill -STOP $h || exit 1
+umount -l mnt || exit 1
+echo freed > freed
+m=fspick-stale; sh -c 'while [ ! -e ready ]; do sleep 0.1; done' "$m-wait-` + strconv.Itoa(os.Getpid()) + `"
+v=$(cat ready)
+if [ "$v" != none ]; then
+	fspickro "$v" ro
+	echo "sb=$(findmnt -n -o FS-OPTIONS "$v" | cut -d, -f1)"
+fi
+kill -CONT $h; kill $h
+losetup -d $d; echo "detach $?"`
+	out := sandboxAsync(dir, state, nil, script)
+	dev := waitFile(t, filepath.Join(dir, "dev"), time.Minute)
+	waitFile(t, filepath.Join(dir, "freed"), time.Minute)
+	pid := pidWithArg(t, marker, time.Minute)
+	// Host root mounts tmpfs file systems into the container's mount
+	// namespace until one gets the helper's old device number (the
+	// kernel hands out the lowest free one; the others fill the holes
+	// below it and go with the namespace).
+	victim := "none"
+	for i := 0; i < 400 && victim == "none"; i++ {
+		v := filepath.Join(dir, fmt.Sprintf("victim%d", i))
+		check(t, os.Mkdir(v, 0o755))
+		if r := run(t, "/", "nsenter", "-t", strconv.Itoa(pid), "-m", "--", "mount", "-t", "tmpfs", "victim", v); r.Code != 0 {
+			t.Errorf("mount tmpfs in the container: %s", r)
+			break
+		}
+		r := run(t, "/", "nsenter", "-t", strconv.Itoa(pid), "-m", "--", "mountpoint", "-d", v)
+		if strings.TrimSpace(r.Stdout) == dev {
+			victim = v
+		}
+	}
+	check(t, os.WriteFile(filepath.Join(dir, "ready"), []byte(victim), 0o644))
+	o := <-out
+	check(t, o.err)
+	if victim == "none" {
+		t.Fatalf("set-up: no tmpfs got the helper's old device %s (another process took it); sandbox:\n%s", dev, o.r)
+	}
+	if o.r.Code != 0 || !strings.Contains(o.r.Stdout, "fspick OK\nset OK\n") || !strings.Contains(o.r.Stdout, "detach 0\n") {
+		t.Fatalf("set-up: the container should pick the tmpfs and detach its device:\n%s", o.r)
+	}
+	if !strings.Contains(o.r.Stdout, "reconfigure EPERM\nsb=rw\n") {
+		t.Errorf("a tmpfs of host root that took a dead helper's device number was reconfigured on the container's behalf (want the kernel's EPERM and sb=rw):\n%s", o.r)
+	}
+	bareFails(t, dir, state, "d=$(losetup -f --show fs.img) && mount $d mnt")
+}
