@@ -112,3 +112,78 @@ losetup -d $d; echo "detach $?"`
 	}
 	bareFails(t, dir, state, "d=$(losetup -f --show fs.img) && mount $d mnt")
 }
+
+// TestAttackFspickKernelOptions: fsconfig on a reconfiguration context of
+// a kernel mount (--allow-kernel-mount ext4) with what the allow-list
+// keeps out (errors=panic, abort, dax, resuid=, source, journal_dev=),
+// per-mount flags as parameters (suid, dev), path, descriptor and binary
+// parameters, hostile pointers and sizes (fspickopts params): each is
+// refused (EINVAL; EFAULT for a bad pointer) and the reconfiguration
+// changes nothing of it: the mount stays nosuid,nodev and the superblock
+// has no errors=panic. Host root's ext4 takes errors=panic, abort, dax,
+// resuid=0 and source, so the refusals are loopvisor's. Then errors=panic
+// slipped onto the caller's descriptor of the context by swapping its
+// number with a tmpfs context's while fsconfig is trapped (fspickopts
+// race: the kernel takes it on the caller's descriptor) must not reach the
+// superblock either: loopvisor reconfigures its own context, never the
+// caller's. Without loopvisor the device is not there.
+func TestAttackFspickKernelOptions(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+	for _, d := range []string{hostDir, dir} {
+		fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+		check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
+		check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
+	}
+	host := hostScript(t, hostDir, `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+fspickopts params mnt
+umount mnt; losetup -d $d`)
+	for _, want := range []string{"errors=panic OK\n", "abort OK\n", "dax OK\n", "resuid=0 OK\n", "source OK\n"} {
+		if !strings.Contains(host, want) {
+			t.Fatalf("set-up: host root's ext4 should give %q:\n%s", want, host)
+		}
+	}
+	script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+fspickopts params mnt
+fspickopts race mnt
+umount mnt; echo "umount $?"
+losetup -d $d; echo "detach $?"`
+	flags := []string{"--allow-kernel-mount", "ext4"}
+	sb := sandboxOK(t, dir, state, flags, script)
+	params, race, ok := strings.Cut(sb, "fspick OK\nslipped ")
+	if !ok || !strings.HasPrefix(params, "fspick OK\n") || !strings.HasSuffix(sb, "umount 0\ndetach 0\n") {
+		t.Fatalf("set-up: both probes should pick the mount and the device should go:\n%s", sb)
+	}
+	refused := map[string]string{"errors=panic": "EINVAL", "abort": "EINVAL", "dax": "EINVAL", "resuid=0": "EINVAL",
+		"source": "EINVAL", "suid": "EINVAL", "dev": "EINVAL", "journal_path": "EINVAL", "journal_dev": "EINVAL",
+		"set-fd": "EINVAL", "binary": "EINVAL", "key-fault": "EFAULT", "value-fault": "EFAULT", "key-long": "EINVAL",
+		"value-long": "EINVAL", "key-edge": "EFAULT", "binary-huge": "EINVAL", "badcmd": "EOPNOTSUPP", "reconfigure": "OK"}
+	for name, errno := range refused {
+		if !strings.Contains(params, "\n"+name+" "+errno+"\n") {
+			t.Errorf("%s: want %s:\n%s", name, errno, params)
+		}
+	}
+	if n, _, _ := strings.Cut(race, "\n"); n == "0" {
+		t.Fatalf("set-up: no fsconfig slipped onto the caller's descriptor; the race proves nothing:\n%s", sb)
+	}
+	if !strings.Contains(race, "\nreconfigure OK\n") {
+		t.Errorf("the reconfiguration after the race should succeed:\n%s", race)
+	}
+	for _, part := range []string{params, race} {
+		for _, l := range strings.Split(part, "\n") {
+			if o, ok := strings.CutPrefix(l, "mount "); ok && (!strings.Contains(","+o+",", ",nosuid,") || !strings.Contains(","+o+",", ",nodev,")) {
+				t.Errorf("the kernel mount lost nosuid or nodev: %s", l)
+			}
+			if o, ok := strings.CutPrefix(l, "super "); ok && (strings.Contains(o, "errors=panic") || !strings.Contains(o, "errors=remount-ro")) {
+				t.Errorf("the superblock took an option outside the allow-list: %s", l)
+			}
+		}
+		if !strings.Contains(part, "\nmount ") || !strings.Contains(part, "\nsuper ") {
+			t.Errorf("no mountinfo line for the mount:\n%s", part)
+		}
+	}
+	bareFails(t, dir, state, script)
+}
