@@ -187,3 +187,60 @@ losetup -d $d; echo "detach $?"`
 	}
 	bareFails(t, dir, state, script)
 }
+
+// TestAttackFspickContextPassedOut: sandbox A (uid 100000) picks its
+// served mount and passes the reconfiguration context over a unix socket
+// (SCM_RIGHTS) to sandbox B (uid 200000, another tenant under its own
+// loopvisor), which sets "ro" and reconfigures: the kernel's EPERM, as for
+// any holder without CAP_SYS_ADMIN in the superblock's user namespace (A's
+// for a FUSE mount, the initial one for a kernel mount), and fsmount and
+// create are refused too. A's mount stays writable. Both policies. Without
+// loopvisor A's device is not there.
+func TestAttackFspickContextPassedOut(t *testing.T) {
+	needRoot(t)
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			dirA, dirB, state := workDir(t), workDir(t), stateDir(t)
+			check(t, os.Chown(dirB, OtherUID, OtherUID))
+			sockDir := workDir(t)
+			check(t, os.Chmod(sockDir, 0o777))
+			sock := filepath.Join(sockDir, "s")
+			fsImage(t, dirA, "fs.img", "mkfs.ext4", 32<<20)
+			check(t, os.Mkdir(filepath.Join(dirA, "mnt"), 0o755))
+			check(t, os.Chown(filepath.Join(dirA, "mnt"), SandboxUID, SandboxUID))
+			b := make(chan outcome, 1)
+			go func() {
+				r, err := command(dirB, loopvisor, "run", "--state-dir", state,
+					"--uid-map", fmt.Sprintf("%d:65536", OtherUID), "--gid-map", fmt.Sprintf("%d:65536", OtherUID), "--",
+					"sh", "-c", "fdpass recv "+sock+" ro")
+				b <- outcome{r, err}
+			}()
+			script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+while [ ! -S ` + sock + ` ]; do sleep 0.05; done
+fdpass send ` + sock + ` mnt; echo "send $?"
+echo "sb=$(findmnt -n -o FS-OPTIONS mnt | cut -d, -f1) write=$(touch mnt/probe 2>/dev/null && echo OK || echo refused)"
+umount mnt; echo "umount $?"
+losetup -d $d; echo "detach $?"`
+			a := sandboxOK(t, dirA, state, p.flags, script)
+			ob := <-b
+			check(t, ob.err)
+			if !strings.Contains(a, "fspick OK\nconnect OK\nsendmsg OK\nsend 0\n") || !strings.Contains(ob.r.Stdout, "received anon_inode:[fscontext]\n") {
+				t.Fatalf("set-up: A should pass its context to B:\n%s\n--- B\n%s", a, ob.r)
+			}
+			for _, want := range []string{"reconfigure EPERM\n", "create EBUSY\n"} {
+				if !strings.Contains(ob.r.Stdout, want) {
+					t.Errorf("B, holding A's context, should get %q:\n%s", want, ob.r)
+				}
+			}
+			if strings.Contains(ob.r.Stdout, "fsmount OK") {
+				t.Errorf("B made a mount of A's superblock:\n%s", ob.r)
+			}
+			if !strings.Contains(a, "sb=rw write=OK\numount 0\ndetach 0\n") {
+				t.Errorf("A's mount should stay writable and go:\n%s", a)
+			}
+			bareFails(t, dirA, state, "d=$(losetup -f --show fs.img) && mount $d mnt")
+		})
+	}
+}
