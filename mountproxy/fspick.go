@@ -389,6 +389,26 @@ func (n *newAPI) dropPicks(dev string) {
 	}
 }
 
+// dropPicksUnder forgets the fspick contexts of superblocks whose mounts
+// in ms all lie at or below point (and one at least): a lazy umount of
+// point detaches them, and the superblock must then end as on the host
+// (a kernel mount's loop device is freed, a helper exits).
+func (n *newAPI) dropPicksUnder(ms []mountEntry, point string) {
+	in, out := map[string]bool{}, map[string]bool{}
+	for _, m := range ms {
+		if point == "/" || m.point == point || strings.HasPrefix(m.point, point+"/") {
+			in[m.dev] = true
+		} else {
+			out[m.dev] = true
+		}
+	}
+	for dev := range in {
+		if !out[dev] {
+			n.dropPicks(dev)
+		}
+	}
+}
+
 // forget removes x from the table without releasing it.
 func (n *newAPI) forget(x *fsContext) {
 	n.mu.Lock()

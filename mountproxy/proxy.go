@@ -596,8 +596,12 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	}
 	if picks {
 		// fspick contexts loopvisor holds keep the superblock active
-		// (fspick.go): they go before its mounts do.
+		// (fspick.go): they go before its mounts do, also those a lazy
+		// umount of a mount above detaches with it.
 		p.api.dropPicks(m.dev)
+		if flags&unix.MNT_DETACH != 0 {
+			p.api.dropPicksUnder(callerMounts(c.Pid()), m.point)
+		}
 	}
 	if none {
 		return cont

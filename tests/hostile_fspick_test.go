@@ -244,3 +244,41 @@ losetup -d $d; echo "detach $?"`
 		})
 	}
 }
+
+// TestAttackFspickPinsSuperblock: the contexts loopvisor keeps for an
+// fspick keep the superblock active. A container picks a served mount
+// below a tmpfs, closes the context, detaches the tmpfs (umount -l, which
+// takes the mount below with it) and detaches the device: on the host the
+// superblock goes with its last mount, the device is free and can be
+// attached again. Before the fix loopvisor's contexts kept it (and with it
+// the device, bound to the image, and for FUSE the helper) until the
+// sandbox ended: the device stayed bound and a new attach got EBUSY. Both
+// policies.
+func TestAttackFspickPinsSuperblock(t *testing.T) {
+	needRoot(t)
+	script := `mkdir -p top && mount -t tmpfs none top && mkdir top/mnt || exit 1
+d=$(losetup -f --show fs.img) || exit 1
+mount $d top/mnt || exit 1
+fspickro top/mnt -
+umount -l top; echo "umount-l $?"
+losetup -d $d; echo "detach $?"
+n=0; while [ $n -lt 400 ] && [ -e /sys/block/${d#/dev/}/loop/backing_file ]; do sleep 0.05; n=$((n+1)); done
+echo "bound=$(cat /sys/block/${d#/dev/}/loop/backing_file 2>/dev/null | wc -l)"
+losetup $d fs.img; echo "reattach $?"
+losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
+			for _, d := range []string{hostDir, dir} {
+				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+			}
+			host := hostScript(t, hostDir, script)
+			if !strings.Contains(host, "fspick OK\numount-l 0\ndetach 0\nbound=0\nreattach 0\nleft 0\n") {
+				t.Fatalf("set-up: on the host the device should be free after the lazy umount:\n%s", host)
+			}
+			diffLines(t, host, sandboxOK(t, dir, state, p.flags, script))
+			bareFails(t, dir, state, script)
+		})
+	}
+}

@@ -3,7 +3,8 @@
  *
  *   fspickro PATH [FLAG]
  * fspick(PATH), fsconfig(FSCONFIG_SET_FLAG, FLAG) (default "ro"),
- * fsconfig(FSCONFIG_CMD_RECONFIGURE).
+ * fsconfig(FSCONFIG_CMD_RECONFIGURE). FLAG "-": fspick only, and the
+ * context closed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +29,7 @@ int main(int argc, char **argv) {
 		return 2;
 	const char *flag = argc == 3 ? argv[2] : "ro";
 	long p = report("fspick", syscall(SYS_fspick, AT_FDCWD, argv[1], FSPICK_CLOEXEC));
-	if (p < 0)
+	if (p < 0 || !strcmp(flag, "-"))
 		return 0;
 	report("set", syscall(SYS_fsconfig, (int)p, FSCONFIG_SET_FLAG, flag, NULL, 0));
 	report("reconfigure", syscall(SYS_fsconfig, (int)p, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0));
