@@ -282,3 +282,77 @@ losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
 		})
 	}
 }
+
+// supervisorOf returns the loopvisor process above pid in the test's
+// mount namespace (the sandbox's init is loopvisor too).
+func supervisorOf(t *testing.T, pid int) int {
+	t.Helper()
+	own, err := os.Readlink("/proc/self/ns/mnt")
+	check(t, err)
+	for p := pid; p > 1; {
+		exe, err1 := os.Readlink("/proc/" + strconv.Itoa(p) + "/exe")
+		ns, err2 := os.Readlink("/proc/" + strconv.Itoa(p) + "/ns/mnt")
+		if err1 == nil && err2 == nil && exe == loopvisor && ns == own {
+			return p
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/status")
+		if err != nil {
+			break
+		}
+		_, rest, _ := strings.Cut(string(b), "\nPPid:")
+		line, _, _ := strings.Cut(rest, "\n")
+		if p, err = strconv.Atoi(strings.TrimSpace(line)); err != nil {
+			break
+		}
+	}
+	t.Fatalf("no loopvisor process above %d", pid)
+	return 0
+}
+
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	check(t, err)
+	return len(ents)
+}
+
+// TestAttackFspickFlood: 5,000 fspick contexts of a served mount, each
+// closed by the caller (which loopvisor cannot see): the supervisor's
+// descriptors stay bounded (it keeps at most 16 contexts, two descriptors
+// each), and the mount still unmounts and the device goes. Both policies.
+func TestAttackFspickFlood(t *testing.T) {
+	needRoot(t)
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			hostGuard(t)
+			dir, state := workDir(t), stateDir(t)
+			fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+			check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
+			check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+			pid := strconv.Itoa(os.Getpid())
+			script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt || exit 1
+m=fspick-flood; sh -c 'while [ ! -e go1 ]; do sleep 0.05; done' "$m-1-` + pid + `"
+fspickro mnt many 5000
+sh -c 'while [ ! -e go2 ]; do sleep 0.05; done' "$m-2-` + pid + `"
+umount mnt; echo "umount $?"
+losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
+			out := sandboxAsync(dir, state, p.flags, script)
+			sup := supervisorOf(t, pidWithArg(t, "fspick-flood-1-"+pid, time.Minute))
+			before := fdCount(t, sup)
+			touch(t, filepath.Join(dir, "go1"))
+			pidWithArg(t, "fspick-flood-2-"+pid, time.Minute)
+			after := fdCount(t, sup)
+			touch(t, filepath.Join(dir, "go2"))
+			o := <-out
+			check(t, o.err)
+			if o.r.Code != 0 || !strings.Contains(o.r.Stdout, "picked 5000\numount 0\nleft 0\n") {
+				t.Fatalf("set-up: 5000 contexts should be picked and the mount go:\n%s", o.r)
+			}
+			t.Logf("supervisor descriptors: %d before, %d after 5000 contexts", before, after)
+			if after-before > 2*16+8 {
+				t.Errorf("the supervisor holds %d more descriptors after 5000 contexts the caller closed", after-before)
+			}
+		})
+	}
+}
