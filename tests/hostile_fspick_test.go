@@ -356,3 +356,49 @@ losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
 		})
 	}
 }
+
+// TestAttackKernelMountJournalDev: an ext4 image whose superblock names
+// an external journal by device number (s_journal_dev, here a loop minor
+// that does not exist on the host) and a kernel mount of it
+// (--allow-kernel-mount ext4). The superblock is created by host root
+// (nsexec kcreate), and ext4 opens the journal device by that number:
+// before the fix the kernel created the host device loopN (block device
+// autoloading: "couldn't read superblock of external journal"), outside
+// the instance, its limits and its journal, left after the sandbox. Now
+// the create runs in a devices cgroup that allows the serving device only:
+// the mount fails and no device appears. Without loopvisor the device of
+// the image is not there.
+func TestAttackKernelMountJournalDev(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	stray := removeStrays(t)
+	if _, err := os.Stat("/sys/fs/cgroup/devices"); err != nil {
+		t.Skip("no cgroup v1 devices hierarchy: the create is not confined on this host (README)")
+	}
+	dir, state := workDir(t), stateDir(t)
+	idx := freeIndexRange(t, 1)
+	stray(strconv.Itoa(idx))
+	img := filepath.Join(dir, "fs.img")
+	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+	enc := idx&0xff | 7<<8 | (idx&^0xff)<<12 // new_encode_dev(7:idx)
+	for _, req := range []string{"ssv journal_inum 0", fmt.Sprintf("ssv journal_dev %d", enc)} {
+		if r := run(t, "/", "debugfs", "-w", "-R", req, img); r.Code != 0 {
+			t.Fatalf("debugfs %s: %s", req, r)
+		}
+	}
+	check(t, os.Chown(img, SandboxUID, SandboxUID))
+	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
+	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	script := `d=$(losetup -f --show fs.img) || exit 1
+mount $d mnt 2>/dev/null; echo "mount $?"
+umount mnt 2>/dev/null
+losetup -d $d; echo "detach $?"`
+	out := sandboxOK(t, dir, state, []string{"--allow-kernel-mount", "ext4"}, script)
+	if !strings.Contains(out, "detach 0\n") || strings.Contains(out, "mount 0\n") {
+		t.Errorf("the mount of an image with a missing external journal should fail and the device go:\n%s", out)
+	}
+	if !loopIndexAbsent(idx) {
+		t.Errorf("a kernel mount of the sandbox's image created host device loop%d (its external journal's number)", idx)
+	}
+	bareFails(t, dir, state, script)
+}
