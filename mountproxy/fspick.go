@@ -113,7 +113,7 @@ func (p *Proxy) Fspick(c Caller, args [6]uint64) notify.Reply {
 		return cont
 	}
 	pk := &pickState{dev: e.dev, mntID: e.id, idx: -1}
-	if pk.fm = p.helperFor(e.dev); pk.fm == nil {
+	if pk.fm = p.helperFor(e); pk.fm == nil {
 		pk.fm = p.adoptMount(c.Pid(), id) // made by the caller's fsmount
 	}
 	if pk.fm == nil {
@@ -340,6 +340,26 @@ func (n *newAPI) dropPicks(dev string) {
 	n.mu.Unlock()
 	for _, x := range gone {
 		x.release()
+	}
+}
+
+// dropPicksUnder forgets the fspick contexts of superblocks whose mounts
+// in ms all lie at or below point (and one at least): a lazy umount of
+// point detaches them, and the superblock must then end as on the host
+// (a kernel mount's loop device is freed, a helper exits).
+func (n *newAPI) dropPicksUnder(ms []mountEntry, point string) {
+	in, out := map[string]bool{}, map[string]bool{}
+	for _, m := range ms {
+		if point == "/" || m.point == point || strings.HasPrefix(m.point, point+"/") {
+			in[m.dev] = true
+		} else {
+			out[m.dev] = true
+		}
+	}
+	for dev := range in {
+		if !out[dev] {
+			n.dropPicks(dev)
+		}
 	}
 }
 

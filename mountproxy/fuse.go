@@ -639,7 +639,7 @@ func (p *Proxy) fuseMount(c Caller, idx int, a mountArgs, log *logrus.Entry) not
 	_ = statW.Close()
 	_ = ctlR.Close()
 	fm := &fuseMount{target: a.target, helper: helper, cmd: cmd, done: make(chan struct{}),
-		idx: idx, fstype: a.fstype, readOnly: readOnly}
+		idx: idx, source: source, fstype: a.fstype, readOnly: readOnly}
 	type status struct {
 		line string
 		err  error

@@ -66,6 +66,7 @@ type fuseMount struct {
 	fstype    string // the type it was mounted as
 	readOnly  bool   // the helper (and the superblock) is read-only
 	dev       string // the FUSE superblock's MAJOR:MINOR, as in mountinfo
+	source    string // the mount's source, as in mountinfo (/dev/loopN)
 }
 
 // Proxy serves the mount calls of one instance.
@@ -409,17 +410,30 @@ func fdMountID(f *os.File) (uint64, error) {
 	return 0, unix.ENOENT
 }
 
-// helperFor returns the live helper whose superblock has device number
-// dev ("MAJOR:MINOR"), or nil.
-func (p *Proxy) helperFor(dev string) *fuseMount {
+// helperFor returns the live helper whose superblock mount m is, or nil.
+//
+// The device number alone does not say it: a superblock's anonymous
+// device number goes to the next superblock made once it is gone, and a
+// helper outlives its superblock for as long as the container wants (it
+// can stop it, and then unmount). So the mount must also be a FUSE mount
+// with the helper's source. What can still match then is a FUSE mount of
+// the container's own that took the number and names the same device: a
+// superblock of the container's user namespace, which the container may
+// reconfigure itself.
+func (p *Proxy) helperFor(m mountEntry) *fuseMount {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, fm := range p.fuse {
-		if fm.dev == dev && fm.live() {
+		if fm.serves(m) && fm.live() {
 			return fm
 		}
 	}
 	return nil
+}
+
+// serves reports whether m is a mount of fm's superblock (see helperFor).
+func (fm *fuseMount) serves(m mountEntry) bool {
+	return m.dev == fm.dev && m.source == fm.source && (m.fstype == "fuse" || strings.HasPrefix(m.fstype, "fuse."))
 }
 
 // live reports whether the helper still runs.
@@ -586,15 +600,19 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	}
 	if picks {
 		// fspick contexts loopvisor holds keep the superblock active
-		// (fspick.go): they go before its mounts do.
+		// (fspick.go): they go before its mounts do, also those a lazy
+		// umount of a mount above detaches with it.
 		p.api.dropPicks(m.dev)
+		if flags&unix.MNT_DETACH != 0 {
+			p.api.dropPicksUnder(callerMounts(c.Pid()), m.point)
+		}
 	}
 	if none {
 		return cont
 	}
 	// Any mount of a helper's superblock: the first, a second mount of
 	// the device, a bind the container made.
-	fm := p.helperFor(m.dev)
+	fm := p.helperFor(m)
 	if fm == nil {
 		fm = p.adoptMount(c.Pid(), m.id) // made by the caller's fsmount (newapi.go)
 	}
@@ -619,7 +637,7 @@ func (p *Proxy) Umount(c Caller, args [6]uint64) notify.Reply {
 	// and the wait ends after umountWaitHelper.
 	last := true
 	for _, m := range callerMounts(c.Pid()) {
-		if m.dev == fm.dev {
+		if fm.serves(m) {
 			last = false
 		}
 	}

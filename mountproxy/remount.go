@@ -52,7 +52,7 @@ func (p *Proxy) remount(c Caller, args [6]uint64, flags uint64) notify.Reply {
 		return cont
 	}
 	log := p.log.WithFields(logrus.Fields{"pid": c.Pid(), "syscall": "mount", "target": target, "flags": FlagString(flags)})
-	if fm := p.helperFor(e.dev); fm != nil {
+	if fm := p.helperFor(e); fm != nil {
 		return p.fuseRemount(c, fm, flags, log)
 	}
 	// A kernel mount: host root can look it up (no FUSE mount on the

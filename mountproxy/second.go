@@ -44,7 +44,7 @@ func (p *Proxy) secondMount(c Caller, idx int, a mountArgs, log *logrus.Entry) (
 	var src mountEntry
 	found := false
 	for _, m := range callerMounts(c.Pid()) {
-		if m.dev == fm.dev && m.root == "/" && (!found || m.id == fm.mntID) {
+		if fm.serves(m) && m.root == "/" && (!found || m.id == fm.mntID) {
 			src, found = m, true
 		}
 	}

@@ -400,6 +400,38 @@ static void lookup(char **argv) {
  * the fsmount afterwards on its own copy of the context.
  * Preconditions: single-threaded, host root.
  */
+/*
+ * devices_cgroup writes the path of this process's cgroup v1 devices
+ * hierarchy (below /sys/fs/cgroup/devices) to dir, or returns 0 when there
+ * is none (a cgroup v2 only host).
+ */
+static int devices_cgroup(char *dir, size_t n) {
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	char line[4096];
+	int found = 0;
+	while (f && !found && fgets(line, sizeof line, f)) {
+		char *c = strchr(line, ':');
+		if (!c || strncmp(c + 1, "devices:", 8) != 0)
+			continue;
+		c[9 + strcspn(c + 9, "\n")] = 0;
+		found = snprintf(dir, n, "/sys/fs/cgroup/devices%s", c + 9) < (int)n;
+	}
+	if (f)
+		fclose(f);
+	if (found && access(dir, W_OK) != 0)
+		found = 0;
+	return found;
+}
+
+static void put(const char *dir, const char *file, const char *val) {
+	char p[4200];
+	snprintf(p, sizeof p, "%s/%s", dir, file);
+	int fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, strlen(val)) < 0)
+		die(errno, "device cgroup");
+	close(fd);
+}
+
 static void kcreate(const char *name, const char *maj, const char *min) {
 	size_t n = strlen(name);
 	if (n < 5 || n > 32 || strncmp(name, "loop", 4) != 0 || strspn(name + 4, "0123456789p") != n - 4)
@@ -415,10 +447,45 @@ static void kcreate(const char *name, const char *maj, const char *min) {
 		die(errno, "mount tmpfs on /dev");
 	if (mknod(path, S_IFBLK | 0600, makedev(strtoul(maj, NULL, 10), strtoul(min, NULL, 10))) < 0)
 		die(errno, "mknod");
-	if (syscall(SYS_fsconfig, 6, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		die(errno, "create");
-	dprintf(1, "0\n");
-	_exit(0);
+	/* The file system reads the image (the container's) and may open
+	 * other block devices by the numbers it finds there (ext4's external
+	 * journal: s_journal_dev), as host root: opening a loop minor that does
+	 * not exist creates it (block device autoloading). Where the host has a
+	 * devices cgroup (v1), the create runs in a child cgroup that allows
+	 * the serving device only; the others get EPERM before they are looked
+	 * up. */
+	char parent[4096], dir[4200];
+	if (!devices_cgroup(parent, sizeof parent)) {
+		if (syscall(SYS_fsconfig, 6, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+			die(errno, "create");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	snprintf(dir, sizeof dir, "%s/loopvisor-kcreate-%d", parent, getpid());
+	if (mkdir(dir, 0700) < 0)
+		die(errno, "device cgroup");
+	pid_t c = fork();
+	if (c < 0) {
+		rmdir(dir);
+		die(errno, "fork");
+	}
+	if (c == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		char rule[96];
+		snprintf(rule, sizeof rule, "b %lu:%lu rw", strtoul(maj, NULL, 10), strtoul(min, NULL, 10));
+		put(dir, "devices.deny", "a");
+		put(dir, "devices.allow", rule);
+		put(dir, "cgroup.procs", "0");
+		if (syscall(SYS_fsconfig, 6, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+			die(errno, "create");
+		dprintf(1, "0\n");
+		_exit(0);
+	}
+	int st = 0;
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	rmdir(dir);
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 120);
 }
 
 __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv) {
