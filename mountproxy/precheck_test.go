@@ -141,3 +141,33 @@ func FuzzImageChecks(f *testing.F) {
 		}
 	})
 }
+
+// An ext4 superblock with a journal device instead of a journal inode is
+// refused for a kernel mount; an internal journal and no journal pass.
+func TestCheckExtJournal(t *testing.T) {
+	sb := func(compat, inum, dev uint32) []byte {
+		b := make([]byte, extSuperSize)
+		binary.LittleEndian.PutUint16(b[0x38:], extMagic)
+		binary.LittleEndian.PutUint32(b[0x5C:], compat)
+		binary.LittleEndian.PutUint32(b[0xE0:], inum)
+		binary.LittleEndian.PutUint32(b[0xE4:], dev)
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		b       []byte
+		refused bool
+	}{
+		{"internal journal", sb(extCompatJournal, 8, 0), false},
+		{"no journal", sb(0, 0, 0x7fa), false},
+		{"external journal 7:250", sb(extCompatJournal, 0, 0x7fa), true},
+		{"journal inode 0, no device", sb(extCompatJournal, 0, 0), true},
+		{"not ext", make([]byte, extSuperSize), false},
+		{"short", []byte{1, 2}, false},
+	} {
+		err := CheckExtJournal(tc.b)
+		if tc.refused != (err != nil) || (err != nil && !errors.Is(err, unix.EINVAL)) {
+			t.Errorf("%s: got %v, want refused=%v with EINVAL", tc.name, err, tc.refused)
+		}
+	}
+}

@@ -547,6 +547,10 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) n
 	if !loopctl.IsLoopDevice(&st) || loopctl.Index(st.Rdev) != idx {
 		return fail(unix.ENXIO)
 	}
+	if err := checkJournal(a.fstype, node); err != nil {
+		log.WithError(err).Warn("image names a device outside the instance: EINVAL")
+		return notify.Errno(unix.EINVAL)
+	}
 	// The mount's source is the device as the sandbox names it, as on the
 	// host: /dev/loopNpM for a partition (served by another loop device),
 	// whatever the host's /dev holds.

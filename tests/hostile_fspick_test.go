@@ -3,11 +3,14 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pidWithArg returns the host pid of a process in another mount namespace
@@ -401,4 +404,74 @@ losetup -d $d; echo "detach $?"`
 		t.Errorf("a kernel mount of the sandbox's image created host device loop%d (its external journal's number)", idx)
 	}
 	bareFails(t, dir, state, script)
+}
+
+// TestKcreateConfinesJournalDev: the devices cgroup of nsexec's kcreate
+// holds by itself, without the mount proxy's superblock check in front
+// of it (which a sandbox could race by rewriting its image between the
+// check and the create). The op is run directly, as the supervisor runs
+// it, on an ext4 context whose image names a free loop minor as its
+// external journal: the create fails and the minor is not created, where
+// host root's own create makes the kernel create it.
+func TestKcreateConfinesJournalDev(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	stray := removeStrays(t)
+	if _, err := os.Stat("/sys/fs/cgroup/devices"); err != nil {
+		t.Skip("no cgroup v1 devices hierarchy: the create is not confined on this host (README)")
+	}
+	dir := workDir(t)
+	idx := freeIndexRange(t, 1)
+	stray(strconv.Itoa(idx))
+	img := filepath.Join(dir, "fs.img")
+	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
+	enc := idx&0xff | 7<<8 | (idx&^0xff)<<12 // new_encode_dev(7:idx)
+	for _, req := range []string{"ssv journal_inum 0", fmt.Sprintf("ssv journal_dev %d", enc)} {
+		if r := run(t, "/", "debugfs", "-w", "-R", req, img); r.Code != 0 {
+			t.Fatalf("debugfs %s: %s", req, r)
+		}
+	}
+	r := run(t, dir, "losetup", "-f", "--show", img)
+	if r.Code != 0 {
+		t.Fatal(r)
+	}
+	dev := strings.TrimSpace(r.Stdout)
+	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
+	var st unix.Stat_t
+	check(t, unix.Stat(dev, &st))
+	create := func(nsexec bool) string {
+		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
+		check(t, err)
+		ctx := os.NewFile(uintptr(fd), "fscontext")
+		defer ctx.Close()
+		check(t, unix.FsconfigSetString(fd, "source", dev))
+		if !nsexec {
+			if err := unix.FsconfigCreate(fd); err != nil {
+				return err.Error()
+			}
+			return "created"
+		}
+		name := strings.TrimPrefix(dev, "/dev/")
+		cmd := exec.Command(loopvisor, name, strconv.Itoa(int(unix.Major(st.Rdev))), strconv.Itoa(int(unix.Minor(st.Rdev))))
+		cmd.Args[0] = "loopvisor-nsexec"
+		cmd.Env = []string{"_LOOPVISOR_NSEXEC=kcreate"}
+		cmd.ExtraFiles = []*os.File{nil, nil, nil, ctx}
+		out, _ := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	got := create(true)
+	t.Logf("kcreate: %s", got)
+	if !loopIndexAbsent(idx) {
+		t.Errorf("kcreate let the image's external journal create host loop%d (output %q)", idx, got)
+	}
+	// nsexec answers "errno step: detail"; the create must be what failed,
+	// with the devices cgroup's EPERM, not the op's set-up.
+	if !strings.Contains(got, "create") || !strings.Contains(got, strconv.Itoa(int(unix.EPERM))) {
+		t.Errorf("kcreate should fail at the create with EPERM (the devices cgroup), got %q", got)
+	}
+	// Control: host root's own create opens the journal's device number
+	// and the kernel creates the minor (removed by removeStrays).
+	if h := create(false); loopIndexAbsent(idx) {
+		t.Errorf("control: host root's create (%s) did not create loop%d: the test image does not name it", h, idx)
+	}
 }

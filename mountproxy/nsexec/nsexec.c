@@ -386,21 +386,6 @@ static void lookup(char **argv) {
 #endif
 
 /*
- * kcreate creates the superblock of the file system context on fd 6 (made
- * by the supervisor with fsopen, its parameters set, its source
- * "/dev/NAME") as host root, with /dev/NAME a node of the serving loop
- * device MAJOR:MINOR. The kernel looks the source up at the create
- * (get_tree_bdev: lookup_bdev in the creating task's root) and keeps the
- * same string as the mount's name (fsmount: mnt_devname, mountinfo's
- * source); so the mount shows the name the sandbox knows (/dev/loopNpM
- * for a partition, whose serving device is another loopK) without a node
- * in the host's /dev. The node lives on a tmpfs mounted over /dev in a
- * private mount namespace of this process only (not nodev: lookup_bdev
- * refuses nodes on nodev mounts), and goes with it. The supervisor does
- * the fsmount afterwards on its own copy of the context.
- * Preconditions: single-threaded, host root.
- */
-/*
  * devices_cgroup writes the path of this process's cgroup v1 devices
  * hierarchy (below /sys/fs/cgroup/devices) to dir, or returns 0 when there
  * is none (a cgroup v2 only host).
@@ -432,6 +417,21 @@ static void put(const char *dir, const char *file, const char *val) {
 	close(fd);
 }
 
+/*
+ * kcreate creates the superblock of the file system context on fd 6 (made
+ * by the supervisor with fsopen, its parameters set, its source
+ * "/dev/NAME") as host root, with /dev/NAME a node of the serving loop
+ * device MAJOR:MINOR. The kernel looks the source up at the create
+ * (get_tree_bdev: lookup_bdev in the creating task's root) and keeps the
+ * same string as the mount's name (fsmount: mnt_devname, mountinfo's
+ * source); so the mount shows the name the sandbox knows (/dev/loopNpM
+ * for a partition, whose serving device is another loopK) without a node
+ * in the host's /dev. The node lives on a tmpfs mounted over /dev in a
+ * private mount namespace of this process only (not nodev: lookup_bdev
+ * refuses nodes on nodev mounts), and goes with it. The supervisor does
+ * the fsmount afterwards on its own copy of the context.
+ * Preconditions: single-threaded, host root.
+ */
 static void kcreate(const char *name, const char *maj, const char *min) {
 	size_t n = strlen(name);
 	if (n < 5 || n > 32 || strncmp(name, "loop", 4) != 0 || strspn(name + 4, "0123456789p") != n - 4)
