@@ -443,7 +443,7 @@ func TestKcreateConfinesJournalDev(t *testing.T) {
 		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
 		check(t, err)
 		ctx := os.NewFile(uintptr(fd), "fscontext")
-		defer ctx.Close()
+		defer func() { _ = ctx.Close() }()
 		check(t, unix.FsconfigSetString(fd, "source", dev))
 		if !nsexec {
 			if err := unix.FsconfigCreate(fd); err != nil {
