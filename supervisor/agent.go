@@ -121,6 +121,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{cfg: cfg, host: host, reg: reg, log: logrus.NewEntry(cfg.Log), containers: map[containerKey]*container{}, proxied: map[proxyKey]*proxied{}}
 	a.work = newWorkPool(agentWorkers, a.log)
 	a.ident = newWorkPool(agentWorkers, a.log)
+	// See agentFDTable: grown now, the descriptor table does not grow
+	// (and stall every thread that opens a descriptor) while containers
+	// attach.
+	if _, err := linux.ReserveFDTable(agentFDTable); err != nil {
+		a.log.WithError(err).Warn("cannot reserve the descriptor table; the agent may gain threads while many containers attach")
+	}
 	ctl, err := ensureLoopControlNode(reg.Dir)
 	if err != nil {
 		_ = host.Close()

@@ -14,6 +14,16 @@ import (
 // kept for the agent's life. A few workers are as fast on a small machine.
 const agentWorkers = 4
 
+// agentFDTable is the descriptor table the agent reserves at start
+// (linux.ReserveFDTable; capped at RLIMIT_NOFILE): the agent holds about 9
+// descriptors per container, so 65,536 slots (512 KiB of kernel memory)
+// serve some 7,000 containers before the kernel grows the table again.
+// Each growth waits for an RCU grace period with every descriptor-opening
+// thread asleep behind it, and the Go runtime then adds a thread for each
+// goroutine so stuck: that is what moved the agent's peak between 12 and
+// 40 threads for 1,000 containers (issue 13).
+const agentFDTable = 1 << 16
+
 // workLimit is how long one step may hold a worker. A step that blocks
 // longer (a container that serves a FUSE mount over its own /dev and never
 // answers makes publishing into it hang) gives its worker back, so that
