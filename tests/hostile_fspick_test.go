@@ -216,13 +216,13 @@ func TestAttackFspickContextPassedOut(t *testing.T) {
 			go func() {
 				r, err := command(dirB, loopvisor, "run", "--state-dir", state,
 					"--uid-map", fmt.Sprintf("%d:65536", OtherUID), "--gid-map", fmt.Sprintf("%d:65536", OtherUID), "--",
-					"sh", "-c", "fdpass recv "+sock+" ro")
+					"sh", "-c", "fspickpass recv "+sock+" ro")
 				b <- outcome{r, err}
 			}()
 			script := `d=$(losetup -f --show fs.img) || exit 1
 mount $d mnt || exit 1
 while [ ! -S ` + sock + ` ]; do sleep 0.05; done
-fdpass send ` + sock + ` mnt; echo "send $?"
+fspickpass send ` + sock + ` mnt; echo "send $?"
 echo "sb=$(findmnt -n -o FS-OPTIONS mnt | cut -d, -f1) write=$(touch mnt/probe 2>/dev/null && echo OK || echo refused)"
 umount mnt; echo "umount $?"
 losetup -d $d; echo "detach $?"`

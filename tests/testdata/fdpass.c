@@ -1,79 +1,89 @@
-/* fdpass: a reconfiguration context passed to another process over a
- * unix socket (SCM_RIGHTS), one line per step ("NAME OK" or
- * "NAME ERRNONAME").
+/* fdpass: pass an open file to another process over a unix socket, for the
+ * hostile tests (issue 8: a node the container opens must not become a
+ * capability outside its filter).
  *
- *   fdpass recv SOCKET FLAG   listen on SOCKET (mode 0777), take one
- *                             descriptor, show what it is, then
- *                             fsconfig(FSCONFIG_SET_FLAG, FLAG),
- *                             FSCONFIG_CMD_RECONFIGURE, fsmount and
- *                             FSCONFIG_CMD_CREATE on it; answer one byte
- *   fdpass send SOCKET MNT    fspick(MNT), send the context, wait for the
- *                             answer
+ *   fdpass recv SOCK add|remove IDX
+ *       listen on SOCK (mode 0777), print "listening", take one fd
+ *       (SCM_RIGHTS), print "rdev MAJ:MIN" of it, then issue
+ *       LOOP_CTL_ADD or LOOP_CTL_REMOVE IDX on it: "OK <ret>" or
+ *       "ERR <errno>"
+ *   fdpass send SOCK PATH
+ *       open PATH O_RDWR, connect to SOCK and send the fd: "sent"
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/loop.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <linux/mount.h>
 
-static long report(const char *name, long r) {
-	if (r < 0)
-		printf("%s %s\n", name, strerrorname_np(errno));
-	else
-		printf("%s OK\n", name);
-	fflush(stdout);
-	return r;
+static int fail(const char *what) {
+	printf("ERR %s %s\n", what, strerrorname_np(errno));
+	return 1;
 }
 
 int main(int argc, char **argv) {
-	if (argc != 4)
+	if (argc < 4)
 		return 2;
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof a.sun_path, "%s", argv[2]);
+	setvbuf(stdout, NULL, _IONBF, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", argv[2]);
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		return 1;
-	char byte = 1;
-	char cbuf[CMSG_SPACE(sizeof(int))];
+		return fail("socket");
+	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
-	if (!strcmp(argv[1], "recv")) {
-		unlink(a.sun_path);
-		if (report("listen", bind(s, (struct sockaddr *)&a, sizeof a) < 0 || chmod(a.sun_path, 0777) < 0 || listen(s, 1) < 0 ? -1 : 0) < 0)
-			return 1;
-		int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
-		if (report("accept", c) < 0 || report("recvmsg", recvmsg(c, &m, MSG_CMSG_CLOEXEC)) <= 0)
-			return 1;
-		struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-		if (!h || h->cmsg_type != SCM_RIGHTS)
-			return 1;
-		int fd;
-		memcpy(&fd, CMSG_DATA(h), sizeof fd);
-		char proc[64], what[256] = "";
-		snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-		ssize_t n = readlink(proc, what, sizeof what - 1);
-		printf("received %s\n", n > 0 ? what : "?");
-		report("set", syscall(SYS_fsconfig, fd, FSCONFIG_SET_FLAG, argv[3], NULL, 0));
-		report("reconfigure", syscall(SYS_fsconfig, fd, FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0));
-		report("fsmount", syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC, 0));
-		report("create", syscall(SYS_fsconfig, fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0));
-		return write(c, &byte, 1) == 1 ? 0 : 1;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	if (!strcmp(argv[1], "send")) {
+		int fd = open(argv[3], O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return fail("open");
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			return fail("connect");
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		if (sendmsg(s, &msg, 0) < 0)
+			return fail("sendmsg");
+		printf("sent\n");
+		return 0;
 	}
-	int p = (int)report("fspick", syscall(SYS_fspick, AT_FDCWD, argv[3], FSPICK_CLOEXEC));
-	if (p < 0 || report("connect", connect(s, (struct sockaddr *)&a, sizeof a)) < 0)
-		return 1;
-	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(h), &p, sizeof p);
-	if (report("sendmsg", sendmsg(s, &m, 0)) < 0)
-		return 1;
-	return read(s, &byte, 1) == 1 ? 0 : 1;
+	if (strcmp(argv[1], "recv") || argc != 5)
+		return 2;
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(argv[2], 0777) < 0 || listen(s, 1) < 0)
+		return fail("listen");
+	printf("listening\n");
+	int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return fail("accept");
+	if (recvmsg(c, &msg, MSG_CMSG_CLOEXEC) < 0)
+		return fail("recvmsg");
+	struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
+	if (!h || h->cmsg_type != SCM_RIGHTS) {
+		errno = EBADMSG;
+		return fail("no fd");
+	}
+	int fd;
+	memcpy(&fd, CMSG_DATA(h), sizeof(int));
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return fail("fstat");
+	printf("rdev %u:%u\n", major(st.st_rdev), minor(st.st_rdev));
+	unsigned long cmd = !strcmp(argv[3], "add") ? LOOP_CTL_ADD : LOOP_CTL_REMOVE;
+	long r = ioctl(fd, cmd, atol(argv[4]));
+	if (r < 0)
+		return fail("ioctl");
+	printf("OK %ld\n", r);
+	return 0;
 }
