@@ -43,8 +43,9 @@ func (h *Host) isControlNode(st *unix.Stat_t) bool {
 		return false
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.nodes[NodeIDOf(st)]
+	ok := h.nodes[NodeIDOf(st)]
+	h.mu.Unlock()
+	return ok
 }
 
 // OpenHost opens /dev/loop-control. It fails with a message that says what to

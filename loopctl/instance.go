@@ -411,7 +411,7 @@ func (in *Instance) heldFree() (int, bool) {
 	best := in.lowestHeldFree()
 	ok := best >= 0 && !in.hidden[best]
 	in.mu.Unlock()
-	if ok {
+	if ok && in.View.Publishing() {
 		in.View.WaitPublished("loop"+strconv.Itoa(best), PublishWait)
 	}
 	return best, ok

@@ -94,6 +94,17 @@ var syscalls = func() map[sysKey]sysInfo {
 	return m
 }()
 
+// nativeIoctl is ioctl's number in the native ABI (-1 if syscalls has
+// none): Decode's fast path.
+var nativeIoctl = func() int32 {
+	for k, info := range syscalls {
+		if k.arch == NativeArch && info.sys == SysIoctl && !info.compat && !info.x32 {
+			return k.nr
+		}
+	}
+	return -1
+}()
+
 // x32SyscallBit marks the x32 ABI's system call numbers (__X32_SYSCALL_BIT).
 const x32SyscallBit = 0x40000000
 
@@ -117,6 +128,11 @@ func KernelHasX32() bool { return kernelHasX32() }
 // (NoABI is set): the kernel would answer it ENOSYS without running
 // anything, and so must the supervisor.
 func Decode(req *Request) (c Call, ok bool) {
+	if req.Arch == NativeArch && req.Nr == nativeIoctl && nativeIoctl >= 0 {
+		// The hot call, without the map lookup: what syscalls holds
+		// for it (native ABI, no compat truncation).
+		return Call{Request: req, Syscall: SysIoctl, Args: req.Args}, true
+	}
 	info, ok := syscalls[sysKey{req.Arch, req.Nr}]
 	if !ok {
 		return Call{Request: req}, false

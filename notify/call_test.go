@@ -99,3 +99,22 @@ func decodeCase(t *testing.T, name string, hasX32 bool, arch uint32, nr int32, w
 		}
 	})
 }
+
+// Decode's fast path for the native ioctl gives what the table gives:
+// the number is the table's, and the call is native, untruncated.
+func TestDecodeNativeIoctlFastPath(t *testing.T) {
+	info, ok := syscalls[sysKey{NativeArch, nativeIoctl}]
+	if nativeIoctl < 0 || !ok || info.sys != SysIoctl || info.compat || info.x32 {
+		t.Fatalf("nativeIoctl %d: table entry %+v, %v", nativeIoctl, info, ok)
+	}
+	req := &Request{Arch: NativeArch, Nr: nativeIoctl, Args: [6]uint64{1 << 40, 0x4c82, 1 << 63}}
+	c, ok := Decode(req)
+	if !ok || c.Syscall != SysIoctl || c.Compat || c.NoABI || c.Args != req.Args || c.Request != req {
+		t.Fatalf("Decode = %+v, %v", c, ok)
+	}
+	// Another arch with the same number is not the native ioctl.
+	req.Arch = AuditArchI386
+	if c, ok := Decode(req); ok && c.Syscall == SysIoctl && !c.Compat {
+		t.Fatalf("i386 nr %d decoded as native ioctl: %+v", nativeIoctl, c)
+	}
+}

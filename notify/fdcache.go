@@ -85,12 +85,12 @@ func (l *Listener) KeepFiles(keep func(*unix.Stat_t) bool) {
 // lookupFile returns the kept file of key, counted as in use, or nil.
 func (l *Listener) lookupFile(key fileKey) *cachedFile {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	c := l.files[key]
 	if c != nil {
 		c.users.Add(1)
 		c.used = true
 	}
+	l.mu.Unlock()
 	return c
 }
 

@@ -153,6 +153,11 @@ func (v *View) publisher() {
 	}
 }
 
+// Publishing reports whether a publish or unpublish is queued or
+// running: WaitPublished returns at once while it is not, so a hot path
+// can skip building the name.
+func (v *View) Publishing() bool { return v.pubWaits.Load() != 0 }
+
 // WaitPublished waits until the last queued publish or unpublish of name
 // has run, or d has passed. Preconditions: no lock held that a container
 // could stall (it waits on the container).
