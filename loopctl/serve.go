@@ -142,6 +142,24 @@ func (in *Instance) IoctlABI(c Caller, unsafeFD uint32, cmd uint32, arg uint64, 
 	}
 }
 
+// KeptGetFree answers LOOP_CTL_GET_FREE on descriptor unsafeFD of req's
+// caller when that is a loop-control file l keeps
+// (notify.Listener.KeptStat) and the instance holds a free device: the
+// answer IoctlABI gives for it, without a Target. ok is false otherwise:
+// serve the call with IoctlABI. As there, the answer has no side effect,
+// so the reply alone proves the file was the caller's.
+func (in *Instance) KeptGetFree(l *notify.Listener, req *notify.Request, unsafeFD uint32) (r notify.Reply, ok bool) {
+	var st unix.Stat_t
+	if !l.KeptStat(req, unsafeFD, &st) || !in.isControl(&st) {
+		return r, false
+	}
+	idx, ok := in.heldFree()
+	if !ok {
+		return r, false
+	}
+	return notify.Value(int64(idx)), true
+}
+
 // statCaller is a Caller that returns a descriptor with its fstat,
 // recognising a file it has seen before without duplicating it again
 // (notify.Target.GetFDStat).

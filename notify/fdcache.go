@@ -228,3 +228,31 @@ func (t *Target) GetFDStat(unsafeFD uint32) (FD, unix.Stat_t, error) {
 	f.c = l.keepFile(key, f, &st)
 	return f, st, nil
 }
+
+// KeptStat reports whether descriptor unsafeFD of req's caller is a file
+// the listener keeps (KeepFiles), recognised with one kcmp as GetFDStat
+// recognises it, and if so copies the file's stat into st. It is the
+// serve loop's shortcut for an answer that needs nothing of the file but
+// its stat: no Target, no FD to close. The same rule as for
+// FD.Recognised holds: the file is the caller's only if the call is still
+// pending, so the answer must have no side effect (the reply proves it)
+// or be preceded by Valid. A miss changes nothing: GetFDStat then serves
+// the call as before.
+func (l *Listener) KeptStat(req *Request, unsafeFD uint32, st *unix.Stat_t) bool {
+	if unsafeFD > 0x7fffffff {
+		return false
+	}
+	key := fileKey{req.Pid, int(unsafeFD)}
+	c := l.lookupFile(key)
+	if c == nil {
+		return false
+	}
+	same, err := linux.SameFile(selfPid, key.tid, c.fd, key.fd)
+	hit := err == nil && same
+	if hit {
+		*st = c.st
+		l.hits.Add(1)
+	}
+	c.release()
+	return hit
+}

@@ -90,6 +90,15 @@ func answerWith(l *notify.Listener, sb *Sandbox, req *notify.Request, sc *scratc
 			return notify.Errno(unix.EPERM)
 		}
 	}
+	if sb.Instance != nil && req.Arch == notify.NativeArch && uint32(req.Args[1]) == notify.LoopCtlGetFree {
+		// The hot call: GET_FREE on a kept loop-control file, answered
+		// before any other bookkeeping (loopctl.Instance.KeptGetFree).
+		if call, ok := notify.Decode(req); ok && call.Syscall == notify.SysIoctl && !call.Compat {
+			if r, ok := sb.Instance.KeptGetFree(l, req, uint32(call.Args[0])); ok {
+				return r
+			}
+		}
+	}
 	return handleWith(l, sb, req, sc)
 }
 
