@@ -103,8 +103,10 @@ func fileChild() int {
 
 // serveFiles answers fileChild's calls on l until it exits: 1 if
 // GetFDStat gave the file whose inode the caller passed, EBADF if it gave
-// none (EBADF from GetFDStat), ENOTTY if it gave another file.
-func serveFiles(l *Listener) error {
+// none (EBADF from GetFDStat), ENOTTY if it gave another file. With kept
+// set it asks KeptStat first, as supervisor.Serve does for
+// LOOP_CTL_GET_FREE, and answers from its stat on a hit.
+func serveFiles(l *Listener, kept bool) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// Reused from call to call, as supervisor.Serve does.
@@ -120,8 +122,14 @@ func serveFiles(l *Listener) error {
 			return err
 		}
 		var reply Reply
-		l.Open(&tg, req)
-		{
+		var kst unix.Stat_t
+		if kept && l.KeptStat(req, uint32(req.Args[0]), &kst) {
+			reply = Errno(unix.ENOTTY)
+			if kst.Ino == req.Args[2] && l.Valid(req.ID) {
+				reply = Value(1)
+			}
+		} else {
+			l.Open(&tg, req)
 			f, st, err := tg.GetFDStat(uint32(req.Args[0]))
 			switch {
 			case errors.Is(err, unix.EBADF):
@@ -146,8 +154,15 @@ func serveFiles(l *Listener) error {
 // TestFileCache: a kept file is recognised by kcmp only while the caller
 // still has that very file under that number; another file under the same
 // number (a device, a regular file), a closed number, a dup and another
-// thread get the file they have, as pidfd_getfd would give it.
+// thread get the file they have, as pidfd_getfd would give it; likewise
+// when KeptStat is asked first (the serve loop's LOOP_CTL_GET_FREE).
 func TestFileCache(t *testing.T) {
+	for _, kept := range []bool{false, true} {
+		t.Run("KeptStat="+strconv.FormatBool(kept), func(t *testing.T) { testFileCache(t, kept) })
+	}
+}
+
+func testFileCache(t *testing.T, kept bool) {
 	noSweep(t)
 	cmd, lfd, sock := startChild(t, fileCacheChild)
 	defer func() { _ = sock.Close() }()
@@ -160,7 +175,7 @@ func TestFileCache(t *testing.T) {
 	defer func() { _ = l.Close() }()
 	l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
 	done := make(chan error, 1)
-	go func() { done <- serveFiles(l) }()
+	go func() { done <- serveFiles(l, kept) }()
 	if _, err := sock.Write([]byte{'G'}); err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +376,7 @@ func BenchmarkServeKeptFile(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			done := make(chan error, 1)
-			go func() { done <- serveFiles(l) }()
+			go func() { done <- serveFiles(l, false) }()
 			if _, err := sock.Write([]byte{'G'}); err != nil {
 				b.Fatal(err)
 			}
