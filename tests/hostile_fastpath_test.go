@@ -1,0 +1,155 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAttackControlFDToOtherSandbox: sandbox A takes a free device
+// (losetup -f: its instance now holds one, the answer the trapped-call
+// fast path gives without a notification ID check) and passes its
+// loop-control fd (SCM_RIGHTS) to sandbox B, another `loopvisor run` with
+// another uid and its own supervisor. B issues LOOP_CTL_GET_FREE on it
+// twice (the second could be recognised by a file cache). B must get no
+// answer about A's instance (A's free device) and must not change it: A's
+// next losetup -f still names the same device. Without loopvisor neither
+// sandbox can attach a loop device at all.
+func TestAttackControlFDToOtherSandbox(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	if r := bare(t, dir, stateDir(t), "truncate -s 1M bare.img && losetup -f --show bare.img"); r.Code == 0 {
+		t.Fatalf("losetup attaches without loopvisor; the test shows nothing:\n%s", r)
+	}
+	shared := filepath.Join(dir, "shared")
+	check(t, os.Mkdir(shared, 0o777))
+	check(t, os.Chmod(shared, 0o777))
+	sock := filepath.Join(shared, "sock")
+	done := filepath.Join(shared, "b_done")
+	fdpass := filepath.Join(binDir, "fdpass")
+	recv := make(chan outcome, 1)
+	bState := stateDir(t)
+	go func() {
+		r, err := command(dir, loopvisor, "run", "--state-dir", bState, "--uid-map", "200000:65536", "--log-level", "info",
+			"--", "sh", "-c", fdpass+" recv "+sock+" getfree 0; touch "+done)
+		recv <- outcome{r, err}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox B did not listen")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a := sandbox(t, dir, stateDir(t), nil, `set -e
+echo "A-free $(losetup -f)"
+`+fdpass+` send `+sock+` /dev/loop-control
+i=0
+while [ ! -e `+done+` ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+echo "A-free-after $(losetup -f)"
+`)
+	o := <-recv
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	t.Logf("sandbox A:\n%s\nsandbox B:\n%s", a, o.r)
+	if a.Code != 0 || !strings.Contains(a.Stdout, "sent") {
+		t.Fatalf("sandbox A could not pass its loop-control fd:\n%s", a)
+	}
+	m := regexp.MustCompile(`A-free /dev/loop(\d+)\n`).FindStringSubmatch(a.Stdout)
+	if m == nil {
+		t.Fatalf("sandbox A got no free device:\n%s", a)
+	}
+	if !strings.Contains(o.r.Stdout, "rdev ") || strings.Count(o.r.Stdout, "\nOK ")+strings.Count(o.r.Stdout, "\nERR ") != 2 {
+		t.Fatalf("sandbox B got no fd or issued no calls:\n%s", o.r)
+	}
+	if strings.Contains(o.r.Stdout, "OK "+m[1]+"\n") {
+		t.Errorf("sandbox B got sandbox A's free device loop%s through A's loop-control fd", m[1])
+	}
+	if !strings.Contains(a.Stdout, "A-free-after /dev/loop"+m[1]+"\n") {
+		t.Errorf("sandbox A's instance changed while B used its loop-control fd:\n%s", a.Stdout)
+	}
+}
+
+// TestAttackFileCacheBound: a sandbox opens 100 descriptors of its
+// /dev/loop-control and has 8 threads issue LOOP_CTL_GET_FREE on every one
+// (800 thread/descriptor pairs, each a key of the supervisor's kcmp file
+// cache). The supervisor may keep at most maxCachedFiles (64) references
+// to them, plus a pidfd per calling thread; a cache without a bound would
+// hold one file per pair for as long as the sandbox keeps calling. The
+// count is read while the sandbox waits, before it closes anything. The
+// same calls fail without loopvisor (no loop-control node to open).
+func TestAttackFileCacheBound(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	dir := workDir(t)
+	check(t, os.Chmod(dir, 0o777))
+	const fds, threads, kept = 100, 8, 64
+	probe := filepath.Join(binDir, "ctlflood") + " " + strconv.Itoa(fds) + " " + strconv.Itoa(threads)
+	if r := bare(t, dir, stateDir(t), probe); r.Code == 0 {
+		t.Fatalf("ctlflood ran without loopvisor; the test shows nothing:\n%s", r)
+	}
+	cmd := sandboxCmd(dir, stateDir(t), "cd "+dir+" && "+probe)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	check(t, cmd.Start())
+	ended := false
+	t.Cleanup(func() {
+		if !ended {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	waitFile := func(name string) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s from the sandbox:\n%s", name, out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	var links []string
+	count := func() int {
+		fdDir := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/fd"
+		ents, err := os.ReadDir(fdDir)
+		check(t, err)
+		links = links[:0]
+		for _, e := range ents {
+			l, _ := os.Readlink(filepath.Join(fdDir, e.Name()))
+			links = append(links, l)
+		}
+		return len(ents)
+	}
+	waitFile("opened")
+	before := count()
+	check(t, os.WriteFile(filepath.Join(dir, "go1"), nil, 0o644))
+	waitFile("called")
+	during := count()
+	t.Logf("supervisor's descriptors after the calls: %q", links)
+	check(t, os.WriteFile(filepath.Join(dir, "go2"), nil, 0o644))
+	err := cmd.Wait()
+	ended = true
+	t.Logf("supervisor descriptors: %d before the calls, %d after them\n%s", before, during, out.String())
+	if err != nil || !strings.Contains(out.String(), fmt.Sprintf("calls %d ok %d", 2*fds*threads, 2*fds*threads)) {
+		t.Fatalf("the sandbox's calls did not all succeed (%v):\n%s", err, out.String())
+	}
+	// Slack for the descriptors serving opens besides (its pidfd of the
+	// probe's main thread, the caller's namespace files); a cache
+	// without a bound would add about 800.
+	if extra := during - before; extra > kept+threads+32 {
+		t.Errorf("the supervisor holds %d more descriptors after %d callers' calls on %d loop-control descriptors; the cache keeps at most %d", extra, threads, fds, kept)
+	}
+}
