@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loopvisor/loopvisor/tests/oci"
 )
 
 // TestAttackControlFDToOtherSandbox: sandbox A takes a free device
@@ -152,4 +154,87 @@ func TestAttackFileCacheBound(t *testing.T) {
 	if extra := during - before; extra > kept+threads+32 {
 		t.Errorf("the supervisor holds %d more descriptors after %d callers' calls on %d loop-control descriptors; the cache keeps at most %d", extra, threads, fds, kept)
 	}
+}
+
+// TestAttackControlFDToOtherContainer is TestAttackControlFDToOtherSandbox
+// through the agent, where one process serves both containers (runc): A's
+// loop-control fd, passed to B over a socket in a directory both see, must
+// give B no answer about A's instance and leave A's instance as it was.
+func TestAttackControlFDToOtherContainer(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	a := startAgent(t, stateDir(t))
+	rt, cleanup, err := oci.New("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupRuntime(t, cleanup)
+	shared := tempBundleDir(t)
+	check(t, os.Chmod(shared, 0o777))
+	fdpass := filepath.Join(binDir, "fdpass")
+	bundle := func(script string) *oci.Bundle {
+		b, err := oci.NewBundle(tempBundleDir(t), []string{"sh", "-c", script}, "truncate", fdpass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ociConfig(t, a, b)
+		check(t, os.Mkdir(filepath.Join(b.Rootfs, "shared"), 0o755))
+		b.AddMount("/shared", "bind", shared, "rbind", "rw")
+		check(t, b.Save())
+		return b
+	}
+	bb := bundle(fdpass + " recv /shared/sock getfree 0 > /shared/b_out 2>&1; : > /shared/b_done; sleep 1000")
+	ab := bundle("sleep 1000")
+	cb, err := rt.Start(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeContainer(t, cb) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(shared, "sock")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			bOut, _ := os.ReadFile(filepath.Join(shared, "b_out"))
+			t.Fatalf("container B did not listen:\n%s", bOut)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ca, err := rt.Start(ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeContainer(t, ca) })
+	res, err := ca.Exec("sh", "-c", `set -e
+echo "A-free $(losetup -f)"
+`+fdpass+` send /shared/sock /dev/loop-control
+i=0
+while [ ! -e /shared/b_done ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+echo "A-free-after $(losetup -f)"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bOut, _ := os.ReadFile(filepath.Join(shared, "b_out"))
+	t.Logf("container A:\n%s\ncontainer B:\n%s", res, bOut)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "sent") {
+		t.Fatalf("container A could not pass its loop-control fd:\n%s", res)
+	}
+	m := regexp.MustCompile(`A-free /dev/loop(\d+)\n`).FindStringSubmatch(res.Stdout)
+	if m == nil {
+		t.Fatalf("container A got no free device:\n%s", res)
+	}
+	b := "\n" + string(bOut)
+	if !strings.Contains(b, "rdev ") || strings.Count(b, "\nOK ")+strings.Count(b, "\nERR ") != 2 {
+		t.Fatalf("container B got no fd or issued no calls:\n%s", bOut)
+	}
+	if strings.Contains(b, "\nOK "+m[1]+"\n") {
+		t.Errorf("container B got container A's free device loop%s through A's loop-control fd", m[1])
+	}
+	if !strings.Contains(res.Stdout, "A-free-after /dev/loop"+m[1]+"\n") {
+		t.Errorf("container A's instance changed while B used its loop-control fd:\n%s", res.Stdout)
+	}
+	killContainer(t, ca)
+	killContainer(t, cb)
+	waitGone(t, a)
 }
