@@ -238,3 +238,46 @@ echo "A-free-after $(losetup -f)"`)
 	killContainer(t, cb)
 	waitGone(t, a)
 }
+
+// TestAttackBlockSizeHold: the supervisor sets a FUSE mount's device to
+// the file system's block size and holds it open until the helper has it.
+// That must reach no other device (a second device of the sandbox keeps
+// the kernel's 4096, as on the host) and hold nothing past the mount: once
+// the umount has returned and the device is detached, the sandbox's
+// LOOP_CTL_REMOVE of it succeeds (EBUSY while anyone has it open). The
+// block sizes are compared with the host's kernel mount.
+func TestAttackBlockSizeHold(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.ext4", "fuse2fs", "blockdev")
+	hostGuard(t)
+	script := `mkdir -p a
+o=$(losetup -f --show other.img)
+mount -o loop fs.img a; echo "mount $?"
+d=$(findmnt -n -o SOURCE a)
+echo "mounted: $(blockdev --getbsz $d), other device: $(blockdev --getbsz $o)"
+umount a; echo "umount $?"
+echo "after: other device $(blockdev --getbsz $o)"
+losetup -d $o
+echo "left $(losetup -a | wc -l)"
+echo "dev ${d#/dev/loop}"`
+	hostDir, dir := workDir(t), workDir(t)
+	for _, d := range []string{hostDir, dir} {
+		fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+		image(t, d, "other.img", 8<<20)
+	}
+	host := hostScript(t, hostDir, script)
+	if !strings.Contains(host, "mounted: 1024, other device: 4096\n") {
+		t.Fatalf("set-up: the host's mount should set its device's block size to 1024 and no other:\n%s", host)
+	}
+	state := stateDir(t)
+	out := sandboxOK(t, dir, state, nil, script+"\nloopctl remove ${d#/dev/loop}")
+	t.Logf("sandbox:\n%s\nhost:\n%s", out, host)
+	cut := func(s string) string { return s[:strings.Index(s, "dev ")] }
+	if cut(out) != cut(host) {
+		t.Errorf("sandbox:\n%s\nhost:\n%s", out, host)
+	}
+	if !strings.HasSuffix(out, "OK 0\n") {
+		t.Errorf("the sandbox could not remove its device after the umount (held open?):\n%s", out)
+	}
+	bareFails(t, dir, state, `mkdir -p a; mount -o loop fs.img a`)
+}
