@@ -181,8 +181,16 @@ func TestFileCache(t *testing.T) {
 	if n == 0 {
 		t.Error("no file kept")
 	}
-	// Two sweeps without a call in between drop every entry (TestMain
+	// DropFiles (before an umount) drops every entry at once (TestMain
 	// checks that their descriptors were closed).
+	l.DropFiles()
+	l.mu.Lock()
+	n = len(l.files)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d files kept after DropFiles", n)
+	}
+	// Two sweeps without a call in between drop every entry.
 	l.sweep()
 	l.sweep()
 	l.mu.Lock()

@@ -281,3 +281,30 @@ echo "dev ${d#/dev/loop}"`
 	}
 	bareFails(t, dir, state, `mkdir -p a; mount -o loop fs.img a`)
 }
+
+// TestAttackKeptFileBusiesMount: the supervisor keeps its own reference to
+// the loop-control file a caller used (the trapped-call fast path). The
+// sandbox takes a free device (losetup -f: it opens /dev/loop-control,
+// asks and closes it) and at once unmounts its /dev (after the mounts
+// below it): nothing of the sandbox has /dev open any more, so the kernel
+// must let it go, as it does in the same sandbox without the call. A
+// reference the supervisor still held would make it EBUSY. (The /dev the
+// sandbox unmounts is loopvisor's view: there is none without it.)
+func TestAttackKeptFileBusiesMount(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	script := func(call string) string {
+		return `umount /dev/pts /dev/shm || exit 1
+` + call + `
+umount /dev; echo "umount /dev: $?"`
+	}
+	dir, state := workDir(t), stateDir(t)
+	if c := sandbox(t, dir, state, nil, script("true")); !strings.Contains(c.Stdout, "umount /dev: 0\n") {
+		t.Fatalf("set-up: without a loop-control call the sandbox's /dev should unmount:\n%s", c)
+	}
+	out := sandbox(t, dir, state, nil, script("losetup -f || exit 1"))
+	if !strings.Contains(out.Stdout, "umount /dev: 0\n") {
+		t.Errorf("the sandbox's /dev is busy after a loop-control call (a reference the supervisor keeps):\n%s", out)
+	}
+	bareFails(t, dir, state, "truncate -s 1M bare.img && losetup -f --show bare.img")
+}
