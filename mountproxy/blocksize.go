@@ -49,7 +49,9 @@ func matchBlockSize(node string, size int, log *logrus.Entry) (release func()) {
 	}
 	done := make(chan struct{})
 	released := make(chan struct{})
+	closed := make(chan struct{})
 	go func() {
+		defer close(closed)
 		defer func() { _ = f.Close() }()
 		cur, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKBSZGET)
 		if err == nil && cur != size {
@@ -66,5 +68,16 @@ func matchBlockSize(node string, size int, log *logrus.Entry) (release func()) {
 	case <-t.C:
 		log.WithField("node", node).Info("setting the device's block size did not return in time (its backing file stalls); mounting without it")
 	}
-	return func() { close(released) }
+	// A release after the ioctl returned waits for the close: the device
+	// is then no longer held when the mount's reply reaches the container
+	// (a LOOP_CTL_REMOVE right after the umount must not find it open).
+	// One still stalled closes it when the ioctl returns.
+	return func() {
+		close(released)
+		select {
+		case <-done:
+			<-closed
+		default:
+		}
+	}
 }

@@ -137,24 +137,27 @@ func (p *Proxy) Prewarm() {
 		helpers = append(helpers, h)
 	}
 	sort.Strings(helpers)
-	go func() {
-		_, _ = helperProgram()
-		if f, err := execOnlyCopy("/proc/self/exe"); err == nil {
+	go prewarm(helpers, p.pol.CacheDir)
+}
+
+// prewarm is Prewarm's background work for helpers.
+func prewarm(helpers []string, cacheDir string) {
+	_, _ = helperProgram()
+	if f, err := execOnlyCopy("/proc/self/exe"); err == nil {
+		_ = f.Close()
+	}
+	seen := map[string]bool{}
+	for _, h := range helpers {
+		path, err := jailHelper(h)
+		if err != nil || seen[path] {
+			continue
+		}
+		seen[path] = true
+		warmJailFiles(path, cacheDir)
+		if f, err := execOnlyCopy(path); err == nil {
 			_ = f.Close()
 		}
-		seen := map[string]bool{}
-		for _, h := range helpers {
-			path, err := jailHelper(h)
-			if err != nil || seen[path] {
-				continue
-			}
-			seen[path] = true
-			warmJailFiles(path, p.pol.CacheDir)
-			if f, err := execOnlyCopy(path); err == nil {
-				_ = f.Close()
-			}
-		}
-	}()
+	}
 }
 
 // warmJailFiles loads helper's jail file list from cacheDir's cache into the

@@ -158,6 +158,21 @@ func (l *Listener) sweep() {
 	closeFiles(drop)
 }
 
+// DropFiles drops every kept file (their descriptors are closed once no
+// call uses them). A kept file keeps its mount busy: the serve loop drops
+// them before an umount, which must find the caller's mounts as the
+// caller left them.
+func (l *Listener) DropFiles() {
+	l.mu.Lock()
+	if len(l.files) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	drop := l.dropFilesLocked(true)
+	l.mu.Unlock()
+	closeFiles(drop)
+}
+
 // dropFilesLocked removes the entries not used since the last sweep (all
 // of them if all is set) and returns them, to be closed (closeFiles) once
 // l.mu is released. Preconditions: l.mu held.

@@ -196,8 +196,16 @@ func testFileCache(t *testing.T, kept bool) {
 	if n == 0 {
 		t.Error("no file kept")
 	}
-	// Two sweeps without a call in between drop every entry (TestMain
+	// DropFiles (before an umount) drops every entry at once (TestMain
 	// checks that their descriptors were closed).
+	l.DropFiles()
+	l.mu.Lock()
+	n = len(l.files)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d files kept after DropFiles", n)
+	}
+	// Two sweeps without a call in between drop every entry.
 	l.sweep()
 	l.sweep()
 	l.mu.Lock()
@@ -205,6 +213,44 @@ func testFileCache(t *testing.T, kept bool) {
 	l.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d files kept after two sweeps without calls", n)
+	}
+}
+
+// TestFileCacheSweepRace is TestFileCache with the sweeper running every
+// 20 µs, so that entries are dropped (and their descriptors closed)
+// between a lookup and its kcmp, during a use and between calls: every
+// call must still get the caller's own file or EBADF, and nothing used
+// may be closed under it (run with -race; TestMain checks that every
+// kept descriptor is closed in the end).
+func TestFileCacheSweepRace(t *testing.T) {
+	old := fileSweep
+	fileSweep = 20 * time.Microsecond
+	t.Cleanup(func() { fileSweep = old })
+	for i := 0; i < 2; i++ {
+		cmd, lfd, sock := startChild(t, fileCacheChild)
+		l, err := NewBlockingListener(lfd)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			_ = sock.Close()
+			t.Fatal(err)
+		}
+		l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
+		done := make(chan error, 1)
+		go func() { done <- serveFiles(l) }()
+		if _, err := sock.Write([]byte{'G'}); err != nil {
+			t.Fatal(err)
+		}
+		werr := cmd.Wait()
+		serr := <-done
+		_ = sock.Close()
+		_ = l.Close()
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if werr != nil {
+			t.Fatalf("child: %v (the exit status is the step that got a wrong answer, see fileChild)", werr)
+		}
 	}
 }
 

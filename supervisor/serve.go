@@ -119,6 +119,11 @@ func handleWith(l *notify.Listener, sb *Sandbox, req *notify.Request, sc *scratc
 		sb.Log.WithFields(logrus.Fields{"pid": req.Pid, "nr": req.Nr, "arch": req.Arch}).Warn("unexpected trapped syscall: ENOSYS")
 		return notify.Errno(unix.ENOSYS)
 	}
+	if call.Syscall == notify.SysUmount2 && l != nil {
+		// The loop-control files the listener keeps would make the
+		// caller's /dev (or any mount holding one) busy.
+		l.DropFiles()
+	}
 	args := call.Args
 	if call.Syscall == notify.SysIoctl && call.Compat {
 		if cmd := uint32(args[1]); cmd == notify.LoopSetStatus || cmd == notify.LoopGetStatus {

@@ -2,11 +2,12 @@
  * hostile tests (issue 8: a node the container opens must not become a
  * capability outside its filter).
  *
- *   fdpass recv SOCK add|remove IDX
+ *   fdpass recv SOCK add|remove|getfree IDX
  *       listen on SOCK (mode 0777), print "listening", take one fd
  *       (SCM_RIGHTS), print "rdev MAJ:MIN" of it, then issue
  *       LOOP_CTL_ADD or LOOP_CTL_REMOVE IDX on it: "OK <ret>" or
- *       "ERR <errno>"
+ *       "ERR <errno>"; getfree issues LOOP_CTL_GET_FREE twice (IDX
+ *       unused), one line each (a second call may be recognised)
  *   fdpass send SOCK PATH
  *       open PATH O_RDWR, connect to SOCK and send the fd: "sent"
  */
@@ -80,6 +81,16 @@ int main(int argc, char **argv) {
 	if (fstat(fd, &st) < 0)
 		return fail("fstat");
 	printf("rdev %u:%u\n", major(st.st_rdev), minor(st.st_rdev));
+	if (!strcmp(argv[3], "getfree")) {
+		for (int i = 0; i < 2; i++) {
+			long r = ioctl(fd, LOOP_CTL_GET_FREE);
+			if (r < 0)
+				printf("ERR ioctl %s\n", strerrorname_np(errno));
+			else
+				printf("OK %ld\n", r);
+		}
+		return 0;
+	}
 	unsigned long cmd = !strcmp(argv[3], "add") ? LOOP_CTL_ADD : LOOP_CTL_REMOVE;
 	long r = ioctl(fd, cmd, atol(argv[4]));
 	if (r < 0)
