@@ -221,7 +221,8 @@ func testFileCache(t *testing.T, kept bool) {
 // between a lookup and its kcmp, during a use and between calls: every
 // call must still get the caller's own file or EBADF, and nothing used
 // may be closed under it (run with -race; TestMain checks that every
-// kept descriptor is closed in the end).
+// kept descriptor is closed in the end). The second round asks KeptStat
+// first, as the serve loop does for LOOP_CTL_GET_FREE.
 func TestFileCacheSweepRace(t *testing.T) {
 	old := fileSweep
 	fileSweep = 20 * time.Microsecond
@@ -237,7 +238,7 @@ func TestFileCacheSweepRace(t *testing.T) {
 		}
 		l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
 		done := make(chan error, 1)
-		go func() { done <- serveFiles(l) }()
+		go func() { done <- serveFiles(l, i == 1) }()
 		if _, err := sock.Write([]byte{'G'}); err != nil {
 			t.Fatal(err)
 		}
