@@ -368,27 +368,15 @@ losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
 // before the fix the kernel created the host device loopN (block device
 // autoloading: "couldn't read superblock of external journal"), outside
 // the instance, its limits and its journal, left after the sandbox. Now
-// the create runs in a devices cgroup that allows the serving device only:
-// the mount fails and no device appears. Without loopvisor the device of
-// the image is not there.
+// the mount proxy refuses an external journal before the create (EINVAL,
+// on any host), and kcreate's devices cgroup stands behind that check
+// (TestKcreateConfinesJournalDev): the mount fails and no device appears.
+// Without loopvisor the device of the image is not there.
 func TestAttackKernelMountJournalDev(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
-	stray := removeStrays(t)
-	if _, err := os.Stat("/sys/fs/cgroup/devices"); err != nil {
-		t.Skip("no cgroup v1 devices hierarchy: the create is not confined on this host (README)")
-	}
 	dir, state := workDir(t), stateDir(t)
-	idx := freeIndexRange(t, 1)
-	stray(strconv.Itoa(idx))
-	img := filepath.Join(dir, "fs.img")
-	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
-	enc := idx&0xff | 7<<8 | (idx&^0xff)<<12 // new_encode_dev(7:idx)
-	for _, req := range []string{"ssv journal_inum 0", fmt.Sprintf("ssv journal_dev %d", enc)} {
-		if r := run(t, "/", "debugfs", "-w", "-R", req, img); r.Code != 0 {
-			t.Fatalf("debugfs %s: %s", req, r)
-		}
-	}
+	img, idx := journalDevImage(t, dir)
 	check(t, os.Chown(img, SandboxUID, SandboxUID))
 	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
 	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
@@ -406,21 +394,18 @@ losetup -d $d; echo "detach $?"`
 	bareFails(t, dir, state, script)
 }
 
-// TestKcreateConfinesJournalDev: the devices cgroup of nsexec's kcreate
-// holds by itself, without the mount proxy's superblock check in front
-// of it (which a sandbox could race by rewriting its image between the
-// check and the create). The op is run directly, as the supervisor runs
-// it, on an ext4 context whose image names a free loop minor as its
-// external journal: the create fails and the minor is not created, where
-// host root's own create makes the kernel create it.
-func TestKcreateConfinesJournalDev(t *testing.T) {
-	needRoot(t)
-	hostGuard(t)
-	stray := removeStrays(t)
+// needCgroupV1Devices skips where kcreate's devices cgroup is not made.
+func needCgroupV1Devices(t *testing.T) {
 	if _, err := os.Stat("/sys/fs/cgroup/devices"); err != nil {
 		t.Skip("no cgroup v1 devices hierarchy: the create is not confined on this host (README)")
 	}
-	dir := workDir(t)
+}
+
+// journalDevImage makes dir/fs.img, an ext4 image whose superblock names
+// an external journal by device number: a loop minor idx that does not
+// exist on the host (removed again at cleanup should anything create it).
+func journalDevImage(t *testing.T, dir string) (string, int) {
+	stray := removeStrays(t)
 	idx := freeIndexRange(t, 1)
 	stray(strconv.Itoa(idx))
 	img := filepath.Join(dir, "fs.img")
@@ -431,6 +416,22 @@ func TestKcreateConfinesJournalDev(t *testing.T) {
 			t.Fatalf("debugfs %s: %s", req, r)
 		}
 	}
+	return img, idx
+}
+
+// TestKcreateConfinesJournalDev: the devices cgroup of nsexec's kcreate
+// holds by itself, without the mount proxy's superblock check in front
+// of it (which a sandbox could race by rewriting its image between the
+// check and the create). The op is run directly, as the supervisor runs
+// it, on an ext4 context whose image names a free loop minor as its
+// external journal: the create fails and the minor is not created, where
+// host root's own create makes the kernel create it.
+func TestKcreateConfinesJournalDev(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	needCgroupV1Devices(t)
+	dir := workDir(t)
+	img, idx := journalDevImage(t, dir)
 	r := run(t, dir, "losetup", "-f", "--show", img)
 	if r.Code != 0 {
 		t.Fatal(r)
