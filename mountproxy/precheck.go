@@ -284,27 +284,41 @@ func checkImage(fstype, node string, readOnly bool) (imageCheck, error) {
 	default:
 		return imageCheck{}, nil
 	}
-	// The backing file is the container's and may stall for ever (a FUSE
-	// mount it serves); a loop read cannot be interrupted, so the read is
-	// abandoned after CheckTimeout and finishes when the container dies.
 	type result struct {
 		ic  imageCheck
 		err error
 	}
-	c := make(chan result, 1)
-	go func() {
+	r, ok := boundedRead(func() result {
 		ic, err := readImage(fstype, node, readOnly)
-		c <- result{ic, err}
-	}()
+		return result{ic, err}
+	})
+	if !ok {
+		return imageCheck{}, errStalled
+	}
+	return r.ic, r.err
+}
+
+// boundedRead runs read, which reads the container's device, and returns
+// its result, or false after CheckTimeout. The backing file is the
+// container's and may stall for ever (a FUSE mount it serves); a loop read
+// cannot be interrupted, so the read is abandoned and finishes when the
+// container dies.
+func boundedRead[T any](read func() T) (T, bool) {
+	c := make(chan T, 1)
+	go func() { c <- read() }()
 	t := time.NewTimer(CheckTimeout)
 	defer t.Stop()
 	select {
-	case r := <-c:
-		return r.ic, r.err
+	case v := <-c:
+		return v, true
 	case <-t.C:
-		return imageCheck{}, fmt.Errorf("%w: superblock read did not return within %v (the backing file stalls)", unix.EIO, CheckTimeout)
+		var zero T
+		return zero, false
 	}
 }
+
+// errStalled is a superblock read that boundedRead abandoned.
+var errStalled = fmt.Errorf("%w: superblock read did not return within %v (the backing file stalls)", unix.EIO, CheckTimeout)
 
 // checkJournal refuses, for a kernel mount, an ext3/ext4 image whose
 // journal is not inside it: the driver would open the device the
@@ -321,29 +335,22 @@ func checkJournal(fstype, node string) error {
 	default:
 		return nil // ext2 never loads a journal; other types name no device
 	}
-	c := make(chan error, 1)
-	go func() {
+	err, ok := boundedRead(func() error {
 		f, err := os.Open(node)
 		if err != nil {
-			c <- err
-			return
+			return err
 		}
 		defer func() { _ = f.Close() }()
 		buf := make([]byte, extSuperSize)
 		if err := readAtFull(f, buf, extSuperOffset); err != nil {
-			c <- nil // the kernel's own read answers
-			return
+			return nil // the kernel's own read answers
 		}
-		c <- CheckExtJournal(buf)
-	}()
-	t := time.NewTimer(CheckTimeout)
-	defer t.Stop()
-	select {
-	case err := <-c:
-		return err
-	case <-t.C:
-		return fmt.Errorf("%w: superblock read did not return within %v (the backing file stalls)", unix.EIO, CheckTimeout)
+		return CheckExtJournal(buf)
+	})
+	if !ok {
+		return errStalled
 	}
+	return err
 }
 
 // CheckExtJournal returns an error wrapping EINVAL if the ext2/3/4
@@ -475,36 +482,25 @@ func deviceReadOnly(node string) (bool, error) {
 // holds ("ext", "squashfs", "vfat"), or "". The read is bounded as
 // checkImage's.
 func recognize(node string) string {
-	c := make(chan string, 1)
-	go func() {
+	kind, _ := boundedRead(func() string {
 		f, err := os.Open(node)
 		if err != nil {
-			c <- ""
-			return
+			return ""
 		}
 		defer func() { _ = f.Close() }()
 		buf := make([]byte, extSuperOffset+extSuperSize)
 		if _, err := f.ReadAt(buf, 0); err != nil {
-			c <- ""
-			return
+			return ""
 		}
 		switch {
 		case func() bool { _, err := ParseExtSuper(buf[extSuperOffset:]); return err == nil }():
-			c <- "ext"
+			return "ext"
 		case CheckSquashfsSuper(buf) == nil:
-			c <- "squashfs"
+			return "squashfs"
 		case CheckFatBoot(buf) == nil:
-			c <- "vfat"
-		default:
-			c <- ""
+			return "vfat"
 		}
-	}()
-	t := time.NewTimer(CheckTimeout)
-	defer t.Stop()
-	select {
-	case k := <-c:
-		return k
-	case <-t.C:
 		return ""
-	}
+	})
+	return kind
 }
