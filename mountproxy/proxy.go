@@ -548,8 +548,8 @@ func (p *Proxy) kernelMount(c Caller, idx int, a mountArgs, log *logrus.Entry) n
 		return fail(unix.ENXIO)
 	}
 	if err := checkJournal(a.fstype, node); err != nil {
-		log.WithError(err).Warn("image names a device outside the instance: EINVAL")
-		return notify.Errno(unix.EINVAL)
+		log.WithError(err).Warn("image refused before the create")
+		return fail(err) // EINVAL for an external journal, EIO for a stalled read
 	}
 	// The mount's source is the device as the sandbox names it, as on the
 	// host: /dev/loopNpM for a partition (served by another loop device),
