@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/loopvisor/loopvisor/internal/linux"
 	"github.com/loopvisor/loopvisor/internal/mountinfo"
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
@@ -483,17 +484,11 @@ func helperExited(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := linux.ReadPidStat(pid)
 	if err != nil {
 		return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
 	}
-	// pid (comm) STATE ...: comm may hold spaces and parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] == 'Z' || s[i+2] == 'X'
+	return st.State == 'Z' || st.State == 'X'
 }
 
 // helperErrno maps what a FUSE helper printed to the errno the kernel would

@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/loopvisor/loopvisor/internal/linux"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/loopvisor/loopvisor/internal/linux"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,20 +148,8 @@ func (r *Registry) UIDUse(uid int) int {
 
 // ProcStartTime returns the start time of pid (field 22 of /proc/PID/stat).
 func ProcStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, errors.New("malformed stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := linux.ReadPidStat(pid)
+	return st.StartTime, err
 }
 
 // Alive reports whether the supervisor that wrote j, or the container it
