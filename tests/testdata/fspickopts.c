@@ -27,14 +27,7 @@
 #include <unistd.h>
 #include <linux/mount.h>
 
-static long report(const char *name, long r) {
-	if (r < 0)
-		printf("%s %s\n", name, strerrorname_np(errno));
-	else
-		printf("%s OK\n", name);
-	fflush(stdout);
-	return r;
-}
+#include "report.h"
 
 static long fsconfig_(int fd, unsigned cmd, const char *k, const void *v, int aux) {
 	return syscall(SYS_fsconfig, fd, cmd, k, v, aux);

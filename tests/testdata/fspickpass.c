@@ -22,14 +22,7 @@
 #include <unistd.h>
 #include <linux/mount.h>
 
-static long report(const char *name, long r) {
-	if (r < 0)
-		printf("%s %s\n", name, strerrorname_np(errno));
-	else
-		printf("%s OK\n", name);
-	fflush(stdout);
-	return r;
-}
+#include "report.h"
 
 int main(int argc, char **argv) {
 	if (argc != 4)
