@@ -31,23 +31,7 @@ const cacheFD = 10
 func fileChild() int {
 	// The main thread stays this goroutine's: step 10's thread is another.
 	runtime.LockOSThread()
-	sock := 3
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return 100
-	}
-	prog, err := Program(Options{})
-	if err != nil {
-		return 100
-	}
-	lfd, err := Install(prog)
-	if err != nil {
-		return 100
-	}
-	if unix.Sendmsg(sock, []byte{'L'}, unix.UnixRights(lfd), nil, 0) != nil || unix.Close(lfd) != nil {
-		return 100
-	}
-	b := make([]byte, 1)
-	if n, err := unix.Read(sock, b); n != 1 || err != nil {
+	if !filteredChildReady() {
 		return 100
 	}
 	null, err1 := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)

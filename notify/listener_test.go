@@ -18,29 +18,37 @@ const listenerChildEnv = "_NOTIFY_TEST_LISTENER_CHILD"
 // childCalls is how many trapped calls the child makes.
 const childCalls = 3
 
+// filteredChildReady is a test child's start: it loads the sandbox's
+// filter (no_new_privs, no privilege needed), passes the listener to the
+// test over fd 3 and waits for the test's go byte. False: any step failed.
+func filteredChildReady() bool {
+	const sock = 3
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return false
+	}
+	prog, err := Program(Options{})
+	if err != nil {
+		return false
+	}
+	lfd, err := Install(prog)
+	if err != nil {
+		return false
+	}
+	if unix.Sendmsg(sock, []byte{'L'}, unix.UnixRights(lfd), nil, 0) != nil || unix.Close(lfd) != nil {
+		return false
+	}
+	b := make([]byte, 1)
+	n, err := unix.Read(sock, b)
+	return n == 1 && err == nil
+}
+
 // listenerChild loads the sandbox's filter (no_new_privs, no privilege
 // needed), passes the listener to the test over fd 3, waits for its go
 // byte, makes childCalls trapped ioctl(/dev/null, LOOP_CTL_GET_FREE) that
 // must return the test's answer (7), and exits 0; any other outcome
 // exits 1.
 func listenerChild() int {
-	sock := 3
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return 1
-	}
-	prog, err := Program(Options{})
-	if err != nil {
-		return 1
-	}
-	lfd, err := Install(prog)
-	if err != nil {
-		return 1
-	}
-	if unix.Sendmsg(sock, []byte{'L'}, unix.UnixRights(lfd), nil, 0) != nil || unix.Close(lfd) != nil {
-		return 1
-	}
-	b := make([]byte, 1)
-	if n, err := unix.Read(sock, b); n != 1 || err != nil {
+	if !filteredChildReady() {
 		return 1
 	}
 	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
