@@ -59,16 +59,7 @@ func TestControlFDPassedOut(t *testing.T) {
 			"--", fdpass, "recv", sock, "add", strconv.Itoa(idx))
 		recv <- outcome{r, err}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the outside process did not listen")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFileWithin(t, sock, 30*time.Second) // the outside process listens
 	r := sandbox(t, dir, stateDir(t), nil, fdpass+" send "+sock+" /dev/loop-control")
 	if r.Code != 0 || !strings.Contains(r.Stdout, "sent") {
 		t.Fatalf("sandbox could not pass its loop-control fd:\n%s", r)

@@ -42,16 +42,7 @@ func TestAttackControlFDToOtherSandbox(t *testing.T) {
 			"--", "sh", "-c", fdpass+" recv "+sock+" getfree 0; touch "+done)
 		recv <- outcome{r, err}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sandbox B did not listen")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFileWithin(t, sock, 30*time.Second) // sandbox B listens
 	a := sandbox(t, dir, stateDir(t), nil, `set -e
 echo "A-free $(losetup -f)"
 `+fdpass+` send `+sock+` /dev/loop-control

@@ -343,9 +343,17 @@ while :; do head -c 65536 /dev/urandom > mnt/f.$((n=n+1)); done`)
 	hostFsck(t, img)
 }
 
+// waitFileExists waits up to a minute for p to exist.
 func waitFileExists(t *testing.T, p string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	waitFileWithin(t, p, time.Minute)
+}
+
+// waitFileWithin waits up to d for p to exist (a socket a process listens
+// on, a file a script makes), or fails the test.
+func waitFileWithin(t *testing.T, p string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if _, err := os.Stat(p); err == nil {
 			return
