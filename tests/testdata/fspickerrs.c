@@ -19,14 +19,7 @@
 #include <unistd.h>
 #include <linux/mount.h>
 
-static int report(const char *name, long r) {
-	if (r < 0)
-		printf("%s %s\n", name, strerrorname_np(errno));
-	else
-		printf("%s OK\n", name);
-	fflush(stdout);
-	return (int)r;
-}
+#include "report.h"
 
 static long fspick_(int dfd, const char *p, unsigned f) { return syscall(SYS_fspick, dfd, p, f); }
 static long fsopen_(const char *t, unsigned f) { return syscall(SYS_fsopen, t, f); }

@@ -18,18 +18,12 @@
 #include <unistd.h>
 #include <linux/mount.h>
 
+#include "report.h"
+
 #ifndef FSCONFIG_CMD_CREATE_EXCL
 #define FSCONFIG_CMD_CREATE_EXCL 8
 #endif
 
-static int report(const char *name, long r) {
-	if (r < 0)
-		printf("%s %s\n", name, strerrorname_np(errno));
-	else
-		printf("%s OK\n", name);
-	fflush(stdout);
-	return (int)r;
-}
 
 static long fsopen_(const char *t, unsigned f) { return syscall(SYS_fsopen, t, f); }
 static long fsconfig_(int fd, unsigned cmd, const char *k, const void *v, int aux) {
