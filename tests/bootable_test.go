@@ -25,6 +25,24 @@ size=20MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
 type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
 `
 
+// partImages makes dir/disk.img, 64 MiB partitioned as partLayout, and
+// a sparse copy of it, dir/host.img, for the host's half of a differential
+// test, whose path it returns.
+func partImages(t *testing.T, dir string) (hostImg string) {
+	t.Helper()
+	img := image(t, dir, "disk.img", 64<<20)
+	sfdisk := exec.Command("sfdisk", "-q", img)
+	sfdisk.Stdin = strings.NewReader(partLayout)
+	if o, err := sfdisk.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v %s", err, o)
+	}
+	hostImg = filepath.Join(dir, "host.img")
+	if o, err := exec.Command("cp", "--sparse=always", img, hostImg).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, o)
+	}
+	return hostImg
+}
+
 // partReport prints what tools see of the partitions of the device in
 // $d, with its name replaced by DEV: each partition's sysfs attributes and
 // uevent, where its class and dev links lead, lsblk's and partx's views.
@@ -60,16 +78,7 @@ func TestPartitionSysfsDifferential(t *testing.T) {
 	needTools(t, "sfdisk", "partx", "lsblk")
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
-	img := image(t, dir, "disk.img", 64<<20)
-	sfdisk := exec.Command("sfdisk", "-q", img)
-	sfdisk.Stdin = strings.NewReader(partLayout)
-	if o, err := sfdisk.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v %s", err, o)
-	}
-	hostImg := filepath.Join(dir, "host.img")
-	if o, err := exec.Command("cp", "--sparse=always", img, hostImg).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, o)
-	}
+	hostImg := partImages(t, dir)
 
 	// The host: a distro kernel would make the partitions at losetup -P;
 	// this one has no parsers, so partx adds them with BLKPG.

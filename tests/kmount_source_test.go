@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,15 +43,7 @@ func TestKernelMountPartitionSource(t *testing.T) {
 	needTools(t, "sfdisk", "partx", "mkfs.ext4", "findmnt", "grub-probe")
 	hostGuard(t)
 	state, dir := stateDir(t), workDir(t)
-	img := image(t, dir, "disk.img", 64<<20)
-	sfdisk := exec.Command("sfdisk", "-q", img)
-	sfdisk.Stdin = strings.NewReader(partLayout)
-	if o, err := sfdisk.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v %s", err, o)
-	}
-	if o, err := exec.Command("cp", "--sparse=always", img, filepath.Join(dir, "host.img")).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, o)
-	}
+	partImages(t, dir)
 	fsImage(t, dir, "whole.img", "mkfs.ext4", 16<<20)
 	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
 	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
