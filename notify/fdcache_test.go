@@ -2,6 +2,7 @@ package notify
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -17,8 +18,14 @@ const (
 	fileBenchMode  = "files-bench"
 )
 
-// cacheFD is the descriptor number fileChild reuses for different files.
-const cacheFD = 10
+// The descriptor numbers fileChild uses: cacheFD (and cacheFD+1) for the
+// calls, and its own copies of the files it moves there from fileFDs on.
+// All are far above what the child inherits or the Go runtime opens, so
+// that no dup2 of a step closes a file a later step needs.
+const (
+	cacheFD = 100
+	fileFDs = 200
+)
 
 // fileChild loads the filter and, once told to go, makes trapped
 // ioctl(fd, LOOP_CTL_GET_FREE, ino) calls, each with the inode number of
@@ -27,19 +34,32 @@ const cacheFD = 10
 // the descriptor changes as an attacker would change it: the same file
 // again, a dup, another file under the same number, a closed number, the
 // first file back. It exits with the number of the first step whose
-// answer was wrong, 0 if none, 100 on a set-up failure.
+// answer was wrong (and says on stderr what it got), 0 if none, 100 on a
+// set-up failure.
 func fileChild() int {
 	// The main thread stays this goroutine's: step 10's thread is another.
 	runtime.LockOSThread()
 	if !filteredChildReady() {
 		return 100
 	}
-	null, err1 := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	zero, err2 := unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	mem, err3 := unix.MemfdCreate("not-a-device", unix.MFD_CLOEXEC)
-	if err1 != nil || err2 != nil || err3 != nil {
+	// A regular file that is no device: the test binary itself.
+	self, err := os.Executable()
+	if err != nil {
 		return 100
 	}
+	var fds [3]int
+	for i, open := range []func() (int, error){
+		func() (int, error) { return unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0) },
+		func() (int, error) { return unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0) },
+		func() (int, error) { return unix.Open(self, unix.O_RDONLY|unix.O_CLOEXEC, 0) },
+	} {
+		fd, err := open()
+		if err != nil || unix.Dup3(fd, fileFDs+i, unix.O_CLOEXEC) != nil || unix.Close(fd) != nil {
+			return 100
+		}
+		fds[i] = fileFDs + i
+	}
+	null, zero, regular := fds[0], fds[1], fds[2]
 	ino := func(fd int) uint64 {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil {
@@ -47,26 +67,38 @@ func fileChild() int {
 		}
 		return st.Ino
 	}
+	step := 0
 	// call makes the trapped call on fd; the answer must be 1, or EBADF
 	// for a descriptor that is not open.
 	call := func(fd int) bool {
 		want := ino(fd)
 		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(LoopCtlGetFree), uintptr(want))
+		ok := e == 0 && r == 1
 		if want == 0 {
-			return e == unix.EBADF
+			ok = e == unix.EBADF
 		}
-		return e == 0 && r == 1
+		if !ok {
+			fmt.Fprintf(os.Stderr, "fileChild step %d: ioctl(%d) with inode %d: %d, %v\n", step, fd, want, r, e)
+		}
+		return ok
+	}
+	dup := func(from, to int) bool {
+		if err := unix.Dup3(from, to, unix.O_CLOEXEC); err != nil {
+			fmt.Fprintf(os.Stderr, "fileChild step %d: dup3(%d, %d): %v\n", step, from, to, err)
+			return false
+		}
+		return true
 	}
 	steps := []func() bool{
-		func() bool { return unix.Dup2(null, cacheFD) == nil && call(cacheFD) },                           // 1: first call, kept
-		func() bool { return call(cacheFD) },                                                              // 2: same file: kcmp
-		func() bool { return unix.Dup2(cacheFD, cacheFD+1) == nil && call(cacheFD+1) && call(cacheFD+1) }, // 3: a dup
-		func() bool { return unix.Dup2(zero, cacheFD) == nil && call(cacheFD) },                           // 4: another device, same number
-		func() bool { return call(cacheFD) },                                                              // 5: and again: kcmp
-		func() bool { return unix.Dup2(mem, cacheFD) == nil && call(cacheFD) },                            // 6: a regular file, same number
-		func() bool { return unix.Close(cacheFD) == nil && call(cacheFD) },                                // 7: closed
-		func() bool { return unix.Dup2(null, cacheFD) == nil && call(cacheFD) },                           // 8: the first file back
-		func() bool { return call(cacheFD) },                                                              // 9: kcmp
+		func() bool { return dup(null, cacheFD) && call(cacheFD) },                           // 1: first call, kept
+		func() bool { return call(cacheFD) },                                                 // 2: same file: kcmp
+		func() bool { return dup(cacheFD, cacheFD+1) && call(cacheFD+1) && call(cacheFD+1) }, // 3: a dup
+		func() bool { return dup(zero, cacheFD) && call(cacheFD) },                           // 4: another device, same number
+		func() bool { return call(cacheFD) },                                                 // 5: and again: kcmp
+		func() bool { return dup(regular, cacheFD) && call(cacheFD) },                        // 6: a regular file, same number
+		func() bool { return unix.Close(cacheFD) == nil && call(cacheFD) },                   // 7: closed
+		func() bool { return dup(null, cacheFD) && call(cacheFD) },                           // 8: the first file back
+		func() bool { return call(cacheFD) },                                                 // 9: kcmp
 		func() bool { // 10: another thread of the caller, same descriptor
 			ok := make(chan bool)
 			go func() {
@@ -77,9 +109,10 @@ func fileChild() int {
 			return <-ok
 		},
 	}
-	for i, step := range steps {
-		if !step() {
-			return i + 1
+	for i, f := range steps {
+		step = i + 1
+		if !f() {
+			return step
 		}
 	}
 	return 0
