@@ -124,6 +124,7 @@ func main() {
 	flag.IntVar(&c.m.writeRounds, "write-rounds", 5, "rounds of sequential writes and tree unpacks per set-up, after a warm-up (0: skip)")
 	flag.IntVar(&c.m.writeMiB, "write-mib", 256, "size of the file written (MiB)")
 	flag.IntVar(&c.m.treeFiles, "tree-files", 10000, "files in the tree unpacked")
+	flag.DurationVar(&c.lockWait, "lock-wait", 30*time.Minute, "bound on waiting for "+lockPath+" (held by acceptance tests or another bench; 0: no bound)")
 	flag.DurationVar(&c.deadline, "deadline", 9*time.Minute, "overall bound: past it the bench stops what it started, says what it was measuring and exits 1")
 	flag.Parse()
 	if err := run(*loopvisor, c); err != nil {
@@ -142,6 +143,7 @@ type config struct {
 	imageRounds      int
 	agent            agentConfig
 	deadline         time.Duration
+	lockWait         time.Duration
 }
 
 func run(loopvisor string, c config) error {
@@ -165,7 +167,7 @@ func run(loopvisor string, c config) error {
 		return fmt.Errorf("loopvisor binary: %w (make build)", err)
 	}
 
-	unlock, err := lock()
+	unlock, err := lock(c.lockWait)
 	if err != nil {
 		return err
 	}
@@ -344,26 +346,63 @@ func warnHost(before, after string) {
 	fmt.Printf("WARNING: the host's loop devices or mounts differ after the bench\n--- before\n%s--- after\n%s", before, after)
 }
 
-// lock takes lockPath exclusively.
-func lock() (func(), error) {
+// lock takes lockPath exclusively. Waiting for it is bounded by
+// lockWait (0: no bound), and the message names who holds it.
+func lock(lockWait time.Duration) (func(), error) {
 	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	// Closing the file drops the lock; nothing is written to it, so a
 	// close error loses nothing.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
-		fmt.Fprintf(os.Stderr, "bench: waiting for %s (acceptance tests running?)\n", lockPath)
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != nil {
-			_ = f.Close()
-			return nil, fmt.Errorf("flock %s: %w", lockPath, err)
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		fmt.Fprintf(os.Stderr, "bench: waiting for %s, held by %s (acceptance tests running?)\n", lockPath, lockHolders(f))
+		t0 := time.Now()
+		for errors.Is(err, syscall.EWOULDBLOCK) && (lockWait == 0 || time.Since(t0) < lockWait) {
+			time.Sleep(200 * time.Millisecond)
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		}
-	} else if err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = fmt.Errorf("%s still held by %s after %v (-lock-wait)", lockPath, lockHolders(f), lockWait)
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("flock %s: %w", lockPath, err)
 	}
 	return func() { _ = f.Close() }, nil
+}
+
+// lockHolders names the processes /proc/locks lists as holding a lock on
+// f's file ("pid 123 (go test)"), or says it does not know.
+func lockHolders(f *os.File) string {
+	var st unix.Stat_t
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil || unix.Fstat(int(f.Fd()), &st) != nil {
+		return "another process"
+	}
+	// "1: FLOCK  ADVISORY  WRITE 4321 fd:01:1234 0 EOF"
+	key := fmt.Sprintf(":%d", st.Ino)
+	var who []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || fields[1] != "FLOCK" || !strings.HasSuffix(fields[5], key) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + fields[4] + "/cmdline")
+		name := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+		if len(name) > 60 {
+			name = name[:60] + "..."
+		}
+		who = append(who, fmt.Sprintf("pid %s (%s)", fields[4], name))
+	}
+	if len(who) == 0 {
+		return "another process"
+	}
+	return strings.Join(who, ", ")
 }
 
 // buildC compiles source into dir/name.
