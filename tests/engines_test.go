@@ -221,12 +221,18 @@ func TestPodmanRootful(t *testing.T) {
 				"--mount", "type=bind,src=" + work + ",dst=/work",
 				"--mount", "type=bind,src=" + filepath.Join(binDir, "loopctl") + ",dst=/usr/local/bin/loopctl,ro",
 			}, podmanUlimits(t)...)
-			common = append(common, "--rootfs", rootfs, "sh", "-c", engineScript)
+			opts := common
+			common = append(append([]string{}, opts...), "--rootfs", rootfs, "sh", "-c", engineScript)
 			suffix := fmt.Sprintf("%s-%d", rt.name, os.Getpid())
 
 			// Without loopvisor: podman's default profile, same user namespace.
 			bareArgs := append(append(append([]string{}, podman[1:]...), "run", "--name", "lv-test-bare-"+suffix,
 				"--uidmap", fmt.Sprintf("0:%d:65536", SandboxUID), "--gidmap", fmt.Sprintf("0:%d:65536", SandboxUID)), common...)
+			if rt.name == "crun" {
+				// As run.sh does: crun 1.8.1 would give the host's
+				// /dev/null (podman's stdin) to the container's root.
+				bareArgs = append(bareArgs[:len(bareArgs)-len(common)], append([]string{"--interactive"}, common...)...)
+			}
 			var bare result
 			if rt.name == "crun" && oci.HybridCgroups() {
 				bare, err = command("/", "unshare", append([]string{"-m", "sh", "-c", `umount /sys/fs/cgroup/unified && exec "$@"`, "sh", podman[0]}, bareArgs...)...)
@@ -249,6 +255,20 @@ func TestPodmanRootful(t *testing.T) {
 			checkEngineRun(t, res, work, rt.holding, rt.givenBack)
 			if rt.name == "runc" {
 				checkGrantLog(t, a, res)
+			}
+			// The container's /dev/null is the host's: through run.sh
+			// its root must not own it (crun 1.8.1 chowns the standard
+			// streams, and podman's stdin without --interactive is
+			// the host's /dev/null), so chmod fails and the host's
+			// node keeps its owner and mode (hostGuard).
+			chmodArgs := append(append([]string{"--name", "lv-test-chmod-" + suffix}, opts...),
+				"--rootfs", rootfs, "sh", "-c", "chmod 0600 /dev/null && echo CHMODDED; ls -ln /dev/null")
+			cr, err := withEnv(tmp, env, runSh, chmodArgs...)
+			if err != nil || cr.Code != 0 {
+				t.Fatalf("run.sh chmod: %v\n%s", err, cr)
+			}
+			if strings.Contains(cr.Stdout, "CHMODDED") || !strings.Contains(cr.Stderr, "Operation not permitted") {
+				t.Errorf("the container's root could chmod the host's /dev/null:\n%s", cr)
 			}
 			waitGone(t, a)
 		})

@@ -88,7 +88,7 @@ func runAsRoot(m *testing.M) int {
 		code := m.Run()
 		after := waitSnapshot(before, 5*time.Second)
 		if after != before {
-			fmt.Printf("FAIL: the suite changed the host's loop devices or mounts\n--- before\n%s\n--- after\n%s\n", before, after)
+			fmt.Printf("FAIL: the suite changed the host's loop devices, mounts or device nodes\n--- before\n%s\n--- after\n%s\n", before, after)
 			code = 1
 		}
 		return code
@@ -160,8 +160,21 @@ func snapshot() string {
 	}
 	sort.Strings(mounts)
 	fmt.Fprintf(&b, "mounts:\n%s\n", strings.Join(mounts, "\n"))
+	// The host's own device nodes keep their owners and modes: an engine
+	// that chowns a node it bind-mounts into a container (crun 1.8.1
+	// chowns the container's standard streams, and podman gives it the
+	// host's /dev/null as stdin) hands the node to the container's root.
+	for _, n := range hostNodes {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(n, &st); err == nil {
+			fmt.Fprintf(&b, "%s %d:%d %o\n", n, st.Uid, st.Gid, st.Mode)
+		}
+	}
 	return b.String()
 }
+
+// hostNodes are the host's device nodes a container is most often given.
+var hostNodes = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/loop-control", "/dev/fuse"}
 
 // waitSnapshot gives asynchronous teardown (autoclear at last close) a
 // moment to finish.
@@ -176,8 +189,8 @@ func waitSnapshot(want string, d time.Duration) string {
 	}
 }
 
-// hostGuard fails t if the host's loop devices or mounts differ after the
-// test from before it.
+// hostGuard fails t if the host's loop devices, mounts or device nodes'
+// owners and modes differ after the test from before it.
 func hostGuard(t *testing.T) {
 	t.Helper()
 	before := snapshot()

@@ -27,11 +27,6 @@ idmap=${LOOPVISOR_IDMAP:-100000:65536}
 read -ra podman <<< "${PODMAN:-podman}"
 nodes=$("$loopvisor" status --socket "$socket" --node-dir)
 [ -r "$profile" ] || { echo "run.sh: no profile $profile; run make-profile.sh first" >&2; exit 1; }
-cmd=("${podman[@]}" run --uidmap "0:$idmap" --gidmap "0:$idmap"
-     --security-opt "seccomp=$(realpath "$profile")" --cap-add SYS_ADMIN
-     --mount "type=bind,src=$nodes/loop-control,dst=/dev/loop-control"
-     --mount "type=bind,src=$nodes/fuse,dst=/dev/fuse"
-     "$@")
 runtime=$("${podman[@]}" info --format '{{.Host.OCIRuntime.Name}}')
 for a in "$@"; do
   case $a in --runtime=*) runtime=${a#--runtime=} ;; esac
@@ -41,6 +36,19 @@ for a in "$@"; do
   [ "$prev" = --runtime ] && runtime=$a
   prev=$a
 done
+cmd=("${podman[@]}" run --uidmap "0:$idmap" --gidmap "0:$idmap"
+     --security-opt "seccomp=$(realpath "$profile")" --cap-add SYS_ADMIN
+     --mount "type=bind,src=$nodes/loop-control,dst=/dev/loop-control"
+     --mount "type=bind,src=$nodes/fuse,dst=/dev/fuse")
+# crun before August 2025 (bookworm's 1.8.1; containers/crun#1845) chowns
+# the container's standard streams to its root, and without --interactive
+# podman gives the container the host's /dev/null as stdin: the host's
+# /dev/null would then belong to the container's root, which could chmod
+# it for everyone. --interactive makes stdin a pipe.
+if [ "$(basename "$runtime")" = crun ]; then
+  cmd+=(--interactive)
+fi
+cmd+=("$@")
 hybrid=no
 if [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
    [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] &&
