@@ -323,10 +323,11 @@ var errStalled = fmt.Errorf("%w: superblock read did not return within %v (the b
 // checkJournal refuses, for a kernel mount, an ext3/ext4 image whose
 // journal is not inside it: the driver would open the device the
 // superblock names (s_journal_dev, a device number the image chooses) as
-// host root during the create. nsexec's kcreate confines that open with a
-// devices cgroup where the host has a v1 hierarchy; this check is the
-// layer that holds elsewhere, up to the image changing between the check
-// and the create (the sandbox owns the backing file). The host's kernel
+// host root during the create. nsexec.CreateSuperblock confines that
+// open with a cgroup v2 device program or a v1 devices cgroup; this check
+// is the layer in front of it, and the only one on a host with neither,
+// up to the image changing between the check and the create (the sandbox
+// owns the backing file). The host's kernel
 // answers EINVAL for an external journal it cannot find; loopvisor does
 // for every external journal.
 func checkJournal(fstype, node string) error {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/loopvisor/loopvisor/internal/devcgroup"
 	"github.com/loopvisor/loopvisor/loopctl"
 	"github.com/loopvisor/loopvisor/loopctl/registry"
 	"github.com/loopvisor/loopvisor/loopctl/view"
@@ -63,6 +64,14 @@ func GC(h *loopctl.Host, reg *registry.Registry, log *logrus.Entry, wait time.Du
 		log.WithField("nodes", n).Info("gc: revoked the nodes of views without a journal")
 	}
 	loopctl.ReleaseViews(reg)
+	// The cgroups a kernel mount's create ran in (mountproxy/nsexec) are
+	// removed after the create; a supervisor killed in between leaves an
+	// empty one below its own cgroup.
+	if n, err := devcgroup.RemoveStaleConfined(); err != nil {
+		log.WithError(err).Warn("gc: removing the cgroups of dead supervisors' creates")
+	} else if n > 0 {
+		log.WithField("cgroups", n).Info("gc: removed the cgroups of dead supervisors' creates")
+	}
 	return released, left
 }
 

@@ -1,9 +1,9 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/devcgroup"
+	"github.com/loopvisor/loopvisor/mountproxy/nsexec"
 )
 
 // pidWithArg returns the host pid of a process in another mount namespace
@@ -419,17 +422,19 @@ func journalDevImage(t *testing.T, dir string) (string, int) {
 	return img, idx
 }
 
-// TestKcreateConfinesJournalDev: the devices cgroup of nsexec's kcreate
+// TestKcreateConfinesJournalDev: the confinement of nsexec's kcreate
 // holds by itself, without the mount proxy's superblock check in front
 // of it (which a sandbox could race by rewriting its image between the
-// check and the create). The op is run directly, as the supervisor runs
-// it, on an ext4 context whose image names a free loop minor as its
-// external journal: the create fails and the minor is not created, where
-// host root's own create makes the kernel create it.
+// check and the create), both as the supervisor sets it up first (a
+// cgroup v2 device program the op starts in) and as it falls back (a v1
+// devices cgroup). The op is run directly, as the supervisor runs it
+// (nsexec.CreateSuperblockWith), on an ext4 context whose image names a
+// free loop minor as its external journal: the create fails with the
+// device cgroup's EPERM and the minor is not created, where host root's
+// own create makes the kernel create it.
 func TestKcreateConfinesJournalDev(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
-	needCgroupV1Devices(t)
 	dir := workDir(t)
 	img, idx := journalDevImage(t, dir)
 	r := run(t, dir, "losetup", "-f", "--show", img)
@@ -440,39 +445,56 @@ func TestKcreateConfinesJournalDev(t *testing.T) {
 	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
 	var st unix.Stat_t
 	check(t, unix.Stat(dev, &st))
-	create := func(nsexec bool) string {
+	context := func(t *testing.T) *os.File {
 		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
 		check(t, err)
 		ctx := os.NewFile(uintptr(fd), "fscontext")
-		defer func() { _ = ctx.Close() }()
+		t.Cleanup(func() { _ = ctx.Close() })
 		check(t, unix.FsconfigSetString(fd, "source", dev))
-		if !nsexec {
-			if err := unix.FsconfigCreate(fd); err != nil {
-				return err.Error()
+		return ctx
+	}
+	for _, c := range []struct {
+		name string
+		how  nsexec.Confinement
+	}{{"bpf", nsexec.ConfineBPF}, {"v1", nsexec.ConfineV1}} {
+		t.Run(c.name, func(t *testing.T) {
+			switch c.how {
+			case nsexec.ConfineV1:
+				needCgroupV1Devices(t)
+			case nsexec.ConfineBPF:
+				if !hasCgroup2() {
+					t.Skip("no cgroup v2 hierarchy: kcreate falls back to the v1 devices cgroup")
+				}
 			}
-			return "created"
-		}
-		name := strings.TrimPrefix(dev, "/dev/")
-		cmd := exec.Command(loopvisor, name, strconv.Itoa(int(unix.Major(st.Rdev))), strconv.Itoa(int(unix.Minor(st.Rdev))))
-		cmd.Args[0] = "loopvisor-nsexec"
-		cmd.Env = []string{"_LOOPVISOR_NSEXEC=kcreate"}
-		cmd.ExtraFiles = []*os.File{nil, nil, nil, ctx}
-		out, _ := cmd.CombinedOutput()
-		return strings.TrimSpace(string(out))
-	}
-	got := create(true)
-	t.Logf("kcreate: %s", got)
-	if !loopIndexAbsent(idx) {
-		t.Errorf("kcreate let the image's external journal create host loop%d (output %q)", idx, got)
-	}
-	// nsexec answers "errno step: detail"; the create must be what failed,
-	// with the devices cgroup's EPERM, not the op's set-up.
-	if !strings.Contains(got, "create") || !strings.Contains(got, strconv.Itoa(int(unix.EPERM))) {
-		t.Errorf("kcreate should fail at the create with EPERM (the devices cgroup), got %q", got)
+			err := nsexec.CreateSuperblockWith(context(t), dev, st.Rdev, c.how)
+			t.Logf("kcreate: %v", err)
+			if !loopIndexAbsent(idx) {
+				t.Errorf("kcreate let the image's external journal create host loop%d (%v)", idx, err)
+			}
+			// The create must be what failed, with the device cgroup's
+			// EPERM, not the op's set-up.
+			var ne *nsexec.Error
+			if !errors.As(err, &ne) || ne.Step != "create" || ne.Errno != unix.EPERM {
+				t.Errorf("kcreate should fail at the create with EPERM (the device cgroup), got %v", err)
+			}
+		})
 	}
 	// Control: host root's own create opens the journal's device number
 	// and the kernel creates the minor (removed by removeStrays).
-	if h := create(false); loopIndexAbsent(idx) {
-		t.Errorf("control: host root's create (%s) did not create loop%d: the test image does not name it", h, idx)
+	if err := unix.FsconfigCreate(int(context(t).Fd())); loopIndexAbsent(idx) {
+		t.Errorf("control: host root's create (%v) did not create loop%d: the test image does not name it", err, idx)
 	}
+	// Nothing left of the op's cgroups.
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + devcgroup.ConfinedPrefix + "*"); len(left) > 0 {
+		t.Errorf("kcreate left cgroups: %v", left)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/devices/loopvisor-kcreate-*"); len(left) > 0 {
+		t.Errorf("kcreate left cgroups: %v", left)
+	}
+}
+
+// hasCgroup2 reports whether a cgroup v2 hierarchy is mounted.
+func hasCgroup2() bool {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	return err == nil && strings.Contains(string(mi), " - cgroup2 ")
 }

@@ -18,6 +18,12 @@
 // never answers). Failures are *Error with the step and the errno, which
 // unwraps to the errno the container should see.
 //
+// The create is the one op that acts as host root on what the container
+// chose (the image, whose superblock may name other block devices), so it
+// is confined to the serving device: started into a new cgroup v2 with a
+// device program allowing that device only (devcgroup.NewConfined), or
+// where that cannot be made, run in a child v1 devices cgroup.
+//
 // When not to use this package: for FUSE helpers (mountproxy's fusejail
 // starts those in a jail of their own), or for anything that can be done
 // from the supervisor with file descriptors alone.

@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loopvisor/loopvisor/internal/devcgroup"
 )
 
 // NS is what nsexec needs to act as the caller inside its sandbox.
@@ -111,18 +114,70 @@ const CreateTimeout = 2 * time.Minute
 // as the mount's source: a kernel mount then names the device as the
 // sandbox knows it, without a node in the host's /dev. The caller
 // fsmounts fsctx afterwards. Bounded by CreateTimeout.
+//
+// The file system reads the container's image at the create and may open
+// other block devices by the numbers it finds there (ext4's external
+// journal), so the create can open no device but dev: it starts in a
+// cgroup v2 whose device program allows only dev (ConfineBPF), or, where
+// that cannot be made, runs in a child v1 devices cgroup (ConfineV1).
 func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
+	err := CreateSuperblockWith(fsctx, devPath, dev, ConfineBPF)
+	var ce *confineError
+	if errors.As(err, &ce) {
+		return CreateSuperblockWith(fsctx, devPath, dev, ConfineV1)
+	}
+	return err
+}
+
+// Confinement says how CreateSuperblockWith confines the create.
+type Confinement int
+
+const (
+	// ConfineBPF starts the op in a new cgroup v2 (devcgroup.NewConfined)
+	// whose device program allows dev only: no migration, no fork.
+	ConfineBPF Confinement = iota
+	// ConfineV1 has the op run the create in a child process in a new v1
+	// devices cgroup allowing dev only; where the host has no v1 devices
+	// hierarchy the create is not confined (README).
+	ConfineV1
+)
+
+// confineError says the confinement asked for could not be set up (no
+// cgroup v2, no BPF): CreateSuperblock then uses the other.
+type confineError struct{ err error }
+
+func (e *confineError) Error() string { return "confine the create: " + e.err.Error() }
+func (e *confineError) Unwrap() error { return e.err }
+
+// CreateSuperblockWith is CreateSuperblock with the confinement chosen
+// (tests check each).
+func CreateSuperblockWith(fsctx *os.File, devPath string, dev uint64, how Confinement) error {
 	name, ok := strings.CutPrefix(devPath, "/dev/")
 	if !ok || name == "" || strings.Contains(name, "/") {
 		return &Error{Op: "kcreate", Step: "device name", Errno: unix.EINVAL, Detail: devPath}
 	}
 	args := []string{name, strconv.FormatUint(uint64(unix.Major(dev)), 10), strconv.FormatUint(uint64(unix.Minor(dev)), 10)}
-	cmd := exec.Command("/proc/self/exe", args...)
-	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
+	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = []string{"_LOOPVISOR_NSEXEC=kcreate"}
 	cmd.ExtraFiles = []*os.File{nil, nil, nil, fsctx}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
-	return runCmd(cmd, "kcreate", args, CreateTimeout)
+	if how == ConfineBPF {
+		cg, err := devcgroup.NewConfined([]devcgroup.Device{{Type: 'b', Major: unix.Major(dev), Minor: unix.Minor(dev)}})
+		if err != nil {
+			return &confineError{err}
+		}
+		defer func() { _ = cg.Close() }() // after runCmd's Wait; an empty cgroup left behind is removed by gc
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Dir.Fd())
+		args = append(args, "bpf")
+	}
+	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
+	err := runCmd(cmd, "kcreate", args, CreateTimeout)
+	var ne *Error
+	if how == ConfineBPF && errors.As(err, &ne) && ne.Step == "start" {
+		return &confineError{err} // clone3 refused the cgroup
+	}
+	return err
 }
 
 func runCmd(cmd *exec.Cmd, op string, args []string, timeout time.Duration) error {
