@@ -120,13 +120,23 @@ const CreateTimeout = 2 * time.Minute
 // journal), so the create can open no device but dev: it starts in a
 // cgroup v2 whose device program allows only dev (ConfineBPF), or, where
 // that cannot be made, runs in a child v1 devices cgroup (ConfineV1).
+// When the cgroup v2 could not be made or started in for want of a
+// resource (EAGAIN, ENOMEM: a cgroup.max.descendants or pids.max reached,
+// which a container can do by stalling creates or, sharing the
+// supervisor's cgroup, by forking), the fallback must confine: where
+// there is no v1 devices hierarchy (a cgroup v2-only host) the create
+// fails with EAGAIN instead of running unconfined.
 func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
 	err := CreateSuperblockWith(fsctx, devPath, dev, ConfineBPF)
 	var ce *confineError
-	if errors.As(err, &ce) {
-		return CreateSuperblockWith(fsctx, devPath, dev, ConfineV1)
+	if !errors.As(err, &ce) {
+		return err
 	}
-	return err
+	how := ConfineV1
+	if ce.transient() {
+		how = confineV1Only
+	}
+	return CreateSuperblockWith(fsctx, devPath, dev, how)
 }
 
 // Confinement says how CreateSuperblockWith confines the create.
@@ -140,6 +150,9 @@ const (
 	// devices cgroup allowing dev only; where the host has no v1 devices
 	// hierarchy the create is not confined (README).
 	ConfineV1
+	// confineV1Only is ConfineV1 that fails (EAGAIN) where there is no
+	// v1 devices hierarchy, instead of running the create unconfined.
+	confineV1Only
 )
 
 // confineError says the confinement asked for could not be set up (no
@@ -148,6 +161,18 @@ type confineError struct{ err error }
 
 func (e *confineError) Error() string { return "confine the create: " + e.err.Error() }
 func (e *confineError) Unwrap() error { return e.err }
+
+// transient reports whether the confinement failed for want of a
+// resource, not because the host cannot give it: a limit reached, which
+// the container may have reached on purpose.
+func (e *confineError) transient() bool {
+	err := e.err
+	var ne *Error
+	if errors.As(err, &ne) && ne.cause != nil {
+		err = ne.cause
+	}
+	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOMEM)
+}
 
 // CreateSuperblockWith is CreateSuperblock with the confinement chosen
 // (tests check each).
@@ -171,6 +196,9 @@ func CreateSuperblockWith(fsctx *os.File, devPath string, dev uint64, how Confin
 		cmd.SysProcAttr.CgroupFD = int(cg.Dir.Fd())
 		args = append(args, "bpf")
 	}
+	if how == confineV1Only {
+		args = append(args, "v1")
+	}
 	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
 	err := runCmd(cmd, "kcreate", args, CreateTimeout)
 	var ne *Error
@@ -184,7 +212,7 @@ func runCmd(cmd *exec.Cmd, op string, args []string, timeout time.Duration) erro
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
-		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error()}
+		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error(), cause: err}
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -217,6 +245,7 @@ type Error struct {
 	Step   string
 	Errno  unix.Errno
 	Detail string // what nsexec printed, for the log
+	cause  error  // why the op could not be started (Step "start")
 }
 
 func (e *Error) Error() string {
