@@ -120,12 +120,15 @@ const CreateTimeout = 2 * time.Minute
 // journal), so the create can open no device but dev: it starts in a
 // cgroup v2 whose device program allows only dev (ConfineBPF), or, where
 // that cannot be made, runs in a child v1 devices cgroup (ConfineV1).
-// When the cgroup v2 could not be made or started in for want of a
-// resource (EAGAIN, ENOMEM: a cgroup.max.descendants or pids.max reached,
-// which a container can do by stalling creates or, sharing the
-// supervisor's cgroup, by forking), the fallback must confine: where
-// there is no v1 devices hierarchy (a cgroup v2-only host) the create
-// fails with EAGAIN instead of running unconfined.
+// When the cgroup v2 could not be made for want of a resource (EAGAIN,
+// ENOMEM: a cgroup.max.descendants reached, which a container can do by
+// stalling creates), or was made but the op could not be started in it
+// (pids.max reached, which a container sharing the supervisor's cgroup
+// can do by forking; the cgroup removed), the fallback must confine:
+// where there is no v1 devices hierarchy (a cgroup v2-only host) the
+// create fails with EAGAIN instead of running unconfined. Only a kernel
+// without clone3's CLONE_INTO_CGROUP falls back as a host without
+// cgroup v2 does.
 func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
 	err := CreateSuperblockWith(fsctx, devPath, dev, ConfineBPF)
 	var ce *confineError
@@ -133,7 +136,7 @@ func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
 		return err
 	}
 	how := ConfineV1
-	if ce.transient() {
+	if ce.mustConfine() {
 		how = confineV1Only
 	}
 	return CreateSuperblockWith(fsctx, devPath, dev, how)
@@ -156,22 +159,32 @@ const (
 )
 
 // confineError says the confinement asked for could not be set up (no
-// cgroup v2, no BPF): CreateSuperblock then uses the other.
-type confineError struct{ err error }
+// cgroup v2, no BPF): CreateSuperblock then uses the other. made says
+// the cgroup was made and the op could not be started in it.
+type confineError struct {
+	err  error
+	made bool
+}
 
 func (e *confineError) Error() string { return "confine the create: " + e.err.Error() }
 func (e *confineError) Unwrap() error { return e.err }
 
-// transient reports whether the confinement failed for want of a
-// resource, not because the host cannot give it: a limit reached, which
-// the container may have reached on purpose.
-func (e *confineError) transient() bool {
-	err := e.err
-	var ne *Error
-	if errors.As(err, &ne) && ne.cause != nil {
-		err = ne.cause
+// mustConfine reports whether the fallback must confine the create (or
+// fail) rather than run it unconfined where the host has no v1 devices
+// hierarchy: the host can give the cgroup v2, and what kept the create
+// out of it may be the container's doing (a limit reached, the cgroup
+// removed). Not so where the cgroup could not be made for another reason
+// (no cgroup v2, not writable, no BPF), or the kernel lacks clone3's
+// CLONE_INTO_CGROUP (ENOSYS before 5.3; E2BIG or EINVAL before 5.7).
+func (e *confineError) mustConfine() bool {
+	if !e.made {
+		return errors.Is(e.err, unix.EAGAIN) || errors.Is(e.err, unix.ENOMEM)
 	}
-	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOMEM)
+	var ne *Error
+	if errors.As(e.err, &ne) && ne.cause != nil {
+		return !errors.Is(ne.cause, unix.ENOSYS) && !errors.Is(ne.cause, unix.E2BIG) && !errors.Is(ne.cause, unix.EINVAL)
+	}
+	return true
 }
 
 // CreateSuperblockWith is CreateSuperblock with the confinement chosen
@@ -189,7 +202,7 @@ func CreateSuperblockWith(fsctx *os.File, devPath string, dev uint64, how Confin
 	if how == ConfineBPF {
 		cg, err := devcgroup.NewConfined([]devcgroup.Device{{Type: 'b', Major: unix.Major(dev), Minor: unix.Minor(dev)}})
 		if err != nil {
-			return &confineError{err}
+			return &confineError{err, false}
 		}
 		defer func() { _ = cg.Close() }() // after runCmd's Wait; an empty cgroup left behind is removed by gc
 		cmd.SysProcAttr.UseCgroupFD = true
@@ -203,7 +216,7 @@ func CreateSuperblockWith(fsctx *os.File, devPath string, dev uint64, how Confin
 	err := runCmd(cmd, "kcreate", args, CreateTimeout)
 	var ne *Error
 	if how == ConfineBPF && errors.As(err, &ne) && ne.Step == "start" {
-		return &confineError{err} // clone3 refused the cgroup
+		return &confineError{err, true} // clone3 refused the cgroup
 	}
 	return err
 }
