@@ -456,9 +456,10 @@ static void kcreate(const char *name, const char *maj, const char *min, const ch
 	 * up. With "bpf" the supervisor started this process into a cgroup v2
 	 * whose device program allows the serving device only
 	 * (devcgroup.NewConfined): it is confined already. With "v1" the
-	 * supervisor could not make that cgroup for want of a resource (a
-	 * limit the container may have reached on purpose): without a v1
-	 * devices hierarchy the create fails rather than run unconfined. */
+	 * host has cgroup v2 but the supervisor could not start this process
+	 * in such a cgroup (a limit reached, the cgroup removed: possibly the
+	 * container's doing): without a v1 devices hierarchy the create
+	 * fails rather than run unconfined. */
 	char parent[4096], dir[4200];
 	int bpf = !strcmp(how, "bpf"), v1 = !bpf && devices_cgroup(parent, sizeof parent);
 	if (!v1 && !strcmp(how, "v1"))
