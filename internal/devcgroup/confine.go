@@ -93,44 +93,61 @@ func (c *Confined) Close() error {
 	}
 }
 
+// V1KcreatePrefix starts the names of the v1 devices cgroups nsexec's
+// kcreate makes where NewConfined cannot be used ("loopvisor-kcreate-PID").
+const V1KcreatePrefix = "loopvisor-kcreate-"
+
 // RemoveStaleConfined removes the empty cgroups NewConfined made below
-// the calling process's own cgroup for processes that are gone (a
-// supervisor killed between making one and removing it). It returns how
-// many it removed.
+// the calling process's own cgroup v2, and the v1 devices cgroups of
+// nsexec's kcreate below its own v1 devices cgroup, for processes that
+// are gone (a supervisor or op killed between making one and removing
+// it). It returns how many it removed.
 func RemoveStaleConfined() (int, error) {
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return 0, err
 	}
-	root, err := unifiedMount(mi)
-	if err != nil {
-		return 0, nil // no cgroup v2: none made
-	}
 	own, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return 0, err
 	}
-	parent, err := unifiedPath(own)
-	if err != nil {
-		return 0, nil
+	n := 0
+	var errs []error
+	if root, err := unifiedMount(mi); err == nil {
+		if parent, err := unifiedPath(own); err == nil {
+			k, err := removeStale(filepath.Join(root, parent), ConfinedPrefix)
+			n += k
+			errs = append(errs, err)
+		}
 	}
-	dir := filepath.Join(root, parent)
+	if root, err := devicesMount(mi); err == nil {
+		if parent, err := devicesPath(own); err == nil {
+			k, err := removeStale(filepath.Join(root, parent), V1KcreatePrefix)
+			n += k
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// removeStale removes the directories in dir named prefix+PID[-...] whose
+// PID is not a live process. rmdir removes only an empty cgroup: one that
+// still holds a process stays.
+func removeStale(dir, prefix string) (int, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), ConfinedPrefix)
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
 		if !ok || !e.IsDir() {
 			continue
 		}
 		pid, _, _ := strings.Cut(rest, "-")
-		if p, err := strconv.Atoi(pid); err != nil || unix.Kill(p, 0) == nil {
+		if p, err := strconv.Atoi(pid); err != nil || p <= 0 || unix.Kill(p, 0) == nil {
 			continue // a live maker's (or not ours)
 		}
-		// rmdir removes only an empty cgroup: one that still holds a
-		// process stays, and says so.
 		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
 			n++
 		}

@@ -80,11 +80,24 @@ func TestRemoveStaleConfined(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = os.Remove(d) })
 	}
+	// And a v1 devices cgroup of kcreate's, where the host has one.
+	if root1, err := devicesMount(mi); err == nil {
+		if p1, err := devicesPath(own); err == nil {
+			v1 := filepath.Join(root1, p1, V1KcreatePrefix+strconv.Itoa(cmd.Process.Pid))
+			if err := os.Mkdir(v1, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = os.Remove(v1) })
+			dead = dead + " " + v1
+		}
+	}
 	if _, err := RemoveStaleConfined(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(dead); !os.IsNotExist(err) {
-		t.Errorf("the dead process's cgroup is still there (%v)", err)
+	for _, d := range strings.Fields(dead) {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("the dead process's cgroup %s is still there (%v)", d, err)
+		}
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("the live process's cgroup was removed: %v", err)
