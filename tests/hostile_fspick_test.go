@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -491,6 +492,179 @@ func TestKcreateConfinesJournalDev(t *testing.T) {
 	if left, _ := filepath.Glob("/sys/fs/cgroup/devices/loopvisor-kcreate-*"); len(left) > 0 {
 		t.Errorf("kcreate left cgroups: %v", left)
 	}
+}
+
+// TestKcreateFullCgroupNotUnconfined: a transient failure to make the
+// create's cgroup v2 (a limit reached: cgroup.max.descendants, which a
+// sandbox reaches by stalling creates, or pids.max for the clone3, which
+// one that shares the supervisor's cgroup reaches by forking) must not
+// make the create run unconfined. The fallback is the v1 devices cgroup,
+// which a cgroup v2-only host does not have; the test makes one by
+// running the create on a thread whose private mount namespace has no v1
+// devices hierarchy, with the process in a cgroup v2 that may have no
+// children. With a v1 devices hierarchy the create is confined there;
+// without one CreateSuperblock must fail (EAGAIN) and the image's
+// external journal must not make the kernel create its loop minor; the
+// control, the v1 fallback on its own in that namespace, shows it would.
+func TestKcreateFullCgroupNotUnconfined(t *testing.T) {
+	needRoot(t)
+	hostGuard(t)
+	root, own := cgroup2Own(t)
+	dir := workDir(t)
+	img, idx := journalDevImage(t, dir)
+	r := run(t, dir, "losetup", "-f", "--show", img)
+	if r.Code != 0 {
+		t.Fatal(r)
+	}
+	dev := strings.TrimSpace(r.Stdout)
+	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
+	var st unix.Stat_t
+	check(t, unix.Stat(dev, &st))
+	context := func() (*os.File, error) {
+		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return nil, err
+		}
+		ctx := os.NewFile(uintptr(fd), "fscontext")
+		if err := unix.FsconfigSetString(fd, "source", dev); err != nil {
+			_ = ctx.Close()
+			return nil, err
+		}
+		return ctx, nil
+	}
+
+	// A cgroup v2 that may have no children, with this process in it
+	// until the end.
+	full := filepath.Join(root, own, fmt.Sprintf("loopvisor-test-full-%d", os.Getpid()))
+	check(t, os.Mkdir(full, 0o700))
+	t.Cleanup(func() {
+		if err := os.Remove(full); err != nil {
+			t.Errorf("remove %s: %v", full, err)
+		}
+	})
+	check(t, os.WriteFile(filepath.Join(full, "cgroup.max.descendants"), []byte("0"), 0))
+	back := filepath.Join(root, own, "cgroup.procs")
+	check(t, os.WriteFile(filepath.Join(full, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0))
+	t.Cleanup(func() {
+		if err := os.WriteFile(back, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			t.Errorf("move the test back to %s: %v", back, err)
+		}
+	})
+
+	// Where there is a v1 devices hierarchy the create falls back to it
+	// and is confined there (EPERM at the create, as in
+	// TestKcreateConfinesJournalDev).
+	if _, err := os.Stat("/sys/fs/cgroup/devices"); err == nil {
+		ctx, err := context()
+		check(t, err)
+		err = nsexec.CreateSuperblock(ctx, dev, st.Rdev)
+		_ = ctx.Close()
+		var ne *nsexec.Error
+		if !errors.As(err, &ne) || ne.Step != "create" || ne.Errno != unix.EPERM || !loopIndexAbsent(idx) {
+			t.Errorf("with a v1 devices hierarchy and the cgroup v2 full: %v (loop%d made: %v), want EPERM at the create from the v1 devices cgroup", err, idx, !loopIndexAbsent(idx))
+		}
+	}
+
+	type result struct {
+		prod, control error
+		prodMinor     bool // the production create made loop idx
+		setup         error
+	}
+	var out result
+	onSideThread(func() {
+		if out.setup = unix.Unshare(unix.CLONE_NEWNS); out.setup != nil {
+			return
+		}
+		if out.setup = unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); out.setup != nil {
+			return
+		}
+		// What kcreate finds of a v1 devices hierarchy is then not
+		// writable, as where there is none.
+		if _, err := os.Stat("/sys/fs/cgroup/devices"); err == nil {
+			if out.setup = unix.Mount("none", "/sys/fs/cgroup/devices", "tmpfs", unix.MS_RDONLY, "size=4k"); out.setup != nil {
+				return
+			}
+		}
+		ctx, err := context()
+		if out.setup = err; err != nil {
+			return
+		}
+		out.prod = nsexec.CreateSuperblock(ctx, dev, st.Rdev)
+		_ = ctx.Close()
+		out.prodMinor = !loopIndexAbsent(idx)
+		if ctx, out.setup = context(); out.setup != nil {
+			return
+		}
+		out.control = nsexec.CreateSuperblockWith(ctx, dev, st.Rdev, nsexec.ConfineV1)
+		_ = ctx.Close()
+	})
+	if out.setup != nil {
+		t.Fatalf("set-up: %v", out.setup)
+	}
+	t.Logf("CreateSuperblock with the cgroup full: %v", out.prod)
+	if out.prodMinor {
+		t.Errorf("the create ran unconfined: the image's external journal created host loop%d (%v)", idx, out.prod)
+	}
+	if !errors.Is(out.prod, unix.EAGAIN) {
+		t.Errorf("CreateSuperblock with the cgroup full: %v, want EAGAIN", out.prod)
+	}
+	// Control: here the v1 fallback alone confines nothing.
+	t.Logf("control (v1 fallback, no v1 hierarchy): %v", out.control)
+	if loopIndexAbsent(idx) {
+		t.Errorf("control: the create in a namespace without a v1 devices hierarchy (%v) did not create loop%d: the test does not show an unconfined create", out.control, idx)
+	}
+}
+
+// onSideThread runs fn on a locked thread other than the process's main
+// one (whose namespaces /proc/self shows), which ends with fn: fn may
+// change that thread's namespaces.
+func onSideThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			defer close(done)
+			fn()
+			return // still locked: the thread ends here
+		}
+		// The main thread: hold it, so that another goroutine's thread
+		// cannot be it.
+		go func() {
+			runtime.LockOSThread()
+			defer close(done)
+			fn()
+		}()
+		<-done
+		runtime.UnlockOSThread()
+	}()
+	<-done
+}
+
+// cgroup2Own returns the mount point of the cgroup v2 hierarchy and this
+// process's cgroup in it, or skips t.
+func cgroup2Own(t *testing.T) (root, own string) {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	check(t, err)
+	for _, l := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f := strings.Fields(pre)
+		if ok && strings.HasPrefix(post, "cgroup2 ") && len(f) >= 5 && f[3] == "/" {
+			root = f[4]
+			break
+		}
+	}
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	check(t, err)
+	for _, l := range strings.Split(string(cg), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			own = p
+		}
+	}
+	if root == "" || own == "" {
+		t.Skip("no cgroup v2 hierarchy")
+	}
+	return root, own
 }
 
 // hasCgroup2 reports whether a cgroup v2 hierarchy is mounted.

@@ -432,7 +432,7 @@ static void put(const char *dir, const char *file, const char *val) {
  * the fsmount afterwards on its own copy of the context.
  * Preconditions: single-threaded, host root.
  */
-static void kcreate(const char *name, const char *maj, const char *min, int bpf) {
+static void kcreate(const char *name, const char *maj, const char *min, const char *how) {
 	size_t n = strlen(name);
 	if (n < 5 || n > 32 || strncmp(name, "loop", 4) != 0 || strspn(name + 4, "0123456789p") != n - 4)
 		die(EINVAL, "device name");
@@ -455,9 +455,16 @@ static void kcreate(const char *name, const char *maj, const char *min, int bpf)
 	 * the serving device only; the others get EPERM before they are looked
 	 * up. With "bpf" the supervisor started this process into a cgroup v2
 	 * whose device program allows the serving device only
-	 * (devcgroup.NewConfined): it is confined already. */
+	 * (devcgroup.NewConfined): it is confined already. With "v1" the
+	 * host has cgroup v2 but the supervisor could not start this process
+	 * in such a cgroup (a limit reached, the cgroup removed: possibly the
+	 * container's doing): without a v1 devices hierarchy the create
+	 * fails rather than run unconfined. */
 	char parent[4096], dir[4200];
-	if (bpf || !devices_cgroup(parent, sizeof parent)) {
+	int bpf = !strcmp(how, "bpf"), v1 = !bpf && devices_cgroup(parent, sizeof parent);
+	if (!v1 && !strcmp(how, "v1"))
+		die(EAGAIN, "device cgroup");
+	if (!v1) {
 		if (syscall(SYS_fsconfig, 6, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 			die(errno, "create");
 		dprintf(1, "0\n");
@@ -535,7 +542,7 @@ __attribute__((constructor)) static void loopvisor_nsexec(int argc, char **argv)
 			   strtoull(argv[5], NULL, 10));
 	}
 	if (!strcmp(op, "kcreate") && argc >= 4)
-		kcreate(argv[1], argv[2], argv[3], argc >= 5 && !strcmp(argv[4], "bpf"));
+		kcreate(argv[1], argv[2], argv[3], argc >= 5 ? argv[4] : "");
 	if (!strcmp(op, "remountbind") && argc >= 3) {
 		enter();
 		if (mount(NULL, argv[1], NULL, MS_REMOUNT | MS_BIND | strtoul(argv[2], NULL, 10), NULL) < 0)

@@ -120,13 +120,26 @@ const CreateTimeout = 2 * time.Minute
 // journal), so the create can open no device but dev: it starts in a
 // cgroup v2 whose device program allows only dev (ConfineBPF), or, where
 // that cannot be made, runs in a child v1 devices cgroup (ConfineV1).
+// When the cgroup v2 could not be made for want of a resource (EAGAIN,
+// ENOMEM: a cgroup.max.descendants reached, which a container can do by
+// stalling creates), or was made but the op could not be started in it
+// (pids.max reached, which a container sharing the supervisor's cgroup
+// can do by forking; the cgroup removed), the fallback must confine:
+// where there is no v1 devices hierarchy (a cgroup v2-only host) the
+// create fails with EAGAIN instead of running unconfined. Only a kernel
+// without clone3's CLONE_INTO_CGROUP falls back as a host without
+// cgroup v2 does.
 func CreateSuperblock(fsctx *os.File, devPath string, dev uint64) error {
 	err := CreateSuperblockWith(fsctx, devPath, dev, ConfineBPF)
 	var ce *confineError
-	if errors.As(err, &ce) {
-		return CreateSuperblockWith(fsctx, devPath, dev, ConfineV1)
+	if !errors.As(err, &ce) {
+		return err
 	}
-	return err
+	how := ConfineV1
+	if ce.mustConfine() {
+		how = confineV1Only
+	}
+	return CreateSuperblockWith(fsctx, devPath, dev, how)
 }
 
 // Confinement says how CreateSuperblockWith confines the create.
@@ -140,14 +153,39 @@ const (
 	// devices cgroup allowing dev only; where the host has no v1 devices
 	// hierarchy the create is not confined (README).
 	ConfineV1
+	// confineV1Only is ConfineV1 that fails (EAGAIN) where there is no
+	// v1 devices hierarchy, instead of running the create unconfined.
+	confineV1Only
 )
 
 // confineError says the confinement asked for could not be set up (no
-// cgroup v2, no BPF): CreateSuperblock then uses the other.
-type confineError struct{ err error }
+// cgroup v2, no BPF): CreateSuperblock then uses the other. made says
+// the cgroup was made and the op could not be started in it.
+type confineError struct {
+	err  error
+	made bool
+}
 
 func (e *confineError) Error() string { return "confine the create: " + e.err.Error() }
 func (e *confineError) Unwrap() error { return e.err }
+
+// mustConfine reports whether the fallback must confine the create (or
+// fail) rather than run it unconfined where the host has no v1 devices
+// hierarchy: the host can give the cgroup v2, and what kept the create
+// out of it may be the container's doing (a limit reached, the cgroup
+// removed). Not so where the cgroup could not be made for another reason
+// (no cgroup v2, not writable, no BPF), or the kernel lacks clone3's
+// CLONE_INTO_CGROUP (ENOSYS before 5.3; E2BIG or EINVAL before 5.7).
+func (e *confineError) mustConfine() bool {
+	if !e.made {
+		return errors.Is(e.err, unix.EAGAIN) || errors.Is(e.err, unix.ENOMEM)
+	}
+	var ne *Error
+	if errors.As(e.err, &ne) && ne.cause != nil {
+		return !errors.Is(ne.cause, unix.ENOSYS) && !errors.Is(ne.cause, unix.E2BIG) && !errors.Is(ne.cause, unix.EINVAL)
+	}
+	return true
+}
 
 // CreateSuperblockWith is CreateSuperblock with the confinement chosen
 // (tests check each).
@@ -164,18 +202,21 @@ func CreateSuperblockWith(fsctx *os.File, devPath string, dev uint64, how Confin
 	if how == ConfineBPF {
 		cg, err := devcgroup.NewConfined([]devcgroup.Device{{Type: 'b', Major: unix.Major(dev), Minor: unix.Minor(dev)}})
 		if err != nil {
-			return &confineError{err}
+			return &confineError{err, false}
 		}
 		defer func() { _ = cg.Close() }() // after runCmd's Wait; an empty cgroup left behind is removed by gc
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(cg.Dir.Fd())
 		args = append(args, "bpf")
 	}
+	if how == confineV1Only {
+		args = append(args, "v1")
+	}
 	cmd.Args = append([]string{"loopvisor-nsexec"}, args...)
 	err := runCmd(cmd, "kcreate", args, CreateTimeout)
 	var ne *Error
 	if how == ConfineBPF && errors.As(err, &ne) && ne.Step == "start" {
-		return &confineError{err} // clone3 refused the cgroup
+		return &confineError{err, true} // clone3 refused the cgroup
 	}
 	return err
 }
@@ -184,7 +225,7 @@ func runCmd(cmd *exec.Cmd, op string, args []string, timeout time.Duration) erro
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
-		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error()}
+		return &Error{Op: op, Step: "start", Errno: unix.EIO, Detail: err.Error(), cause: err}
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -217,6 +258,7 @@ type Error struct {
 	Step   string
 	Errno  unix.Errno
 	Detail string // what nsexec printed, for the log
+	cause  error  // why the op could not be started (Step "start")
 }
 
 func (e *Error) Error() string {
