@@ -405,6 +405,22 @@ func needCgroupV1Devices(t *testing.T) {
 	}
 }
 
+// journalDevAttached attaches journalDevImage's image to a host loop
+// device (detached at cleanup) and returns its node, its stat and the
+// loop minor the image names as its external journal.
+func journalDevAttached(t *testing.T, dir string) (string, unix.Stat_t, int) {
+	img, idx := journalDevImage(t, dir)
+	r := run(t, dir, "losetup", "-f", "--show", img)
+	if r.Code != 0 {
+		t.Fatal(r)
+	}
+	dev := strings.TrimSpace(r.Stdout)
+	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
+	var st unix.Stat_t
+	check(t, unix.Stat(dev, &st))
+	return dev, st, idx
+}
+
 // journalDevImage makes dir/fs.img, an ext4 image whose superblock names
 // an external journal by device number: a loop minor idx that does not
 // exist on the host (removed again at cleanup should anything create it).
@@ -437,15 +453,7 @@ func TestKcreateConfinesJournalDev(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
 	dir := workDir(t)
-	img, idx := journalDevImage(t, dir)
-	r := run(t, dir, "losetup", "-f", "--show", img)
-	if r.Code != 0 {
-		t.Fatal(r)
-	}
-	dev := strings.TrimSpace(r.Stdout)
-	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
-	var st unix.Stat_t
-	check(t, unix.Stat(dev, &st))
+	dev, st, idx := journalDevAttached(t, dir)
 	context := func(t *testing.T) *os.File {
 		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
 		check(t, err)
@@ -511,15 +519,7 @@ func TestKcreateFullCgroupNotUnconfined(t *testing.T) {
 	hostGuard(t)
 	root, own := cgroup2Own(t)
 	dir := workDir(t)
-	img, idx := journalDevImage(t, dir)
-	r := run(t, dir, "losetup", "-f", "--show", img)
-	if r.Code != 0 {
-		t.Fatal(r)
-	}
-	dev := strings.TrimSpace(r.Stdout)
-	t.Cleanup(func() { run(t, dir, "losetup", "-d", dev) })
-	var st unix.Stat_t
-	check(t, unix.Stat(dev, &st))
+	dev, st, idx := journalDevAttached(t, dir)
 	context := func() (*os.File, error) {
 		fd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
 		if err != nil {
@@ -538,7 +538,17 @@ func TestKcreateFullCgroupNotUnconfined(t *testing.T) {
 	full := filepath.Join(root, own, fmt.Sprintf("loopvisor-test-full-%d", os.Getpid()))
 	check(t, os.Mkdir(full, 0o700))
 	t.Cleanup(func() {
-		if err := os.Remove(full); err != nil {
+		// The test's children exited in it a moment ago: the kernel
+		// releases them from the cgroup shortly after they are reaped
+		// (EBUSY until then).
+		var err error
+		for i := 0; i < 100; i++ {
+			if err = os.Remove(full); !errors.Is(err, unix.EBUSY) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
 			t.Errorf("remove %s: %v", full, err)
 		}
 	})
