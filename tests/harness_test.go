@@ -260,6 +260,22 @@ func image(t *testing.T, dir, name string, size int64) string {
 	return p
 }
 
+// ext4Dirs returns the directories of a differential test: one for the
+// host's run of a script and one for the sandbox's, each with a 32 MiB
+// ext4 fs.img and the named directories owned by the sandbox's root, and
+// a state directory.
+func ext4Dirs(t *testing.T, subdirs ...string) (hostDir, dir, state string) {
+	t.Helper()
+	hostDir, dir, state = workDir(t), workDir(t), stateDir(t)
+	for _, d := range []string{hostDir, dir} {
+		fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
+		for _, m := range subdirs {
+			sandboxMkdir(t, d, m)
+		}
+	}
+	return hostDir, dir, state
+}
+
 // fsImage makes a file system of size bytes at dir/name with mkfs
 // (mkfs.ext4, mkfs.ext3), owned by the sandbox's root.
 func fsImage(t *testing.T, dir, name, mkfs string, size int64) {

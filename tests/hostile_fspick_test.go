@@ -64,8 +64,7 @@ func TestAttackFspickStaleHelperDev(t *testing.T) {
 	hostGuard(t)
 	dir, state := workDir(t), stateDir(t)
 	fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
-	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	sandboxMkdir(t, dir, "mnt")
 	// The marker is put together by the shell: the script itself is on
 	// loopvisor's command line, in the host's mount namespace.
 	marker := fmt.Sprintf("fspick-stale-wait-%d", os.Getpid())
@@ -137,12 +136,7 @@ losetup -d $d; echo "detach $?"`
 func TestAttackFspickKernelOptions(t *testing.T) {
 	needRoot(t)
 	hostGuard(t)
-	hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-	for _, d := range []string{hostDir, dir} {
-		fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-		check(t, os.Mkdir(filepath.Join(d, "mnt"), 0o755))
-		check(t, os.Chown(filepath.Join(d, "mnt"), SandboxUID, SandboxUID))
-	}
+	hostDir, dir, state := ext4Dirs(t, "mnt")
 	host := hostScript(t, hostDir, `d=$(losetup -f --show fs.img) || exit 1
 mount $d mnt || exit 1
 fspickopts params mnt
@@ -214,8 +208,7 @@ func TestAttackFspickContextPassedOut(t *testing.T) {
 			check(t, os.Chmod(sockDir, 0o777))
 			sock := filepath.Join(sockDir, "s")
 			fsImage(t, dirA, "fs.img", "mkfs.ext4", 32<<20)
-			check(t, os.Mkdir(filepath.Join(dirA, "mnt"), 0o755))
-			check(t, os.Chown(filepath.Join(dirA, "mnt"), SandboxUID, SandboxUID))
+			sandboxMkdir(t, dirA, "mnt")
 			b := make(chan outcome, 1)
 			go func() {
 				r, err := command(dirB, loopvisor, "run", "--state-dir", state,
@@ -276,10 +269,7 @@ losetup -d $d; echo "left $(losetup -a | grep -c fs.img)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-			}
+			hostDir, dir, state := ext4Dirs(t)
 			host := hostScript(t, hostDir, script)
 			if !strings.Contains(host, "fspick OK\numount-l 0\ndetach 0\nbound=0\nreattach 0\nleft 0\n") {
 				t.Fatalf("set-up: on the host the device should be free after the lazy umount:\n%s", host)
@@ -334,8 +324,7 @@ func TestAttackFspickFlood(t *testing.T) {
 			hostGuard(t)
 			dir, state := workDir(t), stateDir(t)
 			fsImage(t, dir, "fs.img", "mkfs.ext4", 32<<20)
-			check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-			check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+			sandboxMkdir(t, dir, "mnt")
 			pid := strconv.Itoa(os.Getpid())
 			script := `d=$(losetup -f --show fs.img) || exit 1
 mount $d mnt || exit 1
@@ -382,8 +371,7 @@ func TestAttackKernelMountJournalDev(t *testing.T) {
 	dir, state := workDir(t), stateDir(t)
 	img, idx := journalDevImage(t, dir)
 	check(t, os.Chown(img, SandboxUID, SandboxUID))
-	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	sandboxMkdir(t, dir, "mnt")
 	script := `d=$(losetup -f --show fs.img) || exit 1
 mount $d mnt 2>/dev/null; echo "mount $?"
 umount mnt 2>/dev/null

@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -45,8 +43,7 @@ func TestKernelMountPartitionSource(t *testing.T) {
 	state, dir := stateDir(t), workDir(t)
 	partImages(t, dir)
 	fsImage(t, dir, "whole.img", "mkfs.ext4", 16<<20)
-	check(t, os.Mkdir(filepath.Join(dir, "mnt"), 0o755))
-	check(t, os.Chown(filepath.Join(dir, "mnt"), SandboxUID, SandboxUID))
+	sandboxMkdir(t, dir, "mnt")
 
 	host := hostScript(t, dir, `set -e
 d=$(losetup -P -f --show host.img)

@@ -265,10 +265,7 @@ umount a; echo "umount $?"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-			}
+			hostDir, dir, state := ext4Dirs(t)
 			host := normMount(hostScript(t, hostDir, script), hostDir, false)
 			if !strings.Contains(host, "block size: 1024\n") {
 				t.Fatalf("set-up: the host's mount should set the device's block size to 1024:\n%s", host)

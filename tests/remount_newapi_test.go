@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -198,14 +197,7 @@ echo "left $(losetup -a | grep -c fs.img)"`
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			hostGuard(t)
-			hostDir, dir, state := workDir(t), workDir(t), stateDir(t)
-			for _, d := range []string{hostDir, dir} {
-				fsImage(t, d, "fs.img", "mkfs.ext4", 32<<20)
-				for _, m := range []string{"mnt", "tmp"} {
-					check(t, os.Mkdir(filepath.Join(d, m), 0o755))
-					check(t, os.Chown(filepath.Join(d, m), SandboxUID, SandboxUID))
-				}
-			}
+			hostDir, dir, state := ext4Dirs(t, "mnt", "tmp")
 			host := hostScript(t, hostDir, script)
 			for _, want := range []string{"reconfigure-ro OK\nafter-ro sb=ro write=EROFS\n", "after-rw sb=rw write=OK\n", "unprivileged-reconfigure EPERM\n", "after-unprivileged sb=rw write=OK\n", "tmpfs-reconfigure OK\n", "umount 0\n"} {
 				if !strings.Contains(host, want) {
