@@ -181,28 +181,7 @@ func TestFileCache(t *testing.T) {
 
 func testFileCache(t *testing.T, kept bool) {
 	noSweep(t)
-	cmd, lfd, sock := startChild(t, fileCacheChild)
-	defer func() { _ = sock.Close() }()
-	l, err := NewBlockingListener(lfd)
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
-	done := make(chan error, 1)
-	go func() { done <- serveFiles(l, kept) }()
-	if _, err := sock.Write([]byte{'G'}); err != nil {
-		t.Fatal(err)
-	}
-	werr := cmd.Wait()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if werr != nil {
-		t.Fatalf("child: %v (the exit status is the step that got a wrong answer, see fileChild)", werr)
-	}
+	l := runFileChild(t, kept)
 	// Steps 2, 3 (second call), 5, 9 and 10 (second call) are kcmp hits.
 	if got := l.hits.Load(); got != 5 {
 		t.Errorf("%d calls recognised by kcmp, want 5", got)
@@ -245,31 +224,39 @@ func TestFileCacheSweepRace(t *testing.T) {
 	fileSweep = 20 * time.Microsecond
 	t.Cleanup(func() { fileSweep = old })
 	for i := 0; i < 2; i++ {
-		cmd, lfd, sock := startChild(t, fileCacheChild)
-		l, err := NewBlockingListener(lfd)
-		if err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			_ = sock.Close()
-			t.Fatal(err)
-		}
-		l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
-		done := make(chan error, 1)
-		go func() { done <- serveFiles(l, i == 1) }()
-		if _, err := sock.Write([]byte{'G'}); err != nil {
-			t.Fatal(err)
-		}
-		werr := cmd.Wait()
-		serr := <-done
-		_ = sock.Close()
-		_ = l.Close()
-		if serr != nil {
-			t.Fatal(serr)
-		}
-		if werr != nil {
-			t.Fatalf("child: %v (the exit status is the step that got a wrong answer, see fileChild)", werr)
-		}
+		_ = runFileChild(t, i == 1).Close()
 	}
+}
+
+// runFileChild runs fileChild against a blocking listener that keeps
+// character devices, served by serveFiles (kept: KeptStat first) until
+// the child exits, and fails t if a call got a wrong answer. It returns
+// the listener, which t's cleanup closes (callers may close it sooner).
+func runFileChild(t *testing.T, kept bool) *Listener {
+	t.Helper()
+	cmd, lfd, sock := startChild(t, fileCacheChild)
+	defer func() { _ = sock.Close() }()
+	l, err := NewBlockingListener(lfd)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	l.KeepFiles(func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFCHR })
+	done := make(chan error, 1)
+	go func() { done <- serveFiles(l, kept) }()
+	if _, err := sock.Write([]byte{'G'}); err != nil {
+		t.Fatal(err)
+	}
+	werr := cmd.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if werr != nil {
+		t.Fatalf("child: %v (the exit status is the step that got a wrong answer, see fileChild)", werr)
+	}
+	return l
 }
 
 // noSweep keeps the file cache's sweeper from running during a test.
