@@ -41,24 +41,16 @@ type Confined struct {
 // reachable in it (another cgroup namespace) or not writable, or BPF
 // device programs cannot be loaded; callers then confine some other way.
 func NewConfined(devs []Device) (*Confined, error) {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	mi, own, err := readSelf()
 	if err != nil {
 		return nil, err
 	}
-	root, err := unifiedMount(mi)
-	if err != nil {
-		return nil, err
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	parent, err := unifiedPath(own)
+	parent, err := ownDir(mi, own, unifiedMount, unifiedPath)
 	if err != nil {
 		return nil, err
 	}
 	name := ConfinedPrefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(confinedSeq.Add(1), 10)
-	path := filepath.Join(root, parent, name)
+	path := filepath.Join(parent, name)
 	if err := os.Mkdir(path, 0o700); err != nil {
 		return nil, err
 	}
@@ -103,31 +95,50 @@ const V1KcreatePrefix = "loopvisor-kcreate-"
 // are gone (a supervisor or op killed between making one and removing
 // it). It returns how many it removed.
 func RemoveStaleConfined() (int, error) {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return 0, err
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
+	mi, own, err := readSelf()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	var errs []error
-	if root, err := unifiedMount(mi); err == nil {
-		if parent, err := unifiedPath(own); err == nil {
-			k, err := removeStale(filepath.Join(root, parent), ConfinedPrefix)
-			n += k
-			errs = append(errs, err)
-		}
+	if dir, err := ownDir(mi, own, unifiedMount, unifiedPath); err == nil {
+		k, err := removeStale(dir, ConfinedPrefix)
+		n += k
+		errs = append(errs, err)
 	}
-	if root, err := devicesMount(mi); err == nil {
-		if parent, err := devicesPath(own); err == nil {
-			k, err := removeStale(filepath.Join(root, parent), V1KcreatePrefix)
-			n += k
-			errs = append(errs, err)
-		}
+	if dir, err := ownDir(mi, own, devicesMount, devicesPath); err == nil {
+		k, err := removeStale(dir, V1KcreatePrefix)
+		n += k
+		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
+}
+
+// readSelf reads the calling process's mountinfo and /proc/self/cgroup.
+func readSelf() (mountinfo, cgroups []byte, err error) {
+	if mountinfo, err = os.ReadFile("/proc/self/mountinfo"); err != nil {
+		return nil, nil, err
+	}
+	if cgroups, err = os.ReadFile("/proc/self/cgroup"); err != nil {
+		return nil, nil, err
+	}
+	return mountinfo, cgroups, nil
+}
+
+// ownDir returns the directory of the calling process's own cgroup in
+// one hierarchy: mount finds the hierarchy's root in mountinfo
+// (unifiedMount, devicesMount), path its line in cgroups (unifiedPath,
+// devicesPath).
+func ownDir(mountinfo, cgroups []byte, mount, path func([]byte) (string, error)) (string, error) {
+	root, err := mount(mountinfo)
+	if err != nil {
+		return "", err
+	}
+	p, err := path(cgroups)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, p), nil
 }
 
 // removeStale removes the directories in dir named prefix+PID[-...] whose

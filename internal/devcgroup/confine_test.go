@@ -57,23 +57,21 @@ func TestRemoveStaleConfined(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (cgroups)")
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	root, err := unifiedMount(mi)
+	mi, own, err := readSelf()
 	if err != nil {
-		t.Skip("no cgroup v2 hierarchy")
+		t.Fatal(err)
 	}
-	own, _ := os.ReadFile("/proc/self/cgroup")
-	parent, err := unifiedPath(own)
+	parent, err := ownDir(mi, own, unifiedMount, unifiedPath)
 	if err != nil {
-		t.Skip(err)
+		t.Skip("no cgroup v2 hierarchy of this process:", err)
 	}
 	// A pid that is gone: a child that exited and was waited for.
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	dead := filepath.Join(root, parent, ConfinedPrefix+strconv.Itoa(cmd.Process.Pid)+"-1")
-	live := filepath.Join(root, parent, ConfinedPrefix+strconv.Itoa(os.Getpid())+"-999999")
+	dead := filepath.Join(parent, ConfinedPrefix+strconv.Itoa(cmd.Process.Pid)+"-1")
+	live := filepath.Join(parent, ConfinedPrefix+strconv.Itoa(os.Getpid())+"-999999")
 	for _, d := range []string{dead, live} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -81,15 +79,13 @@ func TestRemoveStaleConfined(t *testing.T) {
 		t.Cleanup(func() { _ = os.Remove(d) })
 	}
 	// And a v1 devices cgroup of kcreate's, where the host has one.
-	if root1, err := devicesMount(mi); err == nil {
-		if p1, err := devicesPath(own); err == nil {
-			v1 := filepath.Join(root1, p1, V1KcreatePrefix+strconv.Itoa(cmd.Process.Pid))
-			if err := os.Mkdir(v1, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = os.Remove(v1) })
-			dead = dead + " " + v1
+	if p1, err := ownDir(mi, own, devicesMount, devicesPath); err == nil {
+		v1 := filepath.Join(p1, V1KcreatePrefix+strconv.Itoa(cmd.Process.Pid))
+		if err := os.Mkdir(v1, 0o700); err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = os.Remove(v1) })
+		dead = dead + " " + v1
 	}
 	if _, err := RemoveStaleConfined(); err != nil {
 		t.Fatal(err)
