@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,7 +59,7 @@ func pingPongChild(argv []string) error {
 // pingPong is one run of the probe under the bare ping-pong supervisor: a Go
 // supervisor on the project's notify package that answers every
 // notification at once with 0, its listener served as `loopvisor run`
-// serves one (NewBlockingListener, a locked OS thread).
+// serves one (NewBlockingListener, one goroutine).
 type pingPong struct {
 	Stdout   string
 	SyncWake bool
@@ -131,10 +130,6 @@ func runPingPong(prefix, probeArgv []string, timeout time.Duration) (*pingPong, 
 	}
 	servec := make(chan served, 1)
 	go func() {
-		if l.Blocking() {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-		}
 		n := 0
 		for {
 			req, err := l.Next()

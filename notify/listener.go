@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -81,7 +82,20 @@ type Listener struct {
 	files   map[fileKey]*cachedFile
 	sweeper *time.Timer
 	hits    atomic.Int64 // calls recognised by kcmp (tests)
+	// The blocking receive's yields (nextBlocking), used by the one
+	// goroutine that calls Next.
+	recvs     uint32
+	lastYield time.Time
 }
+
+// yieldAfter is how long a blocking listener's Next serves without
+// passing through the Go scheduler: well below sysmon's 10 ms (see
+// NewBlockingListener). yieldCheck is how many receives pass between two
+// readings of the clock.
+const (
+	yieldAfter = 2 * time.Millisecond
+	yieldCheck = 64
+)
 
 // closingRef marks Listener.refs once Close was called.
 const closingRef = 1 << 62
@@ -118,13 +132,23 @@ func NewListener(fd int) (*Listener, error) {
 }
 
 // NewBlockingListener takes ownership of fd, a seccomp listener, to be
-// served by one goroutine with its OS thread locked (Serve does that when
-// Blocking reports true): Next blocks in SECCOMP_IOCTL_NOTIF_RECV on that
-// thread, so that with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP the kernel hands
-// the CPU from the trapped task straight to it, without the netpoller's
-// wake-up and goroutine scheduling on the way (about half of a trapped
-// call's time, make bench). It costs one OS thread per listener: for one
-// sandbox (`run`), not for many (the agent).
+// served by one goroutine: Next blocks in SECCOMP_IOCTL_NOTIF_RECV on that
+// goroutine's OS thread, so that with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+// the kernel hands the CPU from the trapped task straight to it, without
+// the netpoller's wake-up and goroutine scheduling on the way (about half
+// of a trapped call's time, make bench). It costs one OS thread per
+// listener while it waits: for one sandbox (`run`), not for many (the
+// agent).
+//
+// A goroutine that only ever waits in system calls never passes through
+// the Go scheduler, and the runtime's sysmon takes that for a goroutine
+// running too long: every 10 ms it preempts it (SIGURG) or takes its P
+// away in the receive, and then polls every 20 to 100 µs for milliseconds,
+// waking a thread on the CPUs the trapped task and the serving thread
+// share. Next therefore yields to the scheduler (runtime.Gosched) once per
+// yieldAfter of steady serving. The serving goroutine must not lock its
+// OS thread: a locked goroutine's yield hands its P to another thread and
+// back.
 //
 // Where the kernel has no sync wake-up (before 6.6) a blocking receive is
 // not woken when the last task leaves the filter, so the listener is
@@ -157,9 +181,8 @@ func newListener(fd int, blocking bool) (*Listener, error) {
 	return l, nil
 }
 
-// Blocking reports whether Next blocks its OS thread in the kernel: the
-// caller should serve the listener from one goroutine with
-// runtime.LockOSThread.
+// Blocking reports whether Next blocks its OS thread in the kernel (see
+// NewBlockingListener).
 func (l *Listener) Blocking() bool { return l.blocking }
 
 // Next blocks until a notification arrives and returns it. It returns
@@ -234,11 +257,32 @@ func (n *seccompNotif) request() Request {
 	}
 }
 
+// timeNow and gosched are the clock and the yield of maybeYield (variables
+// for tests).
+var (
+	timeNow = time.Now
+	gosched = runtime.Gosched
+)
+
+// maybeYield yields to the Go scheduler if the serving goroutine has not
+// done so for yieldAfter, reading the clock once every yieldCheck calls
+// (see NewBlockingListener).
+func (l *Listener) maybeYield() {
+	if l.recvs++; l.recvs%yieldCheck != 0 {
+		return
+	}
+	if now := timeNow(); now.Sub(l.lastYield) >= yieldAfter {
+		l.lastYield = now
+		gosched()
+	}
+}
+
 // nextBlocking is Next on a blocking listener. The kernel ends a blocking
 // receive with ENOENT both when the caller it woke for is gone and when no
 // task uses the filter any more; only in the second case does poll say
 // POLLHUP.
 func (l *Listener) nextBlocking() (Request, error) {
+	l.maybeYield()
 	for {
 		if !l.use() {
 			return Request{}, ErrGone

@@ -112,7 +112,7 @@ func startChild(t testing.TB, mode string) (*exec.Cmd, int, *os.File) {
 }
 
 // TestBlockingListener: a blocking listener receives the child's trapped
-// calls on a locked thread, answers them, and reports ErrGone once the
+// calls on one goroutine's thread, answers them, and reports ErrGone once the
 // child has exited (the kernel ends a blocking receive then); Close while
 // a receive blocks returns at once.
 func TestBlockingListener(t *testing.T) {
@@ -136,8 +136,6 @@ func TestBlockingListener(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
 				n := 0
 				for {
 					req, err := l.Next()
@@ -194,5 +192,46 @@ func TestBlockingListener(t *testing.T) {
 				t.Errorf("child: %v, served %d calls, want %d answered 7", werr, r.served, childCalls)
 			}
 		})
+	}
+}
+
+// TestBlockingListenerYields: a blocking listener's Next passes through the
+// Go scheduler at least every yieldAfter plus yieldCheck calls of steady
+// serving, so that the runtime's sysmon, which preempts a goroutine that
+// has not been scheduled for 10 ms, never does so to the serving loop. The
+// clock is simulated: one call every 20 µs.
+func TestBlockingListenerYields(t *testing.T) {
+	const step = 20 * time.Microsecond
+	start := time.Now()
+	now := start
+	var yields []time.Duration
+	timeNow = func() time.Time { return now }
+	gosched = func() { yields = append(yields, now.Sub(start)) }
+	defer func() { timeNow, gosched = time.Now, runtime.Gosched }()
+
+	l := &Listener{lastYield: start}
+	const serve = 100 * time.Millisecond
+	for now.Sub(start) < serve {
+		l.maybeYield()
+		now = now.Add(step)
+	}
+	if len(yields) == 0 {
+		t.Fatalf("no yield in %v of serving", serve)
+	}
+	prev := time.Duration(0)
+	bound := yieldAfter + yieldCheck*step
+	for _, y := range append(yields, serve) {
+		if gap := y - prev; gap > bound {
+			t.Errorf("%v without a yield (at %v), want at most %v", gap, y, bound)
+		}
+		prev = y
+	}
+	if bound >= 10*time.Millisecond {
+		t.Errorf("bound %v is not below sysmon's 10 ms", bound)
+	}
+	// Not more often than needed either: each yield costs a pass
+	// through the scheduler.
+	if max := int(serve / yieldAfter); len(yields) > max {
+		t.Errorf("%d yields in %v, want at most %d", len(yields), serve, max)
 	}
 }

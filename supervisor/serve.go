@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"errors"
-	"runtime"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -32,16 +31,13 @@ type Sandbox struct {
 // Serve answers the listener's notifications until no task uses the filter
 // any more. Requests of one listener are served in order, so a flood from
 // one sandbox queues behind itself only. A blocking listener is served on
-// this goroutine's OS thread, locked for the purpose: every call is
-// received, decided and answered there.
+// this goroutine's OS thread: every call is received, decided and answered
+// there (the listener yields to the Go scheduler now and then, see
+// notify.NewBlockingListener, so the thread is not locked).
 //
 // The listener keeps the callers' loop-control files it sees
 // (Instance.KeepFile): later calls on them are recognised with one kcmp.
 func Serve(l *notify.Listener, sb *Sandbox) error {
-	if l.Blocking() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-	}
 	if sb.Instance != nil {
 		l.KeepFiles(sb.Instance.KeepFile)
 	}
