@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ type Instance struct {
 
 	mu      sync.Mutex
 	devs    map[int]*os.File  // owned index -> O_EXCL claim while unbound (nil when bound or in rundown)
+	order   []int             // the indices of devs, ascending (addDev, dropDev): GET_FREE's scan without a map iteration
 	binding map[int]int       // indices whose claim is dropped for a caller's command in flight
 	parts   map[int][]partDev // whole device -> its partition devices
 	// Devices the sandbox gave back (LOOP_CTL_REMOVE, a dropped
@@ -295,7 +297,8 @@ func (in *Instance) Devices() []int {
 func (in *Instance) claim(idx int) {
 	// Opening a node of a loop device that does not exist creates it
 	// (the driver's autoload): never do that for a device that is gone.
-	if in.devs[idx] != nil || in.binding[idx] > 0 || !Exists(idx) || Bound(idx) {
+	// Only an owned index is claimed (addDev makes it owned).
+	if f, owned := in.devs[idx]; !owned || f != nil || in.binding[idx] > 0 || !Exists(idx) || Bound(idx) {
 		return
 	}
 	f, err := in.reg.OpenLoop(idx, unix.O_RDONLY|unix.O_EXCL|unix.O_NONBLOCK)
@@ -369,10 +372,10 @@ func (in *Instance) allocate(idx int, show bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	in.devs[got] = nil
+	in.addDev(got)
 	if err := in.writeJournal(false); err != nil {
 		in.log.WithError(err).Error("cannot journal a new device; giving it back")
-		delete(in.devs, got)
+		in.dropDev(got)
 		_ = in.host.Remove(got)
 		return -1, unix.EIO
 	}
@@ -422,13 +425,32 @@ func (in *Instance) heldFree() (int, bool) {
 // (nobody else can bind it, nor remove it while it is open).
 // Preconditions: in.mu held.
 func (in *Instance) lowestHeldFree() int {
-	best := -1
-	for idx, f := range in.devs {
-		if f != nil && in.binding[idx] == 0 && (best < 0 || idx < best) {
-			best = idx
+	for _, idx := range in.order {
+		if in.devs[idx] != nil && in.binding[idx] == 0 {
+			return idx
 		}
 	}
-	return best
+	return -1
+}
+
+// addDev makes idx the instance's, not yet claimed. Preconditions: in.mu
+// held.
+func (in *Instance) addDev(idx int) {
+	if _, owned := in.devs[idx]; owned {
+		return
+	}
+	in.devs[idx] = nil
+	i, _ := slices.BinarySearch(in.order, idx)
+	in.order = slices.Insert(in.order, i, idx)
+}
+
+// dropDev forgets idx (its claim, if any, is the caller's to close).
+// Preconditions: in.mu held.
+func (in *Instance) dropDev(idx int) {
+	delete(in.devs, idx)
+	if i, ok := slices.BinarySearch(in.order, idx); ok {
+		in.order = slices.Delete(in.order, i, i+1)
+	}
 }
 
 func (in *Instance) getFree() (int, error) {
@@ -598,7 +620,7 @@ func (in *Instance) removeAndAdd(idx int) (kept bool, err error) {
 	}
 	if err != nil || got != idx {
 		in.log.WithError(err).WithField("loop", idx).Warn("cannot keep the index of a removed device")
-		delete(in.devs, idx)
+		in.dropDev(idx)
 		delete(in.hidden, idx)
 		in.reg.DropNode(idx)
 		if err := in.writeJournal(false); err != nil {
@@ -704,7 +726,7 @@ func (in *Instance) Close(timeout time.Duration) error {
 				left = append(left, idx)
 				continue
 			}
-			delete(in.devs, idx)
+			in.dropDev(idx)
 			in.reg.DropNode(idx)
 			in.View.RemoveLoop(idx)
 			in.log.WithField("loop", idx).Info("device released")
