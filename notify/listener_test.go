@@ -198,40 +198,40 @@ func TestBlockingListener(t *testing.T) {
 // TestBlockingListenerYields: a blocking listener's Next passes through the
 // Go scheduler at least every yieldAfter plus yieldCheck calls of steady
 // serving, so that the runtime's sysmon, which preempts a goroutine that
-// has not been scheduled for 10 ms, never does so to the serving loop. The
-// clock is simulated: one call every 20 µs.
+// has not been scheduled for 10 ms, never does so to the serving loop: at
+// the rate of a tight loop of trapped calls and at slower ones, down to
+// about 800 calls a second. The clock is simulated.
 func TestBlockingListenerYields(t *testing.T) {
-	const step = 20 * time.Microsecond
-	start := time.Now()
-	now := start
-	var yields []time.Duration
-	timeNow = func() time.Time { return now }
-	gosched = func() { yields = append(yields, now.Sub(start)) }
+	const sysmon = 10 * time.Millisecond
 	defer func() { timeNow, gosched = time.Now, runtime.Gosched }()
+	for _, step := range []time.Duration{20 * time.Microsecond, 300 * time.Microsecond, 1200 * time.Microsecond} {
+		start := time.Now()
+		now := start
+		var yields []time.Duration
+		timeNow = func() time.Time { return now }
+		gosched = func() { yields = append(yields, now.Sub(start)) }
 
-	l := &Listener{lastYield: start}
-	const serve = 100 * time.Millisecond
-	for now.Sub(start) < serve {
-		l.maybeYield()
-		now = now.Add(step)
-	}
-	if len(yields) == 0 {
-		t.Fatalf("no yield in %v of serving", serve)
-	}
-	prev := time.Duration(0)
-	bound := yieldAfter + yieldCheck*step
-	for _, y := range append(yields, serve) {
-		if gap := y - prev; gap > bound {
-			t.Errorf("%v without a yield (at %v), want at most %v", gap, y, bound)
+		l := &Listener{lastYield: start}
+		const serve = 100 * time.Millisecond
+		for now.Sub(start) < serve {
+			l.maybeYield()
+			now = now.Add(step)
 		}
-		prev = y
-	}
-	if bound >= 10*time.Millisecond {
-		t.Errorf("bound %v is not below sysmon's 10 ms", bound)
-	}
-	// Not more often than needed either: each yield costs a pass
-	// through the scheduler.
-	if max := int(serve / yieldAfter); len(yields) > max {
-		t.Errorf("%d yields in %v, want at most %d", len(yields), serve, max)
+		if len(yields) == 0 {
+			t.Fatalf("one call every %v: no yield in %v of serving", step, serve)
+		}
+		prev := time.Duration(0)
+		bound := yieldAfter + yieldCheck*step
+		for _, y := range append(yields, serve) {
+			if gap := y - prev; gap > bound || gap >= sysmon {
+				t.Errorf("one call every %v: %v without a yield (at %v), want at most %v and below sysmon's %v", step, gap, y, bound, sysmon)
+			}
+			prev = y
+		}
+		// Not more often than needed either: each yield costs a pass
+		// through the scheduler.
+		if max := int(serve / yieldAfter); len(yields) > max {
+			t.Errorf("one call every %v: %d yields in %v, want at most %d", step, len(yields), serve, max)
+		}
 	}
 }
