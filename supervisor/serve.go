@@ -30,10 +30,11 @@ type Sandbox struct {
 
 // Serve answers the listener's notifications until no task uses the filter
 // any more. Requests of one listener are served in order, so a flood from
-// one sandbox queues behind itself only. A blocking listener is served on
-// this goroutine's OS thread: every call is received, decided and answered
-// there (the listener yields to the Go scheduler now and then, see
-// notify.NewBlockingListener, so the thread is not locked).
+// one sandbox queues behind itself only. A blocking listener's receive
+// blocks whichever OS thread this goroutine runs on; the goroutine is not
+// locked to one (the listener yields to the Go scheduler now and then, see
+// notify.NewBlockingListener), so a call may be received on one thread and
+// answered on another, and nothing here may rely on per-thread state.
 //
 // The listener keeps the callers' loop-control files it sees
 // (Instance.KeepFile): later calls on them are recognised with one kcmp.
