@@ -217,20 +217,8 @@ func (t *Target) GetFDStat(unsafeFD uint32) (FD, unix.Stat_t, error) {
 	}
 	l := t.l
 	key := fileKey{t.req.Pid, int(unsafeFD)}
-	if c := l.lookupFile(key); c != nil {
-		same, err := linux.SameFile(selfPid, key.tid, c.fd, key.fd)
-		if err == nil && same {
-			l.hits.Add(1)
-			return FD{N: c.fd, Flags: c.flags, c: c, recog: true}, c.st, nil
-		}
-		// Another file under that number, none, or the thread is gone:
-		// served as a first call.
-		l.forget(key, c)
-		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
-			// No kcmp (CONFIG_KCMP), or no ptrace access to the
-			// caller (Yama): keeping files would only cost.
-			l.KeepFiles(nil)
-		}
+	if c := l.recognise(key); c != nil {
+		return FD{N: c.fd, Flags: c.flags, c: c, recog: true}, c.st, nil
 	}
 	f, err := t.GetFD(unsafeFD)
 	if err != nil {
@@ -251,23 +239,41 @@ func (t *Target) GetFDStat(unsafeFD uint32) (FD, unix.Stat_t, error) {
 // its stat: no Target, no FD to close. The same rule as for
 // FD.Recognised holds: the file is the caller's only if the call is still
 // pending, so the answer must have no side effect (the reply proves it)
-// or be preceded by Valid. A miss changes nothing: GetFDStat then serves
-// the call as before.
+// or be preceded by Valid. A miss drops the entry (recognise): GetFDStat
+// then serves the call as a first one.
 func (l *Listener) KeptStat(req *Request, unsafeFD uint32, st *unix.Stat_t) bool {
 	if unsafeFD > 0x7fffffff {
 		return false
 	}
-	key := fileKey{req.Pid, int(unsafeFD)}
-	c := l.lookupFile(key)
+	c := l.recognise(fileKey{req.Pid, int(unsafeFD)})
 	if c == nil {
 		return false
 	}
-	same, err := linux.SameFile(selfPid, key.tid, c.fd, key.fd)
-	hit := err == nil && same
-	if hit {
-		*st = c.st
-		l.hits.Add(1)
-	}
+	*st = c.st
 	c.release()
-	return hit
+	return true
+}
+
+// recognise returns key's kept file, counted as in use, if one kcmp shows
+// that the caller's descriptor is still that file (see the top of this
+// file), or nil. A miss (another file under that number, none, or the
+// thread is gone) drops the entry, so the call is served as a first one
+// and a later lookup does not repeat the kcmp.
+func (l *Listener) recognise(key fileKey) *cachedFile {
+	c := l.lookupFile(key)
+	if c == nil {
+		return nil
+	}
+	same, err := linux.SameFile(selfPid, key.tid, c.fd, key.fd)
+	if err == nil && same {
+		l.hits.Add(1)
+		return c
+	}
+	l.forget(key, c)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		// No kcmp (CONFIG_KCMP), or no ptrace access to the caller
+		// (Yama): keeping files would only cost.
+		l.KeepFiles(nil)
+	}
+	return nil
 }
