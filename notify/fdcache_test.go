@@ -186,28 +186,24 @@ func testFileCache(t *testing.T, kept bool) {
 	if got := l.hits.Load(); got != 5 {
 		t.Errorf("%d calls recognised by kcmp, want 5", got)
 	}
-	l.mu.Lock()
-	n := len(l.files)
-	l.mu.Unlock()
-	if n == 0 {
+	entries := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.files)
+	}
+	if entries() == 0 {
 		t.Error("no file kept")
 	}
 	// DropFiles (before an umount) drops every entry at once (TestMain
 	// checks that their descriptors were closed).
 	l.DropFiles()
-	l.mu.Lock()
-	n = len(l.files)
-	l.mu.Unlock()
-	if n != 0 {
+	if n := entries(); n != 0 {
 		t.Errorf("%d files kept after DropFiles", n)
 	}
 	// Two sweeps without a call in between drop every entry.
 	l.sweep()
 	l.sweep()
-	l.mu.Lock()
-	n = len(l.files)
-	l.mu.Unlock()
-	if n != 0 {
+	if n := entries(); n != 0 {
 		t.Errorf("%d files kept after two sweeps without calls", n)
 	}
 }
